@@ -1,0 +1,298 @@
+//! Images, builder instances, subnets and launch templates (EC2).
+
+use super::*;
+use aws_sdk_ec2::types::{
+    Filter, InstanceStateName, LaunchTemplateTagSpecificationRequest, RequestLaunchTemplateData,
+    ResourceType, Tag, TagSpecification,
+};
+
+fn ec2_tags(tags: &Tags) -> Vec<Tag> {
+    tags.pairs()
+        .into_iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+fn tag_spec(resource: ResourceType, tags: Vec<Tag>) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(resource)
+        .set_tags(Some(tags))
+        .build()
+}
+
+fn is_managed(tags: &[Tag]) -> bool {
+    tags.iter()
+        .any(|t| t.key() == Some(TAG_MANAGED) && t.value() == Some("true"))
+}
+
+fn image_state(state: Option<&aws_sdk_ec2::types::ImageState>) -> ImageState {
+    use aws_sdk_ec2::types::ImageState as S;
+    match state {
+        Some(S::Available) => ImageState::Available,
+        Some(S::Pending) | None => ImageState::Pending,
+        Some(_) => ImageState::Failed,
+    }
+}
+
+impl Aws {
+    pub(super) async fn source_image_exists(&self, image_id: &str) -> CloudResult<bool> {
+        let result = self.ec2.describe_images().image_ids(image_id).send().await;
+        match result.map_err(|e| sdk_error("DescribeImages", e)) {
+            Ok(out) => Ok(!out.images().is_empty()),
+            Err(e) if code_of(&e).is_some_and(|c| c.starts_with("InvalidAMIID")) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(super) async fn find_baked_image(&self, fleet: &str, bake: &str) -> CloudResult<Option<Image>> {
+        let filter = |name: String, value: &str| Filter::builder().name(name).values(value).build();
+        let out = self
+            .ec2
+            .describe_images()
+            .owners("self")
+            .filters(filter(format!("tag:{TAG_FLEET}"), fleet))
+            .filters(filter(format!("tag:{TAG_BAKE}"), bake))
+            .send()
+            .await
+            .map_err(|e| sdk_error("DescribeImages", e))?;
+        Ok(out
+            .images()
+            .iter()
+            .filter(|i| is_managed(i.tags()))
+            .map(|i| Image {
+                id: i.image_id().unwrap_or_default().to_string(),
+                state: image_state(i.state()),
+            })
+            .find(|i| i.state != ImageState::Failed))
+    }
+
+    pub(super) async fn launch_builder(&self, request: &BuilderRequest) -> CloudResult<String> {
+        let out = self
+            .ec2
+            .run_instances()
+            .image_id(&request.source_ami)
+            .instance_type(request.instance_type.as_str().into())
+            .min_count(1)
+            .max_count(1)
+            .subnet_id(&request.subnet)
+            .set_security_group_ids(Some(request.security_groups.clone()))
+            .set_user_data(request.user_data.as_deref().map(base64))
+            .tag_specifications(tag_spec(ResourceType::Instance, ec2_tags(&request.tags)))
+            .send()
+            .await
+            .map_err(|e| sdk_error("RunInstances", e))?;
+        out.instances()
+            .first()
+            .and_then(|i| i.instance_id())
+            .map(str::to_string)
+            .ok_or_else(|| CloudError::Invalid("RunInstances returned no instance".into()))
+    }
+
+    pub(super) async fn instance_state(&self, instance_id: &str) -> CloudResult<InstanceState> {
+        let out = self
+            .ec2
+            .describe_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .map_err(|e| sdk_error("DescribeInstances", e))
+            .map_err(|e| match code_of(&e) {
+                Some("InvalidInstanceID.NotFound") => CloudError::NotFound(format!("instance {instance_id}")),
+                _ => e,
+            })?;
+        let state = out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .find_map(|i| i.state().and_then(|s| s.name()).cloned())
+            .ok_or_else(|| CloudError::NotFound(format!("instance {instance_id}")))?;
+        Ok(match state {
+            InstanceStateName::Pending => InstanceState::Pending,
+            InstanceStateName::Running => InstanceState::Running,
+            InstanceStateName::ShuttingDown | InstanceStateName::Stopping | InstanceStateName::Stopped => {
+                InstanceState::Stopping
+            }
+            _ => InstanceState::Terminated,
+        })
+    }
+
+    pub(super) async fn create_image(&self, builder: &str, name: &str, bake: &str, tags: &Tags) -> CloudResult<String> {
+        let mut image_tags = ec2_tags(tags);
+        image_tags.push(Tag::builder().key(TAG_BAKE).value(bake).build());
+        let out = self
+            .ec2
+            .create_image()
+            .instance_id(builder)
+            .name(name)
+            .description(format!("baked by immune for fleet {}", tags.fleet))
+            .tag_specifications(tag_spec(ResourceType::Image, image_tags))
+            .send()
+            .await
+            .map_err(|e| sdk_error("CreateImage", e))?;
+        out.image_id()
+            .map(str::to_string)
+            .ok_or_else(|| CloudError::Invalid("CreateImage returned no image id".into()))
+    }
+
+    pub(super) async fn image(&self, image_id: &str) -> CloudResult<Image> {
+        let out = self
+            .ec2
+            .describe_images()
+            .image_ids(image_id)
+            .send()
+            .await
+            .map_err(|e| sdk_error("DescribeImages", e))?;
+        out.images()
+            .first()
+            .map(|i| Image {
+                id: image_id.to_string(),
+                state: image_state(i.state()),
+            })
+            .ok_or_else(|| CloudError::NotFound(format!("image {image_id}")))
+    }
+
+    pub(super) async fn terminate_instance(&self, instance_id: &str) -> CloudResult<()> {
+        let out = self
+            .ec2
+            .describe_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .map_err(|e| sdk_error("DescribeInstances", e));
+        let tags: Vec<Tag> = match out {
+            Ok(out) => out
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .flat_map(|i| i.tags().to_vec())
+                .collect(),
+            Err(e) if code_of(&e) == Some("InvalidInstanceID.NotFound") => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if !is_managed(&tags) {
+            return Err(CloudError::NotManaged(format!("instance {instance_id}")));
+        }
+        self.ec2
+            .terminate_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .map_err(|e| sdk_error("TerminateInstances", e))?;
+        Ok(())
+    }
+
+    pub(super) async fn vpc_of_subnets(&self, subnets: &[String]) -> CloudResult<String> {
+        let out = self
+            .ec2
+            .describe_subnets()
+            .set_subnet_ids(Some(subnets.to_vec()))
+            .send()
+            .await
+            .map_err(|e| sdk_error("DescribeSubnets", e))
+            .map_err(|e| match code_of(&e) {
+                Some("InvalidSubnetID.NotFound") => CloudError::NotFound(format!("subnet(s) {}", subnets.join(", "))),
+                _ => e,
+            })?;
+        let vpcs: std::collections::BTreeSet<&str> =
+            out.subnets().iter().filter_map(|s| s.vpc_id()).collect();
+        match (vpcs.len(), vpcs.first()) {
+            (1, Some(vpc)) => Ok(vpc.to_string()),
+            (0, _) => Err(CloudError::NotFound(format!("subnet(s) {}", subnets.join(", ")))),
+            _ => Err(CloudError::Invalid(format!(
+                "subnets {} are in different VPCs; a fleet's subnets must share one VPC",
+                subnets.join(", ")
+            ))),
+        }
+    }
+
+    pub(super) async fn create_launch_template_version(&self, request: &LaunchRequest) -> CloudResult<LaunchTemplateRef> {
+        let data = RequestLaunchTemplateData::builder()
+            .image_id(&request.image_id)
+            .instance_type(request.instance_type.as_str().into())
+            .set_security_group_ids(Some(request.security_groups.clone()))
+            .set_user_data(request.user_data.as_deref().map(base64))
+            .tag_specifications(
+                LaunchTemplateTagSpecificationRequest::builder()
+                    .resource_type(ResourceType::Instance)
+                    .set_tags(Some(ec2_tags(&request.tags)))
+                    .build(),
+            )
+            .build();
+        let existing = self
+            .ec2
+            .describe_launch_templates()
+            .launch_template_names(&request.template_name)
+            .send()
+            .await
+            .map_err(|e| sdk_error("DescribeLaunchTemplates", e));
+        let existing = match existing {
+            Ok(out) => out.launch_templates().first().cloned(),
+            Err(e) if code_of(&e).is_some_and(|c| c.contains("NotFound")) => None,
+            Err(e) => return Err(e),
+        };
+        match existing {
+            None => {
+                let mut template_tags = ec2_tags(&request.tags);
+                template_tags.retain(|t| t.key() != Some(TAG_RELEASE));
+                let out = self
+                    .ec2
+                    .create_launch_template()
+                    .launch_template_name(&request.template_name)
+                    .version_description(&request.tags.name)
+                    .launch_template_data(data)
+                    .tag_specifications(tag_spec(ResourceType::LaunchTemplate, template_tags))
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("CreateLaunchTemplate", e))?;
+                let template = out
+                    .launch_template()
+                    .ok_or_else(|| CloudError::Invalid("CreateLaunchTemplate returned nothing".into()))?;
+                Ok(LaunchTemplateRef {
+                    id: template.launch_template_id().unwrap_or_default().to_string(),
+                    version: template.latest_version_number().unwrap_or(1),
+                })
+            }
+            Some(template) => {
+                if !is_managed(template.tags()) {
+                    return Err(CloudError::NotManaged(format!(
+                        "launch template {}",
+                        request.template_name
+                    )));
+                }
+                let id = template.launch_template_id().unwrap_or_default().to_string();
+                let out = self
+                    .ec2
+                    .create_launch_template_version()
+                    .launch_template_id(&id)
+                    .version_description(&request.tags.name)
+                    .launch_template_data(data)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("CreateLaunchTemplateVersion", e))?;
+                let version = out
+                    .launch_template_version()
+                    .and_then(|v| v.version_number())
+                    .ok_or_else(|| CloudError::Invalid("CreateLaunchTemplateVersion returned no version".into()))?;
+                Ok(LaunchTemplateRef { id, version })
+            }
+        }
+    }
+
+    pub(super) async fn delete_launch_template_version(&self, template: &LaunchTemplateRef) -> CloudResult<()> {
+        let out = self
+            .ec2
+            .delete_launch_template_versions()
+            .launch_template_id(&template.id)
+            .versions(template.version.to_string())
+            .send()
+            .await
+            .map_err(|e| sdk_error("DeleteLaunchTemplateVersions", e));
+        match out {
+            // The template's default version cannot be deleted on its own; it is harmless
+            // (it launches nothing) and the next release adds a version beside it.
+            Ok(_) => Ok(()),
+            Err(e) if code_of(&e).is_some_and(|c| c.contains("NotFound")) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}

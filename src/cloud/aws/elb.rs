@@ -1,0 +1,233 @@
+//! Load balancer listeners and target groups (ELBv2).
+
+use super::*;
+use aws_sdk_elasticloadbalancingv2::types::{
+    Action, ActionTypeEnum, ForwardActionConfig, ProtocolEnum, Tag, TargetGroupAttribute,
+    TargetGroupTuple, TargetHealthStateEnum, TargetTypeEnum,
+};
+
+impl Aws {
+    pub(super) async fn resolve_listener(&self, listener: &ListenerRef) -> CloudResult<Listener> {
+        let not_found = || CloudError::NotFound(listener.to_string());
+        let listeners = match listener {
+            ListenerRef::Arn(arn) => self
+                .elb
+                .describe_listeners()
+                .listener_arns(arn)
+                .send()
+                .await
+                .map_err(|e| sdk_error("DescribeListeners", e)),
+            ListenerRef::LoadBalancer { name, .. } => {
+                let lbs = self
+                    .elb
+                    .describe_load_balancers()
+                    .names(name)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("DescribeLoadBalancers", e))
+                    .map_err(|e| match code_of(&e) {
+                        Some(c) if c.contains("NotFound") => not_found(),
+                        _ => e,
+                    })?;
+                let lb_arn = lbs
+                    .load_balancers()
+                    .first()
+                    .and_then(|lb| lb.load_balancer_arn())
+                    .ok_or_else(not_found)?
+                    .to_string();
+                self.elb
+                    .describe_listeners()
+                    .load_balancer_arn(lb_arn)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("DescribeListeners", e))
+            }
+        }
+        .map_err(|e| match code_of(&e) {
+            Some(c) if c.contains("NotFound") => not_found(),
+            _ => e,
+        })?;
+        listeners
+            .listeners()
+            .iter()
+            .find(|l| match listener {
+                ListenerRef::Arn(arn) => l.listener_arn() == Some(arn.as_str()),
+                ListenerRef::LoadBalancer { port, .. } => l.port() == Some(i32::from(*port)),
+            })
+            .map(|l| Listener {
+                arn: l.listener_arn().unwrap_or_default().to_string(),
+                load_balancer_arn: l.load_balancer_arn().unwrap_or_default().to_string(),
+            })
+            .ok_or_else(not_found)
+    }
+
+    pub(super) async fn listener_weights(&self, listener_arn: &str) -> CloudResult<Vec<Weight>> {
+        let out = self
+            .elb
+            .describe_listeners()
+            .listener_arns(listener_arn)
+            .send()
+            .await
+            .map_err(|e| sdk_error("DescribeListeners", e))?;
+        let listener = out
+            .listeners()
+            .first()
+            .ok_or_else(|| CloudError::NotFound(format!("listener {listener_arn}")))?;
+        let Some(action) = listener
+            .default_actions()
+            .iter()
+            .find(|a| a.r#type() == Some(&ActionTypeEnum::Forward))
+        else {
+            return Ok(Vec::new());
+        };
+        let weighted: Vec<Weight> = action
+            .forward_config()
+            .map(|f| f.target_groups())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|t| {
+                Some(Weight {
+                    target_group: t.target_group_arn()?.to_string(),
+                    weight: t.weight().unwrap_or(1).clamp(0, 100) as u8,
+                })
+            })
+            .collect();
+        if !weighted.is_empty() {
+            return Ok(weighted);
+        }
+        // A plain forward to one target group carries all the traffic.
+        Ok(action
+            .target_group_arn()
+            .map(|arn| {
+                vec![Weight {
+                    target_group: arn.to_string(),
+                    weight: 100,
+                }]
+            })
+            .unwrap_or_default())
+    }
+
+    pub(super) async fn set_listener_weights(&self, listener_arn: &str, weights: &[Weight]) -> CloudResult<()> {
+        let groups = weights
+            .iter()
+            .map(|w| {
+                TargetGroupTuple::builder()
+                    .target_group_arn(&w.target_group)
+                    .weight(i32::from(w.weight))
+                    .build()
+            })
+            .collect();
+        let action = Action::builder()
+            .r#type(ActionTypeEnum::Forward)
+            .forward_config(ForwardActionConfig::builder().set_target_groups(Some(groups)).build())
+            .build();
+        self.elb
+            .modify_listener()
+            .listener_arn(listener_arn)
+            .default_actions(action)
+            .send()
+            .await
+            .map_err(|e| sdk_error("ModifyListener", e))?;
+        Ok(())
+    }
+
+    pub(super) async fn create_target_group(&self, request: &TargetGroupRequest) -> CloudResult<String> {
+        let tags = request
+            .tags
+            .pairs()
+            .into_iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
+        let check = &request.health_check;
+        let out = self
+            .elb
+            .create_target_group()
+            .name(&request.name)
+            .protocol(ProtocolEnum::Http)
+            .port(i32::from(request.port))
+            .vpc_id(&request.vpc_id)
+            .target_type(TargetTypeEnum::Instance)
+            .health_check_path(&check.path)
+            .health_check_interval_seconds(check.interval.as_secs().clamp(5, 300) as i32)
+            .healthy_threshold_count(check.healthy_threshold as i32)
+            .unhealthy_threshold_count(check.unhealthy_threshold as i32)
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .map_err(|e| sdk_error("CreateTargetGroup", e))?;
+        let arn = out
+            .target_groups()
+            .first()
+            .and_then(|t| t.target_group_arn())
+            .ok_or_else(|| CloudError::Invalid("CreateTargetGroup returned no target group".into()))?
+            .to_string();
+        let attribute = TargetGroupAttribute::builder()
+            .key("deregistration_delay.timeout_seconds")
+            .value(request.deregistration_delay.as_secs().min(3600).to_string())
+            .build();
+        self.elb
+            .modify_target_group_attributes()
+            .target_group_arn(&arn)
+            .attributes(attribute)
+            .send()
+            .await
+            .map_err(|e| sdk_error("ModifyTargetGroupAttributes", e))?;
+        Ok(arn)
+    }
+
+    pub(super) async fn delete_target_group(&self, arn: &str) -> CloudResult<()> {
+        let tags = self
+            .elb
+            .describe_tags()
+            .resource_arns(arn)
+            .send()
+            .await
+            .map_err(|e| sdk_error("DescribeTags", e));
+        let managed = match tags {
+            Ok(out) => out.tag_descriptions().iter().flat_map(|d| d.tags()).any(|t| {
+                t.key() == Some(TAG_MANAGED) && t.value() == Some("true")
+            }),
+            Err(e) if code_of(&e).is_some_and(|c| c.contains("NotFound")) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if !managed {
+            return Err(CloudError::NotManaged(format!("target group {arn}")));
+        }
+        match self
+            .elb
+            .delete_target_group()
+            .target_group_arn(arn)
+            .send()
+            .await
+            .map_err(|e| sdk_error("DeleteTargetGroup", e))
+        {
+            Err(e) if code_of(&e).is_some_and(|c| c.contains("NotFound")) => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    pub(super) async fn target_health(&self, target_group_arn: &str) -> CloudResult<Vec<(String, TargetState)>> {
+        let out = self
+            .elb
+            .describe_target_health()
+            .target_group_arn(target_group_arn)
+            .send()
+            .await
+            .map_err(|e| sdk_error("DescribeTargetHealth", e))?;
+        Ok(out
+            .target_health_descriptions()
+            .iter()
+            .filter_map(|d| {
+                let id = d.target()?.id()?.to_string();
+                let state = match d.target_health().and_then(|h| h.state()) {
+                    Some(TargetHealthStateEnum::Healthy) => TargetState::Healthy,
+                    Some(TargetHealthStateEnum::Initial) => TargetState::Initial,
+                    Some(TargetHealthStateEnum::Unhealthy) => TargetState::Unhealthy,
+                    Some(TargetHealthStateEnum::Draining) => TargetState::Draining,
+                    _ => TargetState::Other,
+                };
+                Some((id, state))
+            })
+            .collect())
+    }
+}

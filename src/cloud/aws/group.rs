@@ -1,0 +1,95 @@
+//! Auto Scaling groups.
+
+use super::*;
+use aws_sdk_autoscaling::types::{LaunchTemplateSpecification, Tag};
+
+impl Aws {
+    pub(super) async fn create_group(&self, request: &GroupRequest) -> CloudResult<()> {
+        let tags = request
+            .tags
+            .pairs()
+            .into_iter()
+            .map(|(k, v)| {
+                Tag::builder()
+                    .key(k)
+                    .value(v)
+                    .propagate_at_launch(true)
+                    .resource_id(&request.name)
+                    .resource_type("auto-scaling-group")
+                    .build()
+            })
+            .collect();
+        self.autoscaling
+            .create_auto_scaling_group()
+            .auto_scaling_group_name(&request.name)
+            .launch_template(
+                LaunchTemplateSpecification::builder()
+                    .launch_template_id(&request.launch_template.id)
+                    .version(request.launch_template.version.to_string())
+                    .build(),
+            )
+            .min_size(request.capacity.min as i32)
+            .max_size(request.capacity.max as i32)
+            .desired_capacity(request.capacity.desired as i32)
+            .vpc_zone_identifier(request.subnets.join(","))
+            .target_group_arns(&request.target_group_arn)
+            .health_check_type("ELB")
+            .health_check_grace_period(request.health_check_grace.as_secs() as i32)
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .map_err(|e| sdk_error("CreateAutoScalingGroup", e))?;
+        Ok(())
+    }
+
+    pub(super) async fn group(&self, name: &str) -> CloudResult<Option<GroupStatus>> {
+        let out = self
+            .autoscaling
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(name)
+            .send()
+            .await
+            .map_err(|e| sdk_error("DescribeAutoScalingGroups", e))?;
+        Ok(out.auto_scaling_groups().first().map(|g| GroupStatus {
+            name: name.to_string(),
+            desired: g.desired_capacity().unwrap_or(0).max(0) as u32,
+            instances: g
+                .instances()
+                .iter()
+                .filter_map(|i| {
+                    let in_service = i.lifecycle_state()
+                        == Some(&aws_sdk_autoscaling::types::LifecycleState::InService);
+                    Some((i.instance_id()?.to_string(), in_service))
+                })
+                .collect(),
+        }))
+    }
+
+    pub(super) async fn delete_group(&self, name: &str) -> CloudResult<()> {
+        let out = self
+            .autoscaling
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(name)
+            .send()
+            .await
+            .map_err(|e| sdk_error("DescribeAutoScalingGroups", e))?;
+        let Some(group) = out.auto_scaling_groups().first() else {
+            return Ok(());
+        };
+        let managed = group
+            .tags()
+            .iter()
+            .any(|t| t.key() == Some(TAG_MANAGED) && t.value() == Some("true"));
+        if !managed {
+            return Err(CloudError::NotManaged(format!("Auto Scaling group {name}")));
+        }
+        self.autoscaling
+            .delete_auto_scaling_group()
+            .auto_scaling_group_name(name)
+            .force_delete(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error("DeleteAutoScalingGroup", e))?;
+        Ok(())
+    }
+}

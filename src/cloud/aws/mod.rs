@@ -1,0 +1,148 @@
+//! The real cloud: AWS through the SDK for Rust. One `SdkConfig` (credential chain, region,
+//! `AWS_ENDPOINT_URL` for LocalStack, standard retries) shared by the four clients.
+
+mod ec2;
+mod elb;
+mod group;
+
+use super::*;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+
+pub struct Aws {
+    region: String,
+    ec2: aws_sdk_ec2::Client,
+    elb: aws_sdk_elasticloadbalancingv2::Client,
+    autoscaling: aws_sdk_autoscaling::Client,
+}
+
+impl Aws {
+    /// Connects with the standard configuration chain. `region` overrides it.
+    pub async fn connect(region: Option<String>) -> CloudResult<Aws> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::standard().with_max_attempts(4))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .operation_attempt_timeout(Duration::from_secs(30))
+                    .build(),
+            );
+        if let Some(region) = region {
+            loader = loader.region(Region::new(region));
+        }
+        let config = loader.load().await;
+        let region = config.region().map(|r| r.to_string()).ok_or_else(|| {
+            CloudError::Invalid(
+                "no AWS region configured: set `region` in the fleet, pass --region, or set AWS_REGION".into(),
+            )
+        })?;
+        Ok(Aws {
+            region,
+            ec2: aws_sdk_ec2::Client::new(&config),
+            elb: aws_sdk_elasticloadbalancingv2::Client::new(&config),
+            autoscaling: aws_sdk_autoscaling::Client::new(&config),
+        })
+    }
+}
+
+/// Splits SDK errors into "the service said no" (with its error code) and everything
+/// else (connection, timeout), which callers treat differently.
+fn sdk_error<E, R>(operation: &'static str, err: SdkError<E, R>) -> CloudError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    match &err {
+        SdkError::ServiceError(service) => {
+            let e = service.err();
+            CloudError::Service {
+                operation,
+                code: e.code().unwrap_or("Unknown").to_string(),
+                message: e.message().unwrap_or_default().to_string(),
+            }
+        }
+        _ => CloudError::Transport {
+            operation,
+            message: DisplayErrorContext(&err).to_string(),
+        },
+    }
+}
+
+fn code_of(err: &CloudError) -> Option<&str> {
+    match err {
+        CloudError::Service { code, .. } => Some(code),
+        _ => None,
+    }
+}
+
+fn base64(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+#[async_trait]
+impl Cloud for Aws {
+    fn region(&self) -> String {
+        self.region.clone()
+    }
+
+    async fn source_image_exists(&self, image_id: &str) -> CloudResult<bool> {
+        self.source_image_exists(image_id).await
+    }
+    async fn find_baked_image(&self, fleet: &str, bake: &str) -> CloudResult<Option<Image>> {
+        self.find_baked_image(fleet, bake).await
+    }
+    async fn launch_builder(&self, request: &BuilderRequest) -> CloudResult<String> {
+        self.launch_builder(request).await
+    }
+    async fn instance_state(&self, instance_id: &str) -> CloudResult<InstanceState> {
+        self.instance_state(instance_id).await
+    }
+    async fn create_image(&self, builder: &str, name: &str, bake: &str, tags: &Tags) -> CloudResult<String> {
+        self.create_image(builder, name, bake, tags).await
+    }
+    async fn image(&self, image_id: &str) -> CloudResult<Image> {
+        self.image(image_id).await
+    }
+    async fn terminate_instance(&self, instance_id: &str) -> CloudResult<()> {
+        self.terminate_instance(instance_id).await
+    }
+    async fn vpc_of_subnets(&self, subnets: &[String]) -> CloudResult<String> {
+        self.vpc_of_subnets(subnets).await
+    }
+    async fn resolve_listener(&self, listener: &ListenerRef) -> CloudResult<Listener> {
+        self.resolve_listener(listener).await
+    }
+    async fn listener_weights(&self, listener_arn: &str) -> CloudResult<Vec<Weight>> {
+        self.listener_weights(listener_arn).await
+    }
+    async fn set_listener_weights(&self, listener_arn: &str, weights: &[Weight]) -> CloudResult<()> {
+        self.set_listener_weights(listener_arn, weights).await
+    }
+    async fn create_launch_template_version(&self, request: &LaunchRequest) -> CloudResult<LaunchTemplateRef> {
+        self.create_launch_template_version(request).await
+    }
+    async fn delete_launch_template_version(&self, template: &LaunchTemplateRef) -> CloudResult<()> {
+        self.delete_launch_template_version(template).await
+    }
+    async fn create_target_group(&self, request: &TargetGroupRequest) -> CloudResult<String> {
+        self.create_target_group(request).await
+    }
+    async fn delete_target_group(&self, arn: &str) -> CloudResult<()> {
+        self.delete_target_group(arn).await
+    }
+    async fn create_group(&self, request: &GroupRequest) -> CloudResult<()> {
+        self.create_group(request).await
+    }
+    async fn group(&self, name: &str) -> CloudResult<Option<GroupStatus>> {
+        self.group(name).await
+    }
+    async fn target_health(&self, target_group_arn: &str) -> CloudResult<Vec<(String, TargetState)>> {
+        self.target_health(target_group_arn).await
+    }
+    async fn delete_group(&self, name: &str) -> CloudResult<()> {
+        self.delete_group(name).await
+    }
+}

@@ -1,0 +1,300 @@
+//! An in-memory cloud for unit and property tests of the planner and the rollout. It keeps
+//! state like AWS does (so tests assert on outcomes, not on call scripts) and can be told
+//! to fail an operation or to report targets unhealthy.
+
+use super::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+#[derive(Debug, Default)]
+pub struct World {
+    pub source_images: BTreeSet<String>,
+    pub subnets: BTreeMap<String, String>,
+    /// (load balancer name, port) -> listener ARN.
+    pub listeners: BTreeMap<(String, u16), String>,
+    pub weights: BTreeMap<String, Vec<Weight>>,
+    pub instances: BTreeMap<String, InstanceState>,
+    /// image id -> (fleet, bake)
+    pub images: BTreeMap<String, (String, String)>,
+    pub templates: BTreeMap<String, (String, Vec<i64>)>,
+    pub target_groups: BTreeMap<String, String>,
+    /// target group ARNs that are not immune's.
+    pub foreign_target_groups: BTreeSet<String>,
+    pub groups: BTreeMap<String, (GroupRequest, Vec<String>)>,
+    pub unhealthy: BTreeSet<String>,
+    /// Operations that fail (by name), with how many more times.
+    pub failures: BTreeMap<&'static str, u32>,
+    pub calls: Vec<&'static str>,
+    counter: u64,
+}
+
+impl World {
+    fn id(&mut self, prefix: &str) -> String {
+        self.counter += 1;
+        format!("{prefix}-{:08x}", self.counter)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct FakeCloud {
+    pub world: Mutex<World>,
+}
+
+impl FakeCloud {
+    /// A cloud with one subnet, one source image and one load balancer `web` whose port-80
+    /// listener forwards to a placeholder target group that immune does not own.
+    pub fn with_surroundings() -> Self {
+        let cloud = FakeCloud::default();
+        {
+            let mut w = cloud.world.lock().unwrap();
+            w.source_images.insert("ami-source".into());
+            w.subnets.insert("subnet-a".into(), "vpc-1".into());
+            let listener = "arn:listener/web/80".to_string();
+            w.listeners.insert(("web".into(), 80), listener.clone());
+            w.foreign_target_groups.insert("arn:tg/placeholder".into());
+            w.weights.insert(
+                listener,
+                vec![Weight {
+                    target_group: "arn:tg/placeholder".into(),
+                    weight: 100,
+                }],
+            );
+        }
+        cloud
+    }
+
+    /// Makes the next `times` calls of `operation` fail.
+    pub fn fail(&self, operation: &'static str, times: u32) {
+        self.world.lock().unwrap().failures.insert(operation, times);
+    }
+
+    fn enter(&self, operation: &'static str) -> CloudResult<std::sync::MutexGuard<'_, World>> {
+        let mut w = self.world.lock().unwrap();
+        w.calls.push(operation);
+        if let Some(left) = w.failures.get_mut(operation) {
+            if *left > 0 {
+                *left -= 1;
+                return Err(CloudError::Transport {
+                    operation,
+                    message: "injected failure".into(),
+                });
+            }
+        }
+        Ok(w)
+    }
+}
+
+#[async_trait]
+impl Cloud for FakeCloud {
+    fn region(&self) -> String {
+        "fake-1".into()
+    }
+
+    async fn source_image_exists(&self, image_id: &str) -> CloudResult<bool> {
+        let w = self.enter("source_image_exists")?;
+        Ok(w.source_images.contains(image_id) || w.images.contains_key(image_id))
+    }
+
+    async fn find_baked_image(&self, fleet: &str, bake: &str) -> CloudResult<Option<Image>> {
+        let w = self.enter("find_baked_image")?;
+        Ok(w.images
+            .iter()
+            .find(|(_, (f, b))| f == fleet && b == bake)
+            .map(|(id, _)| Image {
+                id: id.clone(),
+                state: ImageState::Available,
+            }))
+    }
+
+    async fn launch_builder(&self, request: &BuilderRequest) -> CloudResult<String> {
+        let mut w = self.enter("launch_builder")?;
+        if !w.source_images.contains(&request.source_ami) {
+            return Err(CloudError::NotFound(format!("image {}", request.source_ami)));
+        }
+        let id = w.id("i");
+        w.instances.insert(id.clone(), InstanceState::Running);
+        Ok(id)
+    }
+
+    async fn instance_state(&self, instance_id: &str) -> CloudResult<InstanceState> {
+        let w = self.enter("instance_state")?;
+        w.instances
+            .get(instance_id)
+            .copied()
+            .ok_or_else(|| CloudError::NotFound(format!("instance {instance_id}")))
+    }
+
+    async fn create_image(&self, builder: &str, _: &str, bake: &str, tags: &Tags) -> CloudResult<String> {
+        let mut w = self.enter("create_image")?;
+        if !w.instances.contains_key(builder) {
+            return Err(CloudError::NotFound(format!("instance {builder}")));
+        }
+        let id = w.id("ami");
+        w.images.insert(id.clone(), (tags.fleet.clone(), bake.to_string()));
+        Ok(id)
+    }
+
+    async fn image(&self, image_id: &str) -> CloudResult<Image> {
+        let w = self.enter("image")?;
+        match w.images.contains_key(image_id) {
+            true => Ok(Image {
+                id: image_id.into(),
+                state: ImageState::Available,
+            }),
+            false => Err(CloudError::NotFound(format!("image {image_id}"))),
+        }
+    }
+
+    async fn terminate_instance(&self, instance_id: &str) -> CloudResult<()> {
+        let mut w = self.enter("terminate_instance")?;
+        if let Some(state) = w.instances.get_mut(instance_id) {
+            *state = InstanceState::Terminated;
+        }
+        Ok(())
+    }
+
+    async fn vpc_of_subnets(&self, subnets: &[String]) -> CloudResult<String> {
+        let w = self.enter("vpc_of_subnets")?;
+        let first = subnets.first().ok_or_else(|| CloudError::Invalid("no subnets".into()))?;
+        w.subnets
+            .get(first)
+            .cloned()
+            .ok_or_else(|| CloudError::NotFound(format!("subnet {first}")))
+    }
+
+    async fn resolve_listener(&self, listener: &ListenerRef) -> CloudResult<Listener> {
+        let w = self.enter("resolve_listener")?;
+        let arn = match listener {
+            ListenerRef::Arn(arn) => w.weights.contains_key(arn).then(|| arn.clone()),
+            ListenerRef::LoadBalancer { name, port } => w.listeners.get(&(name.clone(), *port)).cloned(),
+        };
+        arn.map(|arn| Listener {
+            arn,
+            load_balancer_arn: "arn:lb/web".into(),
+        })
+        .ok_or_else(|| CloudError::NotFound(listener.to_string()))
+    }
+
+    async fn listener_weights(&self, listener_arn: &str) -> CloudResult<Vec<Weight>> {
+        let w = self.enter("listener_weights")?;
+        w.weights
+            .get(listener_arn)
+            .cloned()
+            .ok_or_else(|| CloudError::NotFound(format!("listener {listener_arn}")))
+    }
+
+    async fn set_listener_weights(&self, listener_arn: &str, weights: &[Weight]) -> CloudResult<()> {
+        let mut w = self.enter("set_listener_weights")?;
+        for weight in weights {
+            if !w.target_groups.contains_key(&weight.target_group)
+                && !w.foreign_target_groups.contains(&weight.target_group)
+            {
+                return Err(CloudError::NotFound(format!("target group {}", weight.target_group)));
+            }
+        }
+        w.weights.insert(listener_arn.to_string(), weights.to_vec());
+        Ok(())
+    }
+
+    async fn create_launch_template_version(&self, request: &LaunchRequest) -> CloudResult<LaunchTemplateRef> {
+        let mut w = self.enter("create_launch_template_version")?;
+        let new_id = w.id("lt");
+        let (id, versions) = w
+            .templates
+            .entry(request.template_name.clone())
+            .or_insert_with(|| (new_id, Vec::new()));
+        let version = versions.last().map_or(1, |v| v + 1);
+        versions.push(version);
+        Ok(LaunchTemplateRef { id: id.clone(), version })
+    }
+
+    async fn delete_launch_template_version(&self, template: &LaunchTemplateRef) -> CloudResult<()> {
+        let mut w = self.enter("delete_launch_template_version")?;
+        for (id, versions) in w.templates.values_mut() {
+            if *id == template.id {
+                versions.retain(|v| *v != template.version);
+            }
+        }
+        Ok(())
+    }
+
+    async fn create_target_group(&self, request: &TargetGroupRequest) -> CloudResult<String> {
+        let mut w = self.enter("create_target_group")?;
+        if w.target_groups.values().any(|n| *n == request.name) {
+            return Err(CloudError::Service {
+                operation: "create_target_group",
+                code: "DuplicateTargetGroupName".into(),
+                message: request.name.clone(),
+            });
+        }
+        let arn = format!("arn:tg/{}", request.name);
+        w.target_groups.insert(arn.clone(), request.name.clone());
+        Ok(arn)
+    }
+
+    async fn delete_target_group(&self, arn: &str) -> CloudResult<()> {
+        let mut w = self.enter("delete_target_group")?;
+        if w.foreign_target_groups.contains(arn) {
+            return Err(CloudError::NotManaged(format!("target group {arn}")));
+        }
+        if w.weights.values().flatten().any(|x| x.target_group == arn && x.weight > 0) {
+            return Err(CloudError::Service {
+                operation: "delete_target_group",
+                code: "ResourceInUse".into(),
+                message: format!("{arn} is in use by a listener"),
+            });
+        }
+        w.target_groups.remove(arn);
+        Ok(())
+    }
+
+    async fn create_group(&self, request: &GroupRequest) -> CloudResult<()> {
+        let mut w = self.enter("create_group")?;
+        if w.groups.contains_key(&request.name) {
+            return Err(CloudError::Service {
+                operation: "create_group",
+                code: "AlreadyExists".into(),
+                message: request.name.clone(),
+            });
+        }
+        let instances: Vec<String> = (0..request.capacity.desired).map(|_| w.id("i")).collect();
+        for i in &instances {
+            w.instances.insert(i.clone(), InstanceState::Running);
+        }
+        w.groups.insert(request.name.clone(), (request.clone(), instances));
+        Ok(())
+    }
+
+    async fn group(&self, name: &str) -> CloudResult<Option<GroupStatus>> {
+        let w = self.enter("group")?;
+        Ok(w.groups.get(name).map(|(request, instances)| GroupStatus {
+            name: name.into(),
+            desired: request.capacity.desired,
+            instances: instances.iter().map(|i| (i.clone(), true)).collect(),
+        }))
+    }
+
+    async fn target_health(&self, target_group_arn: &str) -> CloudResult<Vec<(String, TargetState)>> {
+        let w = self.enter("target_health")?;
+        let state = if w.unhealthy.contains(target_group_arn) {
+            TargetState::Unhealthy
+        } else {
+            TargetState::Healthy
+        };
+        Ok(w.groups
+            .values()
+            .filter(|(r, _)| r.target_group_arn == target_group_arn)
+            .flat_map(|(_, instances)| instances.iter().map(|i| (i.clone(), state)))
+            .collect())
+    }
+
+    async fn delete_group(&self, name: &str) -> CloudResult<()> {
+        let mut w = self.enter("delete_group")?;
+        if let Some((_, instances)) = w.groups.remove(name) {
+            for i in instances {
+                w.instances.insert(i, InstanceState::Terminated);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,203 @@
+//! Everything immune asks of AWS, in the words of the domain. The engine only talks to
+//! this trait: [`aws::Aws`] carries it out through the SDK, [`fake::FakeCloud`] in memory
+//! for unit and property tests.
+
+pub mod aws;
+pub mod fake;
+
+use crate::config::{Capacity, HealthCheck, ListenerRef};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// The tags on everything immune creates. Nothing without `immune:managed = true` is ever
+/// modified or deleted.
+pub const TAG_MANAGED: &str = "immune:managed";
+pub const TAG_FLEET: &str = "immune:fleet";
+pub const TAG_RELEASE: &str = "immune:release";
+/// On images: the hash of the image spec, so a release whose image did not change reuses it.
+pub const TAG_BAKE: &str = "immune:bake";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tags {
+    pub fleet: String,
+    pub release: String,
+    /// The resource's own name (`web-v002`), shown as `Name` in the console.
+    pub name: String,
+}
+
+impl Tags {
+    pub fn pairs(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("Name", self.name.clone()),
+            (TAG_MANAGED, "true".into()),
+            (TAG_FLEET, self.fleet.clone()),
+            (TAG_RELEASE, self.release.clone()),
+        ]
+    }
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum CloudError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} was not created by immune (no `immune:managed` tag); immune never modifies or deletes it")]
+    NotManaged(String),
+    #[error("{operation} failed: {code}: {message}")]
+    Service {
+        operation: &'static str,
+        code: String,
+        message: String,
+    },
+    #[error("{operation} failed: {message}")]
+    Transport {
+        operation: &'static str,
+        message: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type CloudResult<T> = Result<T, CloudError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InstanceState {
+    Pending,
+    Running,
+    Stopping,
+    Terminated,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageState {
+    Pending,
+    Available,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub id: String,
+    pub state: ImageState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchTemplateRef {
+    pub id: String,
+    pub version: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct BuilderRequest {
+    pub source_ami: String,
+    pub instance_type: String,
+    pub subnet: String,
+    pub security_groups: Vec<String>,
+    pub user_data: Option<String>,
+    pub tags: Tags,
+}
+
+#[derive(Debug, Clone)]
+pub struct LaunchRequest {
+    pub template_name: String,
+    pub image_id: String,
+    pub instance_type: String,
+    pub security_groups: Vec<String>,
+    pub user_data: Option<String>,
+    pub tags: Tags,
+}
+
+#[derive(Debug, Clone)]
+pub struct TargetGroupRequest {
+    pub name: String,
+    pub vpc_id: String,
+    pub port: u16,
+    pub health_check: HealthCheck,
+    pub deregistration_delay: Duration,
+    pub tags: Tags,
+}
+
+#[derive(Debug, Clone)]
+pub struct GroupRequest {
+    pub name: String,
+    pub launch_template: LaunchTemplateRef,
+    pub subnets: Vec<String>,
+    pub target_group_arn: String,
+    pub capacity: Capacity,
+    pub health_check_grace: Duration,
+    pub tags: Tags,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStatus {
+    pub name: String,
+    pub desired: u32,
+    /// Instance id and whether Auto Scaling reports it `InService`.
+    pub instances: Vec<(String, bool)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetState {
+    Initial,
+    Healthy,
+    Unhealthy,
+    Draining,
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub arn: String,
+    pub load_balancer_arn: String,
+}
+
+/// One target group's share of a listener's traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Weight {
+    pub target_group: String,
+    pub weight: u8,
+}
+
+#[async_trait]
+pub trait Cloud: Send + Sync {
+    /// The account's region, shown in plans.
+    fn region(&self) -> String;
+
+    // Images.
+    async fn source_image_exists(&self, image_id: &str) -> CloudResult<bool>;
+    /// An image immune baked earlier for this fleet from the same image spec.
+    async fn find_baked_image(&self, fleet: &str, bake: &str) -> CloudResult<Option<Image>>;
+    async fn launch_builder(&self, request: &BuilderRequest) -> CloudResult<String>;
+    async fn instance_state(&self, instance_id: &str) -> CloudResult<InstanceState>;
+    async fn create_image(
+        &self,
+        builder: &str,
+        name: &str,
+        bake: &str,
+        tags: &Tags,
+    ) -> CloudResult<String>;
+    async fn image(&self, image_id: &str) -> CloudResult<Image>;
+    async fn terminate_instance(&self, instance_id: &str) -> CloudResult<()>;
+
+    // Network and traffic.
+    async fn vpc_of_subnets(&self, subnets: &[String]) -> CloudResult<String>;
+    async fn resolve_listener(&self, listener: &ListenerRef) -> CloudResult<Listener>;
+    async fn listener_weights(&self, listener_arn: &str) -> CloudResult<Vec<Weight>>;
+    /// Sets all of the listener's forward weights in one call.
+    async fn set_listener_weights(&self, listener_arn: &str, weights: &[Weight]) -> CloudResult<()>;
+
+    // Launch.
+    /// A new version of the fleet's launch template, creating the template on first use.
+    async fn create_launch_template_version(
+        &self,
+        request: &LaunchRequest,
+    ) -> CloudResult<LaunchTemplateRef>;
+    async fn delete_launch_template_version(&self, template: &LaunchTemplateRef) -> CloudResult<()>;
+    async fn create_target_group(&self, request: &TargetGroupRequest) -> CloudResult<String>;
+    async fn delete_target_group(&self, arn: &str) -> CloudResult<()>;
+    async fn create_group(&self, request: &GroupRequest) -> CloudResult<()>;
+    async fn group(&self, name: &str) -> CloudResult<Option<GroupStatus>>;
+    async fn target_health(&self, target_group_arn: &str) -> CloudResult<Vec<(String, TargetState)>>;
+    /// Deletes the group and terminates its instances.
+    async fn delete_group(&self, name: &str) -> CloudResult<()>;
+}

@@ -1,0 +1,191 @@
+//! The typed configuration: what the rest of immune reads. Built by `load`, never by hand
+//! outside tests.
+
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub dir: PathBuf,
+    pub backend: Backend,
+    pub fleets: Vec<Fleet>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    Local { path: PathBuf },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Fleet {
+    pub name: String,
+    pub region: Option<String>,
+    /// The operator's name for this release (`release = var.release`); when absent the
+    /// release is named after its fingerprint.
+    pub release: Option<String>,
+    pub image: ImageSpec,
+    pub instances: InstanceSpec,
+    pub traffic: Traffic,
+    pub rollout: RolloutSpec,
+    /// Where the fleet block starts, `file:line:col`, for errors found against the cloud.
+    #[serde(skip)]
+    pub location: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageSpec {
+    pub source_ami: String,
+    pub instance_type: String,
+    /// The provision script runs as the builder's user data. It may hold secrets, so it
+    /// only ever leaves the process towards EC2; plans and state see its hash.
+    #[serde(skip)]
+    pub provision: Option<String>,
+    pub name: Option<String>,
+    pub keep: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceSpec {
+    pub instance_type: String,
+    pub subnets: Vec<String>,
+    pub security_groups: Vec<String>,
+    /// Like `provision`: hashed, never shown.
+    #[serde(skip)]
+    pub user_data: Option<String>,
+    pub capacity: Capacity,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Capacity {
+    pub min: u32,
+    pub max: u32,
+    pub desired: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum ListenerRef {
+    Arn(String),
+    LoadBalancer { name: String, port: u16 },
+}
+
+impl std::fmt::Display for ListenerRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenerRef::Arn(arn) => write!(f, "listener {arn}"),
+            ListenerRef::LoadBalancer { name, port } => {
+                write!(f, "load balancer `{name}` listener on port {port}")
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Traffic {
+    pub listener: ListenerRef,
+    pub port: u16,
+    pub health_check: HealthCheck,
+    #[serde(with = "secs")]
+    pub deregistration_delay: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthCheck {
+    pub path: String,
+    #[serde(with = "secs")]
+    pub interval: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RolloutSpec {
+    /// Percent of traffic on the new group at each step, strictly increasing, ending at 100.
+    pub steps: Vec<u8>,
+    #[serde(with = "secs")]
+    pub pause: Duration,
+    #[serde(with = "secs")]
+    pub healthy_within: Duration,
+    pub keep_previous: u32,
+    #[serde(with = "secs")]
+    pub poll_interval: Duration,
+    pub gates: Vec<Gate>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Gate {
+    pub name: String,
+    pub alarm: String,
+}
+
+mod secs {
+    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+/// Parses `"90s"`, `"5m"`, `"1h"`, `"1m30s"`, `"250ms"`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || {
+        format!("invalid duration \"{text}\": use a number and a unit, like \"90s\", \"5m\" or \"1h\"")
+    };
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let part = match &rest[..unit] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
+            "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(bad)?),
+            _ => return Err(bad()),
+        };
+        total = total.checked_add(part).ok_or_else(bad)?;
+        rest = &rest[unit..];
+    }
+    Ok(total)
+}
+
+/// Human form of a duration for plans and logs.
+pub fn show_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 != 0 {
+        return format!("{ms}ms");
+    }
+    let s = d.as_secs();
+    match s {
+        0 => "0s".into(),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s if s > 60 => format!("{}m{}s", s / 60, s % 60),
+        s => format!("{s}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        for bad in ["", "5", "m", "5x", "-1s", "1.5s", "99999999999999999999h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+        assert_eq!(show_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(show_duration(Duration::from_secs(300)), "5m");
+    }
+}

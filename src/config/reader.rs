@@ -1,0 +1,250 @@
+//! Reads one block's body into typed values. Every getter returns a usable value even
+//! when the input is wrong, recording the problem instead, so one pass finds every error.
+
+use super::diagnostic::{did_you_mean, Diagnostic, Diagnostics};
+use super::eval::{span_of, type_name, Evaluator};
+use super::model::parse_duration;
+use super::source::{FileId, Span};
+use hcl::Value;
+use hcl_edit::structure::{Block, Body, Structure};
+use std::time::Duration;
+
+pub struct BlockReader<'r, 'a> {
+    pub eval: &'r Evaluator<'a>,
+    pub diags: &'r mut Diagnostics,
+    pub file: FileId,
+    body: &'a Body,
+    /// How messages name this block, e.g. `fleet "web"` or `image`.
+    pub what: String,
+    /// Where "missing attribute" errors point: the block's header.
+    pub span: Option<Span>,
+    known_attributes: Vec<&'static str>,
+    known_blocks: Vec<&'static str>,
+}
+
+impl<'r, 'a> BlockReader<'r, 'a> {
+    pub fn new(
+        eval: &'r Evaluator<'a>,
+        diags: &'r mut Diagnostics,
+        file: FileId,
+        block: &'a Block,
+        what: String,
+    ) -> Self {
+        BlockReader {
+            eval,
+            diags,
+            file,
+            body: &block.body,
+            what,
+            span: span_of(file, &block.ident),
+            known_attributes: Vec::new(),
+            known_blocks: Vec::new(),
+        }
+    }
+
+    /// A reader for a nested block, sharing the diagnostics.
+    pub fn nested<'s>(&'s mut self, block: &'a Block, what: String) -> BlockReader<'s, 'a> {
+        BlockReader::new(self.eval, self.diags, self.file, block, what)
+    }
+
+    pub fn has(&mut self, key: &'static str) -> bool {
+        self.known_attributes.push(key);
+        self.body.get_attribute(key).is_some()
+    }
+
+    /// The evaluated value and its span; `None` when absent or when evaluation failed
+    /// (the failure is already recorded).
+    pub fn value(&mut self, key: &'static str) -> Option<(Value, Option<Span>)> {
+        self.known_attributes.push(key);
+        let attr = self.body.get_attribute(key)?;
+        let span = span_of(self.file, &attr.value);
+        match self.eval.eval(self.file, &attr.value) {
+            Ok(v) => Some((v, span)),
+            Err(Some(d)) => {
+                self.diags.push(d);
+                None
+            }
+            Err(None) => None,
+        }
+    }
+
+    pub fn missing(&mut self, key: &str) {
+        self.diags.push(
+            Diagnostic::new(
+                format!("missing required attribute `{key}` in {}", self.what),
+                self.span.clone(),
+            )
+            .with_hint(format!("add `{key} = ...` to the {} block", self.what)),
+        );
+    }
+
+    fn required(&mut self, key: &'static str) -> Option<(Value, Option<Span>)> {
+        let present = self.body.get_attribute(key).is_some();
+        let value = self.value(key);
+        if !present {
+            self.missing(key);
+        }
+        value
+    }
+
+    pub fn wrong_type(&mut self, key: &str, expected: &str, found: &Value, span: Option<Span>) {
+        self.diags.error(
+            format!(
+                "attribute `{key}` must be {expected}, found {}",
+                type_name(found)
+            ),
+            span,
+        );
+    }
+
+    pub fn string(&mut self, key: &'static str) -> Option<String> {
+        let (value, span) = self.value(key)?;
+        self.as_string(key, value, span)
+    }
+
+    pub fn required_string(&mut self, key: &'static str) -> String {
+        self.required(key)
+            .and_then(|(v, span)| self.as_string(key, v, span))
+            .unwrap_or_default()
+    }
+
+    fn as_string(&mut self, key: &str, value: Value, span: Option<Span>) -> Option<String> {
+        match value {
+            Value::String(s) if s.is_empty() => {
+                self.diags
+                    .error(format!("attribute `{key}` must not be empty"), span);
+                None
+            }
+            Value::String(s) => Some(s),
+            Value::Number(n) => Some(n.to_string()),
+            other => {
+                self.wrong_type(key, "a string", &other, span);
+                None
+            }
+        }
+    }
+
+    pub fn strings(&mut self, key: &'static str) -> Vec<String> {
+        let Some((value, span)) = self.required(key) else {
+            return Vec::new();
+        };
+        match value {
+            Value::Array(items) if items.iter().all(|i| matches!(i, Value::String(_))) => items
+                .into_iter()
+                .filter_map(|i| match i {
+                    Value::String(s) => Some(s),
+                    _ => None,
+                })
+                .collect(),
+            other => {
+                self.wrong_type(key, "a list of strings", &other, span);
+                Vec::new()
+            }
+        }
+    }
+
+    /// A whole number within `range`, or `default` when absent.
+    pub fn number(&mut self, key: &'static str, range: std::ops::RangeInclusive<u64>, default: Option<u64>) -> u64 {
+        let value = if default.is_some() {
+            self.value(key)
+        } else {
+            self.required(key)
+        };
+        let Some((value, span)) = value else {
+            return default.unwrap_or(*range.start());
+        };
+        match value.as_u64() {
+            Some(n) if range.contains(&n) => n,
+            _ => {
+                self.diags.error(
+                    format!(
+                        "attribute `{key}` must be a whole number from {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
+                    span,
+                );
+                default.unwrap_or(*range.start())
+            }
+        }
+    }
+
+    pub fn duration(&mut self, key: &'static str, default: Duration) -> Duration {
+        let Some((value, span)) = self.value(key) else {
+            return default;
+        };
+        match value {
+            Value::String(s) => parse_duration(&s).unwrap_or_else(|message| {
+                self.diags.error(message, span);
+                default
+            }),
+            other => {
+                self.wrong_type(key, "a duration such as \"90s\"", &other, span);
+                default
+            }
+        }
+    }
+
+    /// Every nested block named `name`.
+    pub fn blocks(&mut self, name: &'static str) -> Vec<&'a Block> {
+        self.known_blocks.push(name);
+        self.body.get_blocks(name).collect()
+    }
+
+    /// At most one nested block named `name`.
+    pub fn block(&mut self, name: &'static str) -> Option<&'a Block> {
+        let mut blocks = self.blocks(name).into_iter();
+        let first = blocks.next();
+        for extra in blocks {
+            self.diags.error(
+                format!("duplicate `{name}` block in {}; only one is allowed", self.what),
+                span_of(self.file, &extra.ident),
+            );
+        }
+        first
+    }
+
+    pub fn required_block(&mut self, name: &'static str) -> Option<&'a Block> {
+        let block = self.block(name);
+        if block.is_none() {
+            self.diags.push(
+                Diagnostic::new(
+                    format!("missing required block `{name}` in {}", self.what),
+                    self.span.clone(),
+                )
+                .with_hint(format!("add `{name} {{ ... }}` to the {} block", self.what)),
+            );
+        }
+        block
+    }
+
+    /// Reports every attribute and block that no getter asked for.
+    pub fn finish(self) {
+        for structure in self.body.iter() {
+            let (kind, name, span, known) = match structure {
+                Structure::Attribute(a) => (
+                    "attribute",
+                    a.key.as_str(),
+                    span_of(self.file, &a.key),
+                    &self.known_attributes,
+                ),
+                Structure::Block(b) => (
+                    "block",
+                    b.ident.as_str(),
+                    span_of(self.file, &b.ident),
+                    &self.known_blocks,
+                ),
+            };
+            if known.contains(&name) {
+                continue;
+            }
+            let d = Diagnostic::new(format!("unknown {kind} `{name}` in {}", self.what), span);
+            let d = match did_you_mean(name, known) {
+                Some(k) => d.with_hint(format!("did you mean `{k}`?")),
+                None if known.is_empty() => d,
+                None => d.with_hint(format!("{} allows: {}", self.what, known.join(", "))),
+            };
+            self.diags.push(d);
+        }
+    }
+}

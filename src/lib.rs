@@ -1,0 +1,5 @@
+//! immune: a plan/apply provisioner for immutable VM fleets on AWS, with canary rollouts
+//! gated on CloudWatch and automatic rollback.
+
+pub mod cloud;
+pub mod config;
