@@ -3,3 +3,8 @@
 
 pub mod cloud;
 pub mod config;
+pub mod rollout;
+pub mod state;
+pub mod plan;
+pub mod engine;
+pub mod cli;

@@ -22,6 +22,7 @@ pub struct World {
     pub foreign_target_groups: BTreeSet<String>,
     pub groups: BTreeMap<String, (GroupRequest, Vec<String>)>,
     pub unhealthy: BTreeSet<String>,
+    pub alarms: BTreeMap<String, AlarmState>,
     /// Operations that fail (by name), with how many more times.
     pub failures: BTreeMap<&'static str, u32>,
     pub calls: Vec<&'static str>,
@@ -296,5 +297,13 @@ impl Cloud for FakeCloud {
             }
         }
         Ok(())
+    }
+
+    async fn alarm_states(&self, names: &[String]) -> CloudResult<BTreeMap<String, AlarmState>> {
+        let w = self.enter("alarm_states")?;
+        Ok(names
+            .iter()
+            .filter_map(|n| Some((n.clone(), *w.alarms.get(n)?)))
+            .collect())
     }
 }

@@ -8,6 +8,7 @@ pub mod fake;
 use crate::config::{Capacity, HealthCheck, ListenerRef};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The tags on everything immune creates. Nothing without `immune:managed = true` is ever
@@ -200,4 +201,15 @@ pub trait Cloud: Send + Sync {
     async fn target_health(&self, target_group_arn: &str) -> CloudResult<Vec<(String, TargetState)>>;
     /// Deletes the group and terminates its instances.
     async fn delete_group(&self, name: &str) -> CloudResult<()>;
+
+    // Gates.
+    /// The state of each named CloudWatch alarm; absent names are missing from the map.
+    async fn alarm_states(&self, names: &[String]) -> CloudResult<BTreeMap<String, AlarmState>>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AlarmState {
+    Ok,
+    Alarm,
+    InsufficientData,
 }

@@ -132,7 +132,7 @@ mod tests {
         .with_hint("did you mean `instance_type`?");
         assert_eq!(
             d.render(&sources),
-            "error: unknown attribute `instance_typ`\n  --> web.hcl:2:3\n  |\n2 |   instance_typ = 1\n  |   ^^^^^^^^^^^^\n  = hint: did you mean `instance_type`?\n"
+            "error: unknown attribute `instance_typ`\n --> web.hcl:2:3\n  |\n2 |   instance_typ = 1\n  |   ^^^^^^^^^^^^\n  = hint: did you mean `instance_type`?\n"
         );
     }
 }

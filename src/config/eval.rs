@@ -59,6 +59,9 @@ struct Local<'a> {
 pub struct Evaluator<'a> {
     base_dir: PathBuf,
     vars: Map<String, Value>,
+    /// Declared variables, with or without a value: a missing value is reported once at
+    /// its declaration, not again at every use.
+    declared: Vec<String>,
     locals: HashMap<String, Local<'a>>,
     local_values: RefCell<HashMap<String, Option<Value>>>,
     in_progress: RefCell<Vec<String>>,
@@ -71,6 +74,7 @@ impl<'a> Evaluator<'a> {
     pub fn new(base_dir: &Path, vars: Map<String, Value>) -> Self {
         Evaluator {
             base_dir: base_dir.to_path_buf(),
+            declared: vars.keys().cloned().collect(),
             vars,
             locals: HashMap::new(),
             local_values: RefCell::default(),
@@ -86,6 +90,10 @@ impl<'a> Evaluator<'a> {
 
     pub fn add_local(&mut self, name: String, file: FileId, expr: &'a Expression) {
         self.locals.insert(name, Local { file, expr });
+    }
+
+    pub fn declare(&mut self, names: impl IntoIterator<Item = String>) {
+        self.declared.extend(names);
     }
 
     pub fn has_local(&self, name: &str) -> bool {
@@ -293,6 +301,7 @@ impl<'a> Evaluator<'a> {
     fn variable(&self, name: &str, span: Option<Span>) -> Eval<Value> {
         match self.vars.get(name) {
             Some(value) => Ok(value.clone()),
+            None if self.declared.iter().any(|d| d == name) => Err(None),
             None => {
                 let names: Vec<&str> = self.vars.keys().map(String::as_str).collect();
                 let d = Diagnostic::new(format!("undefined variable `{name}`"), span);

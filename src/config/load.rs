@@ -287,6 +287,7 @@ fn read_config(
 
     let vars = variable_values(&variables, inputs, diags);
     let mut eval = Evaluator::new(dir, vars);
+    eval.declare(variables.iter().map(|(n, _)| n.clone()));
     for (file, block) in &locals {
         for structure in block.body.iter() {
             match structure {
@@ -622,6 +623,7 @@ fn valid_fleet_name(name: &str) -> bool {
 }
 
 fn read_traffic(r: &mut BlockReader) -> Traffic {
+    let given = (r.has("listener_arn"), r.has("load_balancer"));
     let arn = r.string("listener_arn");
     let lb = r.string("load_balancer");
     let has_port = r.has("listener_port");
@@ -635,6 +637,8 @@ fn read_traffic(r: &mut BlockReader) -> Traffic {
             ListenerRef::Arn(arn)
         }
         (None, Some(name)) => ListenerRef::LoadBalancer { name, port: listener_port },
+        // Given but not evaluated: the reason is reported already.
+        (None, None) if given.0 || given.1 => ListenerRef::Arn(String::new()),
         (arn, lb) => {
             let span = r.span.clone();
             r.diags.push(

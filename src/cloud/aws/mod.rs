@@ -16,6 +16,7 @@ pub struct Aws {
     ec2: aws_sdk_ec2::Client,
     elb: aws_sdk_elasticloadbalancingv2::Client,
     autoscaling: aws_sdk_autoscaling::Client,
+    cloudwatch: aws_sdk_cloudwatch::Client,
 }
 
 impl Aws {
@@ -43,6 +44,7 @@ impl Aws {
             ec2: aws_sdk_ec2::Client::new(&config),
             elb: aws_sdk_elasticloadbalancingv2::Client::new(&config),
             autoscaling: aws_sdk_autoscaling::Client::new(&config),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
         })
     }
 }
@@ -144,5 +146,31 @@ impl Cloud for Aws {
     }
     async fn delete_group(&self, name: &str) -> CloudResult<()> {
         self.delete_group(name).await
+    }
+
+    async fn alarm_states(&self, names: &[String]) -> CloudResult<BTreeMap<String, AlarmState>> {
+        use aws_sdk_cloudwatch::types::StateValue;
+        let mut states = BTreeMap::new();
+        // DescribeAlarms takes at most 100 names a call.
+        for chunk in names.chunks(100) {
+            let out = self
+                .cloudwatch
+                .describe_alarms()
+                .set_alarm_names(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(|e| sdk_error("DescribeAlarms", e))?;
+            for alarm in out.metric_alarms() {
+                let state = match alarm.state_value() {
+                    Some(StateValue::Alarm) => AlarmState::Alarm,
+                    Some(StateValue::Ok) => AlarmState::Ok,
+                    _ => AlarmState::InsufficientData,
+                };
+                if let Some(name) = alarm.alarm_name() {
+                    states.insert(name.to_string(), state);
+                }
+            }
+        }
+        Ok(states)
     }
 }

@@ -1,0 +1,104 @@
+//! `immune apply`: lock the state, plan, confirm, carry out each fleet's change.
+
+use super::{observe, Cli, CliError, Success};
+use crate::config::{Backend, Config};
+use crate::engine::{Engine, Outcome, Stdout};
+use crate::plan::Action;
+use crate::state::LocalBackend;
+use std::io::{BufRead, IsTerminal, Write};
+
+pub fn backend(config: &Config) -> LocalBackend {
+    match &config.backend {
+        Backend::Local { path } => LocalBackend::new(path),
+    }
+}
+
+pub async fn apply(cli: &Cli, auto_approve: bool) -> Result<Success, CliError> {
+    let config = cli.load()?;
+    let backend = backend(&config);
+    let message = |e: &dyn std::fmt::Display| CliError::Message(format!("error: {e}"));
+    let _lock = backend.lock("apply").map_err(|e| message(&e))?;
+    let mut state = backend.load().map_err(|e| message(&e))?;
+    let cloud = observe::connect(cli, &config).await?;
+    let plan = observe::plan(cloud.as_ref(), &config, &state).await?;
+    print!("{}", crate::plan::render(&plan, cli.color()));
+    if !plan.has_changes() {
+        return Ok(Success::Done);
+    }
+    if !auto_approve && !confirm()? {
+        return Err(CliError::Cancelled);
+    }
+
+    let mut engine = Engine {
+        cloud: cloud.as_ref(),
+        backend: &backend,
+        state: &mut state,
+        reporter: &Stdout,
+    };
+    let mut rolled_back = Vec::new();
+    let mut locked = Vec::new();
+    for change in &plan.changes {
+        let fleet = config
+            .fleets
+            .iter()
+            .find(|f| f.name == change.fleet)
+            .expect("the plan is made from the config");
+        let outcome = match &change.action {
+            Action::Release(release) => engine.release(fleet, release).await,
+            Action::Resume { .. } => engine.resume(fleet).await,
+            Action::Locked { reason } => {
+                locked.push(format!(
+                    "fleet {} is locked: {reason}\n  run `immune unlock {} --reason TEXT` once the cause is understood",
+                    fleet.name, fleet.name
+                ));
+                continue;
+            }
+            Action::NoOp => continue,
+        };
+        match outcome.map_err(|e| message(&e))? {
+            Outcome::Released { group } => {
+                println!("fleet.{}: release complete: all traffic on {group}\n", fleet.name)
+            }
+            Outcome::RolledBack { reason, locked } => {
+                println!("fleet.{}: ROLLED BACK: {reason}\n", fleet.name);
+                rolled_back.push(format!(
+                    "fleet {} rolled back: {reason}{}",
+                    fleet.name,
+                    if locked {
+                        format!(
+                            "\n  the fleet is locked; run `immune unlock {} --reason TEXT` once the cause is understood",
+                            fleet.name
+                        )
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+        }
+    }
+    if !rolled_back.is_empty() {
+        return Err(CliError::RolledBack(rolled_back.join("\n")));
+    }
+    if !locked.is_empty() {
+        return Err(CliError::Locked(locked.join("\n")));
+    }
+    println!("Apply complete.");
+    Ok(Success::Done)
+}
+
+fn confirm() -> Result<bool, CliError> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() && std::env::var_os("IMMUNE_CONFIRM_FROM_PIPE").is_none() {
+        return Err(CliError::Message(
+            "error: apply needs confirmation but standard input is not a terminal\n  pass --auto-approve to apply without asking".into(),
+        ));
+    }
+    print!("\nDo you want to perform these actions? Only 'yes' will be accepted.\n  Enter a value: ");
+    let _ = std::io::stdout().flush();
+    let mut answer = String::new();
+    stdin
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| CliError::Message(format!("error: reading the answer: {e}")))?;
+    Ok(answer.trim() == "yes")
+}

@@ -1,0 +1,143 @@
+//! The command line: flags as typed (clap), then the commands. Errors are typed here and
+//! only `main` turns them into text and exit codes.
+
+mod apply;
+mod observe;
+
+use crate::config::{self, Config, ConfigError, VarInputs};
+use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "immune", version, about = "Immutable VM fleets on AWS with canary rollouts and automatic rollback")]
+pub struct Cli {
+    /// The configuration directory.
+    #[arg(long, global = true, default_value = ".")]
+    pub chdir: PathBuf,
+    /// Set a variable: NAME=VALUE (repeatable).
+    #[arg(long = "var", global = true, value_name = "NAME=VALUE", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+    /// Read variables from an HCL file of `name = value` lines (repeatable).
+    #[arg(long = "var-file", global = true, value_name = "FILE")]
+    pub var_files: Vec<PathBuf>,
+    /// AWS region (overrides the fleet's `region` and the environment).
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// Plain output without colour.
+    #[arg(long, global = true)]
+    pub no_color: bool,
+    /// More detail (repeat for debug logs).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Errors only.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the configuration offline; every problem is reported at once.
+    Validate,
+    /// Show what apply would do.
+    Plan {
+        /// Exit 2 when there are changes, 0 when there are none.
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
+    /// Plan, ask for `yes`, and carry the plan out.
+    Apply {
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        auto_approve: bool,
+    },
+}
+
+fn parse_var(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not NAME=VALUE"))?;
+    if name.is_empty() {
+        return Err(format!("`{text}` has no variable name"));
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Message(String),
+    #[error("{0}")]
+    RolledBack(String),
+    #[error("{0}")]
+    Locked(String),
+    #[error("Apply cancelled.")]
+    Cancelled,
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::RolledBack(_) => 3,
+            CliError::Locked(_) => 4,
+            _ => 1,
+        }
+    }
+}
+
+/// What a successful command asks `main` to exit with.
+pub enum Success {
+    Done,
+    /// `plan --detailed-exitcode` found changes.
+    Changes,
+}
+
+impl Cli {
+    fn inputs(&self) -> VarInputs {
+        VarInputs {
+            cli: self.vars.clone(),
+            files: self.var_files.clone(),
+            env: VarInputs::from_env(),
+        }
+    }
+
+    fn load(&self) -> Result<Config, CliError> {
+        Ok(config::load(&self.chdir, &self.inputs())?)
+    }
+
+    fn color(&self) -> bool {
+        !self.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal()
+    }
+}
+
+pub async fn run(cli: Cli) -> Result<Success, CliError> {
+    match &cli.command {
+        Command::Validate => {
+            let config = cli.load()?;
+            println!(
+                "The configuration is valid: {} fleet{}.",
+                config.fleets.len(),
+                if config.fleets.len() == 1 { "" } else { "s" }
+            );
+            Ok(Success::Done)
+        }
+        Command::Plan { detailed_exitcode } => {
+            let config = cli.load()?;
+            let backend = apply::backend(&config);
+            let state = backend.load().map_err(|e| CliError::Message(e.to_string()))?;
+            let cloud = observe::connect(&cli, &config).await?;
+            let plan = observe::plan(cloud.as_ref(), &config, &state).await?;
+            print!("{}", crate::plan::render(&plan, cli.color()));
+            Ok(if *detailed_exitcode && plan.has_changes() {
+                Success::Changes
+            } else {
+                Success::Done
+            })
+        }
+        Command::Apply { auto_approve } => apply::apply(&cli, *auto_approve).await,
+    }
+}

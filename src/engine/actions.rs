@@ -1,0 +1,316 @@
+//! One rollout action carried out against the cloud, with the waiting it implies. Each
+//! returns the event to record, or the failure in words for the operator.
+
+use super::Reporter;
+use crate::cloud::*;
+use crate::config::{show_duration, Fleet};
+use crate::plan::image_name;
+use crate::rollout::{Action, Event, Rollout};
+use std::future::Future;
+use std::time::Duration;
+use tokio::time::{sleep, Instant};
+
+/// Bakes and deletions have no configured limit; these bound them so a stuck call fails.
+const BAKE_TIMEOUT: Duration = Duration::from_secs(45 * 60);
+const DELETE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+pub async fn perform(
+    cloud: &dyn Cloud,
+    fleet: &Fleet,
+    rollout: &Rollout,
+    action: &Action,
+    reporter: &dyn Reporter,
+) -> Result<Event, String> {
+    let poll = fleet.rollout.poll_interval;
+    let tags = Tags {
+        fleet: fleet.name.clone(),
+        release: rollout.release.clone(),
+        name: rollout.group.clone(),
+    };
+    let err = |e: CloudError| e.to_string();
+    match action {
+        Action::FindImageOrLaunchBuilder => {
+            if let Some(image) = cloud.find_baked_image(&fleet.name, &rollout.bake).await.map_err(err)? {
+                reporter.line(&fleet.name, &format!("reusing image {} baked from the same spec", image.id));
+                wait_image(cloud, &image.id, poll).await?;
+                return Ok(Event::ImageReady(image.id));
+            }
+            let request = BuilderRequest {
+                source_ami: fleet.image.source_ami.clone(),
+                instance_type: fleet.image.instance_type.clone(),
+                subnet: fleet.instances.subnets[0].clone(),
+                security_groups: fleet.instances.security_groups.clone(),
+                user_data: fleet.image.provision.clone(),
+                tags: Tags {
+                    name: format!("{}-builder", rollout.group),
+                    ..tags
+                },
+            };
+            cloud.launch_builder(&request).await.map(Event::BuilderLaunched).map_err(err)
+        }
+        Action::CaptureImage { builder } => {
+            wait_until(poll, BAKE_TIMEOUT, "builder to run", || async {
+                match cloud.instance_state(builder).await.map_err(err)? {
+                    InstanceState::Running => Ok(Some(())),
+                    InstanceState::Pending => Ok(None),
+                    other => Err(format!("builder {builder} is {other:?} instead of running")),
+                }
+            })
+            .await?;
+            let name = image_name(fleet, rollout.seq);
+            let image = cloud
+                .create_image(builder, &name, &rollout.bake, &tags)
+                .await
+                .map_err(err)?;
+            reporter.line(&fleet.name, &format!("creating image {image} (\"{name}\")"));
+            wait_image(cloud, &image, poll).await?;
+            Ok(Event::ImageReady(image))
+        }
+        Action::TerminateBuilder { builder } => {
+            cloud.terminate_instance(builder).await.map_err(err)?;
+            Ok(Event::BuilderTerminated)
+        }
+        Action::CreateLaunchTemplateVersion { image } => {
+            let request = LaunchRequest {
+                template_name: fleet.name.clone(),
+                image_id: image.clone(),
+                instance_type: fleet.instances.instance_type.clone(),
+                security_groups: fleet.instances.security_groups.clone(),
+                user_data: fleet.instances.user_data.clone(),
+                tags,
+            };
+            cloud
+                .create_launch_template_version(&request)
+                .await
+                .map(Event::LaunchTemplateCreated)
+                .map_err(err)
+        }
+        Action::CreateTargetGroup => {
+            let vpc_id = cloud.vpc_of_subnets(&fleet.instances.subnets).await.map_err(err)?;
+            let request = TargetGroupRequest {
+                name: rollout.group.clone(),
+                vpc_id,
+                port: fleet.traffic.port,
+                health_check: fleet.traffic.health_check.clone(),
+                deregistration_delay: fleet.traffic.deregistration_delay,
+                tags,
+            };
+            cloud
+                .create_target_group(&request)
+                .await
+                .map(Event::TargetGroupCreated)
+                .map_err(err)
+        }
+        Action::CreateGroup {
+            launch_template,
+            target_group,
+        } => {
+            let request = GroupRequest {
+                name: rollout.group.clone(),
+                launch_template: launch_template.clone(),
+                subnets: fleet.instances.subnets.clone(),
+                target_group_arn: target_group.clone(),
+                capacity: fleet.instances.capacity,
+                health_check_grace: fleet.rollout.healthy_within,
+                tags,
+            };
+            cloud.create_group(&request).await.map_err(err)?;
+            Ok(Event::GroupCreated)
+        }
+        Action::WaitHealthy { target_group } => {
+            let within = fleet.rollout.healthy_within;
+            let waited = wait_until(poll, within, "instances to be healthy", || async {
+                let (healthy, wanted) = health(cloud, &rollout.group, target_group).await?;
+                Ok((healthy >= wanted && wanted > 0).then_some(()))
+            })
+            .await;
+            match waited {
+                Ok(()) => Ok(Event::Healthy),
+                Err(_) => {
+                    let (healthy, wanted) = health(cloud, &rollout.group, target_group).await.unwrap_or((0, 0));
+                    Err(format!(
+                        "{healthy} of {wanted} instances healthy after {}",
+                        show_duration(within)
+                    ))
+                }
+            }
+        }
+        Action::SetWeights { weights, percent } => {
+            set_weights(cloud, &rollout.listener_arn, weights).await?;
+            Ok(Event::WeightsSet(*percent))
+        }
+        Action::Observe { step } => {
+            observe(cloud, fleet, rollout, *step, reporter).await?;
+            Ok(Event::StepPassed)
+        }
+        Action::RetirePrevious { previous } => {
+            if let Some(previous) = previous {
+                let drain = fleet.traffic.deregistration_delay;
+                reporter.line(
+                    &fleet.name,
+                    &format!("draining {} for {}", previous.group, show_duration(drain)),
+                );
+                sleep(drain).await;
+                delete_group(cloud, &previous.group, poll).await?;
+                cloud.delete_target_group(&previous.target_group).await.map_err(err)?;
+            }
+            Ok(Event::PreviousRetired)
+        }
+        Action::RestoreWeights { weights } => {
+            set_weights(cloud, &rollout.listener_arn, weights).await?;
+            Ok(Event::WeightsRestored)
+        }
+        Action::DeleteGroup => {
+            delete_group(cloud, &rollout.group, poll).await?;
+            Ok(Event::GroupDeleted)
+        }
+        Action::DeleteTargetGroup { target_group } => {
+            cloud.delete_target_group(target_group).await.map_err(err)?;
+            Ok(Event::TargetGroupDeleted)
+        }
+        Action::DeleteLaunchTemplateVersion { launch_template } => {
+            cloud
+                .delete_launch_template_version(launch_template)
+                .await
+                .map_err(err)?;
+            Ok(Event::LaunchTemplateDeleted)
+        }
+        Action::Finished => unreachable!("the driver stops at Finished"),
+    }
+}
+
+/// Polls `check` every `poll` until it yields a value, fails, or `limit` passes.
+async fn wait_until<T, F, Fut>(poll: Duration, limit: Duration, what: &str, mut check: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>, String>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await? {
+            return Ok(value);
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("timed out after {} waiting for {what}", show_duration(limit)));
+        }
+        sleep(poll.min(deadline.saturating_duration_since(Instant::now()))).await;
+    }
+}
+
+async fn wait_image(cloud: &dyn Cloud, image: &str, poll: Duration) -> Result<(), String> {
+    wait_until(poll, BAKE_TIMEOUT, "the image to become available", || async {
+        match cloud.image(image).await.map_err(|e| e.to_string())?.state {
+            ImageState::Available => Ok(Some(())),
+            ImageState::Pending => Ok(None),
+            ImageState::Failed => Err(format!("image {image} failed to bake")),
+        }
+    })
+    .await
+}
+
+/// How many of the group's wanted instances are InService and healthy in its target group.
+async fn health(cloud: &dyn Cloud, group: &str, target_group: &str) -> Result<(usize, usize), String> {
+    let status = cloud
+        .group(group)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("Auto Scaling group {group} disappeared"))?;
+    let targets = cloud.target_health(target_group).await.map_err(|e| e.to_string())?;
+    let healthy = status
+        .instances
+        .iter()
+        .filter(|(id, in_service)| {
+            *in_service
+                && targets
+                    .iter()
+                    .any(|(t, state)| t == id && *state == TargetState::Healthy)
+        })
+        .count();
+    Ok((healthy, status.desired as usize))
+}
+
+/// Sets the weights in one call and reads them back: a listener that silently kept its
+/// old weights must not be mistaken for a shifted one.
+async fn set_weights(cloud: &dyn Cloud, listener: &str, weights: &[Weight]) -> Result<(), String> {
+    cloud
+        .set_listener_weights(listener, weights)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut read: Vec<Weight> = cloud
+        .listener_weights(listener)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|w| w.weight > 0)
+        .collect();
+    let mut wanted: Vec<Weight> = weights.iter().filter(|w| w.weight > 0).cloned().collect();
+    read.sort_by(|a, b| a.target_group.cmp(&b.target_group));
+    wanted.sort_by(|a, b| a.target_group.cmp(&b.target_group));
+    if read != wanted {
+        return Err(format!(
+            "listener {listener} reads back weights {read:?} after setting {wanted:?}"
+        ));
+    }
+    Ok(())
+}
+
+async fn delete_group(cloud: &dyn Cloud, name: &str, poll: Duration) -> Result<(), String> {
+    cloud.delete_group(name).await.map_err(|e| e.to_string())?;
+    // Its target group can only be deleted once the group is gone.
+    wait_until(poll, DELETE_TIMEOUT, "the Auto Scaling group to be deleted", || async {
+        Ok(cloud.group(name).await.map_err(|e| e.to_string())?.is_none().then_some(()))
+    })
+    .await
+}
+
+/// Watches the gates and the new group's health for the step's pause.
+async fn observe(
+    cloud: &dyn Cloud,
+    fleet: &Fleet,
+    rollout: &Rollout,
+    step: usize,
+    reporter: &dyn Reporter,
+) -> Result<(), String> {
+    let spec = &fleet.rollout;
+    reporter.line(
+        &fleet.name,
+        &format!(
+            "step {}/{}: {}% on {}, observing for {}",
+            step + 1,
+            rollout.steps.len(),
+            rollout.steps[step],
+            rollout.group,
+            show_duration(spec.pause)
+        ),
+    );
+    let deadline = Instant::now() + spec.pause;
+    let target_group = rollout.target_group.clone().unwrap_or_default();
+    loop {
+        let names: Vec<String> = spec.gates.iter().map(|g| g.alarm.clone()).collect();
+        if !names.is_empty() {
+            let states = cloud.alarm_states(&names).await.map_err(|e| e.to_string())?;
+            for gate in &spec.gates {
+                match states.get(&gate.alarm) {
+                    Some(AlarmState::Alarm) => {
+                        return Err(format!("gate {} failed: alarm {} is in ALARM", gate.name, gate.alarm))
+                    }
+                    None => {
+                        return Err(format!("gate {}: alarm {} does not exist", gate.name, gate.alarm))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        let (healthy, wanted) = health(cloud, &rollout.group, &target_group).await?;
+        if healthy < wanted {
+            return Err(format!(
+                "only {healthy} of {wanted} new instances are healthy during step {}",
+                step + 1
+            ));
+        }
+        if Instant::now() >= deadline {
+            return Ok(());
+        }
+        sleep(spec.poll_interval.min(deadline.saturating_duration_since(Instant::now()))).await;
+    }
+}

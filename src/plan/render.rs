@@ -1,0 +1,126 @@
+//! The plan as an operator reads it: one block per fleet, `+` for what is created, `-` for
+//! what is destroyed, `±` for a release that replaces another, and a summary line.
+
+use super::{Action, ImagePlan, Plan};
+use std::fmt::Write;
+
+pub struct Style {
+    pub color: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+}
+
+pub fn render(plan: &Plan, color: bool) -> String {
+    let style = Style { color };
+    let mut out = String::new();
+    if !plan.has_changes() {
+        out.push_str("No changes. Every fleet runs its configured release.\n");
+        for c in &plan.changes {
+            let _ = writeln!(out, "  fleet.{}: {}", c.fleet, c.reason);
+        }
+        return out;
+    }
+    out.push_str("immune will perform the following actions:\n\n");
+    let (mut releases, mut resumes, mut locked, mut unchanged) = (0, 0, 0, 0);
+    for change in &plan.changes {
+        match &change.action {
+            Action::Release(r) => {
+                releases += 1;
+                let symbol = if r.replaces.is_some() { "±" } else { "+" };
+                let _ = writeln!(
+                    out,
+                    "  {} fleet.{}: {}",
+                    style.paint("33", symbol),
+                    change.fleet,
+                    change.reason
+                );
+                let plus = style.paint("32", "+");
+                let minus = style.paint("31", "-");
+                match &r.image {
+                    ImagePlan::Bake {
+                        source_ami,
+                        instance_type,
+                        name,
+                    } => {
+                        let _ = writeln!(
+                            out,
+                            "      {plus} image   bake \"{name}\" from {source_ami} on a {instance_type} builder"
+                        );
+                    }
+                    ImagePlan::Reuse { image } => {
+                        let _ = writeln!(out, "        image   reuse {image} (baked earlier from the same spec)");
+                    }
+                }
+                let c = r.capacity;
+                let _ = writeln!(
+                    out,
+                    "      {plus} group   {}: {} x{} (min {}, max {}) in {} subnet{}",
+                    r.group,
+                    r.instance_type,
+                    c.desired,
+                    c.min,
+                    c.max,
+                    r.subnets,
+                    if r.subnets == 1 { "" } else { "s" }
+                );
+                let _ = writeln!(
+                    out,
+                    "      {plus} target  {}: port {}, health check {}",
+                    r.group, r.port, r.health_check_path
+                );
+                let steps: Vec<String> = r.steps.iter().map(|s| format!("{s}%")).collect();
+                let _ = writeln!(
+                    out,
+                    "        traffic {} via {}, pause {} per step, healthy within {}",
+                    steps.join(" -> "),
+                    r.listener,
+                    r.pause,
+                    r.healthy_within
+                );
+                if let Some(old) = &r.replaces {
+                    let _ = writeln!(
+                        out,
+                        "      {minus} retire  {} (release {}) after draining {}",
+                        old.group, old.release, old.drain
+                    );
+                }
+            }
+            Action::Resume { .. } => {
+                resumes += 1;
+                let _ = writeln!(
+                    out,
+                    "  {} fleet.{}: resume: {}",
+                    style.paint("33", "~"),
+                    change.fleet,
+                    change.reason
+                );
+            }
+            Action::Locked { .. } => {
+                locked += 1;
+                let _ = writeln!(
+                    out,
+                    "  {} fleet.{}: {}\n      run `immune unlock {} --reason TEXT` once the cause is understood",
+                    style.paint("31", "!"),
+                    change.fleet,
+                    change.reason,
+                    change.fleet
+                );
+            }
+            Action::NoOp => unchanged += 1,
+        }
+        out.push('\n');
+    }
+    let _ = writeln!(
+        out,
+        "Plan: {releases} to release, {resumes} to resume, {locked} locked, {unchanged} unchanged."
+    );
+    out
+}

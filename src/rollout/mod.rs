@@ -1,0 +1,276 @@
+//! The rollout of one release as a pure state machine: the recorded progress says which
+//! action comes next, and each action's outcome is recorded as an event. The engine only
+//! carries actions out, so a crash between two events resumes exactly where it stopped.
+
+use crate::cloud::{LaunchTemplateRef, Weight};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "snake_case")]
+pub enum Phase {
+    /// Find or bake the release's image.
+    Bake,
+    /// Launch template version, target group, Auto Scaling group.
+    Launch,
+    /// Every new instance InService and healthy in the target group.
+    WaitHealthy,
+    /// Set the listener weights for `steps[step]`.
+    Shift { step: usize },
+    /// Weights are set; watch the gates for the step's pause.
+    Observe { step: usize },
+    /// All traffic is on the new group: drain and delete the previous one.
+    Retire,
+    Done,
+    /// Undo the release: traffic back first, then tear down what was created.
+    RollBack { reason: String },
+    RolledBack { reason: String },
+}
+
+impl Phase {
+    pub fn is_finished(&self) -> bool {
+        matches!(self, Phase::Done | Phase::RolledBack { .. })
+    }
+}
+
+/// The group a rollout replaces, as recorded in state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Previous {
+    pub group: String,
+    pub target_group: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollout {
+    pub group: String,
+    pub seq: u32,
+    pub release: String,
+    pub fingerprint: String,
+    pub bake: String,
+    pub steps: Vec<u8>,
+    pub listener_arn: String,
+    /// The listener's weights when the rollout started: where traffic goes back to.
+    pub previous_weights: Vec<Weight>,
+    /// The immune group being replaced, if any (the first release replaces nothing).
+    pub previous: Option<Previous>,
+    pub phase: Phase,
+    pub builder: Option<String>,
+    pub image: Option<String>,
+    pub launch_template: Option<LaunchTemplateRef>,
+    pub target_group: Option<String>,
+    pub group_created: bool,
+    /// Percent of traffic the listener currently sends to the new group.
+    pub weight: u8,
+    /// Set when a failure after launch started the rollback: the fleet gets locked until
+    /// a person has looked.
+    #[serde(default)]
+    pub lock_after_rollback: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Reuse an image baked earlier from the same spec, or launch a builder.
+    FindImageOrLaunchBuilder,
+    /// Wait for the builder, create the image, wait until it is available.
+    CaptureImage { builder: String },
+    TerminateBuilder { builder: String },
+    CreateLaunchTemplateVersion { image: String },
+    CreateTargetGroup,
+    CreateGroup { launch_template: LaunchTemplateRef, target_group: String },
+    WaitHealthy { target_group: String },
+    SetWeights { weights: Vec<Weight>, percent: u8 },
+    Observe { step: usize },
+    RetirePrevious { previous: Option<Previous> },
+    RestoreWeights { weights: Vec<Weight> },
+    DeleteGroup,
+    DeleteTargetGroup { target_group: String },
+    DeleteLaunchTemplateVersion { launch_template: LaunchTemplateRef },
+    /// Nothing left to do.
+    Finished,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    BuilderLaunched(String),
+    ImageReady(String),
+    BuilderTerminated,
+    LaunchTemplateCreated(LaunchTemplateRef),
+    TargetGroupCreated(String),
+    GroupCreated,
+    Healthy,
+    WeightsSet(u8),
+    StepPassed,
+    PreviousRetired,
+    /// Something went wrong; before all traffic is on the new group this rolls back.
+    Failed(String),
+    WeightsRestored,
+    GroupDeleted,
+    TargetGroupDeleted,
+    LaunchTemplateDeleted,
+}
+
+impl Rollout {
+    pub fn next_action(&self) -> Action {
+        match &self.phase {
+            Phase::Bake => match (&self.image, &self.builder) {
+                (None, None) => Action::FindImageOrLaunchBuilder,
+                (None, Some(b)) => Action::CaptureImage { builder: b.clone() },
+                (Some(_), Some(b)) => Action::TerminateBuilder { builder: b.clone() },
+                (Some(_), None) => unreachable!("settle() moves a baked rollout to Launch"),
+            },
+            Phase::Launch => match (&self.launch_template, &self.target_group) {
+                (None, _) => Action::CreateLaunchTemplateVersion {
+                    image: self.image.clone().expect("launch follows bake"),
+                },
+                (Some(_), None) => Action::CreateTargetGroup,
+                (Some(lt), Some(tg)) => Action::CreateGroup {
+                    launch_template: lt.clone(),
+                    target_group: tg.clone(),
+                },
+            },
+            Phase::WaitHealthy => Action::WaitHealthy {
+                target_group: self.target_group.clone().expect("waiting follows launch"),
+            },
+            Phase::Shift { step } => {
+                let percent = self.steps[*step];
+                Action::SetWeights {
+                    weights: self.weights_at(percent),
+                    percent,
+                }
+            }
+            Phase::Observe { step } => Action::Observe { step: *step },
+            Phase::Retire => Action::RetirePrevious {
+                previous: self.previous.clone(),
+            },
+            Phase::RollBack { .. } => {
+                if self.weight > 0 {
+                    Action::RestoreWeights {
+                        weights: self.previous_weights.clone(),
+                    }
+                } else if self.group_created {
+                    Action::DeleteGroup
+                } else if let Some(tg) = &self.target_group {
+                    Action::DeleteTargetGroup {
+                        target_group: tg.clone(),
+                    }
+                } else if let Some(lt) = &self.launch_template {
+                    Action::DeleteLaunchTemplateVersion {
+                        launch_template: lt.clone(),
+                    }
+                } else if let Some(b) = &self.builder {
+                    Action::TerminateBuilder { builder: b.clone() }
+                } else {
+                    unreachable!("settle() finishes a rollback with nothing left")
+                }
+            }
+            Phase::Done | Phase::RolledBack { .. } => Action::Finished,
+        }
+    }
+
+    pub fn record(&mut self, event: Event) {
+        match event {
+            Event::BuilderLaunched(id) => self.builder = Some(id),
+            Event::ImageReady(id) => self.image = Some(id),
+            Event::BuilderTerminated => self.builder = None,
+            Event::LaunchTemplateCreated(lt) => self.launch_template = Some(lt),
+            Event::TargetGroupCreated(arn) => self.target_group = Some(arn),
+            Event::GroupCreated => {
+                self.group_created = true;
+                self.phase = Phase::WaitHealthy;
+            }
+            Event::Healthy => self.phase = Phase::Shift { step: 0 },
+            Event::WeightsSet(percent) => {
+                self.weight = percent;
+                if let Phase::Shift { step } = self.phase {
+                    self.phase = Phase::Observe { step };
+                }
+            }
+            Event::StepPassed => {
+                if let Phase::Observe { step } = self.phase {
+                    self.phase = if step + 1 < self.steps.len() {
+                        Phase::Shift { step: step + 1 }
+                    } else {
+                        Phase::Retire
+                    };
+                }
+            }
+            Event::PreviousRetired => self.phase = Phase::Done,
+            Event::Failed(reason) => {
+                // Once every step has passed the new group carries all traffic and is the
+                // healthy one: a failure while retiring the old group is retried, never
+                // answered by sending traffic back to the group being retired.
+                if !matches!(
+                    self.phase,
+                    Phase::Retire | Phase::Done | Phase::RollBack { .. } | Phase::RolledBack { .. }
+                ) {
+                    self.lock_after_rollback = !matches!(self.phase, Phase::Bake);
+                    self.phase = Phase::RollBack { reason };
+                }
+            }
+            Event::WeightsRestored => self.weight = 0,
+            Event::GroupDeleted => self.group_created = false,
+            Event::TargetGroupDeleted => self.target_group = None,
+            Event::LaunchTemplateDeleted => self.launch_template = None,
+        }
+        self.settle();
+    }
+
+    /// Moves on from phases whose work is complete.
+    fn settle(&mut self) {
+        match &self.phase {
+            Phase::Bake if self.image.is_some() && self.builder.is_none() => {
+                self.phase = Phase::Launch
+            }
+            Phase::RollBack { reason }
+                if self.weight == 0
+                    && !self.group_created
+                    && self.target_group.is_none()
+                    && self.launch_template.is_none()
+                    && self.builder.is_none() =>
+            {
+                self.phase = Phase::RolledBack {
+                    reason: reason.clone(),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The listener weights with `percent` on the new group and the rest shared by the
+    /// groups that had traffic before, in their old proportions.
+    pub fn weights_at(&self, percent: u8) -> Vec<Weight> {
+        let new = self.target_group.clone().expect("shifting follows launch");
+        let rest = 100 - u32::from(percent.min(100));
+        let old: Vec<&Weight> = self
+            .previous_weights
+            .iter()
+            .filter(|w| w.weight > 0 && w.target_group != new)
+            .collect();
+        let total: u32 = old.iter().map(|w| u32::from(w.weight)).sum();
+        let mut weights = Vec::new();
+        if rest > 0 && total > 0 {
+            let mut given = 0;
+            for (i, w) in old.iter().enumerate() {
+                let share = if i + 1 == old.len() {
+                    rest - given
+                } else {
+                    rest * u32::from(w.weight) / total
+                };
+                given += share;
+                weights.push(Weight {
+                    target_group: w.target_group.clone(),
+                    weight: share as u8,
+                });
+            }
+        }
+        if percent > 0 || weights.is_empty() {
+            weights.push(Weight {
+                target_group: new,
+                weight: if weights.is_empty() { 100 } else { percent },
+            });
+        }
+        weights
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,192 @@
+//! The local backend: a JSON file written atomically (temp file, fsync, rename, 0600) and
+//! a lock file beside it that names who holds it.
+
+use super::{State, StateError, VERSION};
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub struct LocalBackend {
+    path: PathBuf,
+}
+
+/// Holds the state lock; releases it when dropped (also on errors and early returns).
+pub struct LockGuard {
+    path: PathBuf,
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+impl LocalBackend {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        LocalBackend { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        self.path.with_extension("lock")
+    }
+
+    pub fn load(&self) -> Result<State, StateError> {
+        let shown = self.path.display().to_string();
+        let text = match fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::new()),
+            Err(e) => {
+                return Err(StateError::Read {
+                    path: shown,
+                    message: e.to_string(),
+                })
+            }
+        };
+        let state: State = serde_json::from_str(&text).map_err(|e| StateError::Read {
+            path: shown.clone(),
+            message: format!("not a valid state document ({e})"),
+        })?;
+        if state.version > VERSION {
+            return Err(StateError::TooNew {
+                path: shown,
+                found: state.version,
+            });
+        }
+        Ok(state)
+    }
+
+    /// Writes the next serial of `state` so that a reader sees either the old document or
+    /// the new one, never a torn write.
+    pub fn save(&self, state: &mut State) -> Result<(), StateError> {
+        state.serial += 1;
+        let failed = |e: std::io::Error| StateError::Write {
+            path: self.path.display().to_string(),
+            message: e.to_string(),
+        };
+        if let Some(dir) = self.path.parent() {
+            fs::create_dir_all(dir).map_err(failed)?;
+        }
+        let text = serde_json::to_string_pretty(state).expect("state serializes");
+        let temp = self.path.with_extension(format!("tmp.{}", std::process::id()));
+        let mut file = private_file(&temp, true).map_err(failed)?;
+        file.write_all(text.as_bytes()).map_err(failed)?;
+        file.write_all(b"\n").map_err(failed)?;
+        file.sync_all().map_err(failed)?;
+        fs::rename(&temp, &self.path).map_err(failed)?;
+        Ok(())
+    }
+
+    /// Takes the lock or says who holds it.
+    pub fn lock(&self, operation: &str) -> Result<LockGuard, StateError> {
+        let path = self.lock_path();
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(|e| StateError::Write {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let info = serde_json::json!({
+            "id": id,
+            "operation": operation,
+            "who": who(),
+            "pid": std::process::id(),
+            "created": super::now(),
+        });
+        match private_file(&path, false) {
+            Ok(mut file) => {
+                let _ = writeln!(file, "{info}");
+                Ok(LockGuard { path })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let held: serde_json::Value = fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|t| serde_json::from_str(&t).ok())
+                    .unwrap_or_default();
+                let field = |k: &str| held[k].as_str().unwrap_or("?").to_string();
+                Err(StateError::Locked {
+                    holder: format!(
+                        "{} ({} since {}, pid {})",
+                        field("who"),
+                        field("operation"),
+                        field("created"),
+                        held["pid"]
+                    ),
+                    id: field("id"),
+                })
+            }
+            Err(e) => Err(StateError::Write {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
+fn private_file(path: &Path, truncate: bool) -> std::io::Result<fs::File> {
+    let mut options = OpenOptions::new();
+    options.write(true);
+    if truncate {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)
+}
+
+fn who() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let host = fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{user}@{host}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saves_atomically_with_increasing_serial_and_private_mode() {
+        let dir = std::env::temp_dir().join(format!("immune-state-{}", uuid::Uuid::new_v4()));
+        let backend = LocalBackend::new(dir.join("state.json"));
+        let mut state = backend.load().unwrap();
+        assert_eq!(state.serial, 0);
+        backend.save(&mut state).unwrap();
+        backend.save(&mut state).unwrap();
+        let read = backend.load().unwrap();
+        assert_eq!((read.serial, &read.lineage), (2, &state.lineage));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(backend.path()).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let leftovers = fs::read_dir(&dir).unwrap().count();
+        assert_eq!(leftovers, 1, "no temporary files are left behind");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_second_lock_is_refused_with_the_holder() {
+        let dir = std::env::temp_dir().join(format!("immune-lock-{}", uuid::Uuid::new_v4()));
+        let backend = LocalBackend::new(dir.join("state.json"));
+        let guard = backend.lock("apply").unwrap();
+        match backend.lock("apply") {
+            Err(StateError::Locked { holder, .. }) => assert!(holder.contains("apply")),
+            other => panic!("expected Locked, got {:?}", other.map(|_| ())),
+        }
+        drop(guard);
+        assert!(backend.lock("apply").is_ok());
+        fs::remove_dir_all(dir).unwrap();
+    }
+}

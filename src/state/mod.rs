@@ -1,0 +1,110 @@
+//! The state document: what immune created and where each fleet's rollout stands. It is
+//! saved after every transition, so an interrupted apply can be finished by the next one.
+
+mod local;
+
+pub use local::{LocalBackend, LockGuard};
+
+use crate::cloud::LaunchTemplateRef;
+use crate::rollout::Rollout;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    pub lineage: String,
+    pub serial: u64,
+    #[serde(default)]
+    pub fleets: BTreeMap<String, FleetState>,
+}
+
+impl State {
+    pub fn new() -> Self {
+        State {
+            version: VERSION,
+            lineage: uuid::Uuid::new_v4().to_string(),
+            serial: 0,
+            fleets: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State::new()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FleetState {
+    /// The sequence number of the last release started (`web-v003` -> 3).
+    pub seq: u32,
+    /// The group that carries the fleet's traffic.
+    pub active: Option<Group>,
+    /// A rollout that has not finished: resumed by the next apply.
+    pub rollout: Option<Rollout>,
+    /// Set by an automatic rollback; `apply` refuses the fleet until it is lifted.
+    pub lock: Option<FleetLock>,
+    #[serde(default)]
+    pub history: Vec<HistoryEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    pub name: String,
+    pub seq: u32,
+    pub release: String,
+    pub fingerprint: String,
+    pub image: String,
+    pub launch_template: LaunchTemplateRef,
+    pub target_group: String,
+    pub listener_arn: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetLock {
+    pub reason: String,
+    pub release: String,
+    pub at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub group: String,
+    pub release: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    /// `done`, `rolled_back` or `in_progress`.
+    pub outcome: String,
+    pub decisions: Vec<Decision>,
+}
+
+/// One thing the engine decided or observed, with when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub at: String,
+    pub what: String,
+}
+
+/// RFC 3339 time now, for state and history.
+pub fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot read state {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("cannot write state {path}: {message}")]
+    Write { path: String, message: String },
+    #[error("state {path} has version {found}, newer than this immune understands ({VERSION}); upgrade immune")]
+    TooNew { path: String, found: u32 },
+    #[error("state is locked by {holder}\n  run `immune state force-unlock {id}` if that process is gone")]
+    Locked { holder: String, id: String },
+}
