@@ -9,6 +9,10 @@ variable "subnets" { type = list(string) }
 variable "security_groups" { type = list(string) }
 variable "source_ami" { type = string }
 variable "load_balancer" { type = string }
+variable "alarm" {
+  type        = string
+  description = "An existing CloudWatch alarm that must stay out of ALARM while traffic shifts"
+}
 
 fleet "web" {
   release = var.release
@@ -49,5 +53,9 @@ fleet "web" {
     pause          = "2s"
     healthy_within = "2m"
     poll_interval  = "1s"
+
+    gate "errors" {
+      alarm = var.alarm
+    }
   }
 }

@@ -363,9 +363,9 @@ fn variable_values(
     let mut vars = Map::new();
     for (name, value) in raw {
         let Some((_, decl)) = declared.iter().find(|(n, _)| *n == name) else {
-            // Terraform warns about undeclared environment values; it is an error to
-            // pass one explicitly, since it is most likely a typo.
-            if !matches!(value, RawValue::Text(_, "environment variable")) {
+            // As Terraform: environment values and variable files may carry values for
+            // other configurations; a --var for an undeclared name is most likely a typo.
+            if matches!(value, RawValue::Text(_, "--var")) {
                 let names: Vec<&str> = declared.iter().map(|(n, _)| n.as_str()).collect();
                 let d = Diagnostic::new(format!("value given for undeclared variable `{name}`"), None);
                 diags.push(match did_you_mean(&name, &names) {

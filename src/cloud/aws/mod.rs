@@ -9,7 +9,7 @@ use super::*;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
-use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 
 pub struct Aws {
     region: String,
@@ -54,7 +54,7 @@ impl Aws {
 fn sdk_error<E, R>(operation: &'static str, err: SdkError<E, R>) -> CloudError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
     match &err {
         SdkError::ServiceError(service) => {
@@ -67,9 +67,23 @@ where
         }
         _ => CloudError::Transport {
             operation,
-            message: DisplayErrorContext(&err).to_string(),
+            message: error_chain(&err),
         },
     }
+}
+
+/// The error's message and its causes, innermost last, without Rust debug output.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
 }
 
 fn code_of(err: &CloudError) -> Option<&str> {
