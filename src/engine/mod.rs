@@ -250,3 +250,6 @@ fn describe(event: &Event) -> String {
         Event::LaunchTemplateDeleted => "launch template version deleted".into(),
     }
 }
+
+#[cfg(test)]
+mod tests;
