@@ -1,0 +1,273 @@
+//! Starts LocalStack once per run (when it is not already up), gives each test its own
+//! name prefix and surroundings, and runs the real binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub const ENDPOINT: &str = "http://127.0.0.1:4566";
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `localstack/start.sh` once: it returns at once when LocalStack is already healthy.
+pub fn localstack() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        let status = Command::new("bash")
+            .arg(repo().join("localstack/start.sh"))
+            .status()
+            .expect("run localstack/start.sh");
+        assert!(status.success(), "localstack/start.sh failed; see its output above");
+    });
+}
+
+fn python() -> PathBuf {
+    let home = std::env::var_os("IMMUNE_LOCALSTACK_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/immune-localstack"));
+    home.join("venv/bin/python")
+}
+
+/// What `localstack/surroundings.py` made for one test.
+#[derive(Debug, serde::Deserialize)]
+pub struct Surroundings {
+    pub load_balancer: String,
+    pub listener_arn: String,
+    pub subnets: Vec<String>,
+    pub security_group: String,
+    pub source_ami: String,
+    pub alarm: String,
+    pub placeholder_target_group: String,
+}
+
+impl Surroundings {
+    pub fn placeholder_target_group_name(&self) -> String {
+        self.placeholder_target_group.split('/').nth(1).unwrap().to_string()
+    }
+}
+
+/// A test's own corner of the cloud and of the disk.
+pub struct World {
+    pub prefix: String,
+    pub dir: PathBuf,
+    pub surroundings: Surroundings,
+}
+
+impl World {
+    /// LocalStack up, surroundings made under a fresh prefix, and an empty config dir.
+    pub fn new() -> World {
+        localstack();
+        let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let out = Command::new(python())
+            .arg(repo().join("localstack/surroundings.py"))
+            .args(["--prefix", &prefix])
+            .env("AWS_ENDPOINT_URL", ENDPOINT)
+            .output()
+            .expect("run surroundings.py");
+        assert!(
+            out.status.success(),
+            "surroundings.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let surroundings = serde_json::from_slice(&out.stdout).expect("surroundings JSON");
+        let dir = std::env::temp_dir().join(format!("immune-it-{prefix}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        World {
+            prefix,
+            dir,
+            surroundings,
+        }
+    }
+
+    /// A fleet named after the prefix, with `extra` HCL inside its rollout block.
+    pub fn fleet_config(&self, source_ami: &str, load_balancer: &str, rollout_extra: &str) -> String {
+        let s = &self.surroundings;
+        format!(
+            r##"
+variable "release" {{ type = string }}
+
+fleet "{prefix}" {{
+  release = var.release
+  image {{
+    source_ami    = "{source_ami}"
+    instance_type = "t3.micro"
+    provision     = "#!/bin/sh\necho baked"
+  }}
+  instances {{
+    instance_type   = "t3.micro"
+    subnets         = {subnets:?}
+    security_groups = ["{sg}"]
+    capacity {{
+      min     = 1
+      max     = 2
+      desired = 1
+    }}
+  }}
+  traffic {{
+    load_balancer        = "{load_balancer}"
+    listener_port        = 80
+    port                 = 8080
+    deregistration_delay = "0s"
+  }}
+  rollout {{
+    steps          = [50, 100]
+    pause          = "1s"
+    healthy_within = "1m"
+    poll_interval  = "200ms"
+    {rollout_extra}
+  }}
+}}
+"##,
+            prefix = self.prefix,
+            subnets = s.subnets,
+            sg = s.security_group,
+        )
+    }
+
+    pub fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.dir.join(name), text).unwrap();
+    }
+
+    pub fn immune(&self, args: &[&str]) -> Run {
+        immune_in(&self.dir, args, ENDPOINT)
+    }
+
+    pub fn group(&self, seq: u32) -> String {
+        format!("{}-v{seq:03}", self.prefix)
+    }
+
+    pub fn state(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.dir.join(".immune/state.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    pub async fn sdk(&self) -> Sdk {
+        Sdk::new().await
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+pub fn immune_in(dir: &Path, args: &[&str], endpoint: &str) -> Run {
+    let Output { status, stdout, stderr } = Command::new(env!("CARGO_BIN_EXE_immune"))
+        .arg("--chdir")
+        .arg(dir)
+        .args(args)
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run immune");
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+/// SDK clients for checking what immune did, independently of immune's own cloud layer.
+pub struct Sdk {
+    pub elb: aws_sdk_elasticloadbalancingv2::Client,
+    pub autoscaling: aws_sdk_autoscaling::Client,
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
+    pub ec2: aws_sdk_ec2::Client,
+}
+
+impl Sdk {
+    pub async fn new() -> Sdk {
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(ENDPOINT)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new("test", "test", None, None, "tests"))
+            .load()
+            .await;
+        Sdk {
+            elb: aws_sdk_elasticloadbalancingv2::Client::new(&config),
+            autoscaling: aws_sdk_autoscaling::Client::new(&config),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
+            ec2: aws_sdk_ec2::Client::new(&config),
+        }
+    }
+
+    /// (target group name, weight) of the listener's forward action.
+    pub async fn weights(&self, listener_arn: &str) -> Vec<(String, i32)> {
+        let out = self.elb.describe_listeners().listener_arns(listener_arn).send().await.unwrap();
+        let action = &out.listeners()[0].default_actions()[0];
+        let mut weights = Vec::new();
+        for t in action.forward_config().map(|f| f.target_groups()).unwrap_or_default() {
+            let arn = t.target_group_arn().unwrap();
+            // ARNs read targetgroup/<name>/<id>.
+            let name = arn.split('/').nth(1).unwrap().to_string();
+            weights.push((name, t.weight().unwrap_or(1)));
+        }
+        weights
+    }
+
+    pub async fn group_exists(&self, name: &str) -> bool {
+        let out = self
+            .autoscaling
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(name)
+            .send()
+            .await
+            .unwrap();
+        !out.auto_scaling_groups().is_empty()
+    }
+
+    pub async fn target_group_exists(&self, name: &str) -> bool {
+        self.elb.describe_target_groups().names(name).send().await.is_ok_and(|o| !o.target_groups().is_empty())
+    }
+
+    /// Groups whose names start with `prefix`: what a test run created.
+    pub async fn groups_with_prefix(&self, prefix: &str) -> Vec<String> {
+        let out = self.autoscaling.describe_auto_scaling_groups().send().await.unwrap();
+        out.auto_scaling_groups()
+            .iter()
+            .filter_map(|g| g.auto_scaling_group_name())
+            .filter(|n| n.starts_with(prefix))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Instances tagged for the fleet that are not terminated.
+    pub async fn live_instances(&self, fleet: &str) -> usize {
+        let out = self
+            .ec2
+            .describe_instances()
+            .filters(aws_sdk_ec2::types::Filter::builder().name("tag:immune:fleet").values(fleet).build())
+            .send()
+            .await
+            .unwrap();
+        out.reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter(|i| {
+                !matches!(
+                    i.state().and_then(|s| s.name()),
+                    Some(aws_sdk_ec2::types::InstanceStateName::Terminated)
+                        | Some(aws_sdk_ec2::types::InstanceStateName::ShuttingDown)
+                )
+            })
+            .count()
+    }
+}

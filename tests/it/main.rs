@@ -1,0 +1,7 @@
+//! Integration tests: the `immune` binary against LocalStack, checked through the AWS SDK.
+//! One binary, themed modules; the harness starts LocalStack once when it is not running.
+
+mod harness;
+
+mod bad_input;
+mod release;
