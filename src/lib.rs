@@ -1,10 +1,10 @@
 //! immune: a plan/apply provisioner for immutable VM fleets on AWS, with canary rollouts
 //! gated on CloudWatch and automatic rollback.
 
+pub mod cli;
 pub mod cloud;
 pub mod config;
+pub mod engine;
+pub mod plan;
 pub mod rollout;
 pub mod state;
-pub mod plan;
-pub mod engine;
-pub mod cli;

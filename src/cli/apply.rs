@@ -57,7 +57,10 @@ pub async fn apply(cli: &Cli, auto_approve: bool) -> Result<Success, CliError> {
         };
         match outcome.map_err(|e| message(&e))? {
             Outcome::Released { group } => {
-                println!("fleet.{}: release complete: all traffic on {group}\n", fleet.name)
+                println!(
+                    "fleet.{}: release complete: all traffic on {group}\n",
+                    fleet.name
+                )
             }
             Outcome::RolledBack { reason, locked } => {
                 println!("fleet.{}: ROLLED BACK: {reason}\n", fleet.name);
@@ -93,7 +96,9 @@ fn confirm() -> Result<bool, CliError> {
             "error: apply needs confirmation but standard input is not a terminal\n  pass --auto-approve to apply without asking".into(),
         ));
     }
-    print!("\nDo you want to perform these actions? Only 'yes' will be accepted.\n  Enter a value: ");
+    print!(
+        "\nDo you want to perform these actions? Only 'yes' will be accepted.\n  Enter a value: "
+    );
     let _ = std::io::stdout().flush();
     let mut answer = String::new();
     stdin

@@ -10,7 +10,11 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "immune", version, about = "Immutable VM fleets on AWS with canary rollouts and automatic rollback")]
+#[command(
+    name = "immune",
+    version,
+    about = "Immutable VM fleets on AWS with canary rollouts and automatic rollback"
+)]
 pub struct Cli {
     /// The configuration directory.
     #[arg(long, global = true, default_value = ".")]
@@ -128,7 +132,9 @@ pub async fn run(cli: Cli) -> Result<Success, CliError> {
         Command::Plan { detailed_exitcode } => {
             let config = cli.load()?;
             let backend = apply::backend(&config);
-            let state = backend.load().map_err(|e| CliError::Message(e.to_string()))?;
+            let state = backend
+                .load()
+                .map_err(|e| CliError::Message(e.to_string()))?;
             let cloud = observe::connect(&cli, &config).await?;
             let plan = observe::plan(cloud.as_ref(), &config, &state).await?;
             print!("{}", crate::plan::render(&plan, cli.color()));

@@ -40,7 +40,10 @@ pub async fn plan(cloud: &dyn Cloud, config: &Config, state: &State) -> Result<P
                 true
             }
         };
-        let listener = cloud.resolve_listener(&fleet.traffic.listener).await.map(|_| ());
+        let listener = cloud
+            .resolve_listener(&fleet.traffic.listener)
+            .await
+            .map(|_| ());
         let fix = match &fleet.traffic.listener {
             ListenerRef::Arn(_) => "check traffic.listener_arn",
             ListenerRef::LoadBalancer { .. } => {
@@ -52,17 +55,29 @@ pub async fn plan(cloud: &dyn Cloud, config: &Config, state: &State) -> Result<P
         }
         let source = match cloud.source_image_exists(&fleet.image.source_ami).await {
             Ok(true) => Ok(()),
-            Ok(false) => Err(CloudError::NotFound(format!("source image {}", fleet.image.source_ami))),
+            Ok(false) => Err(CloudError::NotFound(format!(
+                "source image {}",
+                fleet.image.source_ami
+            ))),
             Err(e) => Err(e),
         };
-        if !check(source, "check image.source_ami: the image must exist in this region and account") {
+        if !check(
+            source,
+            "check image.source_ami: the image must exist in this region and account",
+        ) {
             continue;
         }
-        let subnets = cloud.vpc_of_subnets(&fleet.instances.subnets).await.map(|_| ());
+        let subnets = cloud
+            .vpc_of_subnets(&fleet.instances.subnets)
+            .await
+            .map(|_| ());
         if !check(subnets, "check instances.subnets") {
             continue;
         }
-        match cloud.find_baked_image(&fleet.name, &plan::bake_id(fleet)).await {
+        match cloud
+            .find_baked_image(&fleet.name, &plan::bake_id(fleet))
+            .await
+        {
             Ok(baked) => {
                 observed.insert(
                     fleet.name.clone(),

@@ -110,7 +110,10 @@ impl Cloud for FakeCloud {
     async fn launch_builder(&self, request: &BuilderRequest) -> CloudResult<String> {
         let mut w = self.enter("launch_builder")?;
         if !w.source_images.contains(&request.source_ami) {
-            return Err(CloudError::NotFound(format!("image {}", request.source_ami)));
+            return Err(CloudError::NotFound(format!(
+                "image {}",
+                request.source_ami
+            )));
         }
         let id = w.id("i");
         w.instances.insert(id.clone(), InstanceState::Running);
@@ -125,13 +128,20 @@ impl Cloud for FakeCloud {
             .ok_or_else(|| CloudError::NotFound(format!("instance {instance_id}")))
     }
 
-    async fn create_image(&self, builder: &str, _: &str, bake: &str, tags: &Tags) -> CloudResult<String> {
+    async fn create_image(
+        &self,
+        builder: &str,
+        _: &str,
+        bake: &str,
+        tags: &Tags,
+    ) -> CloudResult<String> {
         let mut w = self.enter("create_image")?;
         if !w.instances.contains_key(builder) {
             return Err(CloudError::NotFound(format!("instance {builder}")));
         }
         let id = w.id("ami");
-        w.images.insert(id.clone(), (tags.fleet.clone(), bake.to_string()));
+        w.images
+            .insert(id.clone(), (tags.fleet.clone(), bake.to_string()));
         Ok(id)
     }
 
@@ -156,7 +166,9 @@ impl Cloud for FakeCloud {
 
     async fn vpc_of_subnets(&self, subnets: &[String]) -> CloudResult<String> {
         let w = self.enter("vpc_of_subnets")?;
-        let first = subnets.first().ok_or_else(|| CloudError::Invalid("no subnets".into()))?;
+        let first = subnets
+            .first()
+            .ok_or_else(|| CloudError::Invalid("no subnets".into()))?;
         w.subnets
             .get(first)
             .cloned()
@@ -167,7 +179,9 @@ impl Cloud for FakeCloud {
         let w = self.enter("resolve_listener")?;
         let arn = match listener {
             ListenerRef::Arn(arn) => w.weights.contains_key(arn).then(|| arn.clone()),
-            ListenerRef::LoadBalancer { name, port } => w.listeners.get(&(name.clone(), *port)).cloned(),
+            ListenerRef::LoadBalancer { name, port } => {
+                w.listeners.get(&(name.clone(), *port)).cloned()
+            }
         };
         arn.map(|arn| Listener {
             arn,
@@ -184,20 +198,30 @@ impl Cloud for FakeCloud {
             .ok_or_else(|| CloudError::NotFound(format!("listener {listener_arn}")))
     }
 
-    async fn set_listener_weights(&self, listener_arn: &str, weights: &[Weight]) -> CloudResult<()> {
+    async fn set_listener_weights(
+        &self,
+        listener_arn: &str,
+        weights: &[Weight],
+    ) -> CloudResult<()> {
         let mut w = self.enter("set_listener_weights")?;
         for weight in weights {
             if !w.target_groups.contains_key(&weight.target_group)
                 && !w.foreign_target_groups.contains(&weight.target_group)
             {
-                return Err(CloudError::NotFound(format!("target group {}", weight.target_group)));
+                return Err(CloudError::NotFound(format!(
+                    "target group {}",
+                    weight.target_group
+                )));
             }
         }
         w.weights.insert(listener_arn.to_string(), weights.to_vec());
         Ok(())
     }
 
-    async fn create_launch_template_version(&self, request: &LaunchRequest) -> CloudResult<LaunchTemplateRef> {
+    async fn create_launch_template_version(
+        &self,
+        request: &LaunchRequest,
+    ) -> CloudResult<LaunchTemplateRef> {
         let mut w = self.enter("create_launch_template_version")?;
         let new_id = w.id("lt");
         let (id, versions) = w
@@ -206,10 +230,16 @@ impl Cloud for FakeCloud {
             .or_insert_with(|| (new_id, Vec::new()));
         let version = versions.last().map_or(1, |v| v + 1);
         versions.push(version);
-        Ok(LaunchTemplateRef { id: id.clone(), version })
+        Ok(LaunchTemplateRef {
+            id: id.clone(),
+            version,
+        })
     }
 
-    async fn delete_launch_template_version(&self, template: &LaunchTemplateRef) -> CloudResult<()> {
+    async fn delete_launch_template_version(
+        &self,
+        template: &LaunchTemplateRef,
+    ) -> CloudResult<()> {
         let mut w = self.enter("delete_launch_template_version")?;
         for (id, versions) in w.templates.values_mut() {
             if *id == template.id {
@@ -238,7 +268,11 @@ impl Cloud for FakeCloud {
         if w.foreign_target_groups.contains(arn) {
             return Err(CloudError::NotManaged(format!("target group {arn}")));
         }
-        if w.weights.values().flatten().any(|x| x.target_group == arn && x.weight > 0) {
+        if w.weights
+            .values()
+            .flatten()
+            .any(|x| x.target_group == arn && x.weight > 0)
+        {
             return Err(CloudError::Service {
                 operation: "delete_target_group",
                 code: "ResourceInUse".into(),
@@ -262,7 +296,8 @@ impl Cloud for FakeCloud {
         for i in &instances {
             w.instances.insert(i.clone(), InstanceState::Running);
         }
-        w.groups.insert(request.name.clone(), (request.clone(), instances));
+        w.groups
+            .insert(request.name.clone(), (request.clone(), instances));
         Ok(())
     }
 
@@ -275,7 +310,10 @@ impl Cloud for FakeCloud {
         }))
     }
 
-    async fn target_health(&self, target_group_arn: &str) -> CloudResult<Vec<(String, TargetState)>> {
+    async fn target_health(
+        &self,
+        target_group_arn: &str,
+    ) -> CloudResult<Vec<(String, TargetState)>> {
         let w = self.enter("target_health")?;
         let state = if w.unhealthy.contains(target_group_arn) {
             TargetState::Unhealthy

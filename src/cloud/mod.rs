@@ -185,7 +185,8 @@ pub trait Cloud: Send + Sync {
     async fn resolve_listener(&self, listener: &ListenerRef) -> CloudResult<Listener>;
     async fn listener_weights(&self, listener_arn: &str) -> CloudResult<Vec<Weight>>;
     /// Sets all of the listener's forward weights in one call.
-    async fn set_listener_weights(&self, listener_arn: &str, weights: &[Weight]) -> CloudResult<()>;
+    async fn set_listener_weights(&self, listener_arn: &str, weights: &[Weight])
+        -> CloudResult<()>;
 
     // Launch.
     /// A new version of the fleet's launch template, creating the template on first use.
@@ -193,12 +194,16 @@ pub trait Cloud: Send + Sync {
         &self,
         request: &LaunchRequest,
     ) -> CloudResult<LaunchTemplateRef>;
-    async fn delete_launch_template_version(&self, template: &LaunchTemplateRef) -> CloudResult<()>;
+    async fn delete_launch_template_version(&self, template: &LaunchTemplateRef)
+        -> CloudResult<()>;
     async fn create_target_group(&self, request: &TargetGroupRequest) -> CloudResult<String>;
     async fn delete_target_group(&self, arn: &str) -> CloudResult<()>;
     async fn create_group(&self, request: &GroupRequest) -> CloudResult<()>;
     async fn group(&self, name: &str) -> CloudResult<Option<GroupStatus>>;
-    async fn target_health(&self, target_group_arn: &str) -> CloudResult<Vec<(String, TargetState)>>;
+    async fn target_health(
+        &self,
+        target_group_arn: &str,
+    ) -> CloudResult<Vec<(String, TargetState)>>;
     /// Deletes the group and terminates its instances.
     async fn delete_group(&self, name: &str) -> CloudResult<()>;
 

@@ -31,7 +31,13 @@ impl Diagnostic {
             let at = sources.position(span);
             let number = at.line.to_string();
             let pad = " ".repeat(number.len());
-            let _ = writeln!(out, "{pad}--> {}:{}:{}", at.path.display(), at.line, at.column);
+            let _ = writeln!(
+                out,
+                "{pad}--> {}:{}:{}",
+                at.path.display(),
+                at.line,
+                at.column
+            );
             let _ = writeln!(out, "{pad} |");
             let _ = writeln!(out, "{number} | {}", at.text);
             let lead: String = at
@@ -127,7 +133,10 @@ mod tests {
         let file = sources.add("web.hcl", "fleet \"web\" {\n  instance_typ = 1\n}\n".into());
         let d = Diagnostic::new(
             "unknown attribute `instance_typ`",
-            Some(Span { file, range: 16..28 }),
+            Some(Span {
+                file,
+                range: 16..28,
+            }),
         )
         .with_hint("did you mean `instance_type`?");
         assert_eq!(

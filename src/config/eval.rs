@@ -329,7 +329,10 @@ impl<'a> Evaluator<'a> {
             let mut chain = self.in_progress.borrow().clone();
             chain.push(name.to_string());
             return Err(Some(Diagnostic::new(
-                format!("local values refer to each other in a cycle: {}", chain.join(" -> ")),
+                format!(
+                    "local values refer to each other in a cycle: {}",
+                    chain.join(" -> ")
+                ),
                 span,
             )));
         }
@@ -386,7 +389,10 @@ impl<'a> Evaluator<'a> {
                 .enumerate()
                 .map(|(i, v)| (Value::from(i as u64), v))
                 .collect(),
-            Value::Object(map) => map.into_iter().map(|(k, v)| (Value::String(k), v)).collect(),
+            Value::Object(map) => map
+                .into_iter()
+                .map(|(k, v)| (Value::String(k), v))
+                .collect(),
             other => {
                 return Err(Some(Diagnostic::new(
                     format!("cannot iterate over {}", type_name(&other)),
@@ -448,7 +454,11 @@ impl<'a> Evaluator<'a> {
     }
 
     /// Evaluates a template file's text with the given variables (for `templatefile`).
-    pub fn eval_template_text(&self, text: &str, vars: Map<String, Value>) -> Result<String, String> {
+    pub fn eval_template_text(
+        &self,
+        text: &str,
+        vars: Map<String, Value>,
+    ) -> Result<String, String> {
         let template = hcl_edit::parser::parse_template(text)
             .map_err(|e| format!("template syntax error: {}", e.message()))?;
         let scope = Scope::with(vars.into_iter().collect());
@@ -469,7 +479,9 @@ pub fn span_of(file: FileId, node: &impl hcl_edit::Span) -> Option<Span> {
 }
 
 fn span_of_attr(file: FileId, op: &hcl_edit::Decorated<TraversalOperator>) -> Option<Span> {
-    op.span().or_else(|| op.value().span()).map(|range| Span { file, range })
+    op.span()
+        .or_else(|| op.value().span())
+        .map(|range| Span { file, range })
 }
 
 pub fn type_name(value: &Value) -> &'static str {
@@ -506,7 +518,11 @@ fn index_value(value: Value, key: &Value) -> Result<Value, String> {
         (Value::Object(mut map), Value::String(k)) => map
             .swap_remove(k)
             .ok_or_else(|| format!("object has no key `{k}`")),
-        (v, k) => Err(format!("cannot index {} with {}", type_name(&v), type_name(k))),
+        (v, k) => Err(format!(
+            "cannot index {} with {}",
+            type_name(&v),
+            type_name(k)
+        )),
     }
 }
 
@@ -525,7 +541,9 @@ fn binary(op: BinaryOperator, lhs: Value, rhs: Value) -> Result<Value, String> {
         Eq => Ok(Value::Bool(lhs == rhs)),
         NotEq => Ok(Value::Bool(lhs != rhs)),
         And | Or => match (lhs, rhs) {
-            (Value::Bool(a), Value::Bool(b)) => Ok(Value::Bool(if op == And { a && b } else { a || b })),
+            (Value::Bool(a), Value::Bool(b)) => {
+                Ok(Value::Bool(if op == And { a && b } else { a || b }))
+            }
             (a, b) => Err(format!(
                 "`&&` and `||` need bools, found {} and {}",
                 type_name(&a),

@@ -149,16 +149,23 @@ pub fn load(dir: &Path, inputs: &VarInputs) -> Result<Config, ConfigError> {
                 format!("cannot read configuration directory {}: {e}", dir.display()),
                 None,
             ));
-            return Err(ConfigError { sources, diagnostics: diags });
+            return Err(ConfigError {
+                sources,
+                diagnostics: diags,
+            });
         }
     };
     paths.sort();
     if paths.is_empty() {
         diags.push(
-            Diagnostic::new(format!("no *.hcl files in {}", dir.display()), None)
-                .with_hint("run immune in the directory of your configuration, or pass --chdir DIR"),
+            Diagnostic::new(format!("no *.hcl files in {}", dir.display()), None).with_hint(
+                "run immune in the directory of your configuration, or pass --chdir DIR",
+            ),
         );
-        return Err(ConfigError { sources, diagnostics: diags });
+        return Err(ConfigError {
+            sources,
+            diagnostics: diags,
+        });
     }
     for path in paths {
         let shown = path.strip_prefix(dir).unwrap_or(&path).to_path_buf();
@@ -171,7 +178,10 @@ pub fn load(dir: &Path, inputs: &VarInputs) -> Result<Config, ConfigError> {
                         let offset = e.location().offset();
                         diags.push(Diagnostic::new(
                             format!("syntax error: {}", e.message()),
-                            Some(Span { file, range: offset..offset + 1 }),
+                            Some(Span {
+                                file,
+                                range: offset..offset + 1,
+                            }),
                         ));
                     }
                 }
@@ -186,7 +196,10 @@ pub fn load(dir: &Path, inputs: &VarInputs) -> Result<Config, ConfigError> {
     let config = read_config(dir, &sources, &bodies, inputs, &mut diags);
     match config {
         Some(config) if diags.is_empty() => Ok(config),
-        _ => Err(ConfigError { sources, diagnostics: diags }),
+        _ => Err(ConfigError {
+            sources,
+            diagnostics: diags,
+        }),
     }
 }
 
@@ -249,7 +262,9 @@ fn read_config(
                 diags.push(Diagnostic::new(
                     match expected_labels {
                         0 => format!("`{kind}` block takes no label"),
-                        _ => format!("`{kind}` block needs one name, as in `{kind} \"name\" {{ }}`"),
+                        _ => {
+                            format!("`{kind}` block needs one name, as in `{kind} \"name\" {{ }}`")
+                        }
                     },
                     span_of(file, &block.ident),
                 ));
@@ -273,8 +288,13 @@ fn read_config(
                         None => VarType::Any,
                         Some(attr) => parse_type(&attr.value).unwrap_or_else(|| {
                             diags.push(
-                                Diagnostic::new("unknown variable type", span_of(file, &attr.value))
-                                    .with_hint("use string, number, bool, list(TYPE), map(TYPE) or any"),
+                                Diagnostic::new(
+                                    "unknown variable type",
+                                    span_of(file, &attr.value),
+                                )
+                                .with_hint(
+                                    "use string, number, bool, list(TYPE), map(TYPE) or any",
+                                ),
                             );
                             VarType::Any
                         }),
@@ -310,7 +330,13 @@ fn read_config(
 
     // The declaration blocks themselves: check their attributes.
     for (name, declared) in &variables {
-        let mut r = BlockReader::new(&eval, diags, declared.file, declared.block, format!("variable \"{name}\""));
+        let mut r = BlockReader::new(
+            &eval,
+            diags,
+            declared.file,
+            declared.block,
+            format!("variable \"{name}\""),
+        );
         r.has("type");
         r.has("default");
         r.string("description");
@@ -348,7 +374,10 @@ fn variable_values(
     // Precedence as Terraform's: default < environment < var files < --var.
     let mut raw: Vec<(String, RawValue)> = Vec::new();
     for (name, value) in &inputs.env {
-        raw.push((name.clone(), RawValue::Text(value.clone(), "environment variable")));
+        raw.push((
+            name.clone(),
+            RawValue::Text(value.clone(), "environment variable"),
+        ));
     }
     for path in &inputs.files {
         match read_var_file(path) {
@@ -367,7 +396,10 @@ fn variable_values(
             // other configurations; a --var for an undeclared name is most likely a typo.
             if matches!(value, RawValue::Text(_, "--var")) {
                 let names: Vec<&str> = declared.iter().map(|(n, _)| n.as_str()).collect();
-                let d = Diagnostic::new(format!("value given for undeclared variable `{name}`"), None);
+                let d = Diagnostic::new(
+                    format!("value given for undeclared variable `{name}`"),
+                    None,
+                );
                 diags.push(match did_you_mean(&name, &names) {
                     Some(n) => d.with_hint(format!("did you mean `{n}`?")),
                     None => d.with_hint(format!("declare it with `variable \"{name}\" {{}}`")),
@@ -385,7 +417,10 @@ fn variable_values(
                 Ok(Value::Object(mut o)) => o.swap_remove("v").unwrap_or(Value::Null),
                 _ => {
                     diags.error(
-                        format!("{origin} value for `{name}` is not a valid {}: {text}", decl.ty.name()),
+                        format!(
+                            "{origin} value for `{name}` is not a valid {}: {text}",
+                            decl.ty.name()
+                        ),
                         None,
                     );
                     continue;
@@ -396,7 +431,10 @@ fn variable_values(
             Ok(v) => {
                 vars.insert(name, v);
             }
-            Err(message) => diags.error(format!("invalid value for variable `{name}`: {message}"), None),
+            Err(message) => diags.error(
+                format!("invalid value for variable `{name}`: {message}"),
+                None,
+            ),
         }
     }
 
@@ -445,7 +483,10 @@ fn read_var_file(path: &Path) -> Result<Vec<(String, Value)>, String> {
         .map_err(|e| format!("cannot read variable file {}: {e}", path.display()))?;
     match hcl::from_str::<Value>(&text) {
         Ok(Value::Object(map)) => Ok(map.into_iter().collect()),
-        Ok(_) => Err(format!("variable file {} must hold `name = value` lines", path.display())),
+        Ok(_) => Err(format!(
+            "variable file {} must hold `name = value` lines",
+            path.display()
+        )),
         Err(e) => Err(format!("variable file {}: {e}", path.display())),
     }
 }
@@ -462,7 +503,10 @@ fn read_backend(
     let mut backend = default.clone();
     for (i, (file, block)) in blocks.iter().enumerate() {
         if i > 0 {
-            diags.error("only one `immune` block is allowed", span_of(*file, &block.ident));
+            diags.error(
+                "only one `immune` block is allowed",
+                span_of(*file, &block.ident),
+            );
             continue;
         }
         let mut r = BlockReader::new(eval, diags, *file, block, "immune".into());
@@ -471,13 +515,18 @@ fn read_backend(
                 Some("local") => {
                     let mut br = r.nested(b, "backend \"local\"".into());
                     if let Some(path) = br.string("path") {
-                        backend = Backend::Local { path: dir.join(path) };
+                        backend = Backend::Local {
+                            path: dir.join(path),
+                        };
                     }
                     br.finish();
                 }
                 other => r.diags.push(
                     Diagnostic::new(
-                        format!("unsupported backend {}", other.map_or("(none)".into(), |o| format!("`{o}`"))),
+                        format!(
+                            "unsupported backend {}",
+                            other.map_or("(none)".into(), |o| format!("`{o}`"))
+                        ),
                         span_of(*file, &b.ident),
                     )
                     .with_hint("use backend \"local\" { path = \"...\" }"),
@@ -556,7 +605,11 @@ fn read_fleet(
                     cr.finish();
                     Capacity { min, max, desired }
                 }
-                None => Capacity { min: 1, max: 1, desired: 1 },
+                None => Capacity {
+                    min: 1,
+                    max: 1,
+                    desired: 1,
+                },
             };
             ir.finish();
             InstanceSpec {
@@ -572,7 +625,11 @@ fn read_fleet(
             subnets: Vec::new(),
             security_groups: Vec::new(),
             user_data: None,
-            capacity: Capacity { min: 1, max: 1, desired: 1 },
+            capacity: Capacity {
+                min: 1,
+                max: 1,
+                desired: 1,
+            },
         },
     };
 
@@ -632,11 +689,17 @@ fn read_traffic(r: &mut BlockReader) -> Traffic {
         (Some(arn), None) => {
             if has_port {
                 let span = r.span.clone();
-                r.diags.error("`listener_port` goes with `load_balancer`, not `listener_arn`", span);
+                r.diags.error(
+                    "`listener_port` goes with `load_balancer`, not `listener_arn`",
+                    span,
+                );
             }
             ListenerRef::Arn(arn)
         }
-        (None, Some(name)) => ListenerRef::LoadBalancer { name, port: listener_port },
+        (None, Some(name)) => ListenerRef::LoadBalancer {
+            name,
+            port: listener_port,
+        },
         // Given but not evaluated: the reason is reported already.
         (None, None) if given.0 || given.1 => ListenerRef::Arn(String::new()),
         (arn, lb) => {
@@ -714,10 +777,9 @@ fn read_rollout(r: &mut BlockReader) -> RolloutSpec {
         Some((value, span)) => match steps_of(&value) {
             Ok(steps) => steps,
             Err(message) => {
-                r.diags.push(
-                    Diagnostic::new(message, span)
-                        .with_hint("steps are percentages of traffic on the new release, such as [5, 25, 50, 100]"),
-                );
+                r.diags.push(Diagnostic::new(message, span).with_hint(
+                    "steps are percentages of traffic on the new release, such as [5, 25, 50, 100]",
+                ));
                 vec![100]
             }
         },
@@ -729,13 +791,17 @@ fn read_rollout(r: &mut BlockReader) -> RolloutSpec {
     let poll_interval = r.duration("poll_interval", defaults.poll_interval);
     if poll_interval.is_zero() {
         let span = r.span.clone();
-        r.diags.error("`poll_interval` must be longer than zero", span);
+        r.diags
+            .error("`poll_interval` must be longer than zero", span);
     }
     let mut gates = Vec::new();
     for gate in r.blocks("gate") {
         let Some(name) = gate.labels.first().map(|l| l.as_str().to_string()) else {
             let span = span_of(r.file, &gate.ident);
-            r.diags.error("`gate` block needs a name, as in `gate \"errors\" { }`", span);
+            r.diags.error(
+                "`gate` block needs a name, as in `gate \"errors\" { }`",
+                span,
+            );
             continue;
         };
         let mut gr = r.nested(gate, format!("gate \"{name}\""));
@@ -755,13 +821,20 @@ fn read_rollout(r: &mut BlockReader) -> RolloutSpec {
 
 fn steps_of(value: &Value) -> Result<Vec<u8>, String> {
     let Value::Array(items) = value else {
-        return Err(format!("`steps` must be a list of percentages, found {}", type_name(value)));
+        return Err(format!(
+            "`steps` must be a list of percentages, found {}",
+            type_name(value)
+        ));
     };
     let mut steps = Vec::new();
     for item in items {
         match item.as_u64() {
             Some(p @ 1..=100) => steps.push(p as u8),
-            _ => return Err(format!("step {item} is not a whole percentage from 1 to 100")),
+            _ => {
+                return Err(format!(
+                    "step {item} is not a whole percentage from 1 to 100"
+                ))
+            }
         }
     }
     if steps.windows(2).any(|w| w[0] >= w[1]) {

@@ -119,7 +119,10 @@ pub struct Gate {
 }
 
 mod secs {
-    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64())
     }
 }
@@ -127,7 +130,9 @@ mod secs {
 /// Parses `"90s"`, `"5m"`, `"1h"`, `"1m30s"`, `"250ms"`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || {
-        format!("invalid duration \"{text}\": use a number and a unit, like \"90s\", \"5m\" or \"1h\"")
+        format!(
+            "invalid duration \"{text}\": use a number and a unit, like \"90s\", \"5m\" or \"1h\""
+        )
     };
     let mut rest = text.trim();
     if rest.is_empty() {
@@ -141,7 +146,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         }
         let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
         rest = &rest[digits..];
-        let unit = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let part = match &rest[..unit] {
             "ms" => Duration::from_millis(n),
             "s" => Duration::from_secs(n),
@@ -158,7 +165,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Human form of a duration for plans and logs.
 pub fn show_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let s = d.as_secs();

@@ -144,7 +144,12 @@ impl<'r, 'a> BlockReader<'r, 'a> {
     }
 
     /// A whole number within `range`, or `default` when absent.
-    pub fn number(&mut self, key: &'static str, range: std::ops::RangeInclusive<u64>, default: Option<u64>) -> u64 {
+    pub fn number(
+        &mut self,
+        key: &'static str,
+        range: std::ops::RangeInclusive<u64>,
+        default: Option<u64>,
+    ) -> u64 {
         let value = if default.is_some() {
             self.value(key)
         } else {
@@ -197,7 +202,10 @@ impl<'r, 'a> BlockReader<'r, 'a> {
         let first = blocks.next();
         for extra in blocks {
             self.diags.error(
-                format!("duplicate `{name}` block in {}; only one is allowed", self.what),
+                format!(
+                    "duplicate `{name}` block in {}; only one is allowed",
+                    self.what
+                ),
                 span_of(self.file, &extra.ident),
             );
         }

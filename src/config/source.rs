@@ -68,7 +68,9 @@ impl Sources {
             path: self.path(span.file).to_path_buf(),
             line,
             column,
-            text: text[line_start..line_end].trim_end_matches('\r').to_string(),
+            text: text[line_start..line_end]
+                .trim_end_matches('\r')
+                .to_string(),
             width,
         }
     }

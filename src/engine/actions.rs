@@ -30,8 +30,15 @@ pub async fn perform(
     let err = |e: CloudError| e.to_string();
     match action {
         Action::FindImageOrLaunchBuilder => {
-            if let Some(image) = cloud.find_baked_image(&fleet.name, &rollout.bake).await.map_err(err)? {
-                reporter.line(&fleet.name, &format!("reusing image {} baked from the same spec", image.id));
+            if let Some(image) = cloud
+                .find_baked_image(&fleet.name, &rollout.bake)
+                .await
+                .map_err(err)?
+            {
+                reporter.line(
+                    &fleet.name,
+                    &format!("reusing image {} baked from the same spec", image.id),
+                );
                 wait_image(cloud, &image.id, poll).await?;
                 return Ok(Event::ImageReady(image.id));
             }
@@ -46,7 +53,11 @@ pub async fn perform(
                     ..tags
                 },
             };
-            cloud.launch_builder(&request).await.map(Event::BuilderLaunched).map_err(err)
+            cloud
+                .launch_builder(&request)
+                .await
+                .map(Event::BuilderLaunched)
+                .map_err(err)
         }
         Action::CaptureImage { builder } => {
             wait_until(poll, BAKE_TIMEOUT, "builder to run", || async {
@@ -86,7 +97,10 @@ pub async fn perform(
                 .map_err(err)
         }
         Action::CreateTargetGroup => {
-            let vpc_id = cloud.vpc_of_subnets(&fleet.instances.subnets).await.map_err(err)?;
+            let vpc_id = cloud
+                .vpc_of_subnets(&fleet.instances.subnets)
+                .await
+                .map_err(err)?;
             let request = TargetGroupRequest {
                 name: rollout.group.clone(),
                 vpc_id,
@@ -127,7 +141,9 @@ pub async fn perform(
             match waited {
                 Ok(()) => Ok(Event::Healthy),
                 Err(_) => {
-                    let (healthy, wanted) = health(cloud, &rollout.group, target_group).await.unwrap_or((0, 0));
+                    let (healthy, wanted) = health(cloud, &rollout.group, target_group)
+                        .await
+                        .unwrap_or((0, 0));
                     Err(format!(
                         "{healthy} of {wanted} instances healthy after {}",
                         show_duration(within)
@@ -152,7 +168,10 @@ pub async fn perform(
                 );
                 sleep(drain).await;
                 delete_group(cloud, &previous.group, poll).await?;
-                cloud.delete_target_group(&previous.target_group).await.map_err(err)?;
+                cloud
+                    .delete_target_group(&previous.target_group)
+                    .await
+                    .map_err(err)?;
             }
             Ok(Event::PreviousRetired)
         }
@@ -180,7 +199,12 @@ pub async fn perform(
 }
 
 /// Polls `check` every `poll` until it yields a value, fails, or `limit` passes.
-async fn wait_until<T, F, Fut>(poll: Duration, limit: Duration, what: &str, mut check: F) -> Result<T, String>
+async fn wait_until<T, F, Fut>(
+    poll: Duration,
+    limit: Duration,
+    what: &str,
+    mut check: F,
+) -> Result<T, String>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<T>, String>>,
@@ -191,31 +215,46 @@ where
             return Ok(value);
         }
         if Instant::now() >= deadline {
-            return Err(format!("timed out after {} waiting for {what}", show_duration(limit)));
+            return Err(format!(
+                "timed out after {} waiting for {what}",
+                show_duration(limit)
+            ));
         }
         sleep(poll.min(deadline.saturating_duration_since(Instant::now()))).await;
     }
 }
 
 async fn wait_image(cloud: &dyn Cloud, image: &str, poll: Duration) -> Result<(), String> {
-    wait_until(poll, BAKE_TIMEOUT, "the image to become available", || async {
-        match cloud.image(image).await.map_err(|e| e.to_string())?.state {
-            ImageState::Available => Ok(Some(())),
-            ImageState::Pending => Ok(None),
-            ImageState::Failed => Err(format!("image {image} failed to bake")),
-        }
-    })
+    wait_until(
+        poll,
+        BAKE_TIMEOUT,
+        "the image to become available",
+        || async {
+            match cloud.image(image).await.map_err(|e| e.to_string())?.state {
+                ImageState::Available => Ok(Some(())),
+                ImageState::Pending => Ok(None),
+                ImageState::Failed => Err(format!("image {image} failed to bake")),
+            }
+        },
+    )
     .await
 }
 
 /// How many of the group's wanted instances are InService and healthy in its target group.
-async fn health(cloud: &dyn Cloud, group: &str, target_group: &str) -> Result<(usize, usize), String> {
+async fn health(
+    cloud: &dyn Cloud,
+    group: &str,
+    target_group: &str,
+) -> Result<(usize, usize), String> {
     let status = cloud
         .group(group)
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("Auto Scaling group {group} disappeared"))?;
-    let targets = cloud.target_health(target_group).await.map_err(|e| e.to_string())?;
+    let targets = cloud
+        .target_health(target_group)
+        .await
+        .map_err(|e| e.to_string())?;
     let healthy = status
         .instances
         .iter()
@@ -257,9 +296,19 @@ async fn set_weights(cloud: &dyn Cloud, listener: &str, weights: &[Weight]) -> R
 async fn delete_group(cloud: &dyn Cloud, name: &str, poll: Duration) -> Result<(), String> {
     cloud.delete_group(name).await.map_err(|e| e.to_string())?;
     // Its target group can only be deleted once the group is gone.
-    wait_until(poll, DELETE_TIMEOUT, "the Auto Scaling group to be deleted", || async {
-        Ok(cloud.group(name).await.map_err(|e| e.to_string())?.is_none().then_some(()))
-    })
+    wait_until(
+        poll,
+        DELETE_TIMEOUT,
+        "the Auto Scaling group to be deleted",
+        || async {
+            Ok(cloud
+                .group(name)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_none()
+                .then_some(()))
+        },
+    )
     .await
 }
 
@@ -288,14 +337,23 @@ async fn observe(
     loop {
         let names: Vec<String> = spec.gates.iter().map(|g| g.alarm.clone()).collect();
         if !names.is_empty() {
-            let states = cloud.alarm_states(&names).await.map_err(|e| e.to_string())?;
+            let states = cloud
+                .alarm_states(&names)
+                .await
+                .map_err(|e| e.to_string())?;
             for gate in &spec.gates {
                 match states.get(&gate.alarm) {
                     Some(AlarmState::Alarm) => {
-                        return Err(format!("gate {} failed: alarm {} is in ALARM", gate.name, gate.alarm))
+                        return Err(format!(
+                            "gate {} failed: alarm {} is in ALARM",
+                            gate.name, gate.alarm
+                        ))
                     }
                     None => {
-                        return Err(format!("gate {}: alarm {} does not exist", gate.name, gate.alarm))
+                        return Err(format!(
+                            "gate {}: alarm {} does not exist",
+                            gate.name, gate.alarm
+                        ))
                     }
                     Some(_) => {}
                 }
@@ -311,6 +369,10 @@ async fn observe(
         if Instant::now() >= deadline {
             return Ok(());
         }
-        sleep(spec.poll_interval.min(deadline.saturating_duration_since(Instant::now()))).await;
+        sleep(
+            spec.poll_interval
+                .min(deadline.saturating_duration_since(Instant::now())),
+        )
+        .await;
     }
 }

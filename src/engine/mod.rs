@@ -7,7 +7,9 @@ use crate::cloud::{Cloud, CloudError, Weight};
 use crate::config::Fleet;
 use crate::plan::{self, Release};
 use crate::rollout::{Action, Event, Phase, Previous, Rollout};
-use crate::state::{now, Decision, FleetLock, Group, HistoryEntry, LocalBackend, State, StateError};
+use crate::state::{
+    now, Decision, FleetLock, Group, HistoryEntry, LocalBackend, State, StateError,
+};
 
 /// Where progress lines go: the terminal, or a buffer in tests.
 pub trait Reporter: Send + Sync {
@@ -48,7 +50,11 @@ pub struct Engine<'a> {
 
 impl Engine<'_> {
     /// Starts a planned release of `fleet` and drives it to its end.
-    pub async fn release(&mut self, fleet: &Fleet, release: &Release) -> Result<Outcome, EngineError> {
+    pub async fn release(
+        &mut self,
+        fleet: &Fleet,
+        release: &Release,
+    ) -> Result<Outcome, EngineError> {
         let cloud_error = |e: CloudError| EngineError::Cloud {
             fleet: fleet.name.clone(),
             message: e.to_string(),
@@ -119,7 +125,9 @@ impl Engine<'_> {
     /// Continues the fleet's unfinished rollout from its recorded phase.
     pub async fn resume(&mut self, fleet: &Fleet) -> Result<Outcome, EngineError> {
         let rollout = self.rollout(&fleet.name).clone();
-        if rollout.fingerprint != plan::fingerprint(fleet) && !matches!(rollout.phase, Phase::RollBack { .. } | Phase::Retire) {
+        if rollout.fingerprint != plan::fingerprint(fleet)
+            && !matches!(rollout.phase, Phase::RollBack { .. } | Phase::Retire)
+        {
             self.record(
                 fleet,
                 Event::Failed("the configuration changed while this release was unfinished".into()),
@@ -236,7 +244,9 @@ fn describe(event: &Event) -> String {
         Event::BuilderLaunched(id) => format!("builder instance {id} launched"),
         Event::ImageReady(id) => format!("image {id} available"),
         Event::BuilderTerminated => "builder terminated".into(),
-        Event::LaunchTemplateCreated(lt) => format!("launch template {} version {}", lt.id, lt.version),
+        Event::LaunchTemplateCreated(lt) => {
+            format!("launch template {} version {}", lt.id, lt.version)
+        }
         Event::TargetGroupCreated(arn) => format!("target group {arn} created"),
         Event::GroupCreated => "Auto Scaling group created".into(),
         Event::Healthy => "all instances InService and healthy".into(),

@@ -78,7 +78,9 @@ impl Setup {
         };
         let config = load(&self.dir, &inputs).unwrap();
         let fleet = &config.fleets[0];
-        let change = plan(&config, &self.state, &BTreeMap::new()).changes.remove(0);
+        let change = plan(&config, &self.state, &BTreeMap::new())
+            .changes
+            .remove(0);
         let mut engine = Engine {
             cloud: &self.cloud,
             backend: &self.backend,
@@ -124,7 +126,11 @@ async fn two_releases_leave_all_traffic_on_the_second_and_the_first_gone() {
         assert_eq!(w.groups.keys().collect::<Vec<_>>(), ["web-v002"]);
         assert_eq!(w.target_groups.values().collect::<Vec<_>>(), ["web-v002"]);
         assert!(
-            w.instances.values().filter(|s| **s != crate::cloud::InstanceState::Terminated).count() == 2,
+            w.instances
+                .values()
+                .filter(|s| **s != crate::cloud::InstanceState::Terminated)
+                .count()
+                == 2,
             "builders and the old group's instances are terminated"
         );
     }
@@ -132,7 +138,11 @@ async fn two_releases_leave_all_traffic_on_the_second_and_the_first_gone() {
     let fleet = &saved.fleets["web"];
     assert_eq!(fleet.active.as_ref().unwrap().name, "web-v002");
     assert_eq!(
-        fleet.history.iter().map(|h| h.outcome.as_str()).collect::<Vec<_>>(),
+        fleet
+            .history
+            .iter()
+            .map(|h| h.outcome.as_str())
+            .collect::<Vec<_>>(),
         ["done", "done"]
     );
     assert!(fleet.rollout.is_none());
@@ -144,7 +154,10 @@ async fn a_failed_launch_leaves_nothing_behind_and_locks_the_fleet() {
     s.apply("v1").await.unwrap();
     s.cloud.fail("create_group", 1);
     let outcome = s.apply("v2").await.unwrap();
-    assert!(matches!(outcome, Outcome::RolledBack { locked: true, .. }), "{outcome:?}");
+    assert!(
+        matches!(outcome, Outcome::RolledBack { locked: true, .. }),
+        "{outcome:?}"
+    );
     assert_eq!(s.weights(), [("arn:tg/web-v001".to_string(), 100)]);
     let w = s.cloud.world.lock().unwrap();
     assert_eq!(w.groups.keys().collect::<Vec<_>>(), ["web-v001"]);
@@ -156,7 +169,12 @@ async fn a_failed_launch_leaves_nothing_behind_and_locks_the_fleet() {
 async fn unhealthy_new_instances_are_rolled_back() {
     let mut s = setup();
     s.apply("v1").await.unwrap();
-    s.cloud.world.lock().unwrap().unhealthy.insert("arn:tg/web-v002".into());
+    s.cloud
+        .world
+        .lock()
+        .unwrap()
+        .unhealthy
+        .insert("arn:tg/web-v002".into());
     let outcome = s.apply("v2").await.unwrap();
     assert!(matches!(outcome, Outcome::RolledBack { .. }), "{outcome:?}");
     assert_eq!(s.weights(), [("arn:tg/web-v001".to_string(), 100)]);

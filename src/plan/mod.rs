@@ -37,9 +37,14 @@ pub struct Change {
 pub enum Action {
     Release(Box<Release>),
     /// Finish a rollout that an earlier apply left unfinished.
-    Resume { group: String, phase: String },
+    Resume {
+        group: String,
+        phase: String,
+    },
     /// The fleet is locked by an automatic rollback.
-    Locked { reason: String },
+    Locked {
+        reason: String,
+    },
     NoOp,
 }
 

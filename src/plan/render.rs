@@ -56,7 +56,10 @@ pub fn render(plan: &Plan, color: bool) -> String {
                         );
                     }
                     ImagePlan::Reuse { image } => {
-                        let _ = writeln!(out, "        image   reuse {image} (baked earlier from the same spec)");
+                        let _ = writeln!(
+                            out,
+                            "        image   reuse {image} (baked earlier from the same spec)"
+                        );
                     }
                 }
                 let c = r.capacity;

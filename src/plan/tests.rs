@@ -77,7 +77,10 @@ fn an_empty_state_plans_the_first_release() {
     let text = render(&plan, false);
     assert!(text.contains("+ fleet.web: first release v1"), "{text}");
     assert!(text.contains("25% -> 100%"), "{text}");
-    assert!(text.contains("Plan: 1 to release, 0 to resume, 0 locked, 0 unchanged."), "{text}");
+    assert!(
+        text.contains("Plan: 1 to release, 0 to resume, 0 locked, 0 unchanged."),
+        "{text}"
+    );
 }
 
 #[test]

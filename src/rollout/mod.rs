@@ -15,15 +15,23 @@ pub enum Phase {
     /// Every new instance InService and healthy in the target group.
     WaitHealthy,
     /// Set the listener weights for `steps[step]`.
-    Shift { step: usize },
+    Shift {
+        step: usize,
+    },
     /// Weights are set; watch the gates for the step's pause.
-    Observe { step: usize },
+    Observe {
+        step: usize,
+    },
     /// All traffic is on the new group: drain and delete the previous one.
     Retire,
     Done,
     /// Undo the release: traffic back first, then tear down what was created.
-    RollBack { reason: String },
-    RolledBack { reason: String },
+    RollBack {
+        reason: String,
+    },
+    RolledBack {
+        reason: String,
+    },
 }
 
 impl Phase {
@@ -71,19 +79,43 @@ pub enum Action {
     /// Reuse an image baked earlier from the same spec, or launch a builder.
     FindImageOrLaunchBuilder,
     /// Wait for the builder, create the image, wait until it is available.
-    CaptureImage { builder: String },
-    TerminateBuilder { builder: String },
-    CreateLaunchTemplateVersion { image: String },
+    CaptureImage {
+        builder: String,
+    },
+    TerminateBuilder {
+        builder: String,
+    },
+    CreateLaunchTemplateVersion {
+        image: String,
+    },
     CreateTargetGroup,
-    CreateGroup { launch_template: LaunchTemplateRef, target_group: String },
-    WaitHealthy { target_group: String },
-    SetWeights { weights: Vec<Weight>, percent: u8 },
-    Observe { step: usize },
-    RetirePrevious { previous: Option<Previous> },
-    RestoreWeights { weights: Vec<Weight> },
+    CreateGroup {
+        launch_template: LaunchTemplateRef,
+        target_group: String,
+    },
+    WaitHealthy {
+        target_group: String,
+    },
+    SetWeights {
+        weights: Vec<Weight>,
+        percent: u8,
+    },
+    Observe {
+        step: usize,
+    },
+    RetirePrevious {
+        previous: Option<Previous>,
+    },
+    RestoreWeights {
+        weights: Vec<Weight>,
+    },
     DeleteGroup,
-    DeleteTargetGroup { target_group: String },
-    DeleteLaunchTemplateVersion { launch_template: LaunchTemplateRef },
+    DeleteTargetGroup {
+        target_group: String,
+    },
+    DeleteLaunchTemplateVersion {
+        launch_template: LaunchTemplateRef,
+    },
     /// Nothing left to do.
     Finished,
 }

@@ -41,7 +41,13 @@ fn a_clean_rollout_walks_every_phase_in_order() {
     let mut seen = Vec::new();
     loop {
         let action = r.next_action();
-        seen.push(format!("{action:?}").split([' ', '{']).next().unwrap().to_string());
+        seen.push(
+            format!("{action:?}")
+                .split([' ', '{'])
+                .next()
+                .unwrap()
+                .to_string(),
+        );
         let event = match action {
             Action::FindImageOrLaunchBuilder => Event::BuilderLaunched("i-1".into()),
             Action::CaptureImage { .. } => Event::ImageReady("ami-1".into()),
@@ -100,7 +106,10 @@ fn failure_after_traffic_moved_restores_weights_before_tearing_down() {
     r.record(Event::GroupDeleted);
     assert!(matches!(r.next_action(), Action::DeleteTargetGroup { .. }));
     r.record(Event::TargetGroupDeleted);
-    assert!(matches!(r.next_action(), Action::DeleteLaunchTemplateVersion { .. }));
+    assert!(matches!(
+        r.next_action(),
+        Action::DeleteLaunchTemplateVersion { .. }
+    ));
     r.record(Event::LaunchTemplateDeleted);
     assert!(r.lock_after_rollback);
     assert_eq!(
@@ -136,7 +145,9 @@ fn weights_split_the_rest_between_previous_groups() {
     ];
     let w = r.weights_at(20);
     assert_eq!(
-        w.iter().map(|w| (w.target_group.as_str(), w.weight)).collect::<Vec<_>>(),
+        w.iter()
+            .map(|w| (w.target_group.as_str(), w.weight))
+            .collect::<Vec<_>>(),
         [("a", 60), ("b", 20), ("new", 20)]
     );
     assert_eq!(
@@ -153,7 +164,12 @@ fn a_failed_bake_cleans_up_the_builder_without_locking() {
     let mut r = rollout(false);
     r.record(Event::BuilderLaunched("i-1".into()));
     r.record(Event::Failed("image failed".into()));
-    assert_eq!(r.next_action(), Action::TerminateBuilder { builder: "i-1".into() });
+    assert_eq!(
+        r.next_action(),
+        Action::TerminateBuilder {
+            builder: "i-1".into()
+        }
+    );
     r.record(Event::BuilderTerminated);
     assert!(r.phase.is_finished());
     assert!(!r.lock_after_rollback);

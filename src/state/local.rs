@@ -71,7 +71,9 @@ impl LocalBackend {
             fs::create_dir_all(dir).map_err(failed)?;
         }
         let text = serde_json::to_string_pretty(state).expect("state serializes");
-        let temp = self.path.with_extension(format!("tmp.{}", std::process::id()));
+        let temp = self
+            .path
+            .with_extension(format!("tmp.{}", std::process::id()));
         let mut file = private_file(&temp, true).map_err(failed)?;
         file.write_all(text.as_bytes()).map_err(failed)?;
         file.write_all(b"\n").map_err(failed)?;

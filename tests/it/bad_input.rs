@@ -12,7 +12,11 @@ async fn a_missing_required_attribute_names_file_line_and_attribute() {
     w.write("main.hcl", &config);
     let run = w.immune(&["plan", "--var", "release=v1"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains("missing required attribute `source_ami` in image"), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("missing required attribute `source_ami` in image"),
+        "{run:?}"
+    );
     assert!(run.stderr.contains("--> main.hcl:"), "{run:?}");
 }
 
@@ -20,11 +24,23 @@ async fn a_missing_required_attribute_names_file_line_and_attribute() {
 async fn a_listener_that_does_not_exist_is_refused_before_anything_is_created() {
     let w = World::new();
     let s = &w.surroundings;
-    w.write("main.hcl", &w.fleet_config(&s.source_ami, &format!("{}-nope", w.prefix), ""));
+    w.write(
+        "main.hcl",
+        &w.fleet_config(&s.source_ami, &format!("{}-nope", w.prefix), ""),
+    );
     let run = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains(&format!("load balancer `{}-nope` listener on port 80 not found", w.prefix)), "{run:?}");
-    assert!(run.stderr.contains("check traffic.load_balancer"), "{run:?}");
+    assert!(
+        run.stderr.contains(&format!(
+            "load balancer `{}-nope` listener on port 80 not found",
+            w.prefix
+        )),
+        "{run:?}"
+    );
+    assert!(
+        run.stderr.contains("check traffic.load_balancer"),
+        "{run:?}"
+    );
     let sdk = w.sdk().await;
     assert!(sdk.groups_with_prefix(&w.prefix).await.is_empty());
     assert_eq!(sdk.live_instances(&w.prefix).await, 0);
@@ -34,10 +50,17 @@ async fn a_listener_that_does_not_exist_is_refused_before_anything_is_created() 
 async fn a_source_image_that_does_not_exist_is_refused_before_anything_is_created() {
     let w = World::new();
     let s = &w.surroundings;
-    w.write("main.hcl", &w.fleet_config("ami-00000000deadbeef0", &s.load_balancer, ""));
+    w.write(
+        "main.hcl",
+        &w.fleet_config("ami-00000000deadbeef0", &s.load_balancer, ""),
+    );
     let run = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains("source image ami-00000000deadbeef0 not found"), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("source image ami-00000000deadbeef0 not found"),
+        "{run:?}"
+    );
     assert!(run.stderr.contains("check image.source_ami"), "{run:?}");
     assert_eq!(w.sdk().await.live_instances(&w.prefix).await, 0);
 }
@@ -46,11 +69,24 @@ async fn a_source_image_that_does_not_exist_is_refused_before_anything_is_create
 async fn an_unreachable_endpoint_says_so_without_a_debug_dump() {
     let w = World::new();
     let s = &w.surroundings;
-    w.write("main.hcl", &w.fleet_config(&s.source_ami, &s.load_balancer, ""));
+    w.write(
+        "main.hcl",
+        &w.fleet_config(&s.source_ami, &s.load_balancer, ""),
+    );
     // Port 9 (discard) on loopback: nothing listens there.
-    let run = immune_in(&w.dir, &["plan", "--var", "release=v1"], "http://127.0.0.1:9");
+    let run = immune_in(
+        &w.dir,
+        &["plan", "--var", "release=v1"],
+        "http://127.0.0.1:9",
+    );
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("cannot reach AWS"), "{run:?}");
-    assert!(run.stderr.contains("AWS_ENDPOINT_URL (http://127.0.0.1:9)"), "{run:?}");
-    assert!(!run.stderr.contains("DispatchFailure"), "no Rust debug output: {run:?}");
+    assert!(
+        run.stderr.contains("AWS_ENDPOINT_URL (http://127.0.0.1:9)"),
+        "{run:?}"
+    );
+    assert!(
+        !run.stderr.contains("DispatchFailure"),
+        "no Rust debug output: {run:?}"
+    );
 }

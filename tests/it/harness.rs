@@ -19,14 +19,19 @@ pub fn localstack() {
             .arg(repo().join("localstack/start.sh"))
             .status()
             .expect("run localstack/start.sh");
-        assert!(status.success(), "localstack/start.sh failed; see its output above");
+        assert!(
+            status.success(),
+            "localstack/start.sh failed; see its output above"
+        );
     });
 }
 
 fn python() -> PathBuf {
     let home = std::env::var_os("IMMUNE_LOCALSTACK_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/immune-localstack"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/immune-localstack")
+        });
     home.join("venv/bin/python")
 }
 
@@ -34,6 +39,7 @@ fn python() -> PathBuf {
 #[derive(Debug, serde::Deserialize)]
 pub struct Surroundings {
     pub load_balancer: String,
+    pub load_balancer_arn: String,
     pub listener_arn: String,
     pub subnets: Vec<String>,
     pub security_group: String,
@@ -43,8 +49,21 @@ pub struct Surroundings {
 }
 
 impl Surroundings {
+    /// The `LoadBalancer` dimension of ELB metrics: `app/<name>/<id>`.
+    pub fn load_balancer_dimension(&self) -> String {
+        self.load_balancer_arn
+            .split_once("loadbalancer/")
+            .unwrap()
+            .1
+            .to_string()
+    }
+
     pub fn placeholder_target_group_name(&self) -> String {
-        self.placeholder_target_group.split('/').nth(1).unwrap().to_string()
+        self.placeholder_target_group
+            .split('/')
+            .nth(1)
+            .unwrap()
+            .to_string()
     }
 }
 
@@ -82,7 +101,12 @@ impl World {
     }
 
     /// A fleet named after the prefix, with `extra` HCL inside its rollout block.
-    pub fn fleet_config(&self, source_ami: &str, load_balancer: &str, rollout_extra: &str) -> String {
+    pub fn fleet_config(
+        &self,
+        source_ami: &str,
+        load_balancer: &str,
+        rollout_extra: &str,
+    ) -> String {
         let s = &self.surroundings;
         format!(
             r##"
@@ -162,12 +186,20 @@ pub struct Run {
 
 impl std::fmt::Debug for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 
 pub fn immune_in(dir: &Path, args: &[&str], endpoint: &str) -> Run {
-    let Output { status, stdout, stderr } = Command::new(env!("CARGO_BIN_EXE_immune"))
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = Command::new(env!("CARGO_BIN_EXE_immune"))
         .arg("--chdir")
         .arg(dir)
         .args(args)
@@ -198,7 +230,9 @@ impl Sdk {
         let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .endpoint_url(ENDPOINT)
             .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_ec2::config::Credentials::new("test", "test", None, None, "tests"))
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
             .load()
             .await;
         Sdk {
@@ -211,10 +245,20 @@ impl Sdk {
 
     /// (target group name, weight) of the listener's forward action.
     pub async fn weights(&self, listener_arn: &str) -> Vec<(String, i32)> {
-        let out = self.elb.describe_listeners().listener_arns(listener_arn).send().await.unwrap();
+        let out = self
+            .elb
+            .describe_listeners()
+            .listener_arns(listener_arn)
+            .send()
+            .await
+            .unwrap();
         let action = &out.listeners()[0].default_actions()[0];
         let mut weights = Vec::new();
-        for t in action.forward_config().map(|f| f.target_groups()).unwrap_or_default() {
+        for t in action
+            .forward_config()
+            .map(|f| f.target_groups())
+            .unwrap_or_default()
+        {
             let arn = t.target_group_arn().unwrap();
             // ARNs read targetgroup/<name>/<id>.
             let name = arn.split('/').nth(1).unwrap().to_string();
@@ -235,12 +279,22 @@ impl Sdk {
     }
 
     pub async fn target_group_exists(&self, name: &str) -> bool {
-        self.elb.describe_target_groups().names(name).send().await.is_ok_and(|o| !o.target_groups().is_empty())
+        self.elb
+            .describe_target_groups()
+            .names(name)
+            .send()
+            .await
+            .is_ok_and(|o| !o.target_groups().is_empty())
     }
 
     /// Groups whose names start with `prefix`: what a test run created.
     pub async fn groups_with_prefix(&self, prefix: &str) -> Vec<String> {
-        let out = self.autoscaling.describe_auto_scaling_groups().send().await.unwrap();
+        let out = self
+            .autoscaling
+            .describe_auto_scaling_groups()
+            .send()
+            .await
+            .unwrap();
         out.auto_scaling_groups()
             .iter()
             .filter_map(|g| g.auto_scaling_group_name())
@@ -254,7 +308,12 @@ impl Sdk {
         let out = self
             .ec2
             .describe_instances()
-            .filters(aws_sdk_ec2::types::Filter::builder().name("tag:immune:fleet").values(fleet).build())
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("tag:immune:fleet")
+                    .values(fleet)
+                    .build(),
+            )
             .send()
             .await
             .unwrap();

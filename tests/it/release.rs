@@ -6,7 +6,10 @@ use crate::harness::World;
 async fn two_releases_in_a_row_end_with_all_traffic_on_the_second() {
     let w = World::new();
     let s = &w.surroundings;
-    w.write("main.hcl", &w.fleet_config(&s.source_ami, &s.load_balancer, ""));
+    w.write(
+        "main.hcl",
+        &w.fleet_config(&s.source_ami, &s.load_balancer, ""),
+    );
 
     let plan = w.immune(&["plan", "--detailed-exitcode", "--var", "release=v1"]);
     assert_eq!(plan.code, 2, "{plan:?}");
@@ -18,19 +21,39 @@ async fn two_releases_in_a_row_end_with_all_traffic_on_the_second() {
     assert_eq!(sdk.weights(&s.listener_arn).await, [(w.group(1), 100)]);
 
     let again = w.immune(&["plan", "--detailed-exitcode", "--var", "release=v1"]);
-    assert_eq!(again.code, 0, "after apply, the same release plans no changes: {again:?}");
+    assert_eq!(
+        again.code, 0,
+        "after apply, the same release plans no changes: {again:?}"
+    );
 
     let v2 = w.immune(&["apply", "--auto-approve", "--var", "release=v2"]);
     assert_eq!(v2.code, 0, "{v2:?}");
     assert!(v2.stdout.contains("release v2 replaces v1"), "{v2:?}");
-    assert!(v2.stdout.contains("50% on"), "the canary step is shown: {v2:?}");
+    assert!(
+        v2.stdout.contains("50% on"),
+        "the canary step is shown: {v2:?}"
+    );
 
     assert_eq!(sdk.weights(&s.listener_arn).await, [(w.group(2), 100)]);
     assert!(sdk.group_exists(&w.group(2)).await);
-    assert!(!sdk.group_exists(&w.group(1)).await, "the first group is deleted");
-    assert!(!sdk.target_group_exists(&w.group(1)).await, "and its target group");
-    assert!(sdk.target_group_exists(&s.placeholder_target_group_name()).await, "the placeholder is not immune's and stays");
-    assert_eq!(sdk.live_instances(&w.prefix).await, 1, "builders and old instances are gone");
+    assert!(
+        !sdk.group_exists(&w.group(1)).await,
+        "the first group is deleted"
+    );
+    assert!(
+        !sdk.target_group_exists(&w.group(1)).await,
+        "and its target group"
+    );
+    assert!(
+        sdk.target_group_exists(&s.placeholder_target_group_name())
+            .await,
+        "the placeholder is not immune's and stays"
+    );
+    assert_eq!(
+        sdk.live_instances(&w.prefix).await,
+        1,
+        "builders and old instances are gone"
+    );
 
     let state = w.state();
     let fleet = &state["fleets"][&w.prefix];
@@ -40,11 +63,20 @@ async fn two_releases_in_a_row_end_with_all_traffic_on_the_second() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|h| (h["release"].as_str().unwrap(), h["outcome"].as_str().unwrap()))
+        .map(|h| {
+            (
+                h["release"].as_str().unwrap(),
+                h["outcome"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(history, [("v1", "done"), ("v2", "done")]);
-    assert!(!std::fs::read_to_string(w.dir.join(".immune/state.json")).unwrap().contains("echo baked"),
-        "the provision script never reaches state");
+    assert!(
+        !std::fs::read_to_string(w.dir.join(".immune/state.json"))
+            .unwrap()
+            .contains("echo baked"),
+        "the provision script never reaches state"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -52,11 +84,35 @@ async fn a_gate_in_alarm_rolls_back_and_locks_the_fleet() {
     let w = World::new();
     let s = &w.surroundings;
     let gate = format!("gate \"errors\" {{ alarm = \"{}\" }}", s.alarm);
-    w.write("main.hcl", &w.fleet_config(&s.source_ami, &s.load_balancer, &gate));
+    w.write(
+        "main.hcl",
+        &w.fleet_config(&s.source_ami, &s.load_balancer, &gate),
+    );
     let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
     assert_eq!(v1.code, 0, "{v1:?}");
 
     let sdk = w.sdk().await;
+    // LocalStack re-evaluates alarms every period and would overwrite a state that is only
+    // set: the metric data keeps it in ALARM, SetAlarmState makes it so at once.
+    use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
+    sdk.cloudwatch
+        .put_metric_data()
+        .namespace("AWS/ApplicationELB")
+        .metric_data(
+            MetricDatum::builder()
+                .metric_name("HTTPCode_Target_5XX_Count")
+                .dimensions(
+                    Dimension::builder()
+                        .name("LoadBalancer")
+                        .value(s.load_balancer_dimension())
+                        .build(),
+                )
+                .value(5.0)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
     sdk.cloudwatch
         .set_alarm_state()
         .alarm_name(&s.alarm)
@@ -70,7 +126,10 @@ async fn a_gate_in_alarm_rolls_back_and_locks_the_fleet() {
     assert_eq!(v2.code, 3, "a rolled-back release exits 3: {v2:?}");
     assert!(v2.stderr.contains("is in ALARM"), "{v2:?}");
     assert_eq!(sdk.weights(&s.listener_arn).await, [(w.group(1), 100)]);
-    assert!(!sdk.group_exists(&w.group(2)).await, "the new group is destroyed");
+    assert!(
+        !sdk.group_exists(&w.group(2)).await,
+        "the new group is destroyed"
+    );
     assert!(!sdk.target_group_exists(&w.group(2)).await);
     assert_eq!(sdk.live_instances(&w.prefix).await, 1);
 

@@ -44,7 +44,11 @@ impl Aws {
         }
     }
 
-    pub(super) async fn find_baked_image(&self, fleet: &str, bake: &str) -> CloudResult<Option<Image>> {
+    pub(super) async fn find_baked_image(
+        &self,
+        fleet: &str,
+        bake: &str,
+    ) -> CloudResult<Option<Image>> {
         let filter = |name: String, value: &str| Filter::builder().name(name).values(value).build();
         let out = self
             .ec2
@@ -97,7 +101,9 @@ impl Aws {
             .await
             .map_err(|e| sdk_error("DescribeInstances", e))
             .map_err(|e| match code_of(&e) {
-                Some("InvalidInstanceID.NotFound") => CloudError::NotFound(format!("instance {instance_id}")),
+                Some("InvalidInstanceID.NotFound") => {
+                    CloudError::NotFound(format!("instance {instance_id}"))
+                }
                 _ => e,
             })?;
         let state = out
@@ -109,14 +115,20 @@ impl Aws {
         Ok(match state {
             InstanceStateName::Pending => InstanceState::Pending,
             InstanceStateName::Running => InstanceState::Running,
-            InstanceStateName::ShuttingDown | InstanceStateName::Stopping | InstanceStateName::Stopped => {
-                InstanceState::Stopping
-            }
+            InstanceStateName::ShuttingDown
+            | InstanceStateName::Stopping
+            | InstanceStateName::Stopped => InstanceState::Stopping,
             _ => InstanceState::Terminated,
         })
     }
 
-    pub(super) async fn create_image(&self, builder: &str, name: &str, bake: &str, tags: &Tags) -> CloudResult<String> {
+    pub(super) async fn create_image(
+        &self,
+        builder: &str,
+        name: &str,
+        bake: &str,
+        tags: &Tags,
+    ) -> CloudResult<String> {
         let mut image_tags = ec2_tags(tags);
         image_tags.push(Tag::builder().key(TAG_BAKE).value(bake).build());
         let out = self
@@ -190,14 +202,19 @@ impl Aws {
             .await
             .map_err(|e| sdk_error("DescribeSubnets", e))
             .map_err(|e| match code_of(&e) {
-                Some("InvalidSubnetID.NotFound") => CloudError::NotFound(format!("subnet(s) {}", subnets.join(", "))),
+                Some("InvalidSubnetID.NotFound") => {
+                    CloudError::NotFound(format!("subnet(s) {}", subnets.join(", ")))
+                }
                 _ => e,
             })?;
         let vpcs: std::collections::BTreeSet<&str> =
             out.subnets().iter().filter_map(|s| s.vpc_id()).collect();
         match (vpcs.len(), vpcs.first()) {
             (1, Some(vpc)) => Ok(vpc.to_string()),
-            (0, _) => Err(CloudError::NotFound(format!("subnet(s) {}", subnets.join(", ")))),
+            (0, _) => Err(CloudError::NotFound(format!(
+                "subnet(s) {}",
+                subnets.join(", ")
+            ))),
             _ => Err(CloudError::Invalid(format!(
                 "subnets {} are in different VPCs; a fleet's subnets must share one VPC",
                 subnets.join(", ")
@@ -205,7 +222,10 @@ impl Aws {
         }
     }
 
-    pub(super) async fn create_launch_template_version(&self, request: &LaunchRequest) -> CloudResult<LaunchTemplateRef> {
+    pub(super) async fn create_launch_template_version(
+        &self,
+        request: &LaunchRequest,
+    ) -> CloudResult<LaunchTemplateRef> {
         let data = RequestLaunchTemplateData::builder()
             .image_id(&request.image_id)
             .instance_type(request.instance_type.as_str().into())
@@ -244,11 +264,14 @@ impl Aws {
                     .send()
                     .await
                     .map_err(|e| sdk_error("CreateLaunchTemplate", e))?;
-                let template = out
-                    .launch_template()
-                    .ok_or_else(|| CloudError::Invalid("CreateLaunchTemplate returned nothing".into()))?;
+                let template = out.launch_template().ok_or_else(|| {
+                    CloudError::Invalid("CreateLaunchTemplate returned nothing".into())
+                })?;
                 Ok(LaunchTemplateRef {
-                    id: template.launch_template_id().unwrap_or_default().to_string(),
+                    id: template
+                        .launch_template_id()
+                        .unwrap_or_default()
+                        .to_string(),
                     version: template.latest_version_number().unwrap_or(1),
                 })
             }
@@ -259,7 +282,10 @@ impl Aws {
                         request.template_name
                     )));
                 }
-                let id = template.launch_template_id().unwrap_or_default().to_string();
+                let id = template
+                    .launch_template_id()
+                    .unwrap_or_default()
+                    .to_string();
                 let out = self
                     .ec2
                     .create_launch_template_version()
@@ -272,13 +298,20 @@ impl Aws {
                 let version = out
                     .launch_template_version()
                     .and_then(|v| v.version_number())
-                    .ok_or_else(|| CloudError::Invalid("CreateLaunchTemplateVersion returned no version".into()))?;
+                    .ok_or_else(|| {
+                        CloudError::Invalid(
+                            "CreateLaunchTemplateVersion returned no version".into(),
+                        )
+                    })?;
                 Ok(LaunchTemplateRef { id, version })
             }
         }
     }
 
-    pub(super) async fn delete_launch_template_version(&self, template: &LaunchTemplateRef) -> CloudResult<()> {
+    pub(super) async fn delete_launch_template_version(
+        &self,
+        template: &LaunchTemplateRef,
+    ) -> CloudResult<()> {
         let out = self
             .ec2
             .delete_launch_template_versions()

@@ -107,7 +107,11 @@ impl Aws {
             .unwrap_or_default())
     }
 
-    pub(super) async fn set_listener_weights(&self, listener_arn: &str, weights: &[Weight]) -> CloudResult<()> {
+    pub(super) async fn set_listener_weights(
+        &self,
+        listener_arn: &str,
+        weights: &[Weight],
+    ) -> CloudResult<()> {
         let groups = weights
             .iter()
             .map(|w| {
@@ -119,7 +123,11 @@ impl Aws {
             .collect();
         let action = Action::builder()
             .r#type(ActionTypeEnum::Forward)
-            .forward_config(ForwardActionConfig::builder().set_target_groups(Some(groups)).build())
+            .forward_config(
+                ForwardActionConfig::builder()
+                    .set_target_groups(Some(groups))
+                    .build(),
+            )
             .build();
         self.elb
             .modify_listener()
@@ -131,7 +139,10 @@ impl Aws {
         Ok(())
     }
 
-    pub(super) async fn create_target_group(&self, request: &TargetGroupRequest) -> CloudResult<String> {
+    pub(super) async fn create_target_group(
+        &self,
+        request: &TargetGroupRequest,
+    ) -> CloudResult<String> {
         let tags = request
             .tags
             .pairs()
@@ -159,7 +170,9 @@ impl Aws {
             .target_groups()
             .first()
             .and_then(|t| t.target_group_arn())
-            .ok_or_else(|| CloudError::Invalid("CreateTargetGroup returned no target group".into()))?
+            .ok_or_else(|| {
+                CloudError::Invalid("CreateTargetGroup returned no target group".into())
+            })?
             .to_string();
         let attribute = TargetGroupAttribute::builder()
             .key("deregistration_delay.timeout_seconds")
@@ -184,9 +197,11 @@ impl Aws {
             .await
             .map_err(|e| sdk_error("DescribeTags", e));
         let managed = match tags {
-            Ok(out) => out.tag_descriptions().iter().flat_map(|d| d.tags()).any(|t| {
-                t.key() == Some(TAG_MANAGED) && t.value() == Some("true")
-            }),
+            Ok(out) => out
+                .tag_descriptions()
+                .iter()
+                .flat_map(|d| d.tags())
+                .any(|t| t.key() == Some(TAG_MANAGED) && t.value() == Some("true")),
             Err(e) if code_of(&e).is_some_and(|c| c.contains("NotFound")) => return Ok(()),
             Err(e) => return Err(e),
         };
@@ -206,7 +221,10 @@ impl Aws {
         }
     }
 
-    pub(super) async fn target_health(&self, target_group_arn: &str) -> CloudResult<Vec<(String, TargetState)>> {
+    pub(super) async fn target_health(
+        &self,
+        target_group_arn: &str,
+    ) -> CloudResult<Vec<(String, TargetState)>> {
         let out = self
             .elb
             .describe_target_health()

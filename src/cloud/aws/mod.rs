@@ -116,7 +116,13 @@ impl Cloud for Aws {
     async fn instance_state(&self, instance_id: &str) -> CloudResult<InstanceState> {
         self.instance_state(instance_id).await
     }
-    async fn create_image(&self, builder: &str, name: &str, bake: &str, tags: &Tags) -> CloudResult<String> {
+    async fn create_image(
+        &self,
+        builder: &str,
+        name: &str,
+        bake: &str,
+        tags: &Tags,
+    ) -> CloudResult<String> {
         self.create_image(builder, name, bake, tags).await
     }
     async fn image(&self, image_id: &str) -> CloudResult<Image> {
@@ -134,13 +140,23 @@ impl Cloud for Aws {
     async fn listener_weights(&self, listener_arn: &str) -> CloudResult<Vec<Weight>> {
         self.listener_weights(listener_arn).await
     }
-    async fn set_listener_weights(&self, listener_arn: &str, weights: &[Weight]) -> CloudResult<()> {
+    async fn set_listener_weights(
+        &self,
+        listener_arn: &str,
+        weights: &[Weight],
+    ) -> CloudResult<()> {
         self.set_listener_weights(listener_arn, weights).await
     }
-    async fn create_launch_template_version(&self, request: &LaunchRequest) -> CloudResult<LaunchTemplateRef> {
+    async fn create_launch_template_version(
+        &self,
+        request: &LaunchRequest,
+    ) -> CloudResult<LaunchTemplateRef> {
         self.create_launch_template_version(request).await
     }
-    async fn delete_launch_template_version(&self, template: &LaunchTemplateRef) -> CloudResult<()> {
+    async fn delete_launch_template_version(
+        &self,
+        template: &LaunchTemplateRef,
+    ) -> CloudResult<()> {
         self.delete_launch_template_version(template).await
     }
     async fn create_target_group(&self, request: &TargetGroupRequest) -> CloudResult<String> {
@@ -155,7 +171,10 @@ impl Cloud for Aws {
     async fn group(&self, name: &str) -> CloudResult<Option<GroupStatus>> {
         self.group(name).await
     }
-    async fn target_health(&self, target_group_arn: &str) -> CloudResult<Vec<(String, TargetState)>> {
+    async fn target_health(
+        &self,
+        target_group_arn: &str,
+    ) -> CloudResult<Vec<(String, TargetState)>> {
         self.target_health(target_group_arn).await
     }
     async fn delete_group(&self, name: &str) -> CloudResult<()> {

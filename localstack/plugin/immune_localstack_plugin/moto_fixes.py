@@ -1,0 +1,269 @@
+"""Fixes to the moto inside LocalStack for the image, launch-template and Auto
+Scaling calls immune makes.
+
+Applied once at LocalStack start (entry points in localstack.hooks.on_infra_start),
+before any request is served. Each fix is for a gap seen with localstack-core
+2026.3.0 / moto-ext; see ../../README.md. Without them:
+
+- CreateImage with TagSpecifications for ResourceType "snapshot" is a 501
+  InternalFailure (moto raises NotImplementedError); image tags work.
+- CreateLaunchTemplateVersion keeps UserData as a plain str, and an Auto Scaling
+  group launching from that version fails with 500 InternalError (an assert in
+  moto's LaunchTemplateVersion.user_data). Version 1 (CreateLaunchTemplate) is fine.
+- CreateLaunchTemplateVersion ignores SourceVersion: the new version holds only
+  the fields given, not the source's fields overridden by them.
+- DeleteLaunchTemplateVersions is not implemented (501 InternalFailure).
+- CreateAutoScalingGroup with a name in use silently replaces the group (its
+  instances are orphaned) where AWS answers AlreadyExists.
+- A group's instances are launched from the template's default version for
+  everything but image, type, user data and security groups: instance tags from
+  the template (and aws:ec2launchtemplate:version) come from the default version,
+  and DescribeAutoScalingGroups shows the default version on every instance.
+- DeleteAutoScalingGroup of an unknown name is a 500 (which SDKs retry for
+  seconds) where AWS answers ValidationError; without ForceDelete it deletes a
+  group that still has instances where AWS answers ResourceInUse.
+- Instances a group terminates itself (scale-in, group deleted) stay registered,
+  and "healthy", in its target groups; an instance launched to replace one
+  terminated through EC2 is not registered at all.
+"""
+
+import contextvars
+import copy
+
+from localstack.runtime import hooks
+
+
+@hooks.on_infra_start()
+def immune_fix_moto_create_image() -> None:
+    from moto.ec2.models.amis import AmiBackend
+
+    original_create_image = AmiBackend.create_image
+
+    def create_image(self, instance_id, name, description, tag_specifications):
+        snapshot_tags = {
+            tag["Key"]: tag["Value"]
+            for spec in tag_specifications
+            if spec["ResourceType"] == "snapshot"
+            for tag in spec["Tags"]
+        }
+        others = [spec for spec in tag_specifications if spec["ResourceType"] != "snapshot"]
+        image = original_create_image(self, instance_id, name, description, others)
+        if snapshot_tags:
+            self.create_tags([image.ebs_snapshot.id], snapshot_tags)
+        return image
+
+    AmiBackend.create_image = create_image
+
+
+@hooks.on_infra_start()
+def immune_fix_moto_launch_templates() -> None:
+    from moto.core.responses import ActionResult
+    from moto.ec2.exceptions import InvalidLaunchTemplateVersionNotFound
+    from moto.ec2.models.launch_templates import LaunchTemplate, LaunchTemplateBackend
+    from moto.ec2.responses.launch_templates import LaunchTemplates
+    from moto.ec2.utils import parse_user_data
+
+    # Deleted versions stay in moto's list (it finds version N at index N-1, and
+    # numbers are never reused, as in AWS) and are only hidden.
+    def deleted(template: LaunchTemplate) -> set:
+        return template.__dict__.setdefault("_immune_deleted_versions", set())
+
+    original_get_version = LaunchTemplate.get_version
+
+    def get_version(self, num):
+        if str(num).lower() == "$latest":
+            live = [v for v in self.versions if v.number not in deleted(self)]
+            return live[-1]  # the default version can't be deleted, so one is left
+        version = original_get_version(self, num)
+        if version.number in deleted(self):
+            raise InvalidLaunchTemplateVersionNotFound(template_id=self.id, version=num)
+        return version
+
+    LaunchTemplate.get_version = get_version
+
+    original_describe_versions = LaunchTemplateBackend.describe_launch_template_versions
+
+    def describe_launch_template_versions(self, *args, **kwargs):
+        found = original_describe_versions(self, *args, **kwargs)
+        return [(t, v) for t, v in found if v.number not in deleted(t)]
+
+    LaunchTemplateBackend.describe_launch_template_versions = describe_launch_template_versions
+
+    def template_from_request(response):
+        name = response._get_param("LaunchTemplateName")
+        if name:
+            return response.ec2_backend.get_launch_template_by_name(name)
+        return response.ec2_backend.get_launch_template(response._get_param("LaunchTemplateId"))
+
+    # Replaces moto's version of this action (same result shape).
+    def create_launch_template_version(self) -> ActionResult:
+        template = template_from_request(self)
+        data = self._get_param("LaunchTemplateData", {})
+        data["UserData"] = parse_user_data(data.get("UserData"))
+        source = self._get_param("SourceVersion")
+        if source:
+            # AWS: the new version is the source version with the given fields on top.
+            merged = copy.deepcopy(template.get_version(source).data)
+            merged.update({k: v for k, v in data.items() if v is not None})
+            data = merged
+        self.error_on_dryrun()
+        version = template.create_version(data, self._get_param("VersionDescription"))
+        return ActionResult(
+            {
+                "LaunchTemplateVersion": {
+                    "CreateTime": version.create_time,
+                    "CreatedBy": f"arn:{self.partition}:iam::{self.current_account}:root",
+                    "DefaultVersion": template.is_default(version),
+                    "LaunchTemplateData": version.data,
+                    "LaunchTemplateId": template.id,
+                    "LaunchTemplateName": template.name,
+                    "VersionDescription": version.description,
+                    "VersionNumber": version.number,
+                }
+            }
+        )
+
+    def delete_launch_template_versions(self) -> ActionResult:
+        template = template_from_request(self)
+        self.error_on_dryrun()
+        ok, failed = [], []
+        for requested in self._get_param("Versions", []):
+            item = {"LaunchTemplateId": template.id, "LaunchTemplateName": template.name}
+            number = int(requested) if str(requested).isdigit() else 0
+            if not 1 <= number <= len(template.versions) or number in deleted(template):
+                error = {
+                    "Code": "launchTemplateVersionDoesNotExist",
+                    "Message": f"The specified launch template version {requested} does not exist.",
+                }
+            elif number == template.default_version_number:
+                error = {
+                    "Code": "unexpectedError",
+                    "Message": "Cannot delete the default version of a launch template.",
+                }
+            else:
+                deleted(template).add(number)
+                ok.append({**item, "VersionNumber": number})
+                continue
+            failed.append({**item, "VersionNumber": number, "ResponseError": error})
+        return ActionResult(
+            {
+                "SuccessfullyDeletedLaunchTemplateVersions": ok,
+                "UnsuccessfullyDeletedLaunchTemplateVersions": failed,
+            }
+        )
+
+    LaunchTemplates.create_launch_template_version = create_launch_template_version
+    LaunchTemplates.delete_launch_template_versions = delete_launch_template_versions
+
+
+@hooks.on_infra_start()
+def immune_fix_moto_autoscaling() -> None:
+    from moto.autoscaling.exceptions import AutoscalingClientError
+    from moto.autoscaling.models import AutoScalingBackend, FakeAutoScalingGroup, InstanceState
+    from moto.ec2.models.instances import InstanceBackend
+
+    class AlreadyExists(AutoscalingClientError):
+        code = "AlreadyExists"
+
+    original_create = AutoScalingBackend.create_auto_scaling_group
+
+    def create_auto_scaling_group(self, name, *args, **kwargs):
+        if name in self.autoscaling_groups:
+            raise AlreadyExists(
+                f"AutoScalingGroup by this name already exists - A group with the name {name} already exists"
+            )
+        return original_create(self, name, *args, **kwargs)
+
+    AutoScalingBackend.create_auto_scaling_group = create_auto_scaling_group
+
+    # moto's group launches with {"LaunchTemplateId": ...} and no version, so EC2
+    # falls back to the default version. While a group launches, supply its version.
+    launching_version = contextvars.ContextVar("immune_launching_version", default=None)
+    original_replace = FakeAutoScalingGroup.replace_autoscaling_group_instances
+
+    def replace_autoscaling_group_instances(self, *args, **kwargs):
+        if self.ec2_launch_template is None:
+            return original_replace(self, *args, **kwargs)
+        number = self.ec2_launch_template.get_version(self.launch_template_version).number
+        token = launching_version.set(str(number))
+        try:
+            return original_replace(self, *args, **kwargs)
+        finally:
+            launching_version.reset(token)
+            for state in self.instance_states:  # the new ones remember their version
+                state.__dict__.setdefault("_immune_launch_template_version", str(number))
+
+    FakeAutoScalingGroup.replace_autoscaling_group_instances = replace_autoscaling_group_instances
+
+    original_template_from_args = InstanceBackend._get_template_from_args
+
+    def _get_template_from_args(self, launch_template_arg):
+        version = launching_version.get()
+        if version is not None and "Version" not in launch_template_arg:
+            launch_template_arg = {**launch_template_arg, "Version": version}
+        return original_template_from_args(self, launch_template_arg)
+
+    InstanceBackend._get_template_from_args = _get_template_from_args
+
+    original_instance_template = InstanceState.launch_template
+
+    @property
+    def launch_template(self):
+        template = original_instance_template.fget(self)
+        version = self.__dict__.get("_immune_launch_template_version")
+        if template is not None and version is not None:
+            template["Version"] = version
+        return template
+
+    InstanceState.launch_template = launch_template
+
+
+@hooks.on_infra_start()
+def immune_fix_moto_group_lifecycle() -> None:
+    from moto.autoscaling.exceptions import AutoscalingClientError, ValidationError
+    from moto.autoscaling.models import AutoScalingBackend
+    from moto.autoscaling.responses import AutoScalingResponse
+    from moto.ec2.models.instances import InstanceBackend
+    from moto.elbv2 import elbv2_backends
+
+    class ResourceInUse(AutoscalingClientError):
+        code = "ResourceInUse"
+
+    original_delete = AutoScalingResponse.delete_auto_scaling_group
+
+    def delete_auto_scaling_group(self):
+        name = self._get_param("AutoScalingGroupName")
+        group = self.autoscaling_backend.autoscaling_groups.get(name)
+        if group is None:
+            raise ValidationError(f"AutoScalingGroup name not found - AutoScalingGroup '{name}' not found")
+        if group.instance_states and not self._get_bool_param("ForceDelete", False):
+            raise ResourceInUse(
+                "You cannot delete an AutoScalingGroup while there are instances or pending "
+                "Spot instance request(s) still in the group."
+            )
+        return original_delete(self)
+
+    AutoScalingResponse.delete_auto_scaling_group = delete_auto_scaling_group
+
+    # moto tells ELBv2 about terminations only in the TerminateInstances API
+    # handler; doing it in the model covers the group's own terminations too.
+    # Terminated targets then drop out of DescribeTargetHealth (or read "draining"
+    # when asked for by id), as they do on AWS once deregistered.
+    original_terminate = InstanceBackend.terminate_instances
+
+    def terminate_instances(self, instance_ids):
+        result = original_terminate(self, instance_ids)
+        ids = [instance.id for instance, _ in result]
+        elbv2_backends[self.account_id][self.region_name].notify_terminate_instances(ids)
+        return result
+
+    InstanceBackend.terminate_instances = terminate_instances
+
+    original_notify = AutoScalingBackend.notify_terminate_instances
+
+    def notify_terminate_instances(self, instance_ids):
+        original_notify(self, instance_ids)
+        for name in list(self.autoscaling_groups):  # register the replacements
+            self.update_attached_target_groups(name)
+
+    AutoScalingBackend.notify_terminate_instances = notify_terminate_instances
