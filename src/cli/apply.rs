@@ -29,10 +29,28 @@ pub async fn apply(cli: &Cli, auto_approve: bool) -> Result<Success, CliError> {
         return Err(CliError::Cancelled);
     }
 
+    // Ctrl-C stops at once: state was saved after the last transition, and the lock is
+    // released on the way out, so the next apply resumes from where this one stopped.
+    tokio::select! {
+        result = run(&config, cloud.as_ref(), &backend, &mut state, &plan) => result,
+        _ = tokio::signal::ctrl_c() => Err(CliError::Message(
+            "error: interrupted; state records where the rollout stopped: run `immune apply` to resume it".into(),
+        )),
+    }
+}
+
+async fn run(
+    config: &Config,
+    cloud: &dyn crate::cloud::Cloud,
+    backend: &LocalBackend,
+    state: &mut crate::state::State,
+    plan: &crate::plan::Plan,
+) -> Result<Success, CliError> {
+    let message = |e: &dyn std::fmt::Display| CliError::Message(format!("error: {e}"));
     let mut engine = Engine {
-        cloud: cloud.as_ref(),
-        backend: &backend,
-        state: &mut state,
+        cloud,
+        backend,
+        state,
         reporter: &Stdout,
     };
     let mut rolled_back = Vec::new();

@@ -57,6 +57,20 @@ pub enum Command {
         #[arg(long)]
         auto_approve: bool,
     },
+    /// Inspect the state, break a stale state lock.
+    #[command(subcommand)]
+    State(StateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Each fleet in the state: active group, release, rollout in progress, lock.
+    List,
+    /// Break the state lock left by a process that is gone.
+    ForceUnlock {
+        /// The lock's ID, as shown when a command was refused.
+        id: String,
+    },
 }
 
 fn parse_var(text: &str) -> Result<(String, String), String> {
@@ -145,5 +159,39 @@ pub async fn run(cli: Cli) -> Result<Success, CliError> {
             })
         }
         Command::Apply { auto_approve } => apply::apply(&cli, *auto_approve).await,
+        Command::State(StateCommand::List) => {
+            let config = cli.load()?;
+            let state = apply::backend(&config)
+                .load()
+                .map_err(|e| CliError::Message(format!("error: {e}")))?;
+            if state.fleets.is_empty() {
+                println!("The state is empty: nothing has been applied yet.");
+            }
+            for (name, fleet) in &state.fleets {
+                let active = fleet
+                    .active
+                    .as_ref()
+                    .map_or("no active group".to_string(), |g| {
+                        format!("{} (release {})", g.name, g.release)
+                    });
+                let mut line = format!("fleet.{name}: {active}");
+                if let Some(r) = &fleet.rollout {
+                    line += &format!(", unfinished rollout of {} ({:?})", r.group, r.phase);
+                }
+                if let Some(lock) = &fleet.lock {
+                    line += &format!(", LOCKED: {}", lock.reason);
+                }
+                println!("{line}");
+            }
+            Ok(Success::Done)
+        }
+        Command::State(StateCommand::ForceUnlock { id }) => {
+            let config = cli.load()?;
+            apply::backend(&config)
+                .force_unlock(id)
+                .map_err(|e| CliError::Message(format!("error: {e}")))?;
+            println!("State lock {id} broken.");
+            Ok(Success::Done)
+        }
     }
 }

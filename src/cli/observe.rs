@@ -47,7 +47,7 @@ pub async fn plan(cloud: &dyn Cloud, config: &Config, state: &State) -> Result<P
         let fix = match &fleet.traffic.listener {
             ListenerRef::Arn(_) => "check traffic.listener_arn",
             ListenerRef::LoadBalancer { .. } => {
-                "check traffic.load_balancer and traffic.listener_port, or create the listener first"
+                "check traffic.load_balancer and traffic.listener_port, or create the listener first; its default action must forward to a target group"
             }
         };
         if !check(listener, fix) {

@@ -119,6 +119,10 @@ pub async fn perform(
             launch_template,
             target_group,
         } => {
+            // An apply stopped between creating the group and recording it finds it here.
+            if cloud.group(&rollout.group).await.map_err(err)?.is_some() {
+                return Ok(Event::GroupCreated);
+            }
             let request = GroupRequest {
                 name: rollout.group.clone(),
                 launch_template: launch_template.clone(),

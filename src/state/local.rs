@@ -82,6 +82,34 @@ impl LocalBackend {
         Ok(())
     }
 
+    /// Breaks a lock left by a process that is gone. The ID must match, so that a lock
+    /// taken since the operator looked is not broken by mistake.
+    pub fn force_unlock(&self, id: &str) -> Result<(), StateError> {
+        let path = self.lock_path();
+        let held: serde_json::Value = match fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).unwrap_or_default(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StateError::NotLocked)
+            }
+            Err(e) => {
+                return Err(StateError::Read {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })
+            }
+        };
+        if held["id"].as_str() != Some(id) {
+            return Err(StateError::WrongLockId {
+                given: id.to_string(),
+                held: held["id"].as_str().unwrap_or("?").to_string(),
+            });
+        }
+        fs::remove_file(&path).map_err(|e| StateError::Write {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+
     /// Takes the lock or says who holds it.
     pub fn lock(&self, operation: &str) -> Result<LockGuard, StateError> {
         let path = self.lock_path();
@@ -188,6 +216,16 @@ mod tests {
             other => panic!("expected Locked, got {:?}", other.map(|_| ())),
         }
         drop(guard);
+        let _stale = std::mem::ManuallyDrop::new(backend.lock("apply").unwrap());
+        let id = match backend.lock("plan") {
+            Err(StateError::Locked { id, .. }) => id,
+            _ => panic!("expected Locked"),
+        };
+        assert!(matches!(
+            backend.force_unlock("not-the-id"),
+            Err(StateError::WrongLockId { .. })
+        ));
+        backend.force_unlock(&id).unwrap();
         assert!(backend.lock("apply").is_ok());
         fs::remove_dir_all(dir).unwrap();
     }

@@ -105,6 +105,10 @@ pub enum StateError {
     Write { path: String, message: String },
     #[error("state {path} has version {found}, newer than this immune understands ({VERSION}); upgrade immune")]
     TooNew { path: String, found: u32 },
+    #[error("the state is not locked")]
+    NotLocked,
+    #[error("the state lock is held with ID {held}, not {given}; nothing was unlocked")]
+    WrongLockId { given: String, held: String },
     #[error("state is locked by {holder}\n  run `immune state force-unlock {id}` if that process is gone")]
     Locked { holder: String, id: String },
 }

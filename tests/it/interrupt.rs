@@ -1,0 +1,86 @@
+//! An apply that is interrupted holds the state lock while it runs, releases it on
+//! Ctrl-C, and the next apply finishes the release from the recorded phase.
+
+use crate::harness::{World, ENDPOINT};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_releases_the_lock_and_the_next_apply_resumes() {
+    let w = World::new();
+    let s = &w.surroundings;
+    let slow = w
+        .fleet_config(&s.source_ami, &s.load_balancer, "")
+        .replace("pause          = \"1s\"", "pause          = \"30s\"");
+    w.write("main.hcl", &slow);
+
+    let first = Command::new(env!("CARGO_BIN_EXE_immune"))
+        .arg("--chdir")
+        .arg(&w.dir)
+        .args(["apply", "--auto-approve", "--var", "release=v1"])
+        .env("AWS_ENDPOINT_URL", ENDPOINT)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Wait until the first apply is observing its first step.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let state = std::fs::read_to_string(w.dir.join(".immune/state.json")).unwrap_or_default();
+        if state.contains("\"observe\"") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first apply never reached a step"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let second = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
+    assert_eq!(second.code, 1, "{second:?}");
+    assert!(second.stderr.contains("state is locked by"), "{second:?}");
+    assert!(
+        second.stderr.contains("apply since"),
+        "the holder's operation is named: {second:?}"
+    );
+    assert!(
+        second.stderr.contains("immune state force-unlock"),
+        "{second:?}"
+    );
+
+    let status = Command::new("kill")
+        .args(["-INT", &first.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = first.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(
+        !w.dir.join(".immune/state.lock").exists(),
+        "the lock is released"
+    );
+
+    // The next apply resumes the same release instead of starting another.
+    w.write(
+        "main.hcl",
+        &w.fleet_config(&s.source_ami, &s.load_balancer, ""),
+    );
+    let resumed = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    assert!(
+        resumed.stdout.contains("resuming release v1"),
+        "{resumed:?}"
+    );
+    assert_eq!(
+        w.sdk().await.weights(&s.listener_arn).await,
+        [(w.group(1), 100)]
+    );
+    assert_eq!(w.state()["fleets"][&w.prefix]["active"]["name"], w.group(1));
+}
