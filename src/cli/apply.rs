@@ -25,7 +25,11 @@ pub async fn apply(cli: &Cli, auto_approve: bool) -> Result<Success, CliError> {
     if !plan.has_changes() {
         return Ok(Success::Done);
     }
-    if !auto_approve && !confirm()? {
+    let only_locked = plan
+        .changes
+        .iter()
+        .all(|c| matches!(c.action, Action::Locked { .. } | Action::NoOp));
+    if !only_locked && !auto_approve && !confirm()? {
         return Err(CliError::Cancelled);
     }
 

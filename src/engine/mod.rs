@@ -125,13 +125,15 @@ impl Engine<'_> {
     /// Continues the fleet's unfinished rollout from its recorded phase.
     pub async fn resume(&mut self, fleet: &Fleet) -> Result<Outcome, EngineError> {
         let rollout = self.rollout(&fleet.name).clone();
-        if rollout.fingerprint != plan::fingerprint(fleet)
-            && !matches!(rollout.phase, Phase::RollBack { .. } | Phase::Retire)
-        {
+        let wanted = (plan::release_name(fleet), plan::fingerprint(fleet));
+        let changed = (rollout.release.clone(), rollout.fingerprint.clone()) != wanted;
+        if changed && !matches!(rollout.phase, Phase::RollBack { .. } | Phase::Retire) {
             self.record(
                 fleet,
                 Event::Failed("the configuration changed while this release was unfinished".into()),
             )?;
+            // Nothing went wrong with the release itself: undo it without locking the fleet.
+            self.rollout(&fleet.name).lock_after_rollback = false;
         }
         self.reporter.line(
             &fleet.name,

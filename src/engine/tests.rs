@@ -17,6 +17,7 @@ impl Reporter for Lines {
 }
 
 struct Setup {
+    pause: String,
     dir: std::path::PathBuf,
     cloud: FakeCloud,
     backend: LocalBackend,
@@ -24,12 +25,17 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_with_pause("0s")
+}
+
+fn setup_with_pause(pause: &str) -> Setup {
     let dir = std::env::temp_dir().join(format!("immune-engine-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("main.hcl"),
         r#"
 variable "release" { type = string }
+variable "pause" { type = string }
 fleet "web" {
   release = var.release
   image {
@@ -54,7 +60,7 @@ fleet "web" {
   }
   rollout {
     steps          = [50, 100]
-    pause          = "0s"
+    pause          = var.pause
     healthy_within = "50ms"
     poll_interval  = "10ms"
   }
@@ -63,6 +69,7 @@ fleet "web" {
     )
     .unwrap();
     Setup {
+        pause: pause.into(),
         backend: LocalBackend::new(dir.join(".immune/state.json")),
         dir,
         cloud: FakeCloud::with_surroundings(),
@@ -73,7 +80,10 @@ fleet "web" {
 impl Setup {
     async fn apply(&mut self, release: &str) -> Result<Outcome, EngineError> {
         let inputs = VarInputs {
-            cli: vec![("release".into(), release.into())],
+            cli: vec![
+                ("release".into(), release.into()),
+                ("pause".into(), self.pause.clone()),
+            ],
             ..VarInputs::default()
         };
         let config = load(&self.dir, &inputs).unwrap();
@@ -206,4 +216,39 @@ async fn an_unchanged_image_spec_reuses_the_baked_image() {
     let images = s.cloud.world.lock().unwrap().images.len();
     s.apply("v2").await.unwrap();
     assert_eq!(s.cloud.world.lock().unwrap().images.len(), images);
+}
+
+#[tokio::test]
+async fn an_interrupted_release_whose_config_changed_is_rolled_back_without_locking() {
+    let mut s = setup_with_pause("10s");
+    s.pause = "0s".into();
+    s.apply("v1").await.unwrap();
+    s.pause = "10s".into();
+    // Stopped while observing the first step, as by Ctrl-C or a crash.
+    let stopped = tokio::time::timeout(std::time::Duration::from_millis(300), s.apply("v2")).await;
+    assert!(stopped.is_err(), "the release was still observing");
+    assert_eq!(
+        s.weights(),
+        [
+            ("arn:tg/web-v001".to_string(), 50),
+            ("arn:tg/web-v002".to_string(), 50)
+        ]
+    );
+    s.pause = "0s".into();
+    let outcome = s.apply("v3").await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::RolledBack {
+            reason: "the configuration changed while this release was unfinished".into(),
+            locked: false
+        }
+    );
+    assert_eq!(s.weights(), [("arn:tg/web-v001".to_string(), 100)]);
+    assert!(s.state.fleets["web"].lock.is_none());
+    assert_eq!(
+        s.apply("v3").await.unwrap(),
+        Outcome::Released {
+            group: "web-v003".into()
+        }
+    );
 }

@@ -188,10 +188,19 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
                     group: rollout.group.clone(),
                     phase: phase.clone(),
                 },
-                format!(
-                    "an earlier apply stopped during {phase} of release {} ({})",
-                    rollout.release, rollout.group
-                ),
+                if (rollout.release.as_str(), rollout.fingerprint.as_str())
+                    == (release.as_str(), fingerprint.as_str())
+                {
+                    format!(
+                        "an earlier apply stopped during {phase} of release {} ({})",
+                        rollout.release, rollout.group
+                    )
+                } else {
+                    format!(
+                        "an earlier apply stopped during {phase} of release {} ({}), which the configuration no longer asks for: it will be rolled back; apply again for release {release}",
+                        rollout.release, rollout.group
+                    )
+                },
             );
         }
     }
