@@ -174,3 +174,89 @@ fn a_failed_bake_cleans_up_the_builder_without_locking() {
     assert!(r.phase.is_finished());
     assert!(!r.lock_after_rollback);
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Carries out `action` on a tiny model of the cloud: the listener's weights and
+    /// whether the new group and target group exist. `fail` makes it fail instead.
+    fn step(r: &mut Rollout, listener: &mut Vec<Weight>, fail: bool) -> bool {
+        let action = r.next_action();
+        if action == Action::Finished {
+            return false;
+        }
+        if fail {
+            // Failures while retiring or rolling back are retried by the next apply.
+            r.record(Event::Failed("injected".into()));
+            return true;
+        }
+        let event = match action {
+            Action::FindImageOrLaunchBuilder => Event::BuilderLaunched("i-1".into()),
+            Action::CaptureImage { .. } => Event::ImageReady("ami-1".into()),
+            Action::TerminateBuilder { .. } => Event::BuilderTerminated,
+            Action::CreateLaunchTemplateVersion { .. } => Event::LaunchTemplateCreated(lt()),
+            Action::CreateTargetGroup => Event::TargetGroupCreated("new".into()),
+            Action::CreateGroup { .. } => Event::GroupCreated,
+            Action::WaitHealthy { .. } => Event::Healthy,
+            Action::SetWeights { weights, percent } => {
+                *listener = weights;
+                Event::WeightsSet(percent)
+            }
+            Action::Observe { .. } => Event::StepPassed,
+            Action::RetirePrevious { .. } => Event::PreviousRetired,
+            Action::RestoreWeights { weights } => {
+                *listener = weights;
+                Event::WeightsRestored
+            }
+            Action::DeleteGroup => {
+                assert!(
+                    listener
+                        .iter()
+                        .all(|w| w.target_group != "new" || w.weight == 0),
+                    "the group is deleted only after traffic left it"
+                );
+                Event::GroupDeleted
+            }
+            Action::DeleteTargetGroup { .. } => Event::TargetGroupDeleted,
+            Action::DeleteLaunchTemplateVersion { .. } => Event::LaunchTemplateDeleted,
+            Action::Finished => unreachable!(),
+        };
+        r.record(event);
+        true
+    }
+
+    proptest! {
+        #[test]
+        fn any_failures_end_done_or_rolled_back_with_traffic_on_a_live_group(
+            failures in proptest::collection::vec(any::<bool>(), 0..40),
+            steps in prop_oneof![Just(vec![100u8]), Just(vec![5, 25, 50, 100]), Just(vec![50, 100])],
+        ) {
+            let mut r = rollout(true);
+            r.steps = steps;
+            let mut listener = r.previous_weights.clone();
+            let mut failures = failures.into_iter();
+            let mut moves = 0;
+            while step(&mut r, &mut listener, failures.next().unwrap_or(false)) {
+                moves += 1;
+                prop_assert!(moves < 200, "the rollout must terminate");
+                // The listener always forwards all of its traffic somewhere that exists.
+                let total: u32 = listener.iter().map(|w| u32::from(w.weight)).sum();
+                prop_assert_eq!(total, 100);
+                for w in &listener {
+                    if w.target_group == "new" && w.weight > 0 {
+                        prop_assert!(r.group_created && r.target_group.is_some());
+                    }
+                }
+            }
+            match &r.phase {
+                Phase::Done => prop_assert_eq!(listener.clone(), vec![Weight { target_group: "new".into(), weight: 100 }]),
+                Phase::RolledBack { .. } => {
+                    prop_assert_eq!(listener.clone(), r.previous_weights.clone());
+                    prop_assert!(!r.group_created && r.target_group.is_none() && r.builder.is_none());
+                }
+                other => prop_assert!(false, "ended in {:?}", other),
+            }
+        }
+    }
+}
