@@ -137,3 +137,46 @@ async fn a_gate_in_alarm_rolls_back_and_locks_the_fleet() {
     assert_eq!(locked.code, 4, "a locked fleet refuses apply: {locked:?}");
     assert!(locked.stderr.contains("immune unlock"), "{locked:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_can_name_its_listener_by_arn() {
+    let w = World::new();
+    let s = &w.surroundings;
+    let config = w.fleet_config(&s.source_ami, &s.load_balancer, "").replace(
+        &format!(
+            "load_balancer        = \"{}\"\n    listener_port        = 80",
+            s.load_balancer
+        ),
+        &format!("listener_arn         = \"{}\"", s.listener_arn),
+    );
+    assert!(config.contains("listener_arn"), "{config}");
+    w.write("main.hcl", &config);
+    let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
+    assert_eq!(v1.code, 0, "{v1:?}");
+    assert_eq!(
+        w.sdk().await.weights(&s.listener_arn).await,
+        [(w.group(1), 100)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cloud_layer_refuses_to_delete_what_immune_did_not_create() {
+    use immune::cloud::{aws::Aws, Cloud, CloudError};
+    let w = World::new();
+    std::env::set_var("AWS_ENDPOINT_URL", crate::harness::ENDPOINT);
+    std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+    let aws = Aws::connect(Some("us-east-1".into())).await.unwrap();
+    let refused = aws
+        .delete_target_group(&w.surroundings.placeholder_target_group)
+        .await;
+    assert!(
+        matches!(refused, Err(CloudError::NotManaged(_))),
+        "{refused:?}"
+    );
+    let sdk = w.sdk().await;
+    assert!(
+        sdk.target_group_exists(&w.surroundings.placeholder_target_group_name())
+            .await
+    );
+}
