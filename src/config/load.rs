@@ -788,6 +788,15 @@ fn read_rollout(r: &mut BlockReader) -> RolloutSpec {
     let pause = r.duration("pause", defaults.pause);
     let healthy_within = r.duration("healthy_within", defaults.healthy_within);
     let keep_previous = r.number("keep_previous", 0..=10, Some(0)) as u32;
+    if keep_previous > 0 {
+        // Silently deleting groups the operator asked to keep would be worse than refusing.
+        let span = r.span.clone();
+        r.diags.push(
+            Diagnostic::new("`keep_previous` greater than 0 is not supported yet", span).with_hint(
+                "remove it or set keep_previous = 0: previous groups are deleted after draining",
+            ),
+        );
+    }
     let poll_interval = r.duration("poll_interval", defaults.poll_interval);
     if poll_interval.is_zero() {
         let span = r.span.clone();

@@ -125,3 +125,47 @@ fn provision_scripts_change_the_bake_but_capacity_does_not_change_the_release() 
     assert_ne!(bake_id(&a), before.0);
     assert_ne!(fingerprint(&a), before.1);
 }
+
+#[test]
+fn keep_previous_is_refused_rather_than_ignored() {
+    let dir = std::env::temp_dir().join(format!("immune-keep-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/quickstart/main.hcl"
+    ))
+    .unwrap()
+    .replace(
+        "poll_interval  = \"1s\"",
+        "poll_interval  = \"1s\"\n    keep_previous  = 1",
+    );
+    std::fs::write(dir.join("main.hcl"), text).unwrap();
+    let inputs = VarInputs {
+        cli: ["release", "source_ami", "load_balancer", "alarm"]
+            .iter()
+            .map(|n| (n.to_string(), "x".to_string()))
+            .chain([
+                ("subnets".to_string(), "[\"s\"]".to_string()),
+                ("security_groups".to_string(), "[\"g\"]".to_string()),
+            ])
+            .collect(),
+        ..VarInputs::default()
+    };
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/quickstart/bake.sh"),
+        dir.join("bake.sh"),
+    )
+    .unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/quickstart/boot.sh"),
+        dir.join("boot.sh"),
+    )
+    .unwrap();
+    let err = load(&dir, &inputs).unwrap_err().to_string();
+    std::fs::remove_dir_all(dir).unwrap();
+    assert!(
+        err.contains("`keep_previous` greater than 0 is not supported yet"),
+        "{err}"
+    );
+    assert!(err.contains("1 error in the configuration"), "{err}");
+}
