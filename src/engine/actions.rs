@@ -137,17 +137,18 @@ pub async fn perform(
         }
         Action::WaitHealthy { target_group } => {
             let within = fleet.rollout.healthy_within;
+            // The last count seen, so a timeout reports it without asking again.
+            let last = std::sync::Mutex::new((0, 0));
             let waited = wait_until(poll, within, "instances to be healthy", || async {
                 let (healthy, wanted) = health(cloud, &rollout.group, target_group).await?;
+                *last.lock().unwrap() = (healthy, wanted);
                 Ok((healthy >= wanted && wanted > 0).then_some(()))
             })
             .await;
             match waited {
                 Ok(()) => Ok(Event::Healthy),
                 Err(_) => {
-                    let (healthy, wanted) = health(cloud, &rollout.group, target_group)
-                        .await
-                        .unwrap_or((0, 0));
+                    let (healthy, wanted) = *last.lock().unwrap();
                     Err(format!(
                         "{healthy} of {wanted} instances healthy after {}",
                         show_duration(within)

@@ -20,9 +20,8 @@ fn tag_spec(resource: ResourceType, tags: Vec<Tag>) -> TagSpecification {
         .build()
 }
 
-fn is_managed(tags: &[Tag]) -> bool {
-    tags.iter()
-        .any(|t| t.key() == Some(TAG_MANAGED) && t.value() == Some("true"))
+fn ec2_managed(tags: &[Tag]) -> bool {
+    is_managed(tags.iter().map(|t| (t.key(), t.value())))
 }
 
 fn image_state(state: Option<&aws_sdk_ec2::types::ImageState>) -> ImageState {
@@ -62,7 +61,7 @@ impl Aws {
         Ok(out
             .images()
             .iter()
-            .filter(|i| is_managed(i.tags()))
+            .filter(|i| ec2_managed(i.tags()))
             .map(|i| Image {
                 id: i.image_id().unwrap_or_default().to_string(),
                 state: image_state(i.state()),
@@ -181,7 +180,7 @@ impl Aws {
             Err(e) if code_of(&e) == Some("InvalidInstanceID.NotFound") => return Ok(()),
             Err(e) => return Err(e),
         };
-        if !is_managed(&tags) {
+        if !ec2_managed(&tags) {
             return Err(CloudError::NotManaged(format!("instance {instance_id}")));
         }
         self.ec2
@@ -276,7 +275,7 @@ impl Aws {
                 })
             }
             Some(template) => {
-                if !is_managed(template.tags()) {
+                if !ec2_managed(template.tags()) {
                     return Err(CloudError::NotManaged(format!(
                         "launch template {}",
                         request.template_name

@@ -197,11 +197,12 @@ impl Aws {
             .await
             .map_err(|e| sdk_error("DescribeTags", e));
         let managed = match tags {
-            Ok(out) => out
-                .tag_descriptions()
-                .iter()
-                .flat_map(|d| d.tags())
-                .any(|t| t.key() == Some(TAG_MANAGED) && t.value() == Some("true")),
+            Ok(out) => is_managed(
+                out.tag_descriptions()
+                    .iter()
+                    .flat_map(|d| d.tags())
+                    .map(|t| (t.key(), t.value())),
+            ),
             Err(e) if code_of(&e).is_some_and(|c| c.contains("NotFound")) => return Ok(()),
             Err(e) => return Err(e),
         };

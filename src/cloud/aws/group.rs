@@ -76,11 +76,7 @@ impl Aws {
         let Some(group) = out.auto_scaling_groups().first() else {
             return Ok(());
         };
-        let managed = group
-            .tags()
-            .iter()
-            .any(|t| t.key() == Some(TAG_MANAGED) && t.value() == Some("true"));
-        if !managed {
+        if !is_managed(group.tags().iter().map(|t| (t.key(), t.value()))) {
             return Err(CloudError::NotManaged(format!("Auto Scaling group {name}")));
         }
         self.autoscaling

@@ -86,6 +86,13 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+/// The one test for immune's ownership, over any SDK's tags as (key, value) pairs:
+/// nothing without `immune:managed = true` is modified or deleted.
+fn is_managed<'a>(tags: impl IntoIterator<Item = (Option<&'a str>, Option<&'a str>)>) -> bool {
+    tags.into_iter()
+        .any(|(k, v)| k == Some(TAG_MANAGED) && v == Some("true"))
+}
+
 fn code_of(err: &CloudError) -> Option<&str> {
     match err {
         CloudError::Service { code, .. } => Some(code),
