@@ -216,13 +216,21 @@ impl<'a> Evaluator<'a> {
         }
         match name {
             "var" => Ok(Value::Object(self.vars.clone())),
+            // The release being rolled out is only known at launch: its attributes
+            // evaluate to markers that the engine fills in then.
+            "release" => Ok(Value::Object(
+                super::model::RELEASE_REFERENCES
+                    .iter()
+                    .map(|n| (n.to_string(), Value::String(format!("${{release.{n}}}"))))
+                    .collect(),
+            )),
             "local" => Err(Some(Diagnostic::new(
                 "`local` must be followed by the name of a local value, as in `local.name`",
                 span,
             ))),
             _ => Err(Some(
                 Diagnostic::new(format!("unknown name `{name}`"), span)
-                    .with_hint("references start with `var.` or `local.`"),
+                    .with_hint("references start with `var.`, `local.` or `release.`"),
             )),
         }
     }

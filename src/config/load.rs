@@ -788,15 +788,6 @@ fn read_rollout(r: &mut BlockReader) -> RolloutSpec {
     let pause = r.duration("pause", defaults.pause);
     let healthy_within = r.duration("healthy_within", defaults.healthy_within);
     let keep_previous = r.number("keep_previous", 0..=10, Some(0)) as u32;
-    if keep_previous > 0 {
-        // Silently deleting groups the operator asked to keep would be worse than refusing.
-        let span = r.span.clone();
-        r.diags.push(
-            Diagnostic::new("`keep_previous` greater than 0 is not supported yet", span).with_hint(
-                "remove it or set keep_previous = 0: previous groups are deleted after draining",
-            ),
-        );
-    }
     let poll_interval = r.duration("poll_interval", defaults.poll_interval);
     if poll_interval.is_zero() {
         let span = r.span.clone();
@@ -813,10 +804,16 @@ fn read_rollout(r: &mut BlockReader) -> RolloutSpec {
             );
             continue;
         };
+        if gates.iter().any(|g: &Gate| g.name == name) {
+            let span = span_of(r.file, &gate.ident);
+            r.diags.error(format!("duplicate gate \"{name}\""), span);
+            continue;
+        }
         let mut gr = r.nested(gate, format!("gate \"{name}\""));
-        let alarm = gr.required_string("alarm");
+        if let Some(check) = read_gate_check(&mut gr) {
+            gates.push(read_gate(&mut gr, name, check));
+        }
         gr.finish();
-        gates.push(Gate { name, alarm });
     }
     RolloutSpec {
         pause,
@@ -826,6 +823,110 @@ fn read_rollout(r: &mut BlockReader) -> RolloutSpec {
         gates,
         ..defaults
     }
+}
+
+fn read_gate_check(r: &mut BlockReader) -> Option<GateCheck> {
+    let alarm = r.string("alarm");
+    let metric = r.block("metric");
+    match (alarm, metric) {
+        (Some(alarm), None) => Some(GateCheck::Alarm(alarm)),
+        (None, Some(block)) => {
+            let mut mr = r.nested(block, "metric".into());
+            let metric = read_metric(&mut mr);
+            mr.finish();
+            Some(GateCheck::Metric(metric))
+        }
+        (alarm, metric) => {
+            let both = alarm.is_some() && metric.is_some();
+            let span = r.span.clone();
+            r.diags.push(
+                Diagnostic::new(
+                    if both {
+                        format!("{} has both `alarm` and `metric`; give one", r.what)
+                    } else {
+                        format!("{} needs `alarm` or a `metric` block", r.what)
+                    },
+                    span,
+                )
+                .with_hint("alarm = \"web-5xx\" reads an existing alarm; metric { namespace = ... name = ... threshold = ... } makes one per release"),
+            );
+            None
+        }
+    }
+}
+
+fn read_gate(r: &mut BlockReader, name: String, check: GateCheck) -> Gate {
+    let insufficient_data = match r.choice("insufficient_data", &["hold", "pass", "fail"], "pass") {
+        "hold" => OnInsufficientData::Hold,
+        "fail" => OnInsufficientData::Fail,
+        _ => OnInsufficientData::Pass,
+    };
+    let mode = match r.choice("mode", &["enforce", "dry-run", "manual"], "enforce") {
+        "dry-run" => GateMode::DryRun,
+        "manual" => GateMode::Manual,
+        _ => GateMode::Enforce,
+    };
+    Gate {
+        name,
+        check,
+        insufficient_data,
+        mode,
+    }
+}
+
+fn read_metric(r: &mut BlockReader) -> MetricSpec {
+    let namespace = r.required_string("namespace");
+    let name = r.required_string("name");
+    let dimensions = r.string_map("dimensions");
+    let statistic = r.string("statistic").unwrap_or_else(|| "Average".into());
+    if !valid_statistic(&statistic) {
+        let span = r.span.clone();
+        r.diags.push(
+            Diagnostic::new(format!("unknown statistic \"{statistic}\""), span).with_hint(
+                "use Average, Sum, Minimum, Maximum, SampleCount or a percentile such as p99",
+            ),
+        );
+    }
+    let period = r.duration("period", Duration::from_secs(60));
+    if period.as_secs() < 10 || (period.as_secs() > 30 && period.as_secs() % 60 != 0) {
+        let span = r.span.clone();
+        r.diags.error(
+            "metric `period` must be 10s, 20s, 30s or a multiple of 60s (CloudWatch's rule)",
+            span,
+        );
+    }
+    let evaluation_periods = r.number("evaluation_periods", 1..=100, Some(1)) as u32;
+    let threshold = r.float("threshold").unwrap_or_default();
+    let comparison = match r.value("comparison") {
+        None => Comparison::Greater,
+        Some((value, span)) => match value.as_str().and_then(Comparison::parse) {
+            Some(c) => c,
+            None => {
+                r.diags.push(
+                    Diagnostic::new(format!("unknown comparison {value}"), span)
+                        .with_hint("comparison is one of \">\", \">=\", \"<\", \"<=\""),
+                );
+                Comparison::Greater
+            }
+        },
+    };
+    MetricSpec {
+        namespace,
+        name,
+        dimensions,
+        statistic,
+        period,
+        evaluation_periods,
+        threshold,
+        comparison,
+    }
+}
+
+fn valid_statistic(s: &str) -> bool {
+    matches!(s, "Average" | "Sum" | "Minimum" | "Maximum" | "SampleCount")
+        || s.strip_prefix('p')
+            .and_then(|p| p.parse::<f64>().ok())
+            .is_some_and(|p| (0.0..=100.0).contains(&p))
 }
 
 fn steps_of(value: &Value) -> Result<Vec<u8>, String> {

@@ -13,3 +13,6 @@ pub use diagnostic::{Diagnostic, Diagnostics};
 pub use load::{load, ConfigError, VarInputs};
 pub use model::*;
 pub use source::{Sources, Span};
+
+#[cfg(test)]
+mod tests;

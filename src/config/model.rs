@@ -112,10 +112,119 @@ pub struct RolloutSpec {
     pub gates: Vec<Gate>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Gate {
     pub name: String,
-    pub alarm: String,
+    pub check: GateCheck,
+    pub insufficient_data: OnInsufficientData,
+    pub mode: GateMode,
+}
+
+impl Gate {
+    /// The name of the alarm this gate reads for the release whose group is `group`:
+    /// the operator's alarm, or the per-release alarm immune creates for a metric gate.
+    pub fn alarm_name(&self, group: &str) -> String {
+        match &self.check {
+            GateCheck::Alarm(name) => name.clone(),
+            GateCheck::Metric(_) => format!("{group}-{}", self.name),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateCheck {
+    /// An existing alarm, read as it is.
+    Alarm(String),
+    /// A metric immune watches through an alarm it creates per release.
+    Metric(MetricSpec),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MetricSpec {
+    pub namespace: String,
+    pub name: String,
+    /// Values may hold `${release.target_group}` and friends, filled in at launch.
+    pub dimensions: std::collections::BTreeMap<String, String>,
+    /// `Average`, `Sum`, `Minimum`, `Maximum`, `SampleCount`, or a percentile like `p99`.
+    pub statistic: String,
+    #[serde(with = "secs")]
+    pub period: Duration,
+    pub evaluation_periods: u32,
+    pub threshold: f64,
+    pub comparison: Comparison,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Comparison {
+    #[serde(rename = ">")]
+    Greater,
+    #[serde(rename = ">=")]
+    GreaterOrEqual,
+    #[serde(rename = "<")]
+    Less,
+    #[serde(rename = "<=")]
+    LessOrEqual,
+}
+
+impl Comparison {
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            ">" => Self::Greater,
+            ">=" => Self::GreaterOrEqual,
+            "<" => Self::Less,
+            "<=" => Self::LessOrEqual,
+            _ => return None,
+        })
+    }
+
+    /// The CloudWatch `ComparisonOperator` name.
+    pub fn cloudwatch(self) -> &'static str {
+        match self {
+            Self::Greater => "GreaterThanThreshold",
+            Self::GreaterOrEqual => "GreaterThanOrEqualToThreshold",
+            Self::Less => "LessThanThreshold",
+            Self::LessOrEqual => "LessThanOrEqualToThreshold",
+        }
+    }
+}
+
+/// What a gate without data means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnInsufficientData {
+    /// Keep observing: the step does not end until the gate has data (at most another
+    /// pause), then a gate still without data fails.
+    Hold,
+    /// No data is no trouble: an error-count alarm has no data when nothing failed.
+    Pass,
+    Fail,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GateMode {
+    Enforce,
+    /// Record what would have happened and go on.
+    DryRun,
+    /// Ask a person: `immune approve` / `immune reject`.
+    Manual,
+}
+
+/// The names a metric gate's dimensions can use to point at the release being rolled
+/// out; they only exist once it is launched, so they are filled in then.
+pub const RELEASE_REFERENCES: [&str; 4] = ["target_group", "load_balancer", "group", "name"];
+
+/// Replaces `${release.X}` in `text` with `lookup(X)`.
+pub fn fill_release_references(text: &str, lookup: impl Fn(&str) -> String) -> String {
+    let mut out = text.to_string();
+    for name in RELEASE_REFERENCES {
+        let marker = format!("${{release.{name}}}");
+        if out.contains(&marker) {
+            out = out.replace(&marker, &lookup(name));
+        }
+    }
+    out
 }
 
 mod secs {

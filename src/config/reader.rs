@@ -174,6 +174,70 @@ impl<'r, 'a> BlockReader<'r, 'a> {
         }
     }
 
+    /// One of `options`, or `default` when absent; anything else is reported with the
+    /// closest option.
+    pub fn choice(
+        &mut self,
+        key: &'static str,
+        options: &[&'static str],
+        default: &'static str,
+    ) -> &'static str {
+        let Some((value, span)) = self.value(key) else {
+            return default;
+        };
+        let text = match &value {
+            Value::String(s) => s.as_str(),
+            other => {
+                self.wrong_type(key, &format!("one of {}", quoted(options)), other, span);
+                return default;
+            }
+        };
+        if let Some(found) = options.iter().find(|o| **o == text) {
+            return found;
+        }
+        let d = Diagnostic::new(format!("unknown {key} \"{text}\""), span);
+        self.diags.push(match did_you_mean(text, options) {
+            Some(o) => d.with_hint(format!(
+                "did you mean \"{o}\"? {key} is one of {}",
+                quoted(options)
+            )),
+            None => d.with_hint(format!("{key} is one of {}", quoted(options))),
+        });
+        default
+    }
+
+    /// A number, whole or not.
+    pub fn float(&mut self, key: &'static str) -> Option<f64> {
+        let (value, span) = self.required(key)?;
+        match value.as_f64() {
+            Some(n) if n.is_finite() => Some(n),
+            _ => {
+                self.wrong_type(key, "a number", &value, span);
+                None
+            }
+        }
+    }
+
+    /// A map of strings, `{}` when absent.
+    pub fn string_map(&mut self, key: &'static str) -> std::collections::BTreeMap<String, String> {
+        let Some((value, span)) = self.value(key) else {
+            return Default::default();
+        };
+        match value {
+            Value::Object(map) if map.values().all(|v| matches!(v, Value::String(_))) => map
+                .into_iter()
+                .filter_map(|(k, v)| match v {
+                    Value::String(s) => Some((k, s)),
+                    _ => None,
+                })
+                .collect(),
+            other => {
+                self.wrong_type(key, "a map of strings", &other, span);
+                Default::default()
+            }
+        }
+    }
+
     pub fn duration(&mut self, key: &'static str, default: Duration) -> Duration {
         let Some((value, span)) = self.value(key) else {
             return default;
@@ -255,4 +319,12 @@ impl<'r, 'a> BlockReader<'r, 'a> {
             self.diags.push(d);
         }
     }
+}
+
+fn quoted(options: &[&str]) -> String {
+    options
+        .iter()
+        .map(|o| format!("\"{o}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -340,25 +340,26 @@ async fn observe(
     let deadline = Instant::now() + spec.pause;
     let target_group = rollout.target_group.clone().unwrap_or_default();
     loop {
-        let names: Vec<String> = spec.gates.iter().map(|g| g.alarm.clone()).collect();
+        let names: Vec<String> = spec
+            .gates
+            .iter()
+            .map(|g| g.alarm_name(&rollout.group))
+            .collect();
         if !names.is_empty() {
             let states = cloud
                 .alarm_states(&names)
                 .await
                 .map_err(|e| e.to_string())?;
-            for gate in &spec.gates {
-                match states.get(&gate.alarm) {
+            for (gate, alarm) in spec.gates.iter().zip(&names) {
+                match states.get(alarm) {
                     Some(AlarmState::Alarm) => {
                         return Err(format!(
-                            "gate {} failed: alarm {} is in ALARM",
-                            gate.name, gate.alarm
+                            "gate {} failed: alarm {alarm} is in ALARM",
+                            gate.name
                         ))
                     }
                     None => {
-                        return Err(format!(
-                            "gate {}: alarm {} does not exist",
-                            gate.name, gate.alarm
-                        ))
+                        return Err(format!("gate {}: alarm {alarm} does not exist", gate.name))
                     }
                     Some(_) => {}
                 }
