@@ -888,7 +888,8 @@ fn read_metric(r: &mut BlockReader) -> MetricSpec {
         );
     }
     let period = r.duration("period", Duration::from_secs(60));
-    if period.as_secs() < 10 || (period.as_secs() > 30 && period.as_secs() % 60 != 0) {
+    let secs = period.as_secs();
+    if !matches!(secs, 10 | 20 | 30) && (secs == 0 || !secs.is_multiple_of(60)) {
         let span = r.span.clone();
         r.diags.error(
             "metric `period` must be 10s, 20s, 30s or a multiple of 60s (CloudWatch's rule)",
