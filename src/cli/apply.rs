@@ -2,7 +2,7 @@
 
 use super::{observe, Cli, CliError, Success};
 use crate::config::{Backend, Config};
-use crate::engine::{Engine, Outcome, Stdout};
+use crate::engine::{Engine, EngineError, Outcome, Signals, Stdout};
 use crate::plan::Action;
 use crate::state::LocalBackend;
 use std::io::{BufRead, IsTerminal, Write};
@@ -33,12 +33,25 @@ pub async fn apply(cli: &Cli, auto_approve: bool) -> Result<Success, CliError> {
         return Err(CliError::Cancelled);
     }
 
-    // Ctrl-C stops at once: state was saved after the last transition, and the lock is
-    // released on the way out, so the next apply resumes from where this one stopped.
+    let signals = Signals {
+        interactive: std::io::stdin().is_terminal() && std::io::stdout().is_terminal(),
+        ..Signals::default()
+    };
+    // The first Ctrl-C asks the engine to stop at the next safe point (and offers a
+    // rollback there); the second stops at once. Either way state holds the last
+    // transition and the lock is released on the way out.
+    let interrupts = async {
+        let _ = tokio::signal::ctrl_c().await;
+        signals.interrupt();
+        eprintln!(
+            "\nInterrupted: stopping at the next safe point. Press Ctrl-C again to stop at once."
+        );
+        let _ = tokio::signal::ctrl_c().await;
+    };
     tokio::select! {
-        result = run(&config, cloud.as_ref(), &backend, &mut state, &plan) => result,
-        _ = tokio::signal::ctrl_c() => Err(CliError::Message(
-            "error: interrupted; state records where the rollout stopped: run `immune apply` to resume it".into(),
+        result = run(&config, cloud.as_ref(), &backend, &mut state, &plan, &signals) => result,
+        _ = interrupts => Err(CliError::Message(
+            "error: stopped at once; state records the last completed step: run `immune apply` to resume the rollout or `immune rollback FLEET` to roll it back".into(),
         )),
     }
 }
@@ -49,6 +62,7 @@ async fn run(
     backend: &LocalBackend,
     state: &mut crate::state::State,
     plan: &crate::plan::Plan,
+    signals: &Signals,
 ) -> Result<Success, CliError> {
     let message = |e: &dyn std::fmt::Display| CliError::Message(format!("error: {e}"));
     let mut engine = Engine {
@@ -56,6 +70,7 @@ async fn run(
         backend,
         state,
         reporter: &Stdout,
+        signals,
     };
     let mut rolled_back = Vec::new();
     let mut locked = Vec::new();
@@ -77,12 +92,28 @@ async fn run(
             }
             Action::NoOp => continue,
         };
+        let outcome = match outcome {
+            Err(EngineError::Interrupted { group, phase, .. }) => {
+                if !signals.interactive || !offer_rollback(&fleet.name, &group, &phase).await {
+                    return Err(CliError::Message(format!(
+                        "error: interrupted during {phase} of {group}; state records where the rollout stopped\n  run `immune apply` to resume it, or `immune rollback {}` to roll it back",
+                        fleet.name
+                    )));
+                }
+                let by = format!("{} after Ctrl-C", crate::state::operator());
+                engine.roll_back(fleet, &by).await
+            }
+            other => other,
+        };
         match outcome.map_err(|e| message(&e))? {
             Outcome::Released { group } => {
                 println!(
                     "fleet.{}: release complete: all traffic on {group}\n",
                     fleet.name
                 )
+            }
+            Outcome::Restored { group } => {
+                println!("fleet.{}: traffic back on {group}\n", fleet.name)
             }
             Outcome::RolledBack { reason, locked } => {
                 println!("fleet.{}: ROLLED BACK: {reason}\n", fleet.name);
@@ -109,6 +140,20 @@ async fn run(
     }
     println!("Apply complete.");
     Ok(Success::Done)
+}
+
+/// At a safe point after Ctrl-C: roll back now, or leave the rollout for later?
+async fn offer_rollback(fleet: &str, group: &str, phase: &str) -> bool {
+    println!(
+        "\nfleet.{fleet}: stopped during {phase} of {group}. Roll it back now? Only 'yes' rolls back; anything else leaves it for `immune apply` to resume."
+    );
+    tokio::task::spawn_blocking(|| {
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer).ok();
+        answer.trim() == "yes"
+    })
+    .await
+    .unwrap_or(false)
 }
 
 fn confirm() -> Result<bool, CliError> {

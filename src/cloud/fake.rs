@@ -23,6 +23,8 @@ pub struct World {
     pub groups: BTreeMap<String, (GroupRequest, Vec<String>)>,
     pub unhealthy: BTreeSet<String>,
     pub alarms: BTreeMap<String, AlarmState>,
+    /// Alarms immune created, by name.
+    pub created_alarms: BTreeMap<String, AlarmRequest>,
     /// Operations that fail (by name), with how many more times.
     pub failures: BTreeMap<&'static str, u32>,
     pub calls: Vec<&'static str>,
@@ -337,11 +339,86 @@ impl Cloud for FakeCloud {
         Ok(())
     }
 
-    async fn alarm_states(&self, names: &[String]) -> CloudResult<BTreeMap<String, AlarmState>> {
-        let w = self.enter("alarm_states")?;
+    async fn scale_group(&self, name: &str, capacity: Capacity) -> CloudResult<()> {
+        let mut w = self.enter("scale_group")?;
+        let mut new_ids: Vec<String> = Vec::new();
+        let current = w
+            .groups
+            .get(name)
+            .map(|(_, instances)| instances.len() as u32)
+            .ok_or_else(|| CloudError::NotFound(format!("Auto Scaling group {name}")))?;
+        for _ in current..capacity.desired {
+            new_ids.push(w.id("i"));
+        }
+        for i in &new_ids {
+            w.instances.insert(i.clone(), InstanceState::Running);
+        }
+        let (request, instances) = w.groups.get_mut(name).expect("checked above");
+        request.capacity = capacity;
+        instances.truncate(capacity.desired as usize);
+        instances.extend(new_ids);
+        Ok(())
+    }
+
+    async fn fleet_images(&self, fleet: &str) -> CloudResult<Vec<BakedImage>> {
+        let w = self.enter("fleet_images")?;
+        // Ids grow with the counter, so they sort in creation order.
+        Ok(w.images
+            .iter()
+            .filter(|(_, (f, _))| f == fleet)
+            .map(|(id, _)| BakedImage {
+                id: id.clone(),
+                created: id.clone(),
+            })
+            .collect())
+    }
+
+    async fn deregister_image(&self, image_id: &str) -> CloudResult<()> {
+        let mut w = self.enter("deregister_image")?;
+        if w.source_images.contains(image_id) {
+            return Err(CloudError::NotManaged(format!("image {image_id}")));
+        }
+        w.images.remove(image_id);
+        Ok(())
+    }
+
+    async fn alarms(&self, names: &[String]) -> CloudResult<BTreeMap<String, AlarmReading>> {
+        let w = self.enter("alarms")?;
         Ok(names
             .iter()
-            .filter_map(|n| Some((n.clone(), *w.alarms.get(n)?)))
+            .filter_map(|n| {
+                let state = match w.alarms.get(n) {
+                    Some(state) => *state,
+                    None if w.created_alarms.contains_key(n) => AlarmState::InsufficientData,
+                    None => return None,
+                };
+                let reading = AlarmReading {
+                    state,
+                    reason: format!("fake alarm {n} is {state:?}"),
+                    since: None,
+                };
+                Some((n.clone(), reading))
+            })
             .collect())
+    }
+
+    async fn put_alarm(&self, request: &AlarmRequest) -> CloudResult<()> {
+        let mut w = self.enter("put_alarm")?;
+        if w.alarms.contains_key(&request.name) && !w.created_alarms.contains_key(&request.name) {
+            return Err(CloudError::NotManaged(format!("alarm {}", request.name)));
+        }
+        w.created_alarms
+            .insert(request.name.clone(), request.clone());
+        Ok(())
+    }
+
+    async fn delete_alarm(&self, name: &str) -> CloudResult<()> {
+        let mut w = self.enter("delete_alarm")?;
+        if w.alarms.contains_key(name) && !w.created_alarms.contains_key(name) {
+            return Err(CloudError::NotManaged(format!("alarm {name}")));
+        }
+        w.created_alarms.remove(name);
+        w.alarms.remove(name);
+        Ok(())
     }
 }

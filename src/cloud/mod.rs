@@ -5,7 +5,7 @@
 pub mod aws;
 pub mod fake;
 
-use crate::config::{Capacity, HealthCheck, ListenerRef};
+use crate::config::{Capacity, Comparison, HealthCheck, ListenerRef};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -207,9 +207,74 @@ pub trait Cloud: Send + Sync {
     /// Deletes the group and terminates its instances.
     async fn delete_group(&self, name: &str) -> CloudResult<()>;
 
+    /// Sets the group's capacity: to zero to keep a retired group for rollback, back up
+    /// to restore it.
+    async fn scale_group(&self, name: &str, capacity: Capacity) -> CloudResult<()>;
+
+    // Images beyond `image.keep`.
+    /// Every image immune baked for the fleet.
+    async fn fleet_images(&self, fleet: &str) -> CloudResult<Vec<BakedImage>>;
+    /// Deregisters the image and deletes its snapshots.
+    async fn deregister_image(&self, image_id: &str) -> CloudResult<()>;
+
     // Gates.
-    /// The state of each named CloudWatch alarm; absent names are missing from the map.
-    async fn alarm_states(&self, names: &[String]) -> CloudResult<BTreeMap<String, AlarmState>>;
+    /// Each named CloudWatch alarm's state and why; absent names are missing from the map.
+    async fn alarms(&self, names: &[String]) -> CloudResult<BTreeMap<String, AlarmReading>>;
+    /// Creates the per-release alarm of a metric gate, or replaces one immune created.
+    async fn put_alarm(&self, request: &AlarmRequest) -> CloudResult<()>;
+    /// Deletes an alarm immune created; one already gone is fine.
+    async fn delete_alarm(&self, name: &str) -> CloudResult<()>;
+}
+
+/// An alarm's state with the evidence an operator needs afterwards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlarmReading {
+    pub state: AlarmState,
+    /// CloudWatch's `StateReason`, e.g. "Threshold Crossed: 1 datapoint [12.0] ...".
+    pub reason: String,
+    /// When the alarm entered this state (RFC 3339), when known.
+    pub since: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlarmRequest {
+    pub name: String,
+    pub namespace: String,
+    pub metric: String,
+    pub dimensions: BTreeMap<String, String>,
+    pub statistic: String,
+    pub period: Duration,
+    pub evaluation_periods: u32,
+    pub threshold: f64,
+    pub comparison: Comparison,
+    pub tags: Tags,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BakedImage {
+    pub id: String,
+    /// RFC 3339; images sort oldest first by it.
+    pub created: String,
+}
+
+/// The `TargetGroup` dimension of ALB metrics: the ARN's `targetgroup/name/id` part.
+pub fn target_group_dimension(arn: &str) -> String {
+    arn.find("targetgroup/")
+        .map_or(arn, |i| &arn[i..])
+        .to_string()
+}
+
+/// The `LoadBalancer` dimension of ALB metrics (`app/name/id`), from a listener or load
+/// balancer ARN.
+pub fn load_balancer_dimension(arn: &str) -> String {
+    let Some(i) = arn.find("app/").or_else(|| arn.find("net/")) else {
+        return arn.to_string();
+    };
+    arn[i..]
+        .splitn(4, '/')
+        .take(3)
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

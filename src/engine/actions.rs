@@ -1,9 +1,9 @@
 //! One rollout action carried out against the cloud, with the waiting it implies. Each
 //! returns the event to record, or the failure in words for the operator.
 
-use super::Reporter;
+use super::{Halt, Reporter};
 use crate::cloud::*;
-use crate::config::{show_duration, Fleet};
+use crate::config::{fill_release_references, show_duration, Capacity, Fleet, GateCheck};
 use crate::plan::image_name;
 use crate::rollout::{Action, Event, Rollout};
 use std::future::Future;
@@ -14,13 +14,24 @@ use tokio::time::{sleep, Instant};
 const BAKE_TIMEOUT: Duration = Duration::from_secs(45 * 60);
 const DELETE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
-pub async fn perform(
-    cloud: &dyn Cloud,
-    fleet: &Fleet,
-    rollout: &Rollout,
-    action: &Action,
-    reporter: &dyn Reporter,
-) -> Result<Event, String> {
+/// What an action runs with.
+pub struct Context<'a> {
+    pub cloud: &'a dyn Cloud,
+    pub fleet: &'a Fleet,
+    pub rollout: &'a Rollout,
+    pub reporter: &'a dyn Reporter,
+    /// Asked at every poll of a wait: Ctrl-C or `immune rollback` end the wait early.
+    pub stop: &'a (dyn Fn() -> Option<Halt> + Sync),
+}
+
+pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Halt> {
+    let Context {
+        cloud,
+        fleet,
+        rollout,
+        reporter,
+        stop,
+    } = *context;
     let poll = fleet.rollout.poll_interval;
     let tags = Tags {
         fleet: fleet.name.clone(),
@@ -39,7 +50,7 @@ pub async fn perform(
                     &fleet.name,
                     &format!("reusing image {} baked from the same spec", image.id),
                 );
-                wait_image(cloud, &image.id, poll).await?;
+                wait_image(cloud, &image.id, poll, stop).await?;
                 return Ok(Event::ImageReady(image.id));
             }
             let request = BuilderRequest {
@@ -53,14 +64,14 @@ pub async fn perform(
                     ..tags
                 },
             };
-            cloud
+            Ok(cloud
                 .launch_builder(&request)
                 .await
                 .map(Event::BuilderLaunched)
-                .map_err(err)
+                .map_err(err)?)
         }
         Action::CaptureImage { builder } => {
-            wait_until(poll, BAKE_TIMEOUT, "builder to run", || async {
+            wait_until(poll, BAKE_TIMEOUT, "builder to run", stop, || async {
                 match cloud.instance_state(builder).await.map_err(err)? {
                     InstanceState::Running => Ok(Some(())),
                     InstanceState::Pending => Ok(None),
@@ -74,7 +85,7 @@ pub async fn perform(
                 .await
                 .map_err(err)?;
             reporter.line(&fleet.name, &format!("creating image {image} (\"{name}\")"));
-            wait_image(cloud, &image, poll).await?;
+            wait_image(cloud, &image, poll, stop).await?;
             Ok(Event::ImageReady(image))
         }
         Action::TerminateBuilder { builder } => {
@@ -90,11 +101,11 @@ pub async fn perform(
                 user_data: fleet.instances.user_data.clone(),
                 tags,
             };
-            cloud
+            Ok(cloud
                 .create_launch_template_version(&request)
                 .await
                 .map(Event::LaunchTemplateCreated)
-                .map_err(err)
+                .map_err(err)?)
         }
         Action::CreateTargetGroup => {
             let vpc_id = cloud
@@ -109,11 +120,66 @@ pub async fn perform(
                 deregistration_delay: fleet.traffic.deregistration_delay,
                 tags,
             };
-            cloud
+            Ok(cloud
                 .create_target_group(&request)
                 .await
                 .map(Event::TargetGroupCreated)
-                .map_err(err)
+                .map_err(err)?)
+        }
+        Action::CreateAlarms { target_group } => {
+            let mut names = Vec::new();
+            for gate in &fleet.rollout.gates {
+                let GateCheck::Metric(metric) = &gate.check else {
+                    continue;
+                };
+                let fill = |text: &str| {
+                    fill_release_references(text, |name| match name {
+                        "target_group" => target_group_dimension(target_group),
+                        "load_balancer" => load_balancer_dimension(&rollout.listener_arn),
+                        "group" => rollout.group.clone(),
+                        _ => rollout.release.clone(),
+                    })
+                };
+                let request = AlarmRequest {
+                    name: gate.alarm_name(&rollout.group),
+                    namespace: metric.namespace.clone(),
+                    metric: metric.name.clone(),
+                    dimensions: metric
+                        .dimensions
+                        .iter()
+                        .map(|(k, v)| (k.clone(), fill(v)))
+                        .collect(),
+                    statistic: metric.statistic.clone(),
+                    period: metric.period,
+                    evaluation_periods: metric.evaluation_periods,
+                    threshold: metric.threshold,
+                    comparison: metric.comparison,
+                    tags: Tags {
+                        name: gate.alarm_name(&rollout.group),
+                        ..tags.clone()
+                    },
+                };
+                cloud.put_alarm(&request).await.map_err(err)?;
+                names.push(request.name);
+            }
+            Ok(Event::AlarmsCreated(names))
+        }
+        Action::ScaleUp => {
+            cloud
+                .scale_group(&rollout.group, fleet.instances.capacity)
+                .await
+                .map_err(err)?;
+            Ok(Event::ScaledUp)
+        }
+        Action::ScaleToZero => {
+            cloud.scale_group(&rollout.group, ZERO).await.map_err(err)?;
+            Ok(Event::ScaledToZero)
+        }
+        Action::DeleteAlarms { alarms } => {
+            for alarm in alarms {
+                cloud.delete_alarm(alarm).await.map_err(err)?;
+            }
+            Ok(Event::AlarmsDeleted)
         }
         Action::CreateGroup {
             launch_template,
@@ -139,7 +205,7 @@ pub async fn perform(
             let within = fleet.rollout.healthy_within;
             // The last count seen, so a timeout reports it without asking again.
             let last = std::sync::Mutex::new((0, 0));
-            let waited = wait_until(poll, within, "instances to be healthy", || async {
+            let waited = wait_until(poll, within, "instances to be healthy", stop, || async {
                 let (healthy, wanted) = health(cloud, &rollout.group, target_group).await?;
                 *last.lock().unwrap() = (healthy, wanted);
                 Ok((healthy >= wanted && wanted > 0).then_some(()))
@@ -147,36 +213,50 @@ pub async fn perform(
             .await;
             match waited {
                 Ok(()) => Ok(Event::Healthy),
-                Err(_) => {
+                Err(Halt::Failed(_)) => {
                     let (healthy, wanted) = *last.lock().unwrap();
-                    Err(format!(
+                    Err(Halt::Failed(format!(
                         "{healthy} of {wanted} instances healthy after {}",
                         show_duration(within)
-                    ))
+                    )))
                 }
+                Err(halt) => Err(halt),
             }
         }
         Action::SetWeights { weights, percent } => {
             set_weights(cloud, &rollout.listener_arn, weights).await?;
             Ok(Event::WeightsSet(*percent))
         }
-        Action::Observe { step } => {
-            observe(cloud, fleet, rollout, *step, reporter).await?;
-            Ok(Event::StepPassed)
-        }
-        Action::RetirePrevious { previous } => {
+        Action::Observe { .. } => unreachable!("the engine observes steps itself"),
+        Action::RetirePrevious { previous, keep } => {
             if let Some(previous) = previous {
                 let drain = fleet.traffic.deregistration_delay;
                 reporter.line(
                     &fleet.name,
                     &format!("draining {} for {}", previous.group, show_duration(drain)),
                 );
-                sleep(drain).await;
-                delete_group(cloud, &previous.group, poll).await?;
-                cloud
-                    .delete_target_group(&previous.target_group)
-                    .await
-                    .map_err(err)?;
+                pause(drain, poll, stop).await?;
+                if *keep {
+                    // Kept with its target group, template version and alarms, so that
+                    // `immune rollback` can scale it back up.
+                    cloud
+                        .scale_group(&previous.group, ZERO)
+                        .await
+                        .map_err(err)?;
+                    reporter.line(
+                        &fleet.name,
+                        &format!("{} scaled to zero and kept for rollback", previous.group),
+                    );
+                } else {
+                    delete_group(cloud, &previous.group, poll).await?;
+                    for alarm in &previous.alarms {
+                        cloud.delete_alarm(alarm).await.map_err(err)?;
+                    }
+                    cloud
+                        .delete_target_group(&previous.target_group)
+                        .await
+                        .map_err(err)?;
+                }
             }
             Ok(Event::PreviousRetired)
         }
@@ -203,13 +283,37 @@ pub async fn perform(
     }
 }
 
-/// Polls `check` every `poll` until it yields a value, fails, or `limit` passes.
+const ZERO: Capacity = Capacity {
+    min: 0,
+    max: 0,
+    desired: 0,
+};
+
+/// Waits `length`, ending early when `stop` says so.
+async fn pause(
+    length: Duration,
+    poll: Duration,
+    stop: &(dyn Fn() -> Option<Halt> + Sync),
+) -> Result<(), Halt> {
+    let deadline = Instant::now() + length;
+    while Instant::now() < deadline {
+        if let Some(halt) = stop() {
+            return Err(halt);
+        }
+        sleep(poll.min(deadline.saturating_duration_since(Instant::now()))).await;
+    }
+    Ok(())
+}
+
+/// Polls `check` every `poll` until it yields a value, fails, `limit` passes, or `stop`
+/// says to stop.
 async fn wait_until<T, F, Fut>(
     poll: Duration,
     limit: Duration,
     what: &str,
+    stop: &(dyn Fn() -> Option<Halt> + Sync),
     mut check: F,
-) -> Result<T, String>
+) -> Result<T, Halt>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<T>, String>>,
@@ -219,21 +323,30 @@ where
         if let Some(value) = check().await? {
             return Ok(value);
         }
+        if let Some(halt) = stop() {
+            return Err(halt);
+        }
         if Instant::now() >= deadline {
-            return Err(format!(
+            return Err(Halt::Failed(format!(
                 "timed out after {} waiting for {what}",
                 show_duration(limit)
-            ));
+            )));
         }
         sleep(poll.min(deadline.saturating_duration_since(Instant::now()))).await;
     }
 }
 
-async fn wait_image(cloud: &dyn Cloud, image: &str, poll: Duration) -> Result<(), String> {
+async fn wait_image(
+    cloud: &dyn Cloud,
+    image: &str,
+    poll: Duration,
+    stop: &(dyn Fn() -> Option<Halt> + Sync),
+) -> Result<(), Halt> {
     wait_until(
         poll,
         BAKE_TIMEOUT,
         "the image to become available",
+        stop,
         || async {
             match cloud.image(image).await.map_err(|e| e.to_string())?.state {
                 ImageState::Available => Ok(Some(())),
@@ -246,7 +359,7 @@ async fn wait_image(cloud: &dyn Cloud, image: &str, poll: Duration) -> Result<()
 }
 
 /// How many of the group's wanted instances are InService and healthy in its target group.
-async fn health(
+pub(super) async fn health(
     cloud: &dyn Cloud,
     group: &str,
     target_group: &str,
@@ -275,7 +388,11 @@ async fn health(
 
 /// Sets the weights in one call and reads them back: a listener that silently kept its
 /// old weights must not be mistaken for a shifted one.
-async fn set_weights(cloud: &dyn Cloud, listener: &str, weights: &[Weight]) -> Result<(), String> {
+pub(super) async fn set_weights(
+    cloud: &dyn Cloud,
+    listener: &str,
+    weights: &[Weight],
+) -> Result<(), String> {
     cloud
         .set_listener_weights(listener, weights)
         .await
@@ -298,13 +415,20 @@ async fn set_weights(cloud: &dyn Cloud, listener: &str, weights: &[Weight]) -> R
     Ok(())
 }
 
-async fn delete_group(cloud: &dyn Cloud, name: &str, poll: Duration) -> Result<(), String> {
+pub(super) async fn delete_group(
+    cloud: &dyn Cloud,
+    name: &str,
+    poll: Duration,
+) -> Result<(), String> {
     cloud.delete_group(name).await.map_err(|e| e.to_string())?;
-    // Its target group can only be deleted once the group is gone.
+    // Its target group can only be deleted once the group is gone. Deleting is the way
+    // out of trouble, so it is never cut short.
+    let never = || None;
     wait_until(
         poll,
         DELETE_TIMEOUT,
         "the Auto Scaling group to be deleted",
+        &never,
         || async {
             Ok(cloud
                 .group(name)
@@ -315,70 +439,8 @@ async fn delete_group(cloud: &dyn Cloud, name: &str, poll: Duration) -> Result<(
         },
     )
     .await
-}
-
-/// Watches the gates and the new group's health for the step's pause.
-async fn observe(
-    cloud: &dyn Cloud,
-    fleet: &Fleet,
-    rollout: &Rollout,
-    step: usize,
-    reporter: &dyn Reporter,
-) -> Result<(), String> {
-    let spec = &fleet.rollout;
-    reporter.line(
-        &fleet.name,
-        &format!(
-            "step {}/{}: {}% on {}, observing for {}",
-            step + 1,
-            rollout.steps.len(),
-            rollout.steps[step],
-            rollout.group,
-            show_duration(spec.pause)
-        ),
-    );
-    let deadline = Instant::now() + spec.pause;
-    let target_group = rollout.target_group.clone().unwrap_or_default();
-    loop {
-        let names: Vec<String> = spec
-            .gates
-            .iter()
-            .map(|g| g.alarm_name(&rollout.group))
-            .collect();
-        if !names.is_empty() {
-            let states = cloud
-                .alarm_states(&names)
-                .await
-                .map_err(|e| e.to_string())?;
-            for (gate, alarm) in spec.gates.iter().zip(&names) {
-                match states.get(alarm) {
-                    Some(AlarmState::Alarm) => {
-                        return Err(format!(
-                            "gate {} failed: alarm {alarm} is in ALARM",
-                            gate.name
-                        ))
-                    }
-                    None => {
-                        return Err(format!("gate {}: alarm {alarm} does not exist", gate.name))
-                    }
-                    Some(_) => {}
-                }
-            }
-        }
-        let (healthy, wanted) = health(cloud, &rollout.group, &target_group).await?;
-        if healthy < wanted {
-            return Err(format!(
-                "only {healthy} of {wanted} new instances are healthy during step {}",
-                step + 1
-            ));
-        }
-        if Instant::now() >= deadline {
-            return Ok(());
-        }
-        sleep(
-            spec.poll_interval
-                .min(deadline.saturating_duration_since(Instant::now())),
-        )
-        .await;
-    }
+    .map_err(|halt| match halt {
+        Halt::Failed(message) => message,
+        _ => unreachable!("deleting is never stopped"),
+    })
 }

@@ -2,14 +2,19 @@
 //! through the cloud, records the outcome and saves state after every transition.
 
 mod actions;
+mod keep;
+mod observe;
 
 use crate::cloud::{Cloud, CloudError, Weight};
 use crate::config::Fleet;
 use crate::plan::{self, Release};
-use crate::rollout::{Action, Event, Phase, Previous, Rollout};
+use crate::rollout::gates::Evidence;
+use crate::rollout::{Action, Event, Identity, Kind, Phase, Previous, Rollout};
 use crate::state::{
-    now, Decision, FleetLock, Group, HistoryEntry, LocalBackend, State, StateError,
+    now, Answer, AnswerKind, Decision, FleetLock, Group, HistoryEntry, LocalBackend, State,
+    StateError,
 };
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Where progress lines go: the terminal, or a buffer in tests.
 pub trait Reporter: Send + Sync {
@@ -24,10 +29,38 @@ impl Reporter for Stdout {
     }
 }
 
+/// What reaches a running rollout from outside the process's own work.
+#[derive(Debug, Default)]
+pub struct Signals {
+    /// Set by the first Ctrl-C: stop at the next safe point.
+    pub interrupted: AtomicBool,
+    /// A person is at the terminal and can answer a manual gate there.
+    pub interactive: bool,
+}
+
+impl Signals {
+    pub fn interrupt(&self) {
+        self.interrupted.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_interrupted(&self) -> bool {
+        self.interrupted.load(Ordering::SeqCst)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Released { group: String },
-    RolledBack { reason: String, locked: bool },
+    Released {
+        group: String,
+    },
+    RolledBack {
+        reason: String,
+        locked: bool,
+    },
+    /// `immune rollback` after a finished release brought the kept group back.
+    Restored {
+        group: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +72,30 @@ pub enum EngineError {
     /// A step that cannot be undone by rolling back failed; the next apply retries it.
     #[error("fleet {fleet}: {message}\n  state records where it stopped: run `immune apply` again to finish")]
     Unfinished { fleet: String, message: String },
+    /// Ctrl-C: stopped at a safe point, state saved.
+    #[error("fleet {fleet}: stopped at a safe point during {phase} of {group}")]
+    Interrupted {
+        fleet: String,
+        group: String,
+        phase: String,
+    },
+}
+
+/// Why an action did not produce its event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Halt {
+    Failed(String),
+    /// Failed with the gate reading behind it.
+    GateFailed(String, Box<Evidence>),
+    Interrupted,
+    /// `immune rollback` asked the running apply to roll back.
+    RollbackAsked(Answer),
+}
+
+impl From<String> for Halt {
+    fn from(message: String) -> Self {
+        Halt::Failed(message)
+    }
 }
 
 pub struct Engine<'a> {
@@ -46,6 +103,7 @@ pub struct Engine<'a> {
     pub backend: &'a LocalBackend,
     pub state: &'a mut State,
     pub reporter: &'a dyn Reporter,
+    pub signals: &'a Signals,
 }
 
 impl Engine<'_> {
@@ -55,55 +113,26 @@ impl Engine<'_> {
         fleet: &Fleet,
         release: &Release,
     ) -> Result<Outcome, EngineError> {
-        let cloud_error = |e: CloudError| EngineError::Cloud {
-            fleet: fleet.name.clone(),
-            message: e.to_string(),
-        };
-        let listener = self
-            .cloud
-            .resolve_listener(&fleet.traffic.listener)
-            .await
-            .map_err(cloud_error)?;
-        let previous_weights: Vec<Weight> = self
-            .cloud
-            .listener_weights(&listener.arn)
-            .await
-            .map_err(cloud_error)?
-            .into_iter()
-            .filter(|w| w.weight > 0)
-            .collect();
-        if previous_weights.is_empty() {
-            return Err(EngineError::Cloud {
-                fleet: fleet.name.clone(),
-                message: format!(
-                    "{} does not forward to any target group, so there would be nothing to send traffic back to; point its default action at a target group first",
-                    fleet.traffic.listener
-                ),
-            });
-        }
+        let (listener_arn, previous_weights) = self.live_weights(fleet).await?;
         let recorded = self.state.fleets.entry(fleet.name.clone()).or_default();
-        let rollout = Rollout {
-            group: release.group.clone(),
-            seq: release.seq,
-            release: release.release.clone(),
-            fingerprint: release.fingerprint.clone(),
-            bake: release.bake.clone(),
-            steps: fleet.rollout.steps.clone(),
-            listener_arn: listener.arn,
+        let mut rollout = Rollout::new(
+            Identity {
+                group: release.group.clone(),
+                seq: release.seq,
+                release: release.release.clone(),
+                fingerprint: release.fingerprint.clone(),
+                bake: release.bake.clone(),
+            },
+            fleet.rollout.steps.clone(),
+            listener_arn,
             previous_weights,
-            previous: recorded.active.as_ref().map(|a| Previous {
+            recorded.active.as_ref().map(|a| Previous {
                 group: a.name.clone(),
                 target_group: a.target_group.clone(),
+                alarms: a.alarms.clone(),
             }),
-            phase: Phase::Bake,
-            builder: None,
-            image: None,
-            launch_template: None,
-            target_group: None,
-            group_created: false,
-            weight: 0,
-            lock_after_rollback: false,
-        };
+        );
+        rollout.keep_previous = fleet.rollout.keep_previous > 0;
         recorded.seq = release.seq;
         recorded.rollout = Some(rollout);
         recorded.history.push(HistoryEntry {
@@ -122,12 +151,47 @@ impl Engine<'_> {
         self.drive(fleet).await
     }
 
+    /// The listener and the weights traffic goes back to. A listener that forwards nowhere
+    /// is refused: a rollback would have nowhere to send traffic.
+    async fn live_weights(&self, fleet: &Fleet) -> Result<(String, Vec<Weight>), EngineError> {
+        let cloud_error = |e: CloudError| EngineError::Cloud {
+            fleet: fleet.name.clone(),
+            message: e.to_string(),
+        };
+        let listener = self
+            .cloud
+            .resolve_listener(&fleet.traffic.listener)
+            .await
+            .map_err(cloud_error)?;
+        let weights: Vec<Weight> = self
+            .cloud
+            .listener_weights(&listener.arn)
+            .await
+            .map_err(cloud_error)?
+            .into_iter()
+            .filter(|w| w.weight > 0)
+            .collect();
+        if weights.is_empty() {
+            return Err(EngineError::Cloud {
+                fleet: fleet.name.clone(),
+                message: format!(
+                    "{} does not forward to any target group, so there would be nothing to send traffic back to; point its default action at a target group first",
+                    fleet.traffic.listener
+                ),
+            });
+        }
+        Ok((listener.arn, weights))
+    }
+
     /// Continues the fleet's unfinished rollout from its recorded phase.
     pub async fn resume(&mut self, fleet: &Fleet) -> Result<Outcome, EngineError> {
         let rollout = self.rollout(&fleet.name).clone();
         let wanted = (plan::release_name(fleet), plan::fingerprint(fleet));
         let changed = (rollout.release.clone(), rollout.fingerprint.clone()) != wanted;
-        if changed && !matches!(rollout.phase, Phase::RollBack { .. } | Phase::Retire) {
+        if rollout.kind == Kind::Release
+            && changed
+            && !matches!(rollout.phase, Phase::RollBack { .. } | Phase::Retire)
+        {
             self.record(
                 fleet,
                 Event::Failed("the configuration changed while this release was unfinished".into()),
@@ -142,6 +206,86 @@ impl Engine<'_> {
         self.drive(fleet).await
     }
 
+    /// `immune rollback`: rolls an unfinished release back, or, after a finished one,
+    /// brings the newest kept group back.
+    pub async fn roll_back(&mut self, fleet: &Fleet, by: &str) -> Result<Outcome, EngineError> {
+        let recorded = self.state.fleets.entry(fleet.name.clone()).or_default();
+        if let Some(rollout) = &recorded.rollout {
+            if rollout.phase == Phase::Retire && rollout.kind == Kind::Release {
+                return Err(EngineError::Cloud {
+                    fleet: fleet.name.clone(),
+                    message: format!(
+                        "release {} passed every step and is retiring {}; run `immune apply` to finish, then `immune rollback {}` to bring a kept group back",
+                        rollout.release,
+                        rollout.previous.as_ref().map_or("nothing", |p| p.group.as_str()),
+                        fleet.name
+                    ),
+                });
+            }
+            if !rollout.phase.is_finished() {
+                let reason = format!("rolled back by {by} (immune rollback)");
+                self.record(fleet, Event::Failed(reason))?;
+                return self.drive(fleet).await;
+            }
+        }
+        let recorded = self.state.fleets.entry(fleet.name.clone()).or_default();
+        let (Some(active), Some(kept)) =
+            (recorded.active.clone(), recorded.previous.first().cloned())
+        else {
+            return Err(EngineError::Cloud {
+                fleet: fleet.name.clone(),
+                message: "there is no previous group to go back to: set `keep_previous = 1` in the rollout block so that the next release keeps the one it replaces".into(),
+            });
+        };
+        let (listener_arn, previous_weights) = self.live_weights(fleet).await?;
+        let mut rollout = Rollout::new(
+            Identity {
+                group: kept.name.clone(),
+                seq: kept.seq,
+                release: kept.release.clone(),
+                fingerprint: kept.fingerprint.clone(),
+                bake: String::new(),
+            },
+            vec![100],
+            listener_arn,
+            previous_weights,
+            Some(Previous {
+                group: active.name.clone(),
+                target_group: active.target_group.clone(),
+                alarms: active.alarms.clone(),
+            }),
+        );
+        rollout.kind = Kind::Restore;
+        rollout.phase = Phase::ScaleUp;
+        rollout.image = Some(kept.image.clone());
+        rollout.launch_template = Some(kept.launch_template.clone());
+        rollout.target_group = Some(kept.target_group.clone());
+        rollout.alarms = kept.alarms.clone();
+        rollout.alarms_created = true;
+        rollout.group_created = true;
+        rollout.requested_by = Some(by.to_string());
+        let recorded = self.state.fleets.entry(fleet.name.clone()).or_default();
+        recorded.rollout = Some(rollout);
+        recorded.history.push(HistoryEntry {
+            group: kept.name.clone(),
+            release: kept.release.clone(),
+            started_at: now(),
+            finished_at: None,
+            outcome: "in_progress".into(),
+            decisions: Vec::new(),
+        });
+        self.note(
+            &fleet.name,
+            format!(
+                "rollback requested by {by}: bringing back {} (release {}) in place of {} (release {})",
+                kept.name, kept.release, active.name, active.release
+            ),
+            None,
+        );
+        self.backend.save(self.state)?;
+        self.drive(fleet).await
+    }
+
     fn rollout(&mut self, fleet: &str) -> &mut Rollout {
         self.state
             .fleets
@@ -150,7 +294,7 @@ impl Engine<'_> {
             .expect("a rollout in progress")
     }
 
-    fn note(&mut self, fleet: &str, what: String) {
+    fn note(&mut self, fleet: &str, what: String, evidence: Option<Evidence>) {
         self.reporter.line(fleet, &what);
         if let Some(entry) = self
             .state
@@ -158,16 +302,29 @@ impl Engine<'_> {
             .get_mut(fleet)
             .and_then(|f| f.history.last_mut())
         {
-            entry.decisions.push(Decision { at: now(), what });
+            entry.decisions.push(Decision {
+                at: now(),
+                what,
+                evidence,
+            });
         }
     }
 
     fn record(&mut self, fleet: &Fleet, event: Event) -> Result<(), EngineError> {
         let what = describe(&event);
         self.rollout(&fleet.name).record(event);
-        self.note(&fleet.name, what);
+        self.note(&fleet.name, what, None);
         self.backend.save(self.state)?;
         Ok(())
+    }
+
+    /// A request to roll back left by `immune rollback` for this rollout, if any.
+    fn rollback_asked(&self, fleet: &str, group: &str) -> Option<Answer> {
+        self.backend
+            .pending_answer(fleet, group)
+            .ok()
+            .flatten()
+            .filter(|a| a.kind == AnswerKind::Rollback)
     }
 
     async fn drive(&mut self, fleet: &Fleet) -> Result<Outcome, EngineError> {
@@ -175,31 +332,97 @@ impl Engine<'_> {
             let rollout = self.rollout(&fleet.name).clone();
             let action = rollout.next_action();
             if action == Action::Finished {
-                return self.finish(fleet, rollout);
+                return self.finish(fleet, rollout).await;
             }
-            match actions::perform(self.cloud, fleet, &rollout, &action, self.reporter).await {
-                Ok(event) => self.record(fleet, event)?,
-                Err(message) => match rollout.phase {
-                    Phase::Retire | Phase::RollBack { .. } => {
-                        self.note(&fleet.name, format!("failed: {message}"));
-                        self.backend.save(self.state)?;
-                        return Err(EngineError::Unfinished {
-                            fleet: fleet.name.clone(),
-                            message,
-                        });
-                    }
-                    _ => self.record(fleet, Event::Failed(message))?,
-                },
+            let rolling_back = matches!(rollout.phase, Phase::RollBack { .. });
+            // Safe point: the last transition is saved. A rollback is already the safe
+            // direction, so it runs on; the second Ctrl-C still stops the process.
+            if !rolling_back && self.signals.is_interrupted() {
+                return Err(self.interrupted(fleet, &rollout));
+            }
+            let result = match &action {
+                Action::Observe { step } => self.observe(fleet, *step).await,
+                _ => {
+                    let stop = || {
+                        if rolling_back {
+                            None
+                        } else if self.signals.is_interrupted() {
+                            Some(Halt::Interrupted)
+                        } else {
+                            self.rollback_asked(&fleet.name, &rollout.group)
+                                .map(Halt::RollbackAsked)
+                        }
+                    };
+                    let context = actions::Context {
+                        cloud: self.cloud,
+                        fleet,
+                        rollout: &rollout,
+                        reporter: self.reporter,
+                        stop: &stop,
+                    };
+                    actions::perform(&context, &action).await
+                }
+            };
+            let halt = match result {
+                Ok(event) => {
+                    self.record(fleet, event)?;
+                    continue;
+                }
+                Err(halt) => halt,
+            };
+            match halt {
+                Halt::Interrupted => return Err(self.interrupted(fleet, &rollout)),
+                Halt::RollbackAsked(answer) => {
+                    let _ = self.backend.clear_answer(&fleet.name);
+                    self.record(
+                        fleet,
+                        Event::Failed(format!("rolled back by {} (immune rollback)", answer.by)),
+                    )?;
+                }
+                Halt::Failed(message) | Halt::GateFailed(message, _)
+                    if matches!(rollout.phase, Phase::Retire | Phase::RollBack { .. }) =>
+                {
+                    self.note(&fleet.name, format!("failed: {message}"), None);
+                    self.backend.save(self.state)?;
+                    return Err(EngineError::Unfinished {
+                        fleet: fleet.name.clone(),
+                        message,
+                    });
+                }
+                Halt::Failed(message) => self.record(fleet, Event::Failed(message))?,
+                Halt::GateFailed(message, evidence) => {
+                    self.note(
+                        &fleet.name,
+                        format!("gate failed: {}", evidence.summary()),
+                        Some(*evidence),
+                    );
+                    self.record(fleet, Event::Failed(message))?;
+                }
             }
         }
     }
 
-    fn finish(&mut self, fleet: &Fleet, rollout: Rollout) -> Result<Outcome, EngineError> {
+    fn interrupted(&mut self, fleet: &Fleet, rollout: &Rollout) -> EngineError {
+        let phase = phase_name(&rollout.phase);
+        self.note(
+            &fleet.name,
+            format!("interrupted: stopped at a safe point during {phase}"),
+            None,
+        );
+        let _ = self.backend.save(self.state);
+        EngineError::Interrupted {
+            fleet: fleet.name.clone(),
+            group: rollout.group.clone(),
+            phase,
+        }
+    }
+
+    async fn finish(&mut self, fleet: &Fleet, rollout: Rollout) -> Result<Outcome, EngineError> {
         let recorded = self.state.fleets.get_mut(&fleet.name).expect("fleet state");
         recorded.rollout = None;
-        let outcome = match &rollout.phase {
-            Phase::Done => {
-                recorded.active = Some(Group {
+        let outcome = match (&rollout.phase, rollout.kind) {
+            (Phase::Done, Kind::Release) => {
+                let replaced = recorded.active.replace(Group {
                     name: rollout.group.clone(),
                     seq: rollout.seq,
                     release: rollout.release.clone(),
@@ -209,12 +432,38 @@ impl Engine<'_> {
                     target_group: rollout.target_group.clone().expect("launched"),
                     listener_arn: rollout.listener_arn.clone(),
                     created_at: now(),
+                    alarms: rollout.alarms.clone(),
                 });
+                if rollout.keep_previous {
+                    recorded.previous.splice(0..0, replaced);
+                }
                 Outcome::Released {
                     group: rollout.group.clone(),
                 }
             }
-            Phase::RolledBack { reason } => {
+            (Phase::Done, Kind::Restore) => {
+                let position = recorded
+                    .previous
+                    .iter()
+                    .position(|g| g.name == rollout.group);
+                let restored = position.map(|i| recorded.previous.remove(i));
+                let replaced = std::mem::replace(&mut recorded.active, restored);
+                let from = replaced.map(|g| g.release).unwrap_or_default();
+                recorded.lock = Some(FleetLock {
+                    reason: format!(
+                        "{} rolled release {from} back to {} ({})",
+                        rollout.requested_by.as_deref().unwrap_or("an operator"),
+                        rollout.release,
+                        rollout.group
+                    ),
+                    release: from,
+                    at: now(),
+                });
+                Outcome::Restored {
+                    group: rollout.group.clone(),
+                }
+            }
+            (Phase::RolledBack { reason }, _) => {
                 if rollout.lock_after_rollback {
                     recorded.lock = Some(FleetLock {
                         reason: reason.clone(),
@@ -227,18 +476,33 @@ impl Engine<'_> {
                     locked: rollout.lock_after_rollback,
                 }
             }
-            other => unreachable!("finish() in phase {other:?}"),
+            (other, _) => unreachable!("finish() in phase {other:?}"),
         };
         if let Some(entry) = recorded.history.last_mut() {
             entry.finished_at = Some(now());
             entry.outcome = match outcome {
                 Outcome::Released { .. } => "done".into(),
                 Outcome::RolledBack { .. } => "rolled_back".into(),
+                Outcome::Restored { .. } => "restored".into(),
             };
         }
         self.backend.save(self.state)?;
+        // Housekeeping after the fleet is safe: a failure here is reported and retried by
+        // the next apply, it does not undo the release.
+        if let Err(message) = self.tidy(fleet).await {
+            self.note(&fleet.name, format!("tidying up failed: {message}"), None);
+            self.backend.save(self.state)?;
+        }
         Ok(outcome)
     }
+}
+
+/// The phase's name as state records it: `observe`, `roll_back`, ...
+pub fn phase_name(phase: &Phase) -> String {
+    serde_json::to_value(phase)
+        .ok()
+        .and_then(|v| v["name"].as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 fn describe(event: &Event) -> String {
@@ -250,7 +514,10 @@ fn describe(event: &Event) -> String {
             format!("launch template {} version {}", lt.id, lt.version)
         }
         Event::TargetGroupCreated(arn) => format!("target group {arn} created"),
+        Event::AlarmsCreated(names) if names.is_empty() => "no metric gates to create".into(),
+        Event::AlarmsCreated(names) => format!("gate alarms created: {}", names.join(", ")),
         Event::GroupCreated => "Auto Scaling group created".into(),
+        Event::ScaledUp => "kept group scaled back up".into(),
         Event::Healthy => "all instances InService and healthy".into(),
         Event::WeightsSet(p) => format!("listener weights set and verified: {p}% on the new group"),
         Event::StepPassed => "step passed: every gate OK".into(),
@@ -258,6 +525,8 @@ fn describe(event: &Event) -> String {
         Event::Failed(reason) => format!("FAILED: {reason}; rolling back"),
         Event::WeightsRestored => "traffic restored to the previous group".into(),
         Event::GroupDeleted => "new Auto Scaling group deleted".into(),
+        Event::ScaledToZero => "kept group scaled back to zero".into(),
+        Event::AlarmsDeleted => "gate alarms deleted".into(),
         Event::TargetGroupDeleted => "new target group deleted".into(),
         Event::LaunchTemplateDeleted => "launch template version deleted".into(),
     }

@@ -18,6 +18,7 @@ impl Reporter for Lines {
 
 struct Setup {
     pause: String,
+    signals: Signals,
     dir: std::path::PathBuf,
     cloud: FakeCloud,
     backend: LocalBackend,
@@ -29,6 +30,11 @@ fn setup() -> Setup {
 }
 
 fn setup_with_pause(pause: &str) -> Setup {
+    setup_with(pause, "")
+}
+
+/// A fleet whose rollout block also holds `extra` (gates, keep_previous).
+fn setup_with(pause: &str, extra: &str) -> Setup {
     let dir = std::env::temp_dir().join(format!("immune-engine-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
@@ -63,13 +69,16 @@ fleet "web" {
     pause          = var.pause
     healthy_within = "50ms"
     poll_interval  = "10ms"
+    EXTRA
   }
 }
-"#,
+"#
+        .replace("EXTRA", extra),
     )
     .unwrap();
     Setup {
         pause: pause.into(),
+        signals: Signals::default(),
         backend: LocalBackend::new(dir.join(".immune/state.json")),
         dir,
         cloud: FakeCloud::with_surroundings(),
@@ -96,6 +105,7 @@ impl Setup {
             backend: &self.backend,
             state: &mut self.state,
             reporter: &Lines::default(),
+            signals: &self.signals,
         };
         match change.action {
             PlanAction::Release(release) => engine.release(fleet, &release).await,

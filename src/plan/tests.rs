@@ -60,6 +60,7 @@ fn live(config: &Config, state: &mut State) {
         target_group: "arn:tg".into(),
         listener_arn: "arn:l".into(),
         created_at: "then".into(),
+        alarms: Vec::new(),
     });
 }
 

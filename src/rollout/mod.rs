@@ -2,14 +2,28 @@
 //! action comes next, and each action's outcome is recorded as an event. The engine only
 //! carries actions out, so a crash between two events resumes exactly where it stopped.
 
+pub mod gates;
+
 use crate::cloud::{LaunchTemplateRef, Weight};
 use serde::{Deserialize, Serialize};
+
+/// A rollout either brings a new release in, or brings a kept previous group back
+/// (`immune rollback` after a release finished).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    #[default]
+    Release,
+    Restore,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "snake_case")]
 pub enum Phase {
     /// Find or bake the release's image.
     Bake,
+    /// Restore only: scale the kept group back up.
+    ScaleUp,
     /// Launch template version, target group, Auto Scaling group.
     Launch,
     /// Every new instance InService and healthy in the target group.
@@ -22,7 +36,8 @@ pub enum Phase {
     Observe {
         step: usize,
     },
-    /// All traffic is on the new group: drain and delete the previous one.
+    /// All traffic is on the new group: drain the previous one, then keep it scaled to
+    /// zero or delete it.
     Retire,
     Done,
     /// Undo the release: traffic back first, then tear down what was created.
@@ -45,6 +60,9 @@ impl Phase {
 pub struct Previous {
     pub group: String,
     pub target_group: String,
+    /// Its per-release alarms, deleted with it.
+    #[serde(default)]
+    pub alarms: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +90,31 @@ pub struct Rollout {
     /// a person has looked.
     #[serde(default)]
     pub lock_after_rollback: bool,
+    #[serde(default)]
+    pub kind: Kind,
+    /// Retire scales the previous group to zero and keeps it, instead of deleting it.
+    #[serde(default)]
+    pub keep_previous: bool,
+    /// The per-release alarms of metric gates, once created.
+    #[serde(default)]
+    pub alarms: Vec<String>,
+    #[serde(default)]
+    pub alarms_created: bool,
+    /// A manual gate waiting for `immune approve` or `immune reject`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting: Option<Awaiting>,
+    /// Restore only: who asked for it, for the lock it leaves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Awaiting {
+    pub gate: String,
+    pub step: usize,
+    /// What the gate saw, for whoever answers.
+    pub evidence: String,
+    pub since: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,10 +128,15 @@ pub enum Action {
     TerminateBuilder {
         builder: String,
     },
+    ScaleUp,
     CreateLaunchTemplateVersion {
         image: String,
     },
     CreateTargetGroup,
+    /// The per-release alarms of metric gates; may create none.
+    CreateAlarms {
+        target_group: String,
+    },
     CreateGroup {
         launch_template: LaunchTemplateRef,
         target_group: String,
@@ -105,11 +153,17 @@ pub enum Action {
     },
     RetirePrevious {
         previous: Option<Previous>,
+        keep: bool,
     },
     RestoreWeights {
         weights: Vec<Weight>,
     },
     DeleteGroup,
+    /// Restore only: the kept group goes back to zero, kept as it was.
+    ScaleToZero,
+    DeleteAlarms {
+        alarms: Vec<String>,
+    },
     DeleteTargetGroup {
         target_group: String,
     },
@@ -127,7 +181,9 @@ pub enum Event {
     BuilderTerminated,
     LaunchTemplateCreated(LaunchTemplateRef),
     TargetGroupCreated(String),
+    AlarmsCreated(Vec<String>),
     GroupCreated,
+    ScaledUp,
     Healthy,
     WeightsSet(u8),
     StepPassed,
@@ -136,11 +192,65 @@ pub enum Event {
     Failed(String),
     WeightsRestored,
     GroupDeleted,
+    ScaledToZero,
+    AlarmsDeleted,
     TargetGroupDeleted,
     LaunchTemplateDeleted,
 }
 
+/// What names a release: its group, sequence number, name and fingerprints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub group: String,
+    pub seq: u32,
+    pub release: String,
+    pub fingerprint: String,
+    pub bake: String,
+}
+
 impl Rollout {
+    /// A rollout of a new release, about to bake.
+    pub fn new(
+        identity: Identity,
+        steps: Vec<u8>,
+        listener_arn: String,
+        previous_weights: Vec<Weight>,
+        previous: Option<Previous>,
+    ) -> Rollout {
+        let Identity {
+            group,
+            seq,
+            release,
+            fingerprint,
+            bake,
+        } = identity;
+        Rollout {
+            group,
+            seq,
+            release,
+            fingerprint,
+            bake,
+            steps,
+            listener_arn,
+            previous_weights,
+            previous,
+            phase: Phase::Bake,
+            builder: None,
+            image: None,
+            launch_template: None,
+            target_group: None,
+            group_created: false,
+            weight: 0,
+            lock_after_rollback: false,
+            kind: Kind::Release,
+            keep_previous: false,
+            alarms: Vec::new(),
+            alarms_created: false,
+            awaiting: None,
+            requested_by: None,
+        }
+    }
+
     pub fn next_action(&self) -> Action {
         match &self.phase {
             Phase::Bake => match (&self.image, &self.builder) {
@@ -149,11 +259,15 @@ impl Rollout {
                 (Some(_), Some(b)) => Action::TerminateBuilder { builder: b.clone() },
                 (Some(_), None) => unreachable!("settle() moves a baked rollout to Launch"),
             },
+            Phase::ScaleUp => Action::ScaleUp,
             Phase::Launch => match (&self.launch_template, &self.target_group) {
                 (None, _) => Action::CreateLaunchTemplateVersion {
                     image: self.image.clone().expect("launch follows bake"),
                 },
                 (Some(_), None) => Action::CreateTargetGroup,
+                (Some(_), Some(tg)) if !self.alarms_created => Action::CreateAlarms {
+                    target_group: tg.clone(),
+                },
                 (Some(lt), Some(tg)) => Action::CreateGroup {
                     launch_template: lt.clone(),
                     target_group: tg.clone(),
@@ -172,6 +286,7 @@ impl Rollout {
             Phase::Observe { step } => Action::Observe { step: *step },
             Phase::Retire => Action::RetirePrevious {
                 previous: self.previous.clone(),
+                keep: self.kind == Kind::Release && self.keep_previous,
             },
             Phase::RollBack { .. } => {
                 if self.weight > 0 {
@@ -179,7 +294,14 @@ impl Rollout {
                         weights: self.previous_weights.clone(),
                     }
                 } else if self.group_created {
-                    Action::DeleteGroup
+                    match self.kind {
+                        Kind::Release => Action::DeleteGroup,
+                        Kind::Restore => Action::ScaleToZero,
+                    }
+                } else if !self.alarms.is_empty() {
+                    Action::DeleteAlarms {
+                        alarms: self.alarms.clone(),
+                    }
                 } else if let Some(tg) = &self.target_group {
                     Action::DeleteTargetGroup {
                         target_group: tg.clone(),
@@ -205,6 +327,11 @@ impl Rollout {
             Event::BuilderTerminated => self.builder = None,
             Event::LaunchTemplateCreated(lt) => self.launch_template = Some(lt),
             Event::TargetGroupCreated(arn) => self.target_group = Some(arn),
+            Event::AlarmsCreated(names) => {
+                self.alarms = names;
+                self.alarms_created = true;
+            }
+            Event::ScaledUp => self.phase = Phase::WaitHealthy,
             Event::GroupCreated => {
                 self.group_created = true;
                 self.phase = Phase::WaitHealthy;
@@ -213,7 +340,11 @@ impl Rollout {
             Event::WeightsSet(percent) => {
                 self.weight = percent;
                 if let Phase::Shift { step } = self.phase {
-                    self.phase = Phase::Observe { step };
+                    // Bringing a known-good group back is urgent: no observation.
+                    self.phase = match self.kind {
+                        Kind::Release => Phase::Observe { step },
+                        Kind::Restore => Phase::Retire,
+                    };
                 }
             }
             Event::StepPassed => {
@@ -234,12 +365,27 @@ impl Rollout {
                     self.phase,
                     Phase::Retire | Phase::Done | Phase::RollBack { .. } | Phase::RolledBack { .. }
                 ) {
-                    self.lock_after_rollback = !matches!(self.phase, Phase::Bake);
+                    // The weights call may have taken effect even though it reported a
+                    // failure: put the old weights back to be sure.
+                    if let Phase::Shift { step } = self.phase {
+                        self.weight = self.weight.max(self.steps[step]);
+                    }
+                    self.lock_after_rollback =
+                        self.kind == Kind::Release && !matches!(self.phase, Phase::Bake);
+                    self.awaiting = None;
                     self.phase = Phase::RollBack { reason };
                 }
             }
             Event::WeightsRestored => self.weight = 0,
             Event::GroupDeleted => self.group_created = false,
+            Event::ScaledToZero => {
+                // The kept group, its target group and template belong to the fleet's
+                // kept groups, not to this rollout: nothing of them is deleted.
+                self.group_created = false;
+                self.target_group = None;
+                self.launch_template = None;
+            }
+            Event::AlarmsDeleted => self.alarms.clear(),
             Event::TargetGroupDeleted => self.target_group = None,
             Event::LaunchTemplateDeleted => self.launch_template = None,
         }
@@ -255,6 +401,7 @@ impl Rollout {
             Phase::RollBack { reason }
                 if self.weight == 0
                     && !self.group_created
+                    && self.alarms.is_empty()
                     && self.target_group.is_none()
                     && self.launch_template.is_none()
                     && self.builder.is_none() =>

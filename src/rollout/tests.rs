@@ -1,31 +1,26 @@
 use super::*;
 
 fn rollout(previous: bool) -> Rollout {
-    Rollout {
-        group: "web-v002".into(),
-        seq: 2,
-        release: "v2".into(),
-        fingerprint: "f".into(),
-        bake: "b".into(),
-        steps: vec![25, 100],
-        listener_arn: "arn:listener".into(),
-        previous_weights: vec![Weight {
+    Rollout::new(
+        Identity {
+            group: "web-v002".into(),
+            seq: 2,
+            release: "v2".into(),
+            fingerprint: "f".into(),
+            bake: "b".into(),
+        },
+        vec![25, 100],
+        "arn:listener".into(),
+        vec![Weight {
             target_group: "arn:tg/web-v001".into(),
             weight: 100,
         }],
-        previous: previous.then(|| Previous {
+        previous.then(|| Previous {
             group: "web-v001".into(),
             target_group: "arn:tg/web-v001".into(),
+            alarms: Vec::new(),
         }),
-        phase: Phase::Bake,
-        builder: None,
-        image: None,
-        launch_template: None,
-        target_group: None,
-        group_created: false,
-        weight: 0,
-        lock_after_rollback: false,
-    }
+    )
 }
 
 fn lt() -> LaunchTemplateRef {
@@ -54,13 +49,14 @@ fn a_clean_rollout_walks_every_phase_in_order() {
             Action::TerminateBuilder { .. } => Event::BuilderTerminated,
             Action::CreateLaunchTemplateVersion { .. } => Event::LaunchTemplateCreated(lt()),
             Action::CreateTargetGroup => Event::TargetGroupCreated("arn:tg/web-v002".into()),
+            Action::CreateAlarms { .. } => Event::AlarmsCreated(vec!["web-v002-latency".into()]),
             Action::CreateGroup { .. } => Event::GroupCreated,
             Action::WaitHealthy { .. } => Event::Healthy,
             Action::SetWeights { percent, .. } => Event::WeightsSet(percent),
             Action::Observe { .. } => Event::StepPassed,
             Action::RetirePrevious { .. } => Event::PreviousRetired,
             Action::Finished => break,
-            other => panic!("unexpected {other:?}"),
+            other => panic!("a clean rollout does not {other:?}"),
         };
         r.record(event);
     }
@@ -73,6 +69,7 @@ fn a_clean_rollout_walks_every_phase_in_order() {
             "TerminateBuilder",
             "CreateLaunchTemplateVersion",
             "CreateTargetGroup",
+            "CreateAlarms",
             "CreateGroup",
             "WaitHealthy",
             "SetWeights",
@@ -91,6 +88,7 @@ fn failure_after_traffic_moved_restores_weights_before_tearing_down() {
     r.record(Event::ImageReady("ami-1".into()));
     r.record(Event::LaunchTemplateCreated(lt()));
     r.record(Event::TargetGroupCreated("arn:tg/web-v002".into()));
+    r.record(Event::AlarmsCreated(vec!["web-v002-latency".into()]));
     r.record(Event::GroupCreated);
     r.record(Event::Healthy);
     r.record(Event::WeightsSet(25));
@@ -104,6 +102,13 @@ fn failure_after_traffic_moved_restores_weights_before_tearing_down() {
     r.record(Event::WeightsRestored);
     assert_eq!(r.next_action(), Action::DeleteGroup);
     r.record(Event::GroupDeleted);
+    assert_eq!(
+        r.next_action(),
+        Action::DeleteAlarms {
+            alarms: vec!["web-v002-latency".into()]
+        }
+    );
+    r.record(Event::AlarmsDeleted);
     assert!(matches!(r.next_action(), Action::DeleteTargetGroup { .. }));
     r.record(Event::TargetGroupDeleted);
     assert!(matches!(
@@ -197,7 +202,11 @@ mod properties {
             Action::TerminateBuilder { .. } => Event::BuilderTerminated,
             Action::CreateLaunchTemplateVersion { .. } => Event::LaunchTemplateCreated(lt()),
             Action::CreateTargetGroup => Event::TargetGroupCreated("new".into()),
+            Action::CreateAlarms { .. } => Event::AlarmsCreated(vec!["new-latency".into()]),
             Action::CreateGroup { .. } => Event::GroupCreated,
+            Action::ScaleUp => Event::ScaledUp,
+            Action::ScaleToZero => Event::ScaledToZero,
+            Action::DeleteAlarms { .. } => Event::AlarmsDeleted,
             Action::WaitHealthy { .. } => Event::Healthy,
             Action::SetWeights { weights, percent } => {
                 *listener = weights;

@@ -123,7 +123,7 @@ impl LocalBackend {
         let info = serde_json::json!({
             "id": id,
             "operation": operation,
-            "who": who(),
+            "who": super::operator(),
             "pid": std::process::id(),
             "created": super::now(),
         });
@@ -157,7 +157,7 @@ impl LocalBackend {
     }
 }
 
-fn private_file(path: &Path, truncate: bool) -> std::io::Result<fs::File> {
+pub(super) fn private_file(path: &Path, truncate: bool) -> std::io::Result<fs::File> {
     let mut options = OpenOptions::new();
     options.write(true);
     if truncate {
@@ -171,14 +171,6 @@ fn private_file(path: &Path, truncate: bool) -> std::io::Result<fs::File> {
         options.mode(0o600);
     }
     options.open(path)
-}
-
-fn who() -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let host = fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
-    format!("{user}@{host}")
 }
 
 #[cfg(test)]

@@ -1,11 +1,14 @@
 //! The state document: what immune created and where each fleet's rollout stands. It is
 //! saved after every transition, so an interrupted apply can be finished by the next one.
 
+mod answers;
 mod local;
 
+pub use answers::{Answer, AnswerKind};
 pub use local::{LocalBackend, LockGuard};
 
 use crate::cloud::LaunchTemplateRef;
+use crate::rollout::gates::Evidence;
 use crate::rollout::Rollout;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -44,6 +47,10 @@ pub struct FleetState {
     pub seq: u32,
     /// The group that carries the fleet's traffic.
     pub active: Option<Group>,
+    /// Earlier groups kept scaled to zero for `immune rollback` (`keep_previous`), newest
+    /// first.
+    #[serde(default)]
+    pub previous: Vec<Group>,
     /// A rollout that has not finished: resumed by the next apply.
     pub rollout: Option<Rollout>,
     /// Set by an automatic rollback; `apply` refuses the fleet until it is lifted.
@@ -63,6 +70,9 @@ pub struct Group {
     pub target_group: String,
     pub listener_arn: String,
     pub created_at: String,
+    /// Per-release alarms of metric gates, deleted with the group.
+    #[serde(default)]
+    pub alarms: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +98,28 @@ pub struct HistoryEntry {
 pub struct Decision {
     pub at: String,
     pub what: String,
+    /// The gate reading behind a gate decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Evidence>,
+}
+
+/// Who runs this command, for locks, answers and history: `$IMMUNE_OPERATOR`, else the
+/// login name and host.
+pub fn operator() -> String {
+    if let Ok(name) = std::env::var("IMMUNE_OPERATOR") {
+        return name;
+    }
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    if host.is_empty() {
+        user
+    } else {
+        format!("{user}@{host}")
+    }
 }
 
 /// RFC 3339 time now, for state and history.

@@ -69,6 +69,70 @@ impl Aws {
             .find(|i| i.state != ImageState::Failed))
     }
 
+    pub(super) async fn fleet_images(&self, fleet: &str) -> CloudResult<Vec<BakedImage>> {
+        let out = self
+            .ec2
+            .describe_images()
+            .owners("self")
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{TAG_FLEET}"))
+                    .values(fleet)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| sdk_error("DescribeImages", e))?;
+        let mut images: Vec<BakedImage> = out
+            .images()
+            .iter()
+            .filter(|i| ec2_managed(i.tags()))
+            .map(|i| BakedImage {
+                id: i.image_id().unwrap_or_default().to_string(),
+                created: i.creation_date().unwrap_or_default().to_string(),
+            })
+            .collect();
+        images.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+        Ok(images)
+    }
+
+    pub(super) async fn deregister_image(&self, image_id: &str) -> CloudResult<()> {
+        let out = self
+            .ec2
+            .describe_images()
+            .image_ids(image_id)
+            .send()
+            .await
+            .map_err(|e| sdk_error("DescribeImages", e))?;
+        let Some(image) = out.images().first() else {
+            return Ok(());
+        };
+        if !ec2_managed(image.tags()) {
+            return Err(CloudError::NotManaged(format!("image {image_id}")));
+        }
+        let snapshots: Vec<String> = image
+            .block_device_mappings()
+            .iter()
+            .filter_map(|m| m.ebs()?.snapshot_id().map(str::to_string))
+            .collect();
+        self.ec2
+            .deregister_image()
+            .image_id(image_id)
+            .send()
+            .await
+            .map_err(|e| sdk_error("DeregisterImage", e))?;
+        // The snapshots belong to the image immune baked; without it they only cost money.
+        for snapshot in snapshots {
+            self.ec2
+                .delete_snapshot()
+                .snapshot_id(&snapshot)
+                .send()
+                .await
+                .map_err(|e| sdk_error("DeleteSnapshot", e))?;
+        }
+        Ok(())
+    }
+
     pub(super) async fn launch_builder(&self, request: &BuilderRequest) -> CloudResult<String> {
         let out = self
             .ec2

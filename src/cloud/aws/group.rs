@@ -88,4 +88,30 @@ impl Aws {
             .map_err(|e| sdk_error("DeleteAutoScalingGroup", e))?;
         Ok(())
     }
+
+    pub(super) async fn scale_group(&self, name: &str, capacity: Capacity) -> CloudResult<()> {
+        let out = self
+            .autoscaling
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(name)
+            .send()
+            .await
+            .map_err(|e| sdk_error("DescribeAutoScalingGroups", e))?;
+        let Some(group) = out.auto_scaling_groups().first() else {
+            return Err(CloudError::NotFound(format!("Auto Scaling group {name}")));
+        };
+        if !is_managed(group.tags().iter().map(|t| (t.key(), t.value()))) {
+            return Err(CloudError::NotManaged(format!("Auto Scaling group {name}")));
+        }
+        self.autoscaling
+            .update_auto_scaling_group()
+            .auto_scaling_group_name(name)
+            .min_size(capacity.min as i32)
+            .max_size(capacity.max as i32)
+            .desired_capacity(capacity.desired as i32)
+            .send()
+            .await
+            .map_err(|e| sdk_error("UpdateAutoScalingGroup", e))?;
+        Ok(())
+    }
 }

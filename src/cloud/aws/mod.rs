@@ -1,6 +1,7 @@
 //! The real cloud: AWS through the SDK for Rust. One `SdkConfig` (credential chain, region,
 //! `AWS_ENDPOINT_URL` for LocalStack, standard retries) shared by the four clients.
 
+mod alarms;
 mod ec2;
 mod elb;
 mod group;
@@ -188,29 +189,24 @@ impl Cloud for Aws {
         self.delete_group(name).await
     }
 
-    async fn alarm_states(&self, names: &[String]) -> CloudResult<BTreeMap<String, AlarmState>> {
-        use aws_sdk_cloudwatch::types::StateValue;
-        let mut states = BTreeMap::new();
-        // DescribeAlarms takes at most 100 names a call.
-        for chunk in names.chunks(100) {
-            let out = self
-                .cloudwatch
-                .describe_alarms()
-                .set_alarm_names(Some(chunk.to_vec()))
-                .send()
-                .await
-                .map_err(|e| sdk_error("DescribeAlarms", e))?;
-            for alarm in out.metric_alarms() {
-                let state = match alarm.state_value() {
-                    Some(StateValue::Alarm) => AlarmState::Alarm,
-                    Some(StateValue::Ok) => AlarmState::Ok,
-                    _ => AlarmState::InsufficientData,
-                };
-                if let Some(name) = alarm.alarm_name() {
-                    states.insert(name.to_string(), state);
-                }
-            }
-        }
-        Ok(states)
+    async fn scale_group(&self, name: &str, capacity: Capacity) -> CloudResult<()> {
+        self.scale_group(name, capacity).await
+    }
+
+    async fn fleet_images(&self, fleet: &str) -> CloudResult<Vec<BakedImage>> {
+        self.fleet_images(fleet).await
+    }
+    async fn deregister_image(&self, image_id: &str) -> CloudResult<()> {
+        self.deregister_image(image_id).await
+    }
+
+    async fn alarms(&self, names: &[String]) -> CloudResult<BTreeMap<String, AlarmReading>> {
+        self.alarms(names).await
+    }
+    async fn put_alarm(&self, request: &AlarmRequest) -> CloudResult<()> {
+        self.put_alarm(request).await
+    }
+    async fn delete_alarm(&self, name: &str) -> CloudResult<()> {
+        self.delete_alarm(name).await
     }
 }

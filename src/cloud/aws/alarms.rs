@@ -1,0 +1,124 @@
+//! CloudWatch alarms: read for every gate, created and deleted per release for metric gates.
+
+use super::*;
+use aws_sdk_cloudwatch::primitives::DateTimeFormat;
+use aws_sdk_cloudwatch::types::{
+    ComparisonOperator, Dimension, MetricAlarm, StateValue, Statistic, Tag,
+};
+
+impl Aws {
+    async fn describe_alarms(&self, names: &[String]) -> CloudResult<Vec<MetricAlarm>> {
+        let mut alarms = Vec::new();
+        // DescribeAlarms takes at most 100 names a call.
+        for chunk in names.chunks(100) {
+            let out = self
+                .cloudwatch
+                .describe_alarms()
+                .set_alarm_names(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(|e| sdk_error("DescribeAlarms", e))?;
+            alarms.extend(out.metric_alarms().iter().cloned());
+        }
+        Ok(alarms)
+    }
+
+    pub(super) async fn alarms(
+        &self,
+        names: &[String],
+    ) -> CloudResult<BTreeMap<String, AlarmReading>> {
+        Ok(self
+            .describe_alarms(names)
+            .await?
+            .iter()
+            .filter_map(|alarm| {
+                let state = match alarm.state_value() {
+                    Some(StateValue::Alarm) => AlarmState::Alarm,
+                    Some(StateValue::Ok) => AlarmState::Ok,
+                    _ => AlarmState::InsufficientData,
+                };
+                let reading = AlarmReading {
+                    state,
+                    reason: alarm.state_reason().unwrap_or_default().to_string(),
+                    since: alarm
+                        .state_updated_timestamp()
+                        .and_then(|t| t.fmt(DateTimeFormat::DateTime).ok()),
+                };
+                Some((alarm.alarm_name()?.to_string(), reading))
+            })
+            .collect())
+    }
+
+    /// The alarm's ARN when it exists; an error when it exists without immune's tags.
+    async fn owned_alarm(&self, name: &str) -> CloudResult<Option<String>> {
+        let Some(alarm) = self.describe_alarms(&[name.to_string()]).await?.pop() else {
+            return Ok(None);
+        };
+        let arn = alarm.alarm_arn().unwrap_or_default().to_string();
+        let tags = self
+            .cloudwatch
+            .list_tags_for_resource()
+            .resource_arn(&arn)
+            .send()
+            .await
+            .map_err(|e| sdk_error("ListTagsForResource", e))?;
+        if !is_managed(tags.tags().iter().map(|t| (t.key(), t.value()))) {
+            return Err(CloudError::NotManaged(format!("alarm {name}")));
+        }
+        Ok(Some(arn))
+    }
+
+    pub(super) async fn put_alarm(&self, request: &AlarmRequest) -> CloudResult<()> {
+        self.owned_alarm(&request.name).await?;
+        let dimensions = request
+            .dimensions
+            .iter()
+            .map(|(k, v)| Dimension::builder().name(k).value(v).build())
+            .collect();
+        let tags = request
+            .tags
+            .pairs()
+            .into_iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
+        let mut put = self
+            .cloudwatch
+            .put_metric_alarm()
+            .alarm_name(&request.name)
+            .alarm_description(format!(
+                "immune gate for fleet {} release {}; deleted with the release",
+                request.tags.fleet, request.tags.release
+            ))
+            .namespace(&request.namespace)
+            .metric_name(&request.metric)
+            .set_dimensions(Some(dimensions))
+            .period(request.period.as_secs() as i32)
+            .evaluation_periods(request.evaluation_periods as i32)
+            .threshold(request.threshold)
+            .comparison_operator(ComparisonOperator::from(request.comparison.cloudwatch()))
+            .set_tags(Some(tags));
+        // Percentiles (`p99`) are extended statistics; the rest are plain ones.
+        put = if request.statistic.starts_with('p') {
+            put.extended_statistic(&request.statistic)
+        } else {
+            put.statistic(Statistic::from(request.statistic.as_str()))
+        };
+        put.send()
+            .await
+            .map_err(|e| sdk_error("PutMetricAlarm", e))?;
+        Ok(())
+    }
+
+    pub(super) async fn delete_alarm(&self, name: &str) -> CloudResult<()> {
+        if self.owned_alarm(name).await?.is_none() {
+            return Ok(());
+        }
+        self.cloudwatch
+            .delete_alarms()
+            .alarm_names(name)
+            .send()
+            .await
+            .map_err(|e| sdk_error("DeleteAlarms", e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,82 @@
+//! Housekeeping once a rollout finished: kept groups beyond `keep_previous` and baked
+//! images beyond `image.keep` are removed. Never anything in use.
+
+use super::actions::delete_group;
+use super::Engine;
+use crate::config::Fleet;
+use std::collections::BTreeSet;
+
+impl Engine<'_> {
+    pub(super) async fn tidy(&mut self, fleet: &Fleet) -> Result<(), String> {
+        let keep = fleet.rollout.keep_previous as usize;
+        let poll = fleet.rollout.poll_interval;
+        loop {
+            let recorded = self.state.fleets.get_mut(&fleet.name).expect("fleet state");
+            if recorded.previous.len() <= keep {
+                break;
+            }
+            let oldest = recorded.previous.last().cloned().expect("more than kept");
+            self.reporter.line(
+                &fleet.name,
+                &format!("deleting {} beyond keep_previous = {keep}", oldest.name),
+            );
+            delete_group(self.cloud, &oldest.name, poll).await?;
+            for alarm in &oldest.alarms {
+                self.cloud
+                    .delete_alarm(alarm)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            self.cloud
+                .delete_target_group(&oldest.target_group)
+                .await
+                .map_err(|e| e.to_string())?;
+            let recorded = self.state.fleets.get_mut(&fleet.name).expect("fleet state");
+            recorded.previous.pop();
+            self.note(
+                &fleet.name,
+                format!("{} deleted: more than {keep} groups kept", oldest.name),
+                None,
+            );
+            self.backend.save(self.state).map_err(|e| e.to_string())?;
+        }
+        self.drop_old_images(fleet).await
+    }
+
+    /// Deregisters the fleet's baked images beyond the newest `image.keep`, except those
+    /// the active or kept groups run on: they are needed to scale out and to roll back.
+    async fn drop_old_images(&mut self, fleet: &Fleet) -> Result<(), String> {
+        let recorded = &self.state.fleets[&fleet.name];
+        let in_use: BTreeSet<String> = recorded
+            .active
+            .iter()
+            .chain(&recorded.previous)
+            .map(|g| g.image.clone())
+            .collect();
+        let images = self
+            .cloud
+            .fleet_images(&fleet.name)
+            .await
+            .map_err(|e| e.to_string())?;
+        let surplus = images.len().saturating_sub(fleet.image.keep as usize);
+        for image in images.iter().take(surplus) {
+            if in_use.contains(&image.id) {
+                continue;
+            }
+            self.cloud
+                .deregister_image(&image.id)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.note(
+                &fleet.name,
+                format!(
+                    "image {} deregistered with its snapshots (image.keep = {})",
+                    image.id, fleet.image.keep
+                ),
+                None,
+            );
+            self.backend.save(self.state).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}

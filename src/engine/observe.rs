@@ -1,0 +1,246 @@
+//! Observing one canary step: every gate and the new group's health at each poll, the
+//! decision table applied (rollout::gates), dry-run findings recorded, manual gates
+//! waiting for a person, and answers from `immune approve`, `reject` and `rollback`.
+
+use super::actions::health;
+use super::{Engine, Halt};
+use crate::cloud::AlarmReading;
+use crate::config::{show_duration, Fleet};
+use crate::rollout::gates::{decide, step_state, Evidence, Reading, StepState, Verdict};
+use crate::rollout::{Awaiting, Event};
+use crate::state::{now, AnswerKind};
+use std::collections::BTreeMap;
+use std::sync::mpsc;
+use tokio::time::{sleep, Instant};
+
+impl Engine<'_> {
+    pub(super) async fn observe(&mut self, fleet: &Fleet, step: usize) -> Result<Event, Halt> {
+        let rollout = self.rollout(&fleet.name).clone();
+        let spec = &fleet.rollout;
+        self.reporter.line(
+            &fleet.name,
+            &format!(
+                "step {}/{}: {}% on {}, observing for {}",
+                step + 1,
+                rollout.steps.len(),
+                rollout.steps[step],
+                rollout.group,
+                show_duration(spec.pause)
+            ),
+        );
+        let alarms: Vec<String> = spec
+            .gates
+            .iter()
+            .map(|g| g.alarm_name(&rollout.group))
+            .collect();
+        let target_group = rollout.target_group.clone().unwrap_or_default();
+        let started = Instant::now();
+        let mut unreadable = vec![0u32; spec.gates.len()];
+        // What was last recorded per gate, so a finding is written once, not every poll.
+        let mut recorded: Vec<Option<String>> = vec![None; spec.gates.len()];
+        // Manual gates a person let through: they pass for the rest of this step.
+        let mut approved = vec![false; spec.gates.len()];
+        let mut terminal: Option<mpsc::Receiver<bool>> = None;
+        loop {
+            if self.signals.is_interrupted() {
+                return Err(Halt::Interrupted);
+            }
+            let readings = self.read_gates(&alarms).await;
+            let mut verdicts = Vec::new();
+            for (i, gate) in spec.gates.iter().enumerate() {
+                unreadable[i] = match readings[i] {
+                    Reading::Unreadable(_) => unreadable[i] + 1,
+                    Reading::Alarm(_) => 0,
+                };
+                let verdict = if approved[i] {
+                    Verdict::Pass
+                } else {
+                    decide(gate, &readings[i], unreadable[i])
+                };
+                let evidence = Evidence::of(gate, &alarms[i], &readings[i]);
+                if verdict == Verdict::WouldFail && recorded[i].as_deref() != Some(&evidence.state)
+                {
+                    recorded[i] = Some(evidence.state.clone());
+                    self.note(
+                        &fleet.name,
+                        format!("dry-run: would roll back: {}", evidence.summary()),
+                        Some(evidence),
+                    );
+                    self.save()?;
+                }
+                verdicts.push(verdict);
+            }
+            let (healthy, wanted) = health(self.cloud, &rollout.group, &target_group).await?;
+            if healthy < wanted {
+                return Err(Halt::Failed(format!(
+                    "only {healthy} of {wanted} new instances are healthy during step {}",
+                    step + 1
+                )));
+            }
+            match step_state(&verdicts, started.elapsed(), spec.pause) {
+                StepState::Passed => {
+                    self.clear_awaiting(fleet)?;
+                    return Ok(Event::StepPassed);
+                }
+                StepState::Failed(i) => {
+                    let evidence = Evidence::of(&spec.gates[i], &alarms[i], &readings[i]);
+                    return Err(Halt::GateFailed(
+                        format!("gate {} failed: {}", spec.gates[i].name, evidence.summary()),
+                        Box::new(evidence),
+                    ));
+                }
+                StepState::HeldTooLong(i) => {
+                    let evidence = Evidence::of(&spec.gates[i], &alarms[i], &readings[i]);
+                    return Err(Halt::GateFailed(
+                        format!(
+                            "gate {} had no data for {} (insufficient_data = \"hold\"): {}",
+                            spec.gates[i].name,
+                            show_duration(started.elapsed()),
+                            evidence.summary()
+                        ),
+                        Box::new(evidence),
+                    ));
+                }
+                StepState::AwaitingPerson(i) => {
+                    if self.rollout(&fleet.name).awaiting.is_none() {
+                        let evidence = Evidence::of(&spec.gates[i], &alarms[i], &readings[i]);
+                        self.rollout(&fleet.name).awaiting = Some(Awaiting {
+                            gate: spec.gates[i].name.clone(),
+                            step,
+                            evidence: evidence.summary(),
+                            since: now(),
+                        });
+                        self.note(
+                            &fleet.name,
+                            format!(
+                                "waiting for a person: {}; run `immune approve {name}` to go on or `immune reject {name}` to roll back",
+                                evidence.summary(),
+                                name = fleet.name
+                            ),
+                            Some(evidence),
+                        );
+                        self.save()?;
+                        if self.signals.interactive {
+                            terminal = Some(ask_on_terminal(&spec.gates[i].name));
+                        }
+                    }
+                }
+                StepState::Observing => {}
+            }
+            // Answers: from the terminal, or left by `immune approve/reject/rollback`.
+            let answer = self
+                .backend
+                .pending_answer(&fleet.name, &rollout.group)
+                .map_err(|e| Halt::Failed(e.to_string()))?;
+            let from_terminal = terminal.as_ref().and_then(|rx| rx.try_recv().ok());
+            let (kind, by) = match (answer, from_terminal) {
+                (Some(answer), _) => {
+                    let _ = self.backend.clear_answer(&fleet.name);
+                    (answer.kind, answer.by)
+                }
+                (None, Some(yes)) => (
+                    if yes {
+                        AnswerKind::Approve
+                    } else {
+                        AnswerKind::Reject
+                    },
+                    format!("{} at the terminal", crate::state::operator()),
+                ),
+                (None, None) => {
+                    sleep(spec.poll_interval).await;
+                    continue;
+                }
+            };
+            let awaiting = self.rollout(&fleet.name).awaiting.clone();
+            match (kind, awaiting) {
+                (AnswerKind::Rollback, _) => {
+                    return Err(Halt::Failed(format!(
+                        "rolled back by {by} (immune rollback)"
+                    )))
+                }
+                (AnswerKind::Reject, Some(waiting)) => {
+                    return Err(Halt::Failed(format!(
+                        "gate {} rejected by {by}: {}",
+                        waiting.gate, waiting.evidence
+                    )))
+                }
+                (AnswerKind::Approve, Some(waiting)) => {
+                    if let Some(i) = spec.gates.iter().position(|g| g.name == waiting.gate) {
+                        approved[i] = true;
+                    }
+                    terminal = None;
+                    self.rollout(&fleet.name).awaiting = None;
+                    self.note(
+                        &fleet.name,
+                        format!("gate {} approved by {by}; going on", waiting.gate),
+                        None,
+                    );
+                    self.save()?;
+                }
+                (kind, None) => self.note(
+                    &fleet.name,
+                    format!("ignored {kind:?} from {by}: no gate is waiting for a person"),
+                    None,
+                ),
+            }
+        }
+    }
+
+    async fn read_gates(&self, alarms: &[String]) -> Vec<Reading> {
+        if alarms.is_empty() {
+            return Vec::new();
+        }
+        match self.cloud.alarms(alarms).await {
+            Ok(mut found) => alarms
+                .iter()
+                .map(|name| reading(&mut found, name))
+                .collect(),
+            Err(e) => alarms
+                .iter()
+                .map(|_| Reading::Unreadable(e.to_string()))
+                .collect(),
+        }
+    }
+
+    fn clear_awaiting(&mut self, fleet: &Fleet) -> Result<(), Halt> {
+        if self.rollout(&fleet.name).awaiting.take().is_some() {
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    fn save(&mut self) -> Result<(), Halt> {
+        self.backend
+            .save(self.state)
+            .map_err(|e| Halt::Failed(e.to_string()))
+    }
+}
+
+fn reading(found: &mut BTreeMap<String, AlarmReading>, name: &str) -> Reading {
+    match found.remove(name) {
+        Some(alarm) => Reading::Alarm(alarm),
+        None => Reading::Unreadable(format!("alarm {name} does not exist")),
+    }
+}
+
+/// Asks on the terminal while the poll loop goes on; the answer arrives on the channel.
+fn ask_on_terminal(gate: &str) -> mpsc::Receiver<bool> {
+    println!("\nGate {gate} needs a person. Go on with the release? Only 'yes' goes on, 'no' rolls back.");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if std::io::stdin().read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            match line.trim() {
+                "yes" => break tx.send(true),
+                "no" => break tx.send(false),
+                _ => println!("Answer yes or no."),
+            }
+        }
+        .ok();
+    });
+    rx
+}

@@ -1,0 +1,122 @@
+//! Answers from operators to a running apply: approve or reject a manual gate, or roll
+//! the release back. The apply holds the state lock for as long as it runs, so answers
+//! travel beside the state, one small file per fleet, and the apply reads them at every
+//! poll. An answer nobody was waiting for is picked up by the next apply that resumes.
+
+use super::local::{private_file, LocalBackend};
+use super::StateError;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerKind {
+    Approve,
+    Reject,
+    Rollback,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    pub kind: AnswerKind,
+    /// The group the answer is about, so that it cannot apply to a later release.
+    pub group: String,
+    pub by: String,
+    pub at: String,
+}
+
+impl LocalBackend {
+    fn answer_path(&self, fleet: &str) -> PathBuf {
+        let dir = self.path().parent().map(PathBuf::from).unwrap_or_default();
+        dir.join("answers").join(format!("{fleet}.json"))
+    }
+
+    /// Leaves an answer for the apply that runs the fleet's rollout; a newer answer
+    /// replaces an older one.
+    pub fn post_answer(&self, fleet: &str, answer: &Answer) -> Result<(), StateError> {
+        let path = self.answer_path(fleet);
+        let failed = |e: std::io::Error| StateError::Write {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(failed)?;
+        }
+        let temp = path.with_extension(format!("tmp.{}", std::process::id()));
+        let mut file = private_file(&temp, true).map_err(failed)?;
+        let text = serde_json::to_string(answer).expect("answers serialize");
+        file.write_all(text.as_bytes()).map_err(failed)?;
+        file.sync_all().map_err(failed)?;
+        fs::rename(&temp, &path).map_err(failed)
+    }
+
+    /// The fleet's pending answer about `group`, if any. An answer about another group
+    /// is stale and dropped.
+    pub fn pending_answer(&self, fleet: &str, group: &str) -> Result<Option<Answer>, StateError> {
+        let path = self.answer_path(fleet);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(StateError::Read {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })
+            }
+        };
+        let answer = serde_json::from_str::<Answer>(&text)
+            .ok()
+            .filter(|a| a.group == group);
+        if answer.is_none() {
+            let _ = fs::remove_file(&path);
+        }
+        Ok(answer)
+    }
+
+    /// Marks the pending answer as acted on.
+    pub fn clear_answer(&self, fleet: &str) -> Result<(), StateError> {
+        match fs::remove_file(self.answer_path(fleet)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StateError::Write {
+                path: self.answer_path(fleet).display().to_string(),
+                message: e.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_waits_until_cleared_and_only_for_its_group() {
+        let dir = std::env::temp_dir().join(format!("immune-answers-{}", uuid::Uuid::new_v4()));
+        let backend = LocalBackend::new(dir.join("state.json"));
+        let answer = |group: &str| Answer {
+            kind: AnswerKind::Approve,
+            group: group.into(),
+            by: "ops".into(),
+            at: "now".into(),
+        };
+        backend.post_answer("web", &answer("web-v002")).unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                backend.pending_answer("web", "web-v002").unwrap(),
+                Some(answer("web-v002"))
+            );
+        }
+        backend.clear_answer("web").unwrap();
+        assert_eq!(backend.pending_answer("web", "web-v002").unwrap(), None);
+        backend.post_answer("web", &answer("web-v001")).unwrap();
+        assert_eq!(backend.pending_answer("web", "web-v002").unwrap(), None);
+        assert_eq!(
+            backend.pending_answer("web", "web-v001").unwrap(),
+            None,
+            "a stale answer is dropped"
+        );
+        fs::remove_dir_all(dir).unwrap();
+    }
+}
