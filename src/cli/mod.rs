@@ -2,6 +2,7 @@
 //! only `main` turns them into text and exit codes.
 
 mod apply;
+mod fleet;
 mod observe;
 
 use crate::config::{self, Config, ConfigError, VarInputs};
@@ -56,6 +57,32 @@ pub enum Command {
         /// Do not ask for confirmation.
         #[arg(long)]
         auto_approve: bool,
+    },
+    /// Each fleet: active group, weights, health, lock, rollout in progress.
+    Status {
+        /// Only this fleet.
+        fleet: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Past rollouts of a fleet with every decision and its evidence.
+    History {
+        fleet: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send traffic back to the previous group now.
+    Rollback { fleet: String },
+    /// Let a release go on past a manual gate that is waiting.
+    Approve { fleet: String },
+    /// Roll a release back at a manual gate that is waiting.
+    Reject { fleet: String },
+    /// Lift the lock an automatic rollback left on a fleet.
+    Unlock {
+        fleet: String,
+        /// Why the fleet may be released again (kept in its history).
+        #[arg(long)]
+        reason: String,
     },
     /// Inspect the state, break a stale state lock.
     #[command(subcommand)]
@@ -159,6 +186,19 @@ pub async fn run(cli: Cli) -> Result<Success, CliError> {
             })
         }
         Command::Apply { auto_approve } => apply::apply(&cli, *auto_approve).await,
+        Command::Status { fleet: only, json } => fleet::status(&cli, only.as_deref(), *json).await,
+        Command::History { fleet: name, json } => fleet::history(&cli, name, *json),
+        Command::Rollback { fleet: name } => fleet::rollback(&cli, name).await,
+        Command::Approve { fleet: name } => {
+            fleet::answer(&cli, name, crate::state::AnswerKind::Approve)
+        }
+        Command::Reject { fleet: name } => {
+            fleet::answer(&cli, name, crate::state::AnswerKind::Reject)
+        }
+        Command::Unlock {
+            fleet: name,
+            reason,
+        } => fleet::unlock(&cli, name, reason),
         Command::State(StateCommand::List) => {
             let config = cli.load()?;
             let state = apply::backend(&config)

@@ -5,7 +5,7 @@
 use super::{Cli, CliError};
 use crate::cloud::aws::Aws;
 use crate::cloud::{Cloud, CloudError};
-use crate::config::{Config, ListenerRef};
+use crate::config::{Config, GateCheck, ListenerRef};
 use crate::plan::{self, Observed, Plan};
 use crate::state::State;
 use std::collections::BTreeMap;
@@ -73,6 +73,36 @@ pub async fn plan(cloud: &dyn Cloud, config: &Config, state: &State) -> Result<P
             .map(|_| ());
         if !check(subnets, "check instances.subnets") {
             continue;
+        }
+        // An alarm gate that names no alarm would fail the first step of every release.
+        let alarms: Vec<(String, String)> = fleet
+            .rollout
+            .gates
+            .iter()
+            .filter_map(|g| match &g.check {
+                GateCheck::Alarm(name) => Some((g.name.clone(), name.clone())),
+                GateCheck::Metric(_) => None,
+            })
+            .collect();
+        if !alarms.is_empty() {
+            let names: Vec<String> = alarms.iter().map(|(_, a)| a.clone()).collect();
+            match cloud.alarms(&names).await {
+                Ok(found) => {
+                    for (gate, alarm) in &alarms {
+                        if !found.contains_key(alarm) {
+                            check(
+                                Err(CloudError::NotFound(format!(
+                                    "alarm {alarm} of gate \"{gate}\""
+                                ))),
+                                "create the CloudWatch alarm first, or fix the gate's `alarm` name",
+                            );
+                        }
+                    }
+                }
+                Err(e) => {
+                    check(Err(e), "");
+                }
+            }
         }
         match cloud
             .find_baked_image(&fleet.name, &plan::bake_id(fleet))

@@ -2,10 +2,13 @@
 
 use super::*;
 use crate::cloud::fake::FakeCloud;
+use crate::cloud::AlarmState;
 use crate::config::{load, VarInputs};
 use crate::plan::{plan, Action as PlanAction};
+use crate::state::{Answer, AnswerKind};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 #[derive(Default)]
 struct Lines(Mutex<Vec<String>>);
@@ -20,7 +23,7 @@ struct Setup {
     pause: String,
     signals: Signals,
     dir: std::path::PathBuf,
-    cloud: FakeCloud,
+    cloud: std::sync::Arc<FakeCloud>,
     backend: LocalBackend,
     state: State,
 }
@@ -81,7 +84,7 @@ fleet "web" {
         signals: Signals::default(),
         backend: LocalBackend::new(dir.join(".immune/state.json")),
         dir,
-        cloud: FakeCloud::with_surroundings(),
+        cloud: std::sync::Arc::new(FakeCloud::with_surroundings()),
         state: State::new(),
     }
 }
@@ -101,7 +104,7 @@ impl Setup {
             .changes
             .remove(0);
         let mut engine = Engine {
-            cloud: &self.cloud,
+            cloud: &*self.cloud,
             backend: &self.backend,
             state: &mut self.state,
             reporter: &Lines::default(),
@@ -112,6 +115,46 @@ impl Setup {
             PlanAction::Resume { .. } => engine.resume(fleet).await,
             other => panic!("unexpected plan {other:?}"),
         }
+    }
+
+    async fn roll_back(&mut self) -> Result<Outcome, EngineError> {
+        let inputs = VarInputs {
+            cli: vec![
+                ("release".into(), "any".into()),
+                ("pause".into(), self.pause.clone()),
+            ],
+            ..VarInputs::default()
+        };
+        let config = load(&self.dir, &inputs).unwrap();
+        let mut engine = Engine {
+            cloud: &*self.cloud,
+            backend: &self.backend,
+            state: &mut self.state,
+            reporter: &Lines::default(),
+            signals: &self.signals,
+        };
+        engine.roll_back(&config.fleets[0], "ops").await
+    }
+
+    fn set_alarm(&self, name: &str, state: AlarmState) {
+        self.cloud
+            .world
+            .lock()
+            .unwrap()
+            .alarms
+            .insert(name.into(), state);
+    }
+
+    /// Every decision recorded in the fleet's last rollout.
+    fn decisions(&self) -> Vec<String> {
+        self.backend.load().unwrap().fleets["web"]
+            .history
+            .last()
+            .unwrap()
+            .decisions
+            .iter()
+            .map(|d| d.what.clone())
+            .collect()
     }
 
     fn weights(&self) -> Vec<(String, u8)> {
@@ -261,4 +304,322 @@ async fn an_interrupted_release_whose_config_changed_is_rolled_back_without_lock
             group: "web-v003".into()
         }
     );
+}
+
+fn gate(mode: &str, insufficient: &str) -> String {
+    format!(
+        r#"gate "errors" {{
+      alarm             = "web-5xx"
+      mode              = "{mode}"
+      insufficient_data = "{insufficient}"
+    }}"#
+    )
+}
+
+#[tokio::test]
+async fn an_alarm_in_enforce_mode_rolls_back_with_evidence_and_locks() {
+    let mut s = setup_with("0s", &gate("enforce", "pass"));
+    s.set_alarm("web-5xx", AlarmState::Ok);
+    s.apply("v1").await.unwrap();
+    s.set_alarm("web-5xx", AlarmState::Alarm);
+    let outcome = s.apply("v2").await.unwrap();
+    let Outcome::RolledBack { reason, locked } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(locked);
+    assert!(reason.contains("gate errors failed"), "{reason}");
+    assert!(reason.contains("web-5xx is ALARM"), "{reason}");
+    assert_eq!(s.weights(), [("arn:tg/web-v001".to_string(), 100)]);
+    assert_eq!(
+        s.cloud
+            .world
+            .lock()
+            .unwrap()
+            .groups
+            .keys()
+            .collect::<Vec<_>>(),
+        ["web-v001"]
+    );
+    let saved = s.backend.load().unwrap();
+    let evidence = saved.fleets["web"].history[1]
+        .decisions
+        .iter()
+        .find_map(|d| d.evidence.clone())
+        .expect("the failed gate's reading is kept");
+    assert_eq!(
+        (evidence.gate.as_str(), evidence.state.as_str()),
+        ("errors", "ALARM")
+    );
+    assert!(saved.fleets["web"].lock.is_some());
+}
+
+#[tokio::test]
+async fn dry_run_records_what_it_would_do_and_goes_on() {
+    let mut s = setup_with("0s", &gate("dry-run", "pass"));
+    s.set_alarm("web-5xx", AlarmState::Alarm);
+    assert!(matches!(
+        s.apply("v1").await.unwrap(),
+        Outcome::Released { .. }
+    ));
+    let would: Vec<String> = s
+        .decisions()
+        .into_iter()
+        .filter(|d| d.starts_with("dry-run: would roll back"))
+        .collect();
+    assert_eq!(
+        would.len(),
+        2,
+        "once per step, not once per poll: {would:?}"
+    );
+}
+
+#[tokio::test]
+async fn insufficient_data_follows_its_policy() {
+    for (policy, released) in [("pass", true), ("fail", false), ("hold", false)] {
+        let mut s = setup_with("20ms", &gate("enforce", policy));
+        s.set_alarm("web-5xx", AlarmState::InsufficientData);
+        let outcome = s.apply("v1").await.unwrap();
+        assert_eq!(
+            matches!(outcome, Outcome::Released { .. }),
+            released,
+            "{policy}: {outcome:?}"
+        );
+        if policy == "hold" {
+            let Outcome::RolledBack { reason, .. } = outcome else {
+                unreachable!()
+            };
+            assert!(reason.contains("had no data"), "{reason}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn hold_waits_for_data_that_arrives_within_another_pause() {
+    let mut s = setup_with("200ms", &gate("enforce", "hold"));
+    s.set_alarm("web-5xx", AlarmState::InsufficientData);
+    let cloud = s.cloud.clone();
+    let data_arrives = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cloud
+            .world
+            .lock()
+            .unwrap()
+            .alarms
+            .insert("web-5xx".into(), AlarmState::Ok);
+    };
+    let (outcome, ()) = tokio::join!(s.apply("v1"), data_arrives);
+    assert!(
+        matches!(outcome.unwrap(), Outcome::Released { .. }),
+        "the step held past its pause until the gate had data"
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_gate_is_retried_then_fails_in_enforce_mode() {
+    let mut s = setup_with("0s", &gate("enforce", "pass"));
+    s.set_alarm("web-5xx", AlarmState::Ok);
+    // Fewer failed reads than the budget: retried, the release goes on.
+    s.cloud
+        .fail("alarms", crate::rollout::gates::UNREADABLE_BUDGET - 1);
+    assert!(matches!(
+        s.apply("v1").await.unwrap(),
+        Outcome::Released { .. }
+    ));
+    s.cloud.fail("alarms", 100);
+    let outcome = s.apply("v2").await.unwrap();
+    let Outcome::RolledBack { reason, .. } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(reason.contains("UNREADABLE"), "{reason}");
+    assert_eq!(s.weights(), [("arn:tg/web-v001".to_string(), 100)]);
+}
+
+/// Answers `kind` whenever the rollout waits for a person; never returns.
+async fn answer_when_waiting(dir: std::path::PathBuf, kind: AnswerKind) {
+    let backend = LocalBackend::new(dir.join(".immune/state.json"));
+    loop {
+        let state = backend.load().unwrap();
+        if let Some(r) = state.fleets.get("web").and_then(|f| f.rollout.as_ref()) {
+            let pending = backend.pending_answer("web", &r.group).unwrap().is_some();
+            if r.awaiting.is_some() && !pending {
+                let answer = Answer {
+                    kind,
+                    group: r.group.clone(),
+                    by: "ops".into(),
+                    at: "now".into(),
+                };
+                backend.post_answer("web", &answer).unwrap();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Applies `release` while answering every manual gate with `kind`.
+async fn apply_answering(s: &mut Setup, release: &str, kind: AnswerKind) -> Outcome {
+    let dir = s.dir.clone();
+    tokio::select! {
+        outcome = s.apply(release) => outcome.unwrap(),
+        () = answer_when_waiting(dir, kind) => unreachable!(),
+    }
+}
+
+#[tokio::test]
+async fn manual_gates_wait_for_approve_or_reject() {
+    let mut s = setup_with("0s", &gate("manual", "pass"));
+    s.set_alarm("web-5xx", AlarmState::Alarm);
+    let outcome = apply_answering(&mut s, "v1", AnswerKind::Approve).await;
+    assert!(matches!(outcome, Outcome::Released { .. }));
+    let approvals = s
+        .decisions()
+        .iter()
+        .filter(|d| d.contains("gate errors approved by ops"))
+        .count();
+    assert_eq!(approvals, 2, "a person is asked at each step");
+
+    let outcome = apply_answering(&mut s, "v2", AnswerKind::Reject).await;
+    let Outcome::RolledBack { reason, locked } = outcome else {
+        panic!("rejected")
+    };
+    assert!(reason.contains("rejected by ops"), "{reason}");
+    assert!(locked);
+    assert_eq!(s.weights(), [("arn:tg/web-v001".to_string(), 100)]);
+}
+
+#[tokio::test]
+async fn a_rollback_asked_while_observing_sends_traffic_back() {
+    let mut s = setup_with("10s", "");
+    s.pause = "0s".into();
+    s.apply("v1").await.unwrap();
+    s.pause = "10s".into();
+    let dir = s.dir.clone();
+    let ask = async move {
+        let backend = LocalBackend::new(dir.join(".immune/state.json"));
+        loop {
+            let state = backend.load().unwrap();
+            let observing = state.fleets["web"]
+                .rollout
+                .as_ref()
+                .is_some_and(|r| matches!(r.phase, Phase::Observe { .. }));
+            if observing {
+                let answer = Answer {
+                    kind: AnswerKind::Rollback,
+                    group: "web-v002".into(),
+                    by: "ops".into(),
+                    at: "now".into(),
+                };
+                backend.post_answer("web", &answer).unwrap();
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let (outcome, ()) = tokio::join!(s.apply("v2"), ask);
+    let Outcome::RolledBack { reason, locked } = outcome.unwrap() else {
+        panic!("rolled back")
+    };
+    assert!(reason.contains("rolled back by ops"), "{reason}");
+    assert!(locked);
+    assert_eq!(s.weights(), [("arn:tg/web-v001".to_string(), 100)]);
+}
+
+#[tokio::test]
+async fn ctrl_c_stops_at_a_safe_point_and_the_next_apply_resumes() {
+    let mut s = setup_with("10s", "");
+    s.signals.interrupt();
+    let err = s.apply("v1").await.unwrap_err();
+    assert!(matches!(err, EngineError::Interrupted { .. }), "{err}");
+    s.signals = Signals::default();
+    s.pause = "0s".into();
+    assert!(matches!(
+        s.apply("v1").await.unwrap(),
+        Outcome::Released { .. }
+    ));
+}
+
+#[tokio::test]
+async fn metric_gates_get_an_alarm_per_release_deleted_with_it() {
+    let metric = r#"gate "latency" {
+      metric {
+        namespace  = "AWS/ApplicationELB"
+        name       = "TargetResponseTime"
+        dimensions = { TargetGroup = release.target_group, LoadBalancer = release.load_balancer }
+        statistic  = "p99"
+        threshold  = 0.5
+      }
+      insufficient_data = "pass"
+    }"#;
+    let mut s = setup_with("0s", metric);
+    s.apply("v1").await.unwrap();
+    {
+        let w = s.cloud.world.lock().unwrap();
+        let alarm = &w.created_alarms["web-v001-latency"];
+        assert_eq!(alarm.dimensions["TargetGroup"], "arn:tg/web-v001");
+        assert_eq!(alarm.tags.release, "v1");
+    }
+    s.set_alarm("web-v002-latency", AlarmState::Alarm);
+    // The fake's alarm map is only read for alarms that exist: create v2's by hand first.
+    let outcome = s.apply("v2").await.unwrap();
+    assert!(matches!(outcome, Outcome::RolledBack { .. }), "{outcome:?}");
+    let w = s.cloud.world.lock().unwrap();
+    assert!(!w.created_alarms.contains_key("web-v002-latency"));
+    assert!(w.created_alarms.contains_key("web-v001-latency"));
+}
+
+#[tokio::test]
+async fn kept_groups_allow_rollback_after_a_finished_release() {
+    let mut s = setup_with("0s", "keep_previous = 1");
+    s.apply("v1").await.unwrap();
+    s.apply("v2").await.unwrap();
+    {
+        let w = s.cloud.world.lock().unwrap();
+        let (kept, instances) = &w.groups["web-v001"];
+        assert_eq!((kept.capacity.desired, instances.len()), (0, 0));
+    }
+    assert_eq!(s.state.fleets["web"].previous[0].name, "web-v001");
+
+    assert_eq!(
+        s.roll_back().await.unwrap(),
+        Outcome::Restored {
+            group: "web-v001".into()
+        }
+    );
+    assert_eq!(s.weights(), [("arn:tg/web-v001".to_string(), 100)]);
+    let w = s.cloud.world.lock().unwrap();
+    assert_eq!(w.groups["web-v001"].1.len(), 2, "scaled back up");
+    assert!(
+        !w.groups.contains_key("web-v002"),
+        "the bad release is gone"
+    );
+    let fleet = &s.state.fleets["web"];
+    assert_eq!(fleet.active.as_ref().unwrap().name, "web-v001");
+    assert!(fleet.previous.is_empty());
+    assert!(fleet
+        .lock
+        .as_ref()
+        .unwrap()
+        .reason
+        .contains("ops rolled release v2 back to v1"));
+}
+
+#[tokio::test]
+async fn only_keep_previous_groups_are_kept() {
+    let mut s = setup_with("0s", "keep_previous = 1");
+    for release in ["v1", "v2", "v3"] {
+        s.apply(release).await.unwrap();
+    }
+    let w = s.cloud.world.lock().unwrap();
+    assert_eq!(
+        w.groups.keys().collect::<Vec<_>>(),
+        ["web-v002", "web-v003"]
+    );
+    assert_eq!(s.state.fleets["web"].previous.len(), 1);
+}
+
+#[tokio::test]
+async fn rollback_without_a_kept_group_says_how_to_get_one() {
+    let mut s = setup();
+    s.apply("v1").await.unwrap();
+    let err = s.roll_back().await.unwrap_err();
+    assert!(err.to_string().contains("keep_previous = 1"), "{err}");
 }

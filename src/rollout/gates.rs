@@ -69,8 +69,10 @@ impl Evidence {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Pass,
-    /// The step cannot end yet: no data under `hold`, or an unreadable gate being retried.
+    /// No data under `hold`: the step cannot end yet, for at most another pause.
     Hold,
+    /// The gate could not be read; asked again next poll, within the retry budget.
+    Retry,
     /// Roll back.
     Fail,
     /// Dry-run: record what enforce would have done, and go on.
@@ -102,7 +104,7 @@ pub fn decide(gate: &Gate, reading: &Reading, unreadable_polls: u32) -> Verdict 
             GateMode::DryRun => Verdict::WouldFail,
             GateMode::Manual => Verdict::AskPerson,
             GateMode::Enforce if unreadable_polls >= UNREADABLE_BUDGET => Verdict::Fail,
-            GateMode::Enforce => Verdict::Hold,
+            GateMode::Enforce => Verdict::Retry,
         },
     }
 }
@@ -130,12 +132,116 @@ pub fn step_state(verdicts: &[Verdict], observed: Duration, pause: Duration) -> 
     if let Some(i) = verdicts.iter().position(|v| *v == Verdict::AskPerson) {
         return StepState::AwaitingPerson(i);
     }
-    if observed < pause {
+    if observed < pause || verdicts.contains(&Verdict::Retry) {
         return StepState::Observing;
     }
     match verdicts.iter().position(|v| *v == Verdict::Hold) {
         Some(i) if observed >= pause * 2 => StepState::HeldTooLong(i),
         Some(_) => StepState::Observing,
         None => StepState::Passed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::GateCheck;
+
+    fn gate(mode: GateMode, insufficient_data: OnInsufficientData) -> Gate {
+        Gate {
+            name: "errors".into(),
+            check: GateCheck::Alarm("web-5xx".into()),
+            insufficient_data,
+            mode,
+        }
+    }
+
+    fn alarm(state: AlarmState) -> Reading {
+        Reading::Alarm(AlarmReading {
+            state,
+            reason: String::new(),
+            since: None,
+        })
+    }
+
+    /// DESIGN.md's decision table, row by row.
+    #[test]
+    fn the_decision_table() {
+        use AlarmState::*;
+        use GateMode::*;
+        use OnInsufficientData as D;
+        use Verdict::*;
+        let unreadable = Reading::Unreadable("throttled".into());
+        let cases = [
+            (Enforce, D::Pass, alarm(Ok), 0, Pass),
+            (DryRun, D::Pass, alarm(Ok), 0, Pass),
+            (Manual, D::Pass, alarm(Ok), 0, Pass),
+            (Enforce, D::Pass, alarm(Alarm), 0, Fail),
+            (DryRun, D::Pass, alarm(Alarm), 0, WouldFail),
+            (Manual, D::Pass, alarm(Alarm), 0, AskPerson),
+            (Enforce, D::Hold, alarm(InsufficientData), 0, Hold),
+            (Enforce, D::Pass, alarm(InsufficientData), 0, Pass),
+            (Enforce, D::Fail, alarm(InsufficientData), 0, Fail),
+            (DryRun, D::Fail, alarm(InsufficientData), 0, WouldFail),
+            (DryRun, D::Pass, alarm(InsufficientData), 0, Pass),
+            (Manual, D::Hold, alarm(InsufficientData), 0, Hold),
+            (Manual, D::Fail, alarm(InsufficientData), 0, AskPerson),
+            (Enforce, D::Pass, unreadable.clone(), 1, Retry),
+            (
+                Enforce,
+                D::Pass,
+                unreadable.clone(),
+                UNREADABLE_BUDGET,
+                Fail,
+            ),
+            (
+                DryRun,
+                D::Pass,
+                unreadable.clone(),
+                UNREADABLE_BUDGET,
+                WouldFail,
+            ),
+            (Manual, D::Pass, unreadable, 1, AskPerson),
+        ];
+        for (mode, insufficient, reading, polls, expected) in cases {
+            assert_eq!(
+                decide(&gate(mode, insufficient), &reading, polls),
+                expected,
+                "{mode:?} {insufficient:?} {reading:?} after {polls} unreadable polls"
+            );
+        }
+    }
+
+    #[test]
+    fn a_step_passes_after_its_pause_unless_held_and_holds_at_most_one_more_pause() {
+        let pause = Duration::from_secs(60);
+        let secs = Duration::from_secs;
+        use Verdict::*;
+        assert_eq!(step_state(&[Pass], secs(30), pause), StepState::Observing);
+        assert_eq!(step_state(&[Pass], secs(60), pause), StepState::Passed);
+        assert_eq!(
+            step_state(&[Pass, Fail], secs(1), pause),
+            StepState::Failed(1)
+        );
+        assert_eq!(
+            step_state(&[AskPerson, Fail], secs(1), pause),
+            StepState::Failed(1),
+            "a failing enforce gate does not wait for a person"
+        );
+        assert_eq!(
+            step_state(&[AskPerson], secs(1), pause),
+            StepState::AwaitingPerson(0)
+        );
+        assert_eq!(step_state(&[Hold], secs(90), pause), StepState::Observing);
+        assert_eq!(
+            step_state(&[Hold], secs(120), pause),
+            StepState::HeldTooLong(0)
+        );
+        assert_eq!(
+            step_state(&[Retry], secs(600), pause),
+            StepState::Observing,
+            "retries are bounded by the budget, not the clock"
+        );
+        assert_eq!(step_state(&[WouldFail], secs(60), pause), StepState::Passed);
     }
 }

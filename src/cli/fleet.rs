@@ -1,0 +1,439 @@
+//! The commands an operator uses on one fleet between and during rollouts: status,
+//! history, rollback, approve, reject, unlock.
+
+use super::{apply, observe, Cli, CliError, Success};
+use crate::cloud::Cloud;
+use crate::config::{Config, Fleet};
+use crate::engine::{phase_name, Engine, Outcome, Signals, Stdout};
+use crate::plan;
+use crate::state::{now, operator, Answer, AnswerKind, Decision, FleetState, State, StateError};
+use serde::Serialize;
+
+fn error(e: impl std::fmt::Display) -> CliError {
+    CliError::Message(format!("error: {e}"))
+}
+
+fn find<'c>(config: &'c Config, name: &str) -> Result<&'c Fleet, CliError> {
+    config
+        .fleets
+        .iter()
+        .find(|f| f.name == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = config.fleets.iter().map(|f| f.name.as_str()).collect();
+            error(format!(
+                "no fleet `{name}` in the configuration (fleets: {})",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ))
+        })
+}
+
+fn recorded<'s>(state: &'s State, name: &str) -> Result<&'s FleetState, CliError> {
+    state.fleets.get(name).ok_or_else(|| {
+        error(format!(
+            "fleet `{name}` has no state yet: nothing has been applied to it"
+        ))
+    })
+}
+
+/// `immune status [FLEET] [--json]`.
+pub async fn status(cli: &Cli, only: Option<&str>, json: bool) -> Result<Success, CliError> {
+    let config = cli.load()?;
+    if let Some(name) = only {
+        find(&config, name)?;
+    }
+    let state = apply::backend(&config).load().map_err(error)?;
+    // Live figures are a bonus: state alone still answers most questions.
+    let cloud = observe::connect(cli, &config).await.ok();
+    let mut report = Vec::new();
+    for fleet in &config.fleets {
+        if only.is_some_and(|n| n != fleet.name) {
+            continue;
+        }
+        let recorded = state.fleets.get(&fleet.name).cloned().unwrap_or_default();
+        report.push(fleet_status(cloud.as_deref(), &fleet.name, &recorded).await);
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("status serializes")
+        );
+    } else {
+        for fleet in &report {
+            print!("{}", fleet.render());
+        }
+    }
+    Ok(Success::Done)
+}
+
+#[derive(Debug, Serialize)]
+struct FleetStatus {
+    fleet: String,
+    active: Option<GroupStatus>,
+    kept: Vec<GroupStatus>,
+    /// Live listener weights (percent by target group), when the cloud answered.
+    weights: Option<Vec<(String, u8)>>,
+    rollout: Option<RolloutStatus>,
+    locked: Option<crate::state::FleetLock>,
+    /// Why live figures are missing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    live_error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct GroupStatus {
+    group: String,
+    release: String,
+    image: String,
+    target_group: String,
+    /// Instances InService and healthy / wanted, when the cloud answered.
+    healthy: Option<(usize, u32)>,
+}
+
+#[derive(Debug, Serialize)]
+struct RolloutStatus {
+    group: String,
+    release: String,
+    kind: crate::rollout::Kind,
+    phase: String,
+    step: Option<usize>,
+    steps: Vec<u8>,
+    weight: u8,
+    awaiting: Option<crate::rollout::Awaiting>,
+}
+
+async fn fleet_status(cloud: Option<&dyn Cloud>, name: &str, recorded: &FleetState) -> FleetStatus {
+    let mut live_error = cloud.is_none().then(|| "cannot connect to AWS".to_string());
+    let mut group_status = async |g: &crate::state::Group| {
+        let mut healthy = None;
+        if let Some(cloud) = cloud {
+            match (
+                cloud.group(&g.name).await,
+                cloud.target_health(&g.target_group).await,
+            ) {
+                (Ok(Some(status)), Ok(targets)) => {
+                    let count = status
+                        .instances
+                        .iter()
+                        .filter(|(id, in_service)| {
+                            *in_service
+                                && targets.iter().any(|(t, s)| {
+                                    t == id && *s == crate::cloud::TargetState::Healthy
+                                })
+                        })
+                        .count();
+                    healthy = Some((count, status.desired));
+                }
+                (Ok(None), _) => live_error = Some(format!("group {} not found", g.name)),
+                (Err(e), _) | (_, Err(e)) => live_error = Some(e.to_string()),
+            }
+        }
+        GroupStatus {
+            group: g.name.clone(),
+            release: g.release.clone(),
+            image: g.image.clone(),
+            target_group: g.target_group.clone(),
+            healthy,
+        }
+    };
+    let active = match &recorded.active {
+        Some(g) => Some(group_status(g).await),
+        None => None,
+    };
+    let mut kept = Vec::new();
+    for g in &recorded.previous {
+        kept.push(group_status(g).await);
+    }
+    let listener = recorded
+        .rollout
+        .as_ref()
+        .map(|r| r.listener_arn.clone())
+        .or_else(|| recorded.active.as_ref().map(|a| a.listener_arn.clone()));
+    let mut weights = None;
+    if let (Some(cloud), Some(listener)) = (cloud, listener) {
+        match cloud.listener_weights(&listener).await {
+            Ok(w) => weights = Some(w.into_iter().map(|w| (w.target_group, w.weight)).collect()),
+            Err(e) => live_error = Some(e.to_string()),
+        }
+    }
+    let rollout = recorded.rollout.as_ref().map(|r| RolloutStatus {
+        group: r.group.clone(),
+        release: r.release.clone(),
+        kind: r.kind,
+        phase: phase_name(&r.phase),
+        step: match r.phase {
+            crate::rollout::Phase::Shift { step } | crate::rollout::Phase::Observe { step } => {
+                Some(step)
+            }
+            _ => None,
+        },
+        steps: r.steps.clone(),
+        weight: r.weight,
+        awaiting: r.awaiting.clone(),
+    });
+    FleetStatus {
+        fleet: name.to_string(),
+        active,
+        kept,
+        weights,
+        rollout,
+        locked: recorded.lock.clone(),
+        live_error,
+    }
+}
+
+impl FleetStatus {
+    fn render(&self) -> String {
+        let mut out = format!("fleet.{}\n", self.fleet);
+        let group_line = |g: &GroupStatus| {
+            let health = g.healthy.map_or("health unknown".to_string(), |(h, w)| {
+                format!("{h}/{w} healthy")
+            });
+            format!(
+                "{} (release {}, image {}, {health})",
+                g.group, g.release, g.image
+            )
+        };
+        match &self.active {
+            Some(g) => out += &format!("  active:   {}\n", group_line(g)),
+            None => out += "  active:   none\n",
+        }
+        for g in &self.kept {
+            out += &format!(
+                "  kept:     {} scaled to zero for rollback\n",
+                group_line(g)
+            );
+        }
+        if let Some(weights) = &self.weights {
+            let shown: Vec<String> = weights
+                .iter()
+                .map(|(tg, w)| format!("{}={w}%", short_target_group(tg)))
+                .collect();
+            out += &format!("  weights:  {}\n", shown.join(" "));
+        }
+        if let Some(r) = &self.rollout {
+            let step = r
+                .step
+                .map(|s| format!(" step {}/{} ({}%)", s + 1, r.steps.len(), r.steps[s]))
+                .unwrap_or_default();
+            out += &format!(
+                "  rollout:  {} of release {} in {}{step}, {}% of traffic on it\n",
+                r.group, r.release, r.phase, r.weight
+            );
+            if let Some(a) = &r.awaiting {
+                out += &format!(
+                    "  WAITING:  gate {} needs a person since {}: {}\n            run `immune approve {}` or `immune reject {}`\n",
+                    a.gate, a.since, a.evidence, self.fleet, self.fleet
+                );
+            }
+        }
+        if let Some(lock) = &self.locked {
+            out += &format!(
+                "  LOCKED:   since {} after release {}: {}\n            run `immune unlock {} --reason TEXT` once the cause is understood\n",
+                lock.at, lock.release, lock.reason, self.fleet
+            );
+        }
+        if let Some(e) = &self.live_error {
+            out += &format!("  (live figures unavailable: {e})\n");
+        }
+        out
+    }
+}
+
+/// `arn:...:targetgroup/web-v002/abc` -> `web-v002`.
+fn short_target_group(arn: &str) -> &str {
+    arn.split("targetgroup/")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or(arn)
+}
+
+/// `immune history FLEET [--json]`.
+pub fn history(cli: &Cli, name: &str, json: bool) -> Result<Success, CliError> {
+    let config = cli.load()?;
+    find(&config, name)?;
+    let state = apply::backend(&config).load().map_err(error)?;
+    let recorded = recorded(&state, name)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&recorded.history).expect("history serializes")
+        );
+        return Ok(Success::Done);
+    }
+    if recorded.history.is_empty() {
+        println!("fleet.{name}: no rollouts yet");
+    }
+    for entry in &recorded.history {
+        println!(
+            "{} release {} ({}): {} at {}",
+            entry.started_at,
+            entry.release,
+            entry.group,
+            entry.outcome.to_uppercase().replace('_', " "),
+            entry.finished_at.as_deref().unwrap_or("(not finished)")
+        );
+        for d in &entry.decisions {
+            println!("  {}  {}", d.at, d.what);
+            if let Some(e) = &d.evidence {
+                println!(
+                    "      evidence: gate {} alarm {} {}{}: {}",
+                    e.gate,
+                    e.alarm,
+                    e.state,
+                    e.since
+                        .as_deref()
+                        .map(|s| format!(" since {s}"))
+                        .unwrap_or_default(),
+                    e.reason
+                );
+            }
+        }
+    }
+    Ok(Success::Done)
+}
+
+/// `immune approve FLEET` / `immune reject FLEET`: answers the manual gate the fleet's
+/// rollout waits on. The running apply holds the state lock, so the answer is left
+/// beside the state for it.
+pub fn answer(cli: &Cli, name: &str, kind: AnswerKind) -> Result<Success, CliError> {
+    let config = cli.load()?;
+    find(&config, name)?;
+    let backend = apply::backend(&config);
+    let state = backend.load().map_err(error)?;
+    let rollout = recorded(&state, name)?
+        .rollout
+        .as_ref()
+        .filter(|r| !r.phase.is_finished());
+    let Some((rollout, waiting)) = rollout.and_then(|r| Some((r, r.awaiting.as_ref()?))) else {
+        return Err(error(format!(
+            "fleet `{name}` has no gate waiting for a person; `immune status {name}` shows where its rollout stands"
+        )));
+    };
+    backend
+        .post_answer(
+            name,
+            &Answer {
+                kind,
+                group: rollout.group.clone(),
+                by: operator(),
+                at: now(),
+            },
+        )
+        .map_err(error)?;
+    let verb = match kind {
+        AnswerKind::Approve => "approved: the release goes on",
+        _ => "rejected: the release will be rolled back",
+    };
+    println!(
+        "fleet.{name}: gate {} of {} {verb} at the rollout's next poll.",
+        waiting.gate, rollout.group
+    );
+    Ok(Success::Done)
+}
+
+/// `immune unlock FLEET --reason TEXT`.
+pub fn unlock(cli: &Cli, name: &str, reason: &str) -> Result<Success, CliError> {
+    if reason.trim().is_empty() {
+        return Err(error(
+            "--reason must say why the fleet may be released again",
+        ));
+    }
+    let config = cli.load()?;
+    let fleet = find(&config, name)?;
+    let backend = apply::backend(&config);
+    let _lock = backend.lock("unlock").map_err(error)?;
+    let mut state = backend.load().map_err(error)?;
+    let recorded = state
+        .fleets
+        .get_mut(name)
+        .filter(|f| f.lock.is_some())
+        .ok_or_else(|| error(format!("fleet `{name}` is not locked")))?;
+    let lock = recorded.lock.take().expect("checked above");
+    let what = format!(
+        "unlocked by {}: {reason} (was locked since {}: {})",
+        operator(),
+        lock.at,
+        lock.reason
+    );
+    if let Some(entry) = recorded.history.last_mut() {
+        entry.decisions.push(Decision {
+            at: now(),
+            what: what.clone(),
+            evidence: None,
+        });
+    }
+    backend.save(&mut state).map_err(error)?;
+    println!("fleet.{name}: {what}");
+    if plan::release_name(fleet) == lock.release {
+        println!(
+            "note: the configuration still asks for release {}, so the next apply releases it again; change it first if that is not what you want",
+            lock.release
+        );
+    }
+    Ok(Success::Done)
+}
+
+/// `immune rollback FLEET`: back to the previous group now. With an apply running the
+/// rollout, it is asked to roll back at its next poll; otherwise this process does it.
+pub async fn rollback(cli: &Cli, name: &str) -> Result<Success, CliError> {
+    let config = cli.load()?;
+    let fleet = find(&config, name)?;
+    let backend = apply::backend(&config);
+    let _lock = match backend.lock("rollback") {
+        Ok(lock) => lock,
+        Err(StateError::Locked { holder, .. }) => {
+            let state = backend.load().map_err(error)?;
+            let rollout = state
+                .fleets
+                .get(name)
+                .and_then(|f| f.rollout.as_ref())
+                .filter(|r| !r.phase.is_finished())
+                .ok_or_else(|| {
+                    error(format!(
+                        "state is locked by {holder} and fleet `{name}` has no rollout in progress to ask it to roll back; try again when it finishes"
+                    ))
+                })?;
+            backend
+                .post_answer(
+                    name,
+                    &Answer {
+                        kind: AnswerKind::Rollback,
+                        group: rollout.group.clone(),
+                        by: operator(),
+                        at: now(),
+                    },
+                )
+                .map_err(error)?;
+            println!(
+                "fleet.{name}: asked the running apply ({holder}) to roll {} back; it does so at its next poll and exits 3.",
+                rollout.group
+            );
+            return Ok(Success::Done);
+        }
+        Err(e) => return Err(error(e)),
+    };
+    let mut state = backend.load().map_err(error)?;
+    let cloud = observe::connect(cli, &config).await?;
+    let signals = Signals::default();
+    let mut engine = Engine {
+        cloud: cloud.as_ref(),
+        backend: &backend,
+        state: &mut state,
+        reporter: &Stdout,
+        signals: &signals,
+    };
+    match engine.roll_back(fleet, &operator()).await.map_err(error)? {
+        Outcome::Restored { group } => println!(
+            "fleet.{name}: rolled back: all traffic on {group}; the fleet is locked until `immune unlock {name} --reason TEXT`"
+        ),
+        Outcome::RolledBack { reason, .. } => println!(
+            "fleet.{name}: rolled back ({reason}); the fleet is locked until `immune unlock {name} --reason TEXT`"
+        ),
+        Outcome::Released { group } => println!("fleet.{name}: release {group} finished"),
+    }
+    Ok(Success::Done)
+}
