@@ -85,7 +85,7 @@ impl Engine<'_> {
                 StepState::Failed(i) => {
                     let evidence = Evidence::of(&spec.gates[i], &alarms[i], &readings[i]);
                     return Err(Halt::GateFailed(
-                        format!("gate {} failed: {}", spec.gates[i].name, evidence.summary()),
+                        format!("gate {} failed: {}", spec.gates[i].name, evidence.detail()),
                         Box::new(evidence),
                     ));
                 }
@@ -96,7 +96,7 @@ impl Engine<'_> {
                             "gate {} had no data for {} (insufficient_data = \"hold\"): {}",
                             spec.gates[i].name,
                             show_duration(started.elapsed()),
-                            evidence.summary()
+                            evidence.detail()
                         ),
                         Box::new(evidence),
                     ));

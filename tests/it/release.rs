@@ -124,7 +124,11 @@ async fn a_gate_in_alarm_rolls_back_and_locks_the_fleet() {
 
     let v2 = w.immune(&["apply", "--auto-approve", "--var", "release=v2"]);
     assert_eq!(v2.code, 3, "a rolled-back release exits 3: {v2:?}");
-    assert!(v2.stderr.contains("is in ALARM"), "{v2:?}");
+    assert!(
+        v2.stderr
+            .contains(&format!("gate errors failed: alarm {} is ALARM", s.alarm)),
+        "{v2:?}"
+    );
     assert_eq!(sdk.weights(&s.listener_arn).await, [(w.group(1), 100)]);
     assert!(
         !sdk.group_exists(&w.group(2)).await,
