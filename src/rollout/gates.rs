@@ -55,7 +55,12 @@ impl Evidence {
 
     /// One line for logs: `gate errors: alarm web-5xx is ALARM (Threshold Crossed ...)`.
     pub fn summary(&self) -> String {
-        let mut text = format!("gate {}: alarm {} is {}", self.gate, self.alarm, self.state);
+        format!("gate {}: {}", self.gate, self.detail())
+    }
+
+    /// The reading without the gate's name: `alarm web-5xx is ALARM (...) since ...`.
+    pub fn detail(&self) -> String {
+        let mut text = format!("alarm {} is {}", self.alarm, self.state);
         if !self.reason.is_empty() {
             text += &format!(" ({})", self.reason);
         }
