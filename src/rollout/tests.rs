@@ -268,4 +268,196 @@ mod properties {
             }
         }
     }
+
+    /// A richer model of the cloud for both kinds of rollout: which groups exist and
+    /// serve (scaled up), and the listener. Outcomes are random per action: success,
+    /// failure, or the call taking effect but reporting a failure (a lost response).
+    #[derive(Debug)]
+    struct Cloud {
+        listener: Vec<Weight>,
+        /// target group -> (group exists, group scaled up)
+        groups: std::collections::BTreeMap<String, (bool, bool)>,
+    }
+
+    impl Cloud {
+        fn serving(&self, tg: &str) -> bool {
+            self.groups
+                .get(tg)
+                .is_some_and(|(exists, up)| *exists && *up)
+        }
+
+        fn carries_traffic(&self, tg: &str) -> bool {
+            self.listener
+                .iter()
+                .any(|w| w.target_group == tg && w.weight > 0)
+        }
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum Outcome {
+        Ok,
+        Fail,
+        /// The call took effect, but its answer was lost.
+        FailAfter,
+    }
+
+    fn outcome() -> impl Strategy<Value = Outcome> {
+        prop_oneof![
+            6 => Just(Outcome::Ok),
+            1 => Just(Outcome::Fail),
+            1 => Just(Outcome::FailAfter),
+        ]
+    }
+
+    /// Carries out the next action on `cloud`; false when finished.
+    fn act(r: &mut Rollout, cloud: &mut Cloud, outcome: Outcome) -> bool {
+        let action = r.next_action();
+        if action == Action::Finished {
+            return false;
+        }
+        if let Outcome::Fail = outcome {
+            r.record(Event::Failed("injected".into()));
+            return true;
+        }
+        let tg = r.target_group.clone().unwrap_or_else(|| "new".into());
+        let event = match action {
+            Action::FindImageOrLaunchBuilder => Event::BuilderLaunched("i-1".into()),
+            Action::CaptureImage { .. } => Event::ImageReady("ami-1".into()),
+            Action::TerminateBuilder { .. } => Event::BuilderTerminated,
+            Action::CreateLaunchTemplateVersion { .. } => Event::LaunchTemplateCreated(lt()),
+            Action::CreateTargetGroup => {
+                cloud.groups.insert("new".into(), (false, false));
+                Event::TargetGroupCreated("new".into())
+            }
+            Action::CreateAlarms { .. } => Event::AlarmsCreated(vec!["new-latency".into()]),
+            Action::CreateGroup { .. } => {
+                cloud.groups.insert(tg.clone(), (true, true));
+                Event::GroupCreated
+            }
+            Action::ScaleUp => {
+                cloud.groups.insert(tg.clone(), (true, true));
+                Event::ScaledUp
+            }
+            Action::WaitHealthy { .. } => Event::Healthy,
+            Action::SetWeights { weights, percent } => {
+                for w in &weights {
+                    assert!(
+                        w.weight == 0 || cloud.serving(&w.target_group),
+                        "traffic only to serving groups: {weights:?} on {cloud:?}"
+                    );
+                }
+                cloud.listener = weights;
+                Event::WeightsSet(percent)
+            }
+            Action::Observe { .. } => Event::StepPassed,
+            Action::RetirePrevious { previous, keep } => {
+                if let Some(p) = previous {
+                    assert!(
+                        !cloud.carries_traffic(&p.target_group),
+                        "a group is retired only after traffic left it"
+                    );
+                    cloud.groups.insert(p.target_group, (keep, false));
+                }
+                Event::PreviousRetired
+            }
+            Action::RestoreWeights { weights } => {
+                cloud.listener = weights;
+                Event::WeightsRestored
+            }
+            Action::DeleteGroup | Action::ScaleToZero => {
+                assert!(
+                    !cloud.carries_traffic(&tg),
+                    "a group stops serving only after traffic left it"
+                );
+                let kept = matches!(action, Action::ScaleToZero);
+                cloud.groups.insert(tg, (kept, false));
+                if kept {
+                    Event::ScaledToZero
+                } else {
+                    Event::GroupDeleted
+                }
+            }
+            Action::DeleteAlarms { .. } => Event::AlarmsDeleted,
+            Action::DeleteTargetGroup { .. } => Event::TargetGroupDeleted,
+            Action::DeleteLaunchTemplateVersion { .. } => Event::LaunchTemplateDeleted,
+            Action::Finished => unreachable!(),
+        };
+        match outcome {
+            Outcome::FailAfter => r.record(Event::Failed("answer lost".into())),
+            _ => r.record(event),
+        }
+        true
+    }
+
+    /// A restore: the kept group `old` comes back in place of the active `bad` one.
+    fn restore() -> Rollout {
+        let mut r = rollout(true);
+        r.kind = Kind::Restore;
+        r.phase = Phase::ScaleUp;
+        r.steps = vec![100];
+        r.group = "web-v001".into();
+        r.target_group = Some("old".into());
+        r.launch_template = Some(lt());
+        r.image = Some("ami-0".into());
+        r.group_created = true;
+        r.alarms_created = true;
+        r.previous_weights = vec![Weight {
+            target_group: "bad".into(),
+            weight: 100,
+        }];
+        r.previous = Some(Previous {
+            group: "web-v002".into(),
+            target_group: "bad".into(),
+            alarms: Vec::new(),
+        });
+        r
+    }
+
+    proptest! {
+        #[test]
+        fn random_outcomes_never_leave_traffic_on_a_group_that_does_not_serve(
+            restoring in any::<bool>(),
+            outcomes in proptest::collection::vec(outcome(), 0..60),
+            steps in prop_oneof![Just(vec![100u8]), Just(vec![5, 25, 50, 100]), Just(vec![50, 100])],
+        ) {
+            let (mut r, mut cloud) = if restoring {
+                let r = restore();
+                let groups = [("bad".to_string(), (true, true)), ("old".to_string(), (true, false))];
+                (r, Cloud { listener: vec![Weight { target_group: "bad".into(), weight: 100 }], groups: groups.into() })
+            } else {
+                let mut r = rollout(true);
+                r.steps = steps;
+                let groups = [("arn:tg/web-v001".to_string(), (true, true))];
+                let listener = r.previous_weights.clone();
+                (r, Cloud { listener, groups: groups.into() })
+            };
+            let mut outcomes = outcomes.into_iter();
+            let mut moves = 0;
+            // Failures while retiring or rolling back are retried, as the next apply does.
+            while act(&mut r, &mut cloud, outcomes.next().unwrap_or(Outcome::Ok)) {
+                moves += 1;
+                prop_assert!(moves < 300, "the rollout must terminate");
+                let total: u32 = cloud.listener.iter().map(|w| u32::from(w.weight)).sum();
+                prop_assert_eq!(total, 100);
+                for w in cloud.listener.iter().filter(|w| w.weight > 0) {
+                    prop_assert!(cloud.serving(&w.target_group), "{:?} carries traffic but does not serve: {:?}", w, cloud);
+                }
+            }
+            let target = r.target_group.clone();
+            match &r.phase {
+                Phase::Done => {
+                    let tg = target.expect("a finished rollout has its target group");
+                    prop_assert_eq!(cloud.listener.clone(), vec![Weight { target_group: tg, weight: 100 }]);
+                }
+                Phase::RolledBack { .. } => {
+                    prop_assert_eq!(cloud.listener.clone(), r.previous_weights.clone());
+                    prop_assert!(!r.group_created && r.builder.is_none() && r.alarms.is_empty());
+                    if restoring {
+                        prop_assert_eq!(cloud.groups["old"], (true, false), "the kept group is kept, not deleted");
+                    }
+                }
+                other => prop_assert!(false, "ended in {:?}", other),
+            }
+        }
+    }
 }
