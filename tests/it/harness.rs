@@ -330,3 +330,98 @@ impl Sdk {
             .count()
     }
 }
+
+/// An `immune` command running in the background, its output going to files in the
+/// test's directory (no pipe can fill up while the test polls).
+pub struct Background {
+    child: std::process::Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl World {
+    /// Starts `immune ARGS` without waiting for it; stdin is closed, so it is never
+    /// interactive.
+    pub fn spawn(&self, args: &[&str]) -> Background {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let stdout = std::env::temp_dir().join(format!("immune-it-{}-{id}.out", self.prefix));
+        let stderr = std::env::temp_dir().join(format!("immune-it-{}-{id}.err", self.prefix));
+        let child = Command::new(env!("CARGO_BIN_EXE_immune"))
+            .arg("--chdir")
+            .arg(&self.dir)
+            .args(args)
+            .env("AWS_ENDPOINT_URL", ENDPOINT)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("start immune");
+        Background {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// The fleet's recorded state (`fleets.<prefix>`), or null before the first save.
+    pub fn fleet_state(&self) -> serde_json::Value {
+        std::fs::read_to_string(self.dir.join(".immune/state.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .map(|state| state["fleets"][&self.prefix].clone())
+            .unwrap_or_default()
+    }
+}
+
+impl Background {
+    fn output(&self, code: i32) -> Run {
+        Run {
+            code,
+            stdout: std::fs::read_to_string(&self.stdout).unwrap_or_default(),
+            stderr: std::fs::read_to_string(&self.stderr).unwrap_or_default(),
+        }
+    }
+
+    /// Its output so far with exit code -1, or everything once it has exited.
+    pub fn peek(&mut self) -> (bool, Run) {
+        match self.child.try_wait().expect("poll immune") {
+            Some(status) => (true, self.output(status.code().unwrap_or(-1))),
+            None => (false, self.output(-1)),
+        }
+    }
+
+    /// Waits for it to exit; kills it and panics after `timeout`.
+    pub fn wait(mut self, timeout: std::time::Duration) -> Run {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let (true, run) = self.peek() {
+                return run;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "immune did not finish within {timeout:?}; killed it\n{:?}",
+                    self.output(-1)
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        // A test that panicked must not leave an apply running.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_file(&self.stdout);
+        let _ = std::fs::remove_file(&self.stderr);
+    }
+}
