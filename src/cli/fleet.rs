@@ -397,6 +397,14 @@ pub async fn rollback(cli: &Cli, name: &str) -> Result<Success, CliError> {
                         "state is locked by {holder} and fleet `{name}` has no rollout in progress to ask it to roll back; try again when it finishes"
                     ))
                 })?;
+            if rollout.phase == crate::rollout::Phase::Retire {
+                // Every step passed: the running apply finishes the release whatever
+                // it is asked, so do not pretend otherwise.
+                return Err(error(format!(
+                    "release {} of fleet `{name}` passed every step and {holder} is retiring the previous group; wait for it to finish, then run `immune rollback {name}` (needs keep_previous >= 1)",
+                    rollout.release
+                )));
+            }
             backend
                 .post_answer(
                     name,
