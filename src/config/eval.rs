@@ -8,7 +8,9 @@ use hcl::{Map, Number, Value};
 use hcl_edit::expr::{BinaryOperator, Expression, TraversalOperator, UnaryOperator};
 use hcl_edit::template::{Element, Template};
 use hcl_edit::Span as _;
-use std::cell::RefCell;
+use super::load::Program;
+use hcl_edit::structure::Block;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -56,14 +58,48 @@ struct Local<'a> {
     expr: &'a Expression,
 }
 
+/// A `module` block of the unit being evaluated, instantiated when first referenced.
+pub struct Call<'a> {
+    pub file: FileId,
+    pub block: &'a Block,
+    /// The unit its source loads; `None` when loading failed (already reported).
+    pub unit: Option<usize>,
+}
+
+/// A module's outputs, and which of them are sensitive.
+#[derive(Clone)]
+pub struct ModuleValue {
+    pub outputs: Map<String, Value>,
+    pub sensitive: Vec<String>,
+    /// Outputs whose value is not known (a required variable without a value in
+    /// `validate`, or a problem already reported): using them is silent.
+    pub unknown: Vec<String>,
+    /// The fleets the module declares, with the span of each one's label.
+    pub fleets: Vec<(super::model::Fleet, Option<Span>)>,
+}
+
 pub struct Evaluator<'a> {
+    pub program: &'a Program<'a>,
+    /// The directory of the unit's files, relative to the configuration directory:
+    /// `file()` and module sources are relative to it.
     base_dir: PathBuf,
+    /// `module.a.module.b`: the calls that led to this unit, for fleet names and messages.
+    pub module_path: Vec<String>,
     vars: Map<String, Value>,
+    sensitive_vars: Vec<String>,
+    /// Set when an evaluation reads a sensitive value, so an output that shows it can be
+    /// refused unless it is marked sensitive too (as Terraform does).
+    touched_sensitive: Cell<bool>,
     /// Declared variables, with or without a value: a missing value is reported once at
     /// its declaration, not again at every use.
     declared: Vec<String>,
     locals: HashMap<String, Local<'a>>,
-    local_values: RefCell<HashMap<String, Option<Value>>>,
+    local_values: RefCell<HashMap<String, Option<(Value, bool)>>>,
+    calls: HashMap<String, Call<'a>>,
+    module_values: RefCell<HashMap<String, Option<ModuleValue>>>,
+    /// The unit's fleets as `fleet.NAME` sees them; set once they are read, so only
+    /// outputs can use them.
+    pub fleet_values: RefCell<Option<Map<String, Value>>>,
     in_progress: RefCell<Vec<String>>,
     /// Problems found while evaluating locals, reported once however often they are used.
     pub local_errors: RefCell<Vec<Diagnostic>>,
@@ -71,21 +107,29 @@ pub struct Evaluator<'a> {
 }
 
 impl<'a> Evaluator<'a> {
-    pub fn new(base_dir: &Path, vars: Map<String, Value>) -> Self {
+    pub fn new(
+        program: &'a Program<'a>,
+        base_dir: &Path,
+        module_path: Vec<String>,
+        vars: Map<String, Value>,
+    ) -> Self {
         Evaluator {
+            program,
             base_dir: base_dir.to_path_buf(),
+            module_path,
             declared: vars.keys().cloned().collect(),
             vars,
+            sensitive_vars: Vec::new(),
+            touched_sensitive: Cell::new(false),
             locals: HashMap::new(),
             local_values: RefCell::default(),
+            calls: HashMap::new(),
+            module_values: RefCell::default(),
+            fleet_values: RefCell::default(),
             in_progress: RefCell::default(),
             local_errors: RefCell::default(),
             depth: RefCell::new(0),
         }
-    }
-
-    pub fn base_dir(&self) -> &Path {
-        &self.base_dir
     }
 
     pub fn add_local(&mut self, name: String, file: FileId, expr: &'a Expression) {
@@ -94,6 +138,23 @@ impl<'a> Evaluator<'a> {
 
     pub fn declare(&mut self, names: impl IntoIterator<Item = String>) {
         self.declared.extend(names);
+    }
+
+    pub fn mark_sensitive(&mut self, name: String) {
+        self.sensitive_vars.push(name);
+    }
+
+    pub fn add_call(&mut self, name: String, call: Call<'a>) {
+        self.calls.insert(name, call);
+    }
+
+    /// Evaluates `expr` and says whether it read a sensitive value.
+    pub fn eval_tracked(&self, file: FileId, expr: &Expression) -> (Eval<Value>, bool) {
+        let before = self.touched_sensitive.replace(false);
+        let result = self.eval(file, expr);
+        let touched = self.touched_sensitive.replace(before);
+        self.touched_sensitive.set(before || touched);
+        (result, touched)
     }
 
     pub fn has_local(&self, name: &str) -> bool {
@@ -224,13 +285,14 @@ impl<'a> Evaluator<'a> {
                     .map(|n| (n.to_string(), Value::String(format!("${{release.{n}}}"))))
                     .collect(),
             )),
-            "local" => Err(Some(Diagnostic::new(
-                "`local` must be followed by the name of a local value, as in `local.name`",
+            "local" | "module" | "fleet" => Err(Some(Diagnostic::new(
+                format!("`{name}` must be followed by a name, as in `{name}.NAME`"),
                 span,
             ))),
             _ => Err(Some(
-                Diagnostic::new(format!("unknown name `{name}`"), span)
-                    .with_hint("references start with `var.`, `local.` or `release.`"),
+                Diagnostic::new(format!("unknown name `{name}`"), span).with_hint(
+                    "references start with `var.`, `local.`, `module.`, `fleet.` or `release.`",
+                ),
             )),
         }
     }
@@ -246,14 +308,28 @@ impl<'a> Evaluator<'a> {
         let mut value = match (&t.expr, operators.peek().map(|o| o.value())) {
             (Expression::Variable(root), Some(TraversalOperator::GetAttr(attr)))
                 if scope.get(root.as_str()).is_none()
-                    && matches!(root.as_str(), "var" | "local") =>
+                    && matches!(root.as_str(), "var" | "local" | "module" | "fleet") =>
             {
-                let attr_span = span_of_attr(file, operators.peek().unwrap());
-                operators.next();
-                if root.as_str() == "var" {
-                    self.variable(attr.as_str(), attr_span.or(span.clone()))?
-                } else {
-                    self.local(attr.as_str(), attr_span.or(span.clone()))?
+                let attr_span = span_of_attr(file, operators.next().expect("peeked"));
+                let at = attr_span.or(span.clone());
+                match root.as_str() {
+                    "var" => self.variable(attr.as_str(), at)?,
+                    "local" => self.local(attr.as_str(), at)?,
+                    "fleet" => self.fleet(attr.as_str(), at)?,
+                    _ => {
+                        let module = self.module(attr.as_str(), at)?;
+                        if let Some(TraversalOperator::GetAttr(output)) =
+                            operators.peek().map(|o| o.value())
+                        {
+                            if module.sensitive.iter().any(|s| s == output.as_str()) {
+                                self.touched_sensitive.set(true);
+                            }
+                            if module.unknown.iter().any(|s| s == output.as_str()) {
+                                return Err(None);
+                            }
+                        }
+                        Value::Object(module.outputs)
+                    }
                 }
             }
             _ => self.eval_in(file, &t.expr, scope)?,
@@ -307,6 +383,9 @@ impl<'a> Evaluator<'a> {
     }
 
     fn variable(&self, name: &str, span: Option<Span>) -> Eval<Value> {
+        if self.sensitive_vars.iter().any(|s| s == name) {
+            self.touched_sensitive.set(true);
+        }
         match self.vars.get(name) {
             Some(value) => Ok(value.clone()),
             None if self.declared.iter().any(|d| d == name) => Err(None),
@@ -323,7 +402,11 @@ impl<'a> Evaluator<'a> {
 
     fn local(&self, name: &str, span: Option<Span>) -> Eval<Value> {
         if let Some(known) = self.local_values.borrow().get(name) {
-            return known.clone().ok_or(None);
+            let (value, sensitive) = known.clone().ok_or(None)?;
+            if sensitive {
+                self.touched_sensitive.set(true);
+            }
+            return Ok(value);
         }
         let Some(local) = self.locals.get(name) else {
             let names: Vec<&str> = self.locals.keys().map(String::as_str).collect();
@@ -345,10 +428,10 @@ impl<'a> Evaluator<'a> {
             )));
         }
         self.in_progress.borrow_mut().push(name.to_string());
-        let result = self.eval(local.file, local.expr);
+        let (result, sensitive) = self.eval_tracked(local.file, local.expr);
         self.in_progress.borrow_mut().pop();
         let stored = match result {
-            Ok(v) => Some(v),
+            Ok(v) => Some((v, sensitive)),
             Err(Some(d)) => {
                 self.local_errors.borrow_mut().push(d);
                 None
@@ -358,7 +441,89 @@ impl<'a> Evaluator<'a> {
         self.local_values
             .borrow_mut()
             .insert(name.to_string(), stored.clone());
-        stored.ok_or(None)
+        stored.map(|(v, _)| v).ok_or(None)
+    }
+
+    fn fleet(&self, name: &str, span: Option<Span>) -> Eval<Value> {
+        let fleets = self.fleet_values.borrow();
+        let Some(fleets) = fleets.as_ref() else {
+            return Err(Some(
+                Diagnostic::new(format!("`fleet.{name}` can only be used in outputs"), span)
+                    .with_hint("a fleet's attributes are known once every fleet is read; use a local or variable for values fleets share"),
+            ));
+        };
+        match fleets.get(name) {
+            Some(value) => Ok(value.clone()),
+            None => {
+                let names: Vec<&str> = fleets.keys().map(String::as_str).collect();
+                let d = Diagnostic::new(format!("undefined fleet `{name}`"), span);
+                Err(Some(match did_you_mean(name, &names) {
+                    Some(n) => d.with_hint(format!("did you mean `fleet.{n}`?")),
+                    None => d,
+                }))
+            }
+        }
+    }
+
+    fn module(&self, name: &str, span: Option<Span>) -> Eval<ModuleValue> {
+        if let Some(known) = self.module_values.borrow().get(name) {
+            return known.clone().ok_or(None);
+        }
+        let Some(call) = self.calls.get(name) else {
+            let names: Vec<&str> = self.calls.keys().map(String::as_str).collect();
+            let d = Diagnostic::new(format!("undefined module `{name}`"), span);
+            return Err(Some(match did_you_mean(name, &names) {
+                Some(n) => d.with_hint(format!("did you mean `module.{n}`?")),
+                None => d.with_hint(format!(
+                    "declare it with `module \"{name}\" {{ source = \"./modules/...\" }}`"
+                )),
+            }));
+        };
+        let key = format!("module.{name}");
+        if self.in_progress.borrow().contains(&key) {
+            let mut chain = self.in_progress.borrow().clone();
+            chain.push(key);
+            return Err(Some(Diagnostic::new(
+                format!("values refer to each other in a cycle: {}", chain.join(" -> ")),
+                span,
+            )));
+        }
+        self.in_progress.borrow_mut().push(key);
+        let value = super::module::instantiate(self, name, call);
+        self.in_progress.borrow_mut().pop();
+        self.module_values
+            .borrow_mut()
+            .insert(name.to_string(), value.clone());
+        value.ok_or(None)
+    }
+
+    /// The outputs of a module call once instantiated; `Some(None)` when it failed.
+    pub fn module_value(&self, name: &str) -> Option<Option<ModuleValue>> {
+        self.module_values.borrow().get(name).cloned()
+    }
+
+    /// Instantiates every module not referenced yet, so that their fleets and problems
+    /// are part of the configuration.
+    pub fn instantiate_all(&self) {
+        let mut names: Vec<&String> = self.calls.keys().collect();
+        names.sort();
+        for name in names {
+            match self.module(name, None) {
+                Err(Some(d)) => self.local_errors.borrow_mut().push(d),
+                Ok(_) | Err(None) => {}
+            }
+        }
+    }
+
+    /// Reads a file relative to this unit's directory (for `file` and `templatefile`).
+    pub fn read_file(&self, path: &str) -> Result<String, String> {
+        let full = super::files::normalize(&self.base_dir.join(path));
+        let bytes = self
+            .program
+            .files
+            .read(&full, super::files::MAX_FILE_BYTES)
+            .map_err(|e| format!("cannot read {}: {e}", full.display()))?;
+        String::from_utf8(bytes).map_err(|_| format!("{} is not valid UTF-8 text", full.display()))
     }
 
     fn template(&self, file: FileId, template: &Template, scope: &Scope) -> Eval<Value> {
@@ -467,6 +632,7 @@ impl<'a> Evaluator<'a> {
         text: &str,
         vars: Map<String, Value>,
     ) -> Result<String, String> {
+        super::guard::check(text).map_err(|(message, _)| format!("template {message}"))?;
         let template = hcl_edit::parser::parse_template(text)
             .map_err(|e| format!("template syntax error: {}", e.message()))?;
         let scope = Scope::with(vars.into_iter().collect());

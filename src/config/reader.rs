@@ -206,6 +206,41 @@ impl<'r, 'a> BlockReader<'r, 'a> {
         default
     }
 
+    pub fn boolean(&mut self, key: &'static str) -> Option<bool> {
+        let (value, span) = self.value(key)?;
+        match value {
+            Value::Bool(b) => Some(b),
+            other => {
+                self.wrong_type(key, "a bool", &other, span);
+                None
+            }
+        }
+    }
+
+    /// A whole number within `range`; `None` when absent (reported if `required`) or
+    /// not known, so that checks between numbers skip what is unknown.
+    pub fn try_number(
+        &mut self,
+        key: &'static str,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Option<u64> {
+        let (value, span) = self.required(key)?;
+        match value.as_u64() {
+            Some(n) if range.contains(&n) => Some(n),
+            _ => {
+                self.diags.error(
+                    format!(
+                        "attribute `{key}` must be a whole number from {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
+                    span,
+                );
+                None
+            }
+        }
+    }
+
     /// A number, whole or not.
     pub fn float(&mut self, key: &'static str) -> Option<f64> {
         let (value, span) = self.required(key)?;
