@@ -2,6 +2,7 @@
 //! only `main` turns them into text and exit codes.
 
 mod apply;
+mod fmt;
 mod observe;
 
 use crate::config::{self, Config, ConfigError, VarInputs};
@@ -45,6 +46,8 @@ pub struct Cli {
 pub enum Command {
     /// Check the configuration offline; every problem is reported at once.
     Validate,
+    /// Rewrite the directory's *.hcl files in the canonical layout.
+    Fmt(fmt::FmtArgs),
     /// Show what apply would do.
     Plan {
         /// Exit 2 when there are changes, 0 when there are none.
@@ -134,8 +137,9 @@ impl Cli {
 
 pub async fn run(cli: Cli) -> Result<Success, CliError> {
     match &cli.command {
+        Command::Fmt(args) => fmt::run(&cli.chdir, args),
         Command::Validate => {
-            let config = cli.load()?;
+            let config = config::load_with(&cli.chdir, &cli.inputs(), config::Mode::Validate)?;
             println!(
                 "The configuration is valid: {} fleet{}.",
                 config.fleets.len(),

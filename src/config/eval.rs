@@ -262,13 +262,59 @@ impl<'a> Evaluator<'a> {
                     (op, v) => fail(format!("cannot apply `{op:?}` to {}", type_name(&v))),
                 }
             }
-            Expression::BinaryOp(op) => {
-                let lhs = self.eval_in(file, &op.lhs_expr, scope)?;
-                let rhs = self.eval_in(file, &op.rhs_expr, scope)?;
-                binary(*op.operator.value(), lhs, rhs).map_err(|m| Some(Diagnostic::new(m, span)))
-            }
+            Expression::BinaryOp(op) => self.binary_chain(file, op, scope, span),
             Expression::ForExpr(f) => self.for_expr(file, f, scope, span),
         }
+    }
+
+    /// `hcl-edit` parses `a || b == c` as a chain nested to the right, without operator
+    /// precedence (hcl-rs fixes that up after parsing; this evaluator reads hcl-edit's
+    /// tree). The chain is flattened and evaluated with HCL's precedence, left to right.
+    fn binary_chain(
+        &self,
+        file: FileId,
+        op: &hcl_edit::expr::BinaryOp,
+        scope: &Scope,
+        span: Option<Span>,
+    ) -> Eval<Value> {
+        let mut operands = vec![&op.lhs_expr];
+        let mut operators = vec![*op.operator.value()];
+        let mut rest = &op.rhs_expr;
+        while let Expression::BinaryOp(next) = rest {
+            operands.push(&next.lhs_expr);
+            operators.push(*next.operator.value());
+            rest = &next.rhs_expr;
+        }
+        operands.push(rest);
+        let mut values = Vec::with_capacity(operands.len());
+        for operand in operands {
+            values.push(self.eval_in(file, operand, scope)?);
+        }
+        let fail = |m: String| Some(Diagnostic::new(m, span.clone()));
+        let mut values = values.into_iter();
+        let mut stack = vec![values.next().expect("a chain has operands")];
+        let mut pending: Vec<BinaryOperator> = Vec::new();
+        let reduce = |stack: &mut Vec<Value>, op: BinaryOperator| -> Eval<()> {
+            let rhs = stack.pop().expect("two operands");
+            let lhs = stack.pop().expect("two operands");
+            stack.push(binary(op, lhs, rhs).map_err(fail)?);
+            Ok(())
+        };
+        for (op, value) in operators.into_iter().zip(values) {
+            while let Some(top) = pending.last() {
+                if precedence(*top) < precedence(op) {
+                    break;
+                }
+                let top = pending.pop().expect("peeked");
+                reduce(&mut stack, top)?;
+            }
+            pending.push(op);
+            stack.push(value);
+        }
+        while let Some(top) = pending.pop() {
+            reduce(&mut stack, top)?;
+        }
+        Ok(stack.pop().expect("one result"))
     }
 
     fn root(&self, name: &str, scope: &Scope, span: Option<Span>) -> Eval<Value> {
@@ -697,6 +743,19 @@ fn index_value(value: Value, key: &Value) -> Result<Value, String> {
             type_name(&v),
             type_name(k)
         )),
+    }
+}
+
+/// HCL's operator precedence, higher binds tighter.
+fn precedence(op: BinaryOperator) -> u8 {
+    use BinaryOperator::*;
+    match op {
+        Mul | Div | Mod => 6,
+        Plus | Minus => 5,
+        Less | LessEq | Greater | GreaterEq => 4,
+        Eq | NotEq => 3,
+        And => 2,
+        Or => 1,
     }
 }
 

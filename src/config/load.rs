@@ -94,7 +94,7 @@ pub fn load_with(dir: &Path, inputs: &VarInputs, mode: Mode) -> Result<Config, C
             dir.display()
         )));
     }
-    on_big_stack(|| load_files(dir, &files, inputs, mode))
+    on_big_stack_config(|| load_files(dir, &files, inputs, mode))
 }
 
 /// Loads a configuration held in memory: `(relative path, contents)` pairs, modules
@@ -105,7 +105,7 @@ pub fn load_sources(
     mode: Mode,
 ) -> Result<Config, ConfigError> {
     let files = Memory::new(files.iter().map(|(p, b)| (p.as_path(), b.as_slice())));
-    on_big_stack(|| load_files(Path::new("."), &files, inputs, mode))
+    on_big_stack_config(|| load_files(Path::new("."), &files, inputs, mode))
 }
 
 fn single(message: String) -> ConfigError {
@@ -117,24 +117,28 @@ fn single(message: String) -> ConfigError {
     }
 }
 
-fn on_big_stack(
+fn on_big_stack_config(
     work: impl FnOnce() -> Result<Config, ConfigError> + Send,
 ) -> Result<Config, ConfigError> {
+    on_big_stack(work).unwrap_or_else(|| {
+        Err(single(
+            "internal error while reading the configuration (a bug in immune; please report it)"
+                .into(),
+        ))
+    })
+}
+
+/// Runs `work` on a thread with [`PARSER_STACK`]; `None` if it panicked or the thread
+/// could not start.
+pub(super) fn on_big_stack<T: Send>(work: impl FnOnce() -> T + Send) -> Option<T> {
     std::thread::scope(|scope| {
-        let worker = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("config".into())
             .stack_size(PARSER_STACK)
-            .spawn_scoped(scope, work);
-        match worker {
-            Ok(handle) => handle.join().unwrap_or_else(|_| {
-                Err(single(
-                    "internal error while reading the configuration (a bug in immune; please report it)".into(),
-                ))
-            }),
-            Err(e) => Err(single(format!(
-                "cannot start a thread to read the configuration: {e}"
-            ))),
-        }
+            .spawn_scoped(scope, work)
+            .ok()?
+            .join()
+            .ok()
     })
 }
 

@@ -20,6 +20,8 @@ pub struct BlockReader<'r, 'a> {
     pub span: Option<Span>,
     known_attributes: Vec<&'static str>,
     known_blocks: Vec<&'static str>,
+    /// Attributes set to `null`: as in Terraform, that is the same as leaving them out.
+    nulls: Vec<&'static str>,
 }
 
 impl<'r, 'a> BlockReader<'r, 'a> {
@@ -39,6 +41,7 @@ impl<'r, 'a> BlockReader<'r, 'a> {
             span: span_of(file, &block.ident),
             known_attributes: Vec::new(),
             known_blocks: Vec::new(),
+            nulls: Vec::new(),
         }
     }
 
@@ -59,6 +62,10 @@ impl<'r, 'a> BlockReader<'r, 'a> {
         let attr = self.body.get_attribute(key)?;
         let span = span_of(self.file, &attr.value);
         match self.eval.eval(self.file, &attr.value) {
+            Ok(Value::Null) => {
+                self.nulls.push(key);
+                None
+            }
             Ok(v) => Some((v, span)),
             Err(Some(d)) => {
                 self.diags.push(d);
@@ -81,7 +88,7 @@ impl<'r, 'a> BlockReader<'r, 'a> {
     fn required(&mut self, key: &'static str) -> Option<(Value, Option<Span>)> {
         let present = self.body.get_attribute(key).is_some();
         let value = self.value(key);
-        if !present {
+        if !present || self.nulls.contains(&key) {
             self.missing(key);
         }
         value

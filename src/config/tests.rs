@@ -122,3 +122,34 @@ fn gate_mistakes_are_reported_together() {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
 }
+
+fn load_files(files: &[(&str, &str)], mode: Mode) -> Result<Config, String> {
+    let files: Vec<(std::path::PathBuf, Vec<u8>)> = files
+        .iter()
+        .map(|(p, t)| (p.into(), t.as_bytes().to_vec()))
+        .collect();
+    load_sources(&files, &VarInputs::default(), mode).map_err(|e| e.to_string())
+}
+
+#[test]
+fn operators_follow_hcl_precedence() {
+    let config = load_files(
+        &[(
+            "main.hcl",
+            r#"
+locals {
+  a = 1 + 2 * 3 == 7 && 10 - 4 - 3 == 3 || false
+  b = 2 * 3 + 1
+  c = 8 / 2 / 2
+}
+output "a" { value = local.a }
+output "b" { value = local.b }
+output "c" { value = local.c }
+"#,
+        )],
+        Mode::Plan,
+    )
+    .unwrap();
+    let values: Vec<String> = config.outputs.iter().map(|o| o.value.to_string()).collect();
+    assert_eq!(values, ["true", "7", "2"]);
+}

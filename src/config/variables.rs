@@ -39,6 +39,8 @@ impl VarType {
         let mismatch = |v: &Value| format!("expected {}, found {}", self.name(), type_name(v));
         match (self, value) {
             (VarType::Any, v) => Ok(v),
+            // Any variable may be null, which means "not set" where it is used.
+            (_, Value::Null) => Ok(Value::Null),
             (VarType::String, Value::String(s)) => Ok(Value::String(s)),
             (VarType::String, v @ (Value::Number(_) | Value::Bool(_))) => {
                 Ok(Value::String(super::eval::to_template_string(&v)?))
