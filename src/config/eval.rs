@@ -245,12 +245,13 @@ impl<'a> Evaluator<'a> {
                     .iter()
                     .map(|a| self.eval_in(file, a, scope))
                     .collect::<Eval<Vec<_>>>()?;
+                if let Some(hint) = functions::suggest(name) {
+                    return Err(Some(
+                        Diagnostic::new(format!("unknown function `{name}`"), span).with_hint(hint),
+                    ));
+                }
                 functions::call(self, name, args).map_err(|message| {
-                    let d = Diagnostic::new(format!("in call to `{name}`: {message}"), span);
-                    Some(match functions::suggest(name) {
-                        Some(hint) => d.with_hint(hint),
-                        None => d,
-                    })
+                    Some(Diagnostic::new(format!("in call to `{name}`: {message}"), span))
                 })
             }
             Expression::Traversal(t) => self.traversal(file, t, scope, span),
@@ -364,6 +365,38 @@ impl<'a> Evaluator<'a> {
                     "fleet" => self.fleet(attr.as_str(), at)?,
                     _ => {
                         let module = self.module(attr.as_str(), at)?;
+                        if let Some(op) = operators.peek() {
+                            if let TraversalOperator::GetAttr(output) = op.value() {
+                                let output = output.as_str();
+                                let known = module.outputs.contains_key(output)
+                                    || module.unknown.iter().any(|u| u == output);
+                                if !known {
+                                    let names: Vec<&str> = module
+                                        .outputs
+                                        .keys()
+                                        .map(String::as_str)
+                                        .chain(module.unknown.iter().map(String::as_str))
+                                        .collect();
+                                    let d = Diagnostic::new(
+                                        format!(
+                                            "module `{}` has no output `{output}`",
+                                            attr.as_str()
+                                        ),
+                                        span_of_attr(file, op),
+                                    );
+                                    return Err(Some(match did_you_mean(output, &names) {
+                                        Some(n) => d.with_hint(format!("did you mean `{n}`?")),
+                                        None if names.is_empty() => {
+                                            d.with_hint("the module declares no outputs")
+                                        }
+                                        None => d.with_hint(format!(
+                                            "the module's outputs are: {}",
+                                            names.join(", ")
+                                        )),
+                                    }));
+                                }
+                            }
+                        }
                         if let Some(TraversalOperator::GetAttr(output)) =
                             operators.peek().map(|o| o.value())
                         {
@@ -698,8 +731,14 @@ pub fn span_of(file: FileId, node: &impl hcl_edit::Span) -> Option<Span> {
     node.span().map(|range| Span { file, range })
 }
 
+/// The name after the dot for `.name`, so the caret sits under the name alone.
 fn span_of_attr(file: FileId, op: &hcl_edit::Decorated<TraversalOperator>) -> Option<Span> {
-    op.span()
+    let inner = match op.value() {
+        TraversalOperator::GetAttr(ident) => ident.span(),
+        _ => None,
+    };
+    inner
+        .or_else(|| op.span())
         .or_else(|| op.value().span())
         .map(|range| Span { file, range })
 }

@@ -24,7 +24,10 @@ pub struct Disk {
 
 impl Files for Disk {
     fn hcl_files(&self, dir: &Path) -> Result<Vec<PathBuf>, String> {
-        let entries = std::fs::read_dir(self.root.join(dir)).map_err(|e| e.to_string())?;
+        let entries = std::fs::read_dir(self.root.join(dir)).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => "not found".to_string(),
+            _ => e.to_string(),
+        })?;
         let mut paths: Vec<PathBuf> = entries
             .filter_map(|e| e.ok())
             .filter(|e| e.path().extension().is_some_and(|x| x == "hcl") && e.path().is_file())
@@ -74,7 +77,7 @@ impl Files for Memory {
             }
         }
         if !found && dir != Path::new("") {
-            return Err("No such file or directory".into());
+            return Err("not found".into());
         }
         Ok(paths)
     }

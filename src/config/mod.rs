@@ -22,3 +22,5 @@ pub use source::{Sources, Span};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod suite;

@@ -107,7 +107,7 @@ fn discover_calls(
             let paths = match files.hcl_files(&target) {
                 Ok(paths) if paths.is_empty() => {
                     diags.push(
-                        Diagnostic::new(format!("module source {path} has no *.hcl files"), span)
+                        Diagnostic::new(format!("module source \"{path}\" has no *.hcl files"), span)
                             .with_hint("a module is a directory of .hcl files"),
                     );
                     return None;
@@ -115,15 +115,13 @@ fn discover_calls(
                 Ok(paths) => paths,
                 Err(e) => {
                     diags.push(
-                        Diagnostic::new(format!("module source {path} not found: {e}"), span)
-                            .with_hint(format!(
-                                "the path is relative to the directory of the calling file ({})",
-                                if dir.as_os_str().is_empty() {
-                                    ".".to_string()
-                                } else {
-                                    dir.display().to_string()
-                                }
-                            )),
+                        Diagnostic::new(format!("module source \"{path}\" {e}"), span).with_hint(
+                            if dir.as_os_str().is_empty() {
+                                "the path is relative to the configuration directory".to_string()
+                            } else {
+                                format!("the path is relative to the module's directory, {}", dir.display())
+                            },
+                        ),
                     );
                     return None;
                 }

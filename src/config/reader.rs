@@ -22,6 +22,7 @@ pub struct BlockReader<'r, 'a> {
     known_blocks: Vec<&'static str>,
     /// Attributes set to `null`: as in Terraform, that is the same as leaving them out.
     nulls: Vec<&'static str>,
+    missing: Vec<String>,
 }
 
 impl<'r, 'a> BlockReader<'r, 'a> {
@@ -42,6 +43,7 @@ impl<'r, 'a> BlockReader<'r, 'a> {
             known_attributes: Vec::new(),
             known_blocks: Vec::new(),
             nulls: Vec::new(),
+            missing: Vec::new(),
         }
     }
 
@@ -75,14 +77,10 @@ impl<'r, 'a> BlockReader<'r, 'a> {
         }
     }
 
+    /// Reported by `finish`, which leaves it out when a misspelt attribute is the
+    /// missing one: one mistake, one error.
     pub fn missing(&mut self, key: &str) {
-        self.diags.push(
-            Diagnostic::new(
-                format!("missing required attribute `{key}` in {}", self.what),
-                self.span.clone(),
-            )
-            .with_hint(format!("add `{key} = ...` to the {} block", self.what)),
-        );
+        self.missing.push(key.to_string());
     }
 
     fn required(&mut self, key: &'static str) -> Option<(Value, Option<Span>)> {
@@ -334,6 +332,28 @@ impl<'r, 'a> BlockReader<'r, 'a> {
 
     /// Reports every attribute and block that no getter asked for.
     pub fn finish(self) {
+        let mut misspelt = Vec::new();
+        for structure in self.body.iter() {
+            if let Structure::Attribute(a) = structure {
+                if !self.known_attributes.contains(&a.key.as_str()) {
+                    if let Some(k) = did_you_mean(a.key.as_str(), &self.known_attributes) {
+                        misspelt.push(k);
+                    }
+                }
+            }
+        }
+        for key in &self.missing {
+            if misspelt.contains(&key.as_str()) {
+                continue;
+            }
+            self.diags.push(
+                Diagnostic::new(
+                    format!("missing required attribute `{key}` in {}", self.what),
+                    self.span.clone(),
+                )
+                .with_hint(format!("add `{key} = ...` to the {} block", self.what)),
+            );
+        }
         for structure in self.body.iter() {
             let (kind, name, span, known) = match structure {
                 Structure::Attribute(a) => (
