@@ -64,8 +64,12 @@ pub fn run(dir: &Path, args: &FmtArgs) -> Result<Success, CliError> {
     }
     if args.check && !unformatted.is_empty() {
         return Err(CliError::Message(format!(
-            "{} not formatted: {}\nrun `immune fmt` to fix",
-            if unformatted.len() == 1 { "file" } else { "files" },
+            "error: {} not formatted: {}\n  = hint: run `immune fmt` to fix",
+            if unformatted.len() == 1 {
+                "file"
+            } else {
+                "files"
+            },
             unformatted.join(", ")
         )));
     }
@@ -98,14 +102,27 @@ pub fn diff(name: &str, old: &str, new: &str) -> String {
             continue;
         }
         let h = hunk.get_or_insert_with(|| format!("@@ -{} +{} @@\n", i + 1, j + 1));
-        if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            *h += &format!("+{}\n", b[j]);
-            j += 1;
-        } else {
+        // Removed lines first, then the lines that replace them.
+        if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
             *h += &format!("-{}\n", a[i]);
             i += 1;
+        } else {
+            *h += &format!("+{}\n", b[j]);
+            j += 1;
         }
     }
     out += &hunk.unwrap_or_default();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_diff_shows_removed_lines_before_their_replacement() {
+        let shown = super::diff("a.hcl", "x\n  a=1\ny\n", "x\na = 1\ny\n");
+        assert_eq!(
+            shown,
+            "--- a.hcl\n+++ a.hcl (formatted)\n@@ -2 +2 @@\n-  a=1\n+a = 1\n"
+        );
+    }
 }

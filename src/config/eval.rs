@@ -3,13 +3,13 @@
 
 use super::diagnostic::{did_you_mean, Diagnostic};
 use super::functions;
+use super::load::Program;
 use super::source::{FileId, Span};
 use hcl::{Map, Number, Value};
 use hcl_edit::expr::{BinaryOperator, Expression, TraversalOperator, UnaryOperator};
+use hcl_edit::structure::Block;
 use hcl_edit::template::{Element, Template};
 use hcl_edit::Span as _;
-use super::load::Program;
-use hcl_edit::structure::Block;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -251,7 +251,10 @@ impl<'a> Evaluator<'a> {
                     ));
                 }
                 functions::call(self, name, args).map_err(|message| {
-                    Some(Diagnostic::new(format!("in call to `{name}`: {message}"), span))
+                    Some(Diagnostic::new(
+                        format!("in call to `{name}`: {message}"),
+                        span,
+                    ))
                 })
             }
             Expression::Traversal(t) => self.traversal(file, t, scope, span),
@@ -563,7 +566,10 @@ impl<'a> Evaluator<'a> {
             let mut chain = self.in_progress.borrow().clone();
             chain.push(key);
             return Err(Some(Diagnostic::new(
-                format!("values refer to each other in a cycle: {}", chain.join(" -> ")),
+                format!(
+                    "values refer to each other in a cycle: {}",
+                    chain.join(" -> ")
+                ),
                 span,
             )));
         }
@@ -587,9 +593,8 @@ impl<'a> Evaluator<'a> {
         let mut names: Vec<&String> = self.calls.keys().collect();
         names.sort();
         for name in names {
-            match self.module(name, None) {
-                Err(Some(d)) => self.local_errors.borrow_mut().push(d),
-                Ok(_) | Err(None) => {}
+            if let Err(Some(d)) = self.module(name, None) {
+                self.local_errors.borrow_mut().push(d);
             }
         }
     }

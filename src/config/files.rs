@@ -70,8 +70,7 @@ impl Files for Memory {
             if path.starts_with(&dir) && path != &dir {
                 found = true;
             }
-            if path.parent() == Some(dir.as_path())
-                && path.extension().is_some_and(|x| x == "hcl")
+            if path.parent() == Some(dir.as_path()) && path.extension().is_some_and(|x| x == "hcl")
             {
                 paths.push(path.clone());
             }
@@ -108,9 +107,7 @@ pub fn normalize(path: &Path) -> PathBuf {
     for c in path.components() {
         match c {
             Component::CurDir => {}
-            Component::ParentDir
-                if matches!(parts.last(), Some(Component::Normal(_))) =>
-            {
+            Component::ParentDir if matches!(parts.last(), Some(Component::Normal(_))) => {
                 parts.pop();
             }
             c => parts.push(c),

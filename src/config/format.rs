@@ -22,7 +22,10 @@ fn format_here(text: &str) -> Result<String, String> {
     // and the file is better left alone than broken.
     match parse(&out) {
         Ok(after) if after == before => Ok(out),
-        _ => Err("formatting would change the file's meaning (a bug in immune fmt); left unchanged".into()),
+        _ => Err(
+            "formatting would change the file's meaning (a bug in immune fmt); left unchanged"
+                .into(),
+        ),
     }
 }
 
@@ -94,7 +97,10 @@ fn scan(text: &str) -> Vec<Line<'_>> {
         let mut probe = stack.len();
         if !verbatim {
             for c in line.trim_start().chars() {
-                if matches!(c, '}' | ']' | ')') && probe > 0 && matches!(stack[probe - 1], Open::Bracket(_)) {
+                if matches!(c, '}' | ']' | ')')
+                    && probe > 0
+                    && matches!(stack[probe - 1], Open::Bracket(_))
+                {
                     probe -= 1;
                 } else {
                     break;
@@ -288,7 +294,8 @@ mod tests {
     #[test]
     fn a_multi_line_value_ends_an_alignment_group() {
         let input = "locals {\n  a = 1\n  long_name = {\n    k = 1\n  }\n  b = 2\n  cc = 3\n}\n";
-        let expected = "locals {\n  a         = 1\n  long_name = {\n    k = 1\n  }\n  b  = 2\n  cc = 3\n}\n";
+        let expected =
+            "locals {\n  a         = 1\n  long_name = {\n    k = 1\n  }\n  b  = 2\n  cc = 3\n}\n";
         assert_eq!(format(input).unwrap(), expected);
     }
 
@@ -297,6 +304,8 @@ mod tests {
         let err = format("a = {\n").unwrap_err();
         assert!(err.starts_with("syntax error at line"), "{err}");
         let deep = format!("a = {}", "[".repeat(10_000));
-        assert!(format(&deep).unwrap_err().contains("nested more than 100 levels"));
+        assert!(format(&deep)
+            .unwrap_err()
+            .contains("nested more than 100 levels"));
     }
 }

@@ -47,7 +47,9 @@ pub fn check(text: &str) -> Result<(), (String, usize)> {
                 b'#' => i = skip_line(bytes, i),
                 b'/' if bytes.get(i + 1) == Some(&b'/') => i = skip_line(bytes, i),
                 b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                    i = text[i + 2..].find("*/").map_or(bytes.len(), |j| i + 2 + j + 1);
+                    i = text[i + 2..]
+                        .find("*/")
+                        .map_or(bytes.len(), |j| i + 2 + j + 1);
                 }
                 b'"' => stack.push(Level::Quote),
                 b'<' if bytes.get(i + 1) == Some(&b'<') => {
@@ -86,10 +88,7 @@ pub fn check(text: &str) -> Result<(), (String, usize)> {
             }
         }
         if stack.len() > MAX_NESTING {
-            return Err((
-                format!("nested more than {MAX_NESTING} levels deep"),
-                i,
-            ));
+            return Err((format!("nested more than {MAX_NESTING} levels deep"), i));
         }
         i += 1;
     }

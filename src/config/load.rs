@@ -156,7 +156,11 @@ fn load_files(
             diagnostics,
         })
     };
-    if files.hcl_files(Path::new("")).unwrap_or_default().is_empty() {
+    if files
+        .hcl_files(Path::new(""))
+        .unwrap_or_default()
+        .is_empty()
+    {
         diags.push(
             Diagnostic::new(format!("no *.hcl files in {}", dir.display()), None).with_hint(
                 "run immune in the directory of your configuration, or pass --chdir DIR",
@@ -207,14 +211,13 @@ fn tidy(diags: &mut Diagnostics) {
         .sort_by_key(|d| d.span.as_ref().map(|s| (s.file, s.range.start)));
 }
 
-fn check_fleet_names(
-    sources: &Sources,
-    fleets: &[(Fleet, Option<Span>)],
-    diags: &mut Diagnostics,
-) {
+fn check_fleet_names(sources: &Sources, fleets: &[(Fleet, Option<Span>)], diags: &mut Diagnostics) {
     for (i, (fleet, span)) in fleets.iter().enumerate() {
         if let Some((_, first)) = fleets[..i].iter().find(|(f, _)| f.name == fleet.name) {
-            let d = Diagnostic::new(format!("fleet `{}` is defined twice", fleet.name), span.clone());
+            let d = Diagnostic::new(
+                format!("fleet `{}` is defined twice", fleet.name),
+                span.clone(),
+            );
             diags.push(match first {
                 Some(first) => {
                     let at = sources.position(first);
@@ -327,9 +330,7 @@ pub fn read_unit<'a>(
                     duplicate("output", &mut diags)
                 }
                 "output" => outputs.push((file, block, name)),
-                _ if variables.iter().any(|d| d.name == name) => {
-                    duplicate("variable", &mut diags)
-                }
+                _ if variables.iter().any(|d| d.name == name) => duplicate("variable", &mut diags),
                 _ => {
                     let ty = match block.body.get_attribute("type") {
                         None => VarType::Any,
@@ -419,14 +420,25 @@ pub fn read_unit<'a>(
     let mut own_fleets = Vec::new();
     for (file, block, label) in fleets {
         let name = fleet_name(&module_path, &label);
-        if own_fleets.iter().any(|(f, _, _): &(Fleet, _, _)| f.name == name) {
+        if own_fleets
+            .iter()
+            .any(|(f, _, _): &(Fleet, _, _)| f.name == name)
+        {
             diags.error(
                 format!("fleet `{label}` is declared twice"),
                 span_of(file, &block.labels[0]),
             );
             continue;
         }
-        let fleet = read_fleet(&eval, &mut diags, program.sources, file, block, &label, name);
+        let fleet = read_fleet(
+            &eval,
+            &mut diags,
+            program.sources,
+            file,
+            block,
+            &label,
+            name,
+        );
         own_fleets.push((fleet, span_of(file, &block.labels[0]), label));
     }
     *eval.fleet_values.borrow_mut() = Some(
@@ -445,7 +457,13 @@ pub fn read_unit<'a>(
     };
     let mut listed = Vec::new();
     for (file, block, name) in &outputs {
-        let mut r = BlockReader::new(&eval, &mut diags, *file, block, format!("output \"{name}\""));
+        let mut r = BlockReader::new(
+            &eval,
+            &mut diags,
+            *file,
+            block,
+            format!("output \"{name}\""),
+        );
         let description = r.string("description");
         let sensitive = r.boolean("sensitive").unwrap_or(false);
         let present = r.has("value");

@@ -21,6 +21,6 @@ pub use model::*;
 pub use source::{Sources, Span};
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod suite;
+#[cfg(test)]
+mod tests;

@@ -87,7 +87,9 @@ fn discover_calls(
             if stack.contains(&target) {
                 diags.push(
                     Diagnostic::new(
-                        format!("module \"{name}\" includes itself: {path} is already being loaded"),
+                        format!(
+                            "module \"{name}\" includes itself: {path} is already being loaded"
+                        ),
                         span,
                     )
                     .with_hint("a module cannot call itself, directly or through other modules"),
@@ -107,8 +109,11 @@ fn discover_calls(
             let paths = match files.hcl_files(&target) {
                 Ok(paths) if paths.is_empty() => {
                     diags.push(
-                        Diagnostic::new(format!("module source \"{path}\" has no *.hcl files"), span)
-                            .with_hint("a module is a directory of .hcl files"),
+                        Diagnostic::new(
+                            format!("module source \"{path}\" has no *.hcl files"),
+                            span,
+                        )
+                        .with_hint("a module is a directory of .hcl files"),
                     );
                     return None;
                 }
@@ -119,7 +124,10 @@ fn discover_calls(
                             if dir.as_os_str().is_empty() {
                                 "the path is relative to the configuration directory".to_string()
                             } else {
-                                format!("the path is relative to the module's directory, {}", dir.display())
+                                format!(
+                                    "the path is relative to the module's directory, {}",
+                                    dir.display()
+                                )
                             },
                         ),
                     );
@@ -153,17 +161,17 @@ fn local_source(
     let span = span_of(file, expr);
     let Expression::String(text) = expr else {
         diags.push(
-            Diagnostic::new("module `source` must be a literal path", span)
-                .with_hint("write the directory as a plain string, such as \"./modules/web-fleet\""),
+            Diagnostic::new("module `source` must be a literal path", span).with_hint(
+                "write the directory as a plain string, such as \"./modules/web-fleet\"",
+            ),
         );
         return None;
     };
     let path = text.value().to_string();
     if !(path.starts_with("./") || path.starts_with("../")) {
         diags.push(
-            Diagnostic::new(format!("unsupported module source \"{path}\""), span).with_hint(
-                "only local directories are supported; start the path with ./ or ../",
-            ),
+            Diagnostic::new(format!("unsupported module source \"{path}\""), span)
+                .with_hint("only local directories are supported; start the path with ./ or ../"),
         );
         return None;
     }
@@ -210,10 +218,13 @@ pub fn parse_files(
         let text = sources.text(file);
         if let Err((message, offset)) = super::guard::check(text) {
             diags.push(
-                Diagnostic::new(format!("{message}"), Some(Span {
-                    file,
-                    range: offset..offset + 1,
-                }))
+                Diagnostic::new(
+                    message,
+                    Some(Span {
+                        file,
+                        range: offset..offset + 1,
+                    }),
+                )
                 .with_hint("configurations nest a few levels; this looks generated or corrupted"),
             );
             continue;
@@ -260,10 +271,15 @@ pub fn instantiate(parent: &Evaluator, name: &str, call: &Call) -> Option<Module
             }
             Structure::Block(b) => program.diags.borrow_mut().push(
                 Diagnostic::new(
-                    format!("unexpected block `{}` in module \"{name}\"", b.ident.as_str()),
+                    format!(
+                        "unexpected block `{}` in module \"{name}\"",
+                        b.ident.as_str()
+                    ),
                     span_of(call.file, &b.ident),
                 )
-                .with_hint("a module block holds `source` and the module's variables as attributes"),
+                .with_hint(
+                    "a module block holds `source` and the module's variables as attributes",
+                ),
             ),
         }
     }

@@ -90,7 +90,10 @@ fn every_broken_configuration_fails_with_its_expected_message_and_location() {
 
 #[test]
 fn every_example_and_module_validates() {
-    let dirs: Vec<PathBuf> = dirs("examples").into_iter().chain(dirs("modules")).collect();
+    let dirs: Vec<PathBuf> = dirs("examples")
+        .into_iter()
+        .chain(dirs("modules"))
+        .collect();
     assert!(dirs.len() >= 6, "examples or modules went missing");
     for dir in dirs {
         if let Err(e) = load_with(&dir, &VarInputs::default(), Mode::Validate) {
@@ -107,12 +110,15 @@ fn every_example_and_module_validates() {
 
 #[test]
 fn formatting_every_example_and_module_changes_nothing_and_keeps_comments() {
-    let dirs: Vec<PathBuf> = dirs("examples").into_iter().chain(dirs("modules")).collect();
+    let dirs: Vec<PathBuf> = dirs("examples")
+        .into_iter()
+        .chain(dirs("modules"))
+        .collect();
     for dir in dirs {
         for file in hcl_files(&dir) {
             let text = std::fs::read_to_string(&file).unwrap();
-            let formatted = format::format(&text)
-                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            let formatted =
+                format::format(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
             assert_eq!(
                 formatted,
                 text,
@@ -128,7 +134,11 @@ fn formatting_every_example_and_module_changes_nothing_and_keeps_comments() {
             let again = format::format(&scrambled)
                 .unwrap_or_else(|e| panic!("{} scrambled: {e}", file.display()));
             assert_eq!(format::format(&again).unwrap(), again, "idempotent");
-            let comments = |t: &str| t.lines().filter(|l| l.trim_start().starts_with('#')).count();
+            let comments = |t: &str| {
+                t.lines()
+                    .filter(|l| l.trim_start().starts_with('#'))
+                    .count()
+            };
             assert_eq!(comments(&again), comments(&text), "{}", file.display());
         }
     }
@@ -137,5 +147,7 @@ fn formatting_every_example_and_module_changes_nothing_and_keeps_comments() {
 #[test]
 fn the_quickstart_still_needs_its_variables_for_plan() {
     let err = load(&repo("examples/quickstart"), &VarInputs::default()).unwrap_err();
-    assert!(err.to_string().contains("no value for required variable `release`"));
+    assert!(err
+        .to_string()
+        .contains("no value for required variable `release`"));
 }

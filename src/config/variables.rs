@@ -209,28 +209,31 @@ pub fn resolve(
             for argument in arguments {
                 let Some(decl) = find(&argument.name) else {
                     let d = Diagnostic::new(
-                        format!(
-                            "module `{module}` has no variable `{}`",
-                            argument.name
-                        ),
+                        format!("module `{module}` has no variable `{}`", argument.name),
                         argument.key_span.clone(),
                     );
                     diags.push(match did_you_mean(&argument.name, &names) {
                         Some(n) => d.with_hint(format!("did you mean `{n}`?")),
                         None if names.is_empty() => d.with_hint("the module declares no variables"),
-                        None => d.with_hint(format!("the module's variables are: {}", names.join(", "))),
+                        None => {
+                            d.with_hint(format!("the module's variables are: {}", names.join(", ")))
+                        }
                     });
                     continue;
                 };
                 let Some(value) = argument.value.clone() else {
                     // Unknown: declared, so uses are silent.
-                    resolved.origins.insert(decl.name.clone(), origin_of(argument));
+                    resolved
+                        .origins
+                        .insert(decl.name.clone(), origin_of(argument));
                     continue;
                 };
                 match decl.ty.convert(value) {
                     Ok(v) => {
                         resolved.values.insert(decl.name.clone(), v);
-                        resolved.origins.insert(decl.name.clone(), origin_of(argument));
+                        resolved
+                            .origins
+                            .insert(decl.name.clone(), origin_of(argument));
                     }
                     Err(message) => diags.error(
                         format!(
@@ -375,11 +378,7 @@ fn read_var_file(path: &Path) -> Result<Vec<(String, Value)>, String> {
 }
 
 /// Checks a variable's `validation` blocks against its value.
-pub fn validate(
-    r: &mut super::reader::BlockReader,
-    name: &str,
-    origin: Option<&Origin>,
-) {
+pub fn validate(r: &mut super::reader::BlockReader, name: &str, origin: Option<&Origin>) {
     for block in r.blocks("validation") {
         let mut vr = r.nested(block, "validation".into());
         let present = vr.has("condition");
@@ -409,7 +408,10 @@ pub fn validate(
                 vr.diags.push(d);
             }
             other => vr.diags.error(
-                format!("validation condition must be a bool, found {}", type_name(&other)),
+                format!(
+                    "validation condition must be a bool, found {}",
+                    type_name(&other)
+                ),
                 span,
             ),
         }
