@@ -142,7 +142,7 @@ fn scan_line(line: &str, number: usize, stack: &mut Vec<Open>) {
         let c = bytes[i];
         match stack.last() {
             Some(Open::Comment) => {
-                if line[i..].starts_with("*/") {
+                if bytes[i..].starts_with(b"*/") {
                     stack.pop();
                     i += 1;
                 }
@@ -171,7 +171,7 @@ fn scan_line(line: &str, number: usize, stack: &mut Vec<Open>) {
                     i += 1;
                 }
                 b'"' => stack.push(Open::Quote),
-                b'<' if line[i..].starts_with("<<") => {
+                b'<' if bytes[i..].starts_with(b"<<") => {
                     let rest = line[i + 2..].strip_prefix('-').unwrap_or(&line[i + 2..]);
                     let marker: String = rest
                         .chars()
@@ -297,6 +297,17 @@ mod tests {
         let expected =
             "locals {\n  a         = 1\n  long_name = {\n    k = 1\n  }\n  b  = 2\n  cc = 3\n}\n";
         assert_eq!(format(input).unwrap(), expected);
+    }
+
+    #[test]
+    fn multibyte_text_in_comments_identifiers_and_strings() {
+        // Regression: the scan walks bytes and must never slice inside a character.
+        let input = "é = 1 /* é ü */
+b = \"é\" # ü
+c = é<<2\n";
+        let _ = format(input);
+        let ok = "a = 1 /* é\nü */\nb = \"é\" # ü\n";
+        assert_eq!(format(ok).unwrap(), ok);
     }
 
     #[test]
