@@ -151,3 +151,36 @@ fn the_quickstart_still_needs_its_variables_for_plan() {
         .to_string()
         .contains("no value for required variable `release`"));
 }
+
+/// Inputs that once crashed the parse-and-validate path or the formatter (found by the
+/// fuzz target in `fuzz/`, or by hand), kept so they never do again. Each file is one
+/// fuzz input: `main.hcl`, then optionally two NUL bytes and a module's `main.hcl`.
+#[test]
+fn fuzz_findings_end_in_a_configuration_or_diagnostics() {
+    let mut found = 0;
+    for entry in std::fs::read_dir(repo("tests/configs/fuzz")).unwrap() {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        found += 1;
+        let (main, module) = match data.windows(2).position(|w| w == [0, 0]) {
+            Some(i) => (&data[..i], Some(&data[i + 2..])),
+            None => (&data[..], None),
+        };
+        let mut files = vec![(PathBuf::from("main.hcl"), main.to_vec())];
+        if let Some(module) = module {
+            files.push((PathBuf::from("modules/m/main.hcl"), module.to_vec()));
+        }
+        for mode in [Mode::Validate, Mode::Plan] {
+            if let Err(e) = load_sources(&files, &VarInputs::default(), mode) {
+                let _ = e.to_string();
+            }
+        }
+        if let Ok(text) = std::str::from_utf8(main) {
+            if let Ok(once) = format::format(text) {
+                let twice = format::format(&once).expect("formatted text parses");
+                assert_eq!(once, twice, "{}: not idempotent", path.display());
+            }
+        }
+    }
+    assert!(found > 0);
+}

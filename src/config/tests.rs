@@ -381,3 +381,36 @@ output "plain" { value = "hello" }
     assert!(config.outputs[0].sensitive);
     assert!(!config.outputs[1].sensitive);
 }
+
+#[test]
+fn variable_values_follow_terraforms_precedence() {
+    let dir = std::env::temp_dir().join(format!("immune-vars-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("main.hcl"),
+        r#"
+variable "a" { default = "default" }
+variable "b" { default = "default" }
+variable "c" { default = "default" }
+variable "d" { default = "default" }
+output "all" { value = [var.a, var.b, var.c, var.d] }
+"#,
+    )
+    .unwrap();
+    std::fs::write(dir.join("values.vars"), "b = \"file\"\nc = \"file\"\n").unwrap();
+    let inputs = VarInputs {
+        cli: vec![("c".into(), "cli".into())],
+        files: vec![dir.join("values.vars")],
+        env: vec![
+            ("a".into(), "env".into()),
+            ("b".into(), "env".into()),
+            ("c".into(), "env".into()),
+        ],
+    };
+    let config = load(&dir, &inputs).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(
+        config.outputs[0].value,
+        hcl::Value::from(vec!["env", "file", "cli", "default"])
+    );
+}

@@ -4,5 +4,6 @@
 mod harness;
 
 mod bad_input;
+mod config_cli;
 mod interrupt;
 mod release;
