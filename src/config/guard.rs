@@ -6,7 +6,7 @@
 
 /// Brackets, braces, parentheses and template interpolations open at once.
 pub const MAX_NESTING: usize = 100;
-/// Operator characters in one top-level attribute (each may add a level of recursion).
+/// Operator characters in one expression line (each may add a level of recursion).
 pub const MAX_OPERATORS: usize = 2000;
 
 /// The first place where `text` goes beyond the limits: a message and a byte offset.
@@ -64,14 +64,16 @@ pub fn check(text: &str) -> Result<(), (String, usize)> {
                 }
                 b'(' => stack.push(Level::Bracket),
                 b'[' => stack.push(Level::Bracket),
-                b'{' => stack.push(Level::Bracket),
+                b'{' => stack.push(Level::Brace),
                 b')' | b']' | b'}' => {
                     // A mismatch is the parser's to report; only depth matters here.
-                    if matches!(stack.last(), Some(Level::Bracket)) {
+                    if matches!(stack.last(), Some(Level::Bracket | Level::Brace)) {
                         stack.pop();
                     }
                 }
-                b'\n' if stack.is_empty() => operators = 0,
+                // A newline ends an attribute in a body and an item in an object; only
+                // inside ( ), [ ] and ${ } can an expression go on to the next line.
+                b'\n' if matches!(stack.last(), None | Some(Level::Brace)) => operators = 0,
                 b'+' | b'-' | b'*' | b'/' | b'%' | b'!' | b'&' | b'|' | b'=' | b'<' | b'>'
                 | b'?' => {
                     operators += 1;
@@ -96,6 +98,9 @@ pub fn check(text: &str) -> Result<(), (String, usize)> {
 }
 
 enum Level {
+    /// `{`: a block body or an object.
+    Brace,
+    /// `(`, `[`, or a template's `${` / `%{`.
     Bracket,
     Quote,
     Heredoc(String),
@@ -143,8 +148,15 @@ mod tests {
         assert!(check(&interpolations).is_err());
         let chain = format!("a = 1{}", " + 1".repeat(5000));
         assert!(check(&chain).unwrap_err().0.contains("operators"));
-        // The count is per attribute.
+        // The count is per attribute, in blocks and objects too.
         let many = "a = 1 + 1\n".repeat(5000);
         assert_eq!(check(&many), Ok(()));
+        let block = format!("locals {{\n{}}}\n", "  a = 1 + 1\n".repeat(5000));
+        assert_eq!(check(&block), Ok(()));
+        let object = format!("a = {{\n{}}}\n", "  a = 1 + 1\n".repeat(5000));
+        assert_eq!(check(&object), Ok(()));
+        // But not inside brackets, where an expression may span lines.
+        let spanning = format!("a = (1{})\n", "\n + 1".repeat(5000));
+        assert!(check(&spanning).is_err());
     }
 }
