@@ -14,9 +14,11 @@ pub fn format(text: &str) -> Result<String, String> {
 }
 
 fn format_here(text: &str) -> Result<String, String> {
-    let text = text.replace("\r\n", "\n");
-    let before = parse(&text)?;
-    let lines = scan(&text);
+    // Lines are split at `\n` only; a `\r` before it is trailing whitespace on code lines
+    // and kept inside heredocs. (Replacing "\r\n" instead removed one `\r` of `\r\r\n`
+    // per run, so formatting was not idempotent: found by the fuzz target.)
+    let before = parse(text)?;
+    let lines = scan(text);
     let out = layout(&lines);
     // A formatter must never change what a file means; if it would, that is a bug here,
     // and the file is better left alone than broken.
@@ -308,6 +310,13 @@ c = é<<2\n";
         let _ = format(input);
         let ok = "a = 1 /* é\nü */\nb = \"é\" # ü\n";
         assert_eq!(format(ok).unwrap(), ok);
+    }
+
+    #[test]
+    fn windows_line_endings_become_unix_ones_and_stay_so() {
+        let once = format("a=1\r\n\r\nb = 2\r\n").unwrap();
+        assert_eq!(once, "a = 1\n\nb = 2\n");
+        assert_eq!(format(&once).unwrap(), once);
     }
 
     #[test]
