@@ -41,7 +41,7 @@ fn recorded<'s>(state: &'s State, name: &str) -> Result<&'s FleetState, CliError
 
 /// `immune status [FLEET] [--json]`.
 pub async fn status(cli: &Cli, only: Option<&str>, json: bool) -> Result<Success, CliError> {
-    let config = cli.load()?;
+    let config = cli.load_known()?;
     if let Some(name) = only {
         find(&config, name)?;
     }
@@ -253,7 +253,7 @@ fn short_target_group(arn: &str) -> &str {
 
 /// `immune history FLEET [--json]`.
 pub fn history(cli: &Cli, name: &str, json: bool) -> Result<Success, CliError> {
-    let config = cli.load()?;
+    let config = cli.load_known()?;
     find(&config, name)?;
     let state = apply::backend(&config).load().map_err(error)?;
     let recorded = recorded(&state, name)?;
@@ -300,7 +300,7 @@ pub fn history(cli: &Cli, name: &str, json: bool) -> Result<Success, CliError> {
 /// rollout waits on. The running apply holds the state lock, so the answer is left
 /// beside the state for it.
 pub fn answer(cli: &Cli, name: &str, kind: AnswerKind) -> Result<Success, CliError> {
-    let config = cli.load()?;
+    let config = cli.load_known()?;
     find(&config, name)?;
     let backend = apply::backend(&config);
     let state = backend.load().map_err(error)?;
@@ -342,7 +342,7 @@ pub fn unlock(cli: &Cli, name: &str, reason: &str) -> Result<Success, CliError> 
             "--reason must say why the fleet may be released again",
         ));
     }
-    let config = cli.load()?;
+    let config = cli.load_known()?;
     let fleet = find(&config, name)?;
     let backend = apply::backend(&config);
     let _lock = backend.lock("unlock").map_err(error)?;
@@ -380,7 +380,7 @@ pub fn unlock(cli: &Cli, name: &str, reason: &str) -> Result<Success, CliError> 
 /// `immune rollback FLEET`: back to the previous group now. With an apply running the
 /// rollout, it is asked to roll back at its next poll; otherwise this process does it.
 pub async fn rollback(cli: &Cli, name: &str) -> Result<Success, CliError> {
-    let config = cli.load()?;
+    let config = cli.load_known()?;
     let fleet = find(&config, name)?;
     let backend = apply::backend(&config);
     let _lock = match backend.lock("rollback") {

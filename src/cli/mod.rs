@@ -3,6 +3,7 @@
 
 mod apply;
 mod fleet;
+mod fmt;
 mod observe;
 
 use crate::config::{self, Config, ConfigError, VarInputs};
@@ -46,6 +47,8 @@ pub struct Cli {
 pub enum Command {
     /// Check the configuration offline; every problem is reported at once.
     Validate,
+    /// Rewrite the directory's *.hcl files in the canonical layout.
+    Fmt(fmt::FmtArgs),
     /// Show what apply would do.
     Plan {
         /// Exit 2 when there are changes, 0 when there are none.
@@ -154,6 +157,17 @@ impl Cli {
         Ok(config::load(&self.chdir, &self.inputs())?)
     }
 
+    /// For commands about what already runs (status, approve, rollback, ...): an operator
+    /// answering a gate from another terminal should not have to repeat `--var release=`.
+    /// Variables without a value stay unknown, as in `validate`.
+    fn load_known(&self) -> Result<Config, CliError> {
+        Ok(config::load_with(
+            &self.chdir,
+            &self.inputs(),
+            config::Mode::Validate,
+        )?)
+    }
+
     fn color(&self) -> bool {
         !self.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal()
     }
@@ -161,8 +175,9 @@ impl Cli {
 
 pub async fn run(cli: Cli) -> Result<Success, CliError> {
     match &cli.command {
+        Command::Fmt(args) => fmt::run(&cli.chdir, args),
         Command::Validate => {
-            let config = cli.load()?;
+            let config = config::load_with(&cli.chdir, &cli.inputs(), config::Mode::Validate)?;
             println!(
                 "The configuration is valid: {} fleet{}.",
                 config.fleets.len(),
@@ -200,7 +215,7 @@ pub async fn run(cli: Cli) -> Result<Success, CliError> {
             reason,
         } => fleet::unlock(&cli, name, reason),
         Command::State(StateCommand::List) => {
-            let config = cli.load()?;
+            let config = cli.load_known()?;
             let state = apply::backend(&config)
                 .load()
                 .map_err(|e| CliError::Message(format!("error: {e}")))?;
@@ -226,7 +241,7 @@ pub async fn run(cli: Cli) -> Result<Success, CliError> {
             Ok(Success::Done)
         }
         Command::State(StateCommand::ForceUnlock { id }) => {
-            let config = cli.load()?;
+            let config = cli.load_known()?;
             apply::backend(&config)
                 .force_unlock(id)
                 .map_err(|e| CliError::Message(format!("error: {e}")))?;

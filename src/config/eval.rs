@@ -3,12 +3,14 @@
 
 use super::diagnostic::{did_you_mean, Diagnostic};
 use super::functions;
+use super::load::Program;
 use super::source::{FileId, Span};
 use hcl::{Map, Number, Value};
 use hcl_edit::expr::{BinaryOperator, Expression, TraversalOperator, UnaryOperator};
+use hcl_edit::structure::Block;
 use hcl_edit::template::{Element, Template};
 use hcl_edit::Span as _;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -56,14 +58,48 @@ struct Local<'a> {
     expr: &'a Expression,
 }
 
+/// A `module` block of the unit being evaluated, instantiated when first referenced.
+pub struct Call<'a> {
+    pub file: FileId,
+    pub block: &'a Block,
+    /// The unit its source loads; `None` when loading failed (already reported).
+    pub unit: Option<usize>,
+}
+
+/// A module's outputs, and which of them are sensitive.
+#[derive(Clone)]
+pub struct ModuleValue {
+    pub outputs: Map<String, Value>,
+    pub sensitive: Vec<String>,
+    /// Outputs whose value is not known (a required variable without a value in
+    /// `validate`, or a problem already reported): using them is silent.
+    pub unknown: Vec<String>,
+    /// The fleets the module declares, with the span of each one's label.
+    pub fleets: Vec<(super::model::Fleet, Option<Span>)>,
+}
+
 pub struct Evaluator<'a> {
+    pub program: &'a Program<'a>,
+    /// The directory of the unit's files, relative to the configuration directory:
+    /// `file()` and module sources are relative to it.
     base_dir: PathBuf,
+    /// `module.a.module.b`: the calls that led to this unit, for fleet names and messages.
+    pub module_path: Vec<String>,
     vars: Map<String, Value>,
+    sensitive_vars: Vec<String>,
+    /// Set when an evaluation reads a sensitive value, so an output that shows it can be
+    /// refused unless it is marked sensitive too (as Terraform does).
+    touched_sensitive: Cell<bool>,
     /// Declared variables, with or without a value: a missing value is reported once at
     /// its declaration, not again at every use.
     declared: Vec<String>,
     locals: HashMap<String, Local<'a>>,
-    local_values: RefCell<HashMap<String, Option<Value>>>,
+    local_values: RefCell<HashMap<String, Option<(Value, bool)>>>,
+    calls: HashMap<String, Call<'a>>,
+    module_values: RefCell<HashMap<String, Option<ModuleValue>>>,
+    /// The unit's fleets as `fleet.NAME` sees them; set once they are read, so only
+    /// outputs can use them.
+    pub fleet_values: RefCell<Option<Map<String, Value>>>,
     in_progress: RefCell<Vec<String>>,
     /// Problems found while evaluating locals, reported once however often they are used.
     pub local_errors: RefCell<Vec<Diagnostic>>,
@@ -71,21 +107,29 @@ pub struct Evaluator<'a> {
 }
 
 impl<'a> Evaluator<'a> {
-    pub fn new(base_dir: &Path, vars: Map<String, Value>) -> Self {
+    pub fn new(
+        program: &'a Program<'a>,
+        base_dir: &Path,
+        module_path: Vec<String>,
+        vars: Map<String, Value>,
+    ) -> Self {
         Evaluator {
+            program,
             base_dir: base_dir.to_path_buf(),
+            module_path,
             declared: vars.keys().cloned().collect(),
             vars,
+            sensitive_vars: Vec::new(),
+            touched_sensitive: Cell::new(false),
             locals: HashMap::new(),
             local_values: RefCell::default(),
+            calls: HashMap::new(),
+            module_values: RefCell::default(),
+            fleet_values: RefCell::default(),
             in_progress: RefCell::default(),
             local_errors: RefCell::default(),
             depth: RefCell::new(0),
         }
-    }
-
-    pub fn base_dir(&self) -> &Path {
-        &self.base_dir
     }
 
     pub fn add_local(&mut self, name: String, file: FileId, expr: &'a Expression) {
@@ -94,6 +138,23 @@ impl<'a> Evaluator<'a> {
 
     pub fn declare(&mut self, names: impl IntoIterator<Item = String>) {
         self.declared.extend(names);
+    }
+
+    pub fn mark_sensitive(&mut self, name: String) {
+        self.sensitive_vars.push(name);
+    }
+
+    pub fn add_call(&mut self, name: String, call: Call<'a>) {
+        self.calls.insert(name, call);
+    }
+
+    /// Evaluates `expr` and says whether it read a sensitive value.
+    pub fn eval_tracked(&self, file: FileId, expr: &Expression) -> (Eval<Value>, bool) {
+        let before = self.touched_sensitive.replace(false);
+        let result = self.eval(file, expr);
+        let touched = self.touched_sensitive.replace(before);
+        self.touched_sensitive.set(before || touched);
+        (result, touched)
     }
 
     pub fn has_local(&self, name: &str) -> bool {
@@ -184,12 +245,16 @@ impl<'a> Evaluator<'a> {
                     .iter()
                     .map(|a| self.eval_in(file, a, scope))
                     .collect::<Eval<Vec<_>>>()?;
+                if let Some(hint) = functions::suggest(name) {
+                    return Err(Some(
+                        Diagnostic::new(format!("unknown function `{name}`"), span).with_hint(hint),
+                    ));
+                }
                 functions::call(self, name, args).map_err(|message| {
-                    let d = Diagnostic::new(format!("in call to `{name}`: {message}"), span);
-                    Some(match functions::suggest(name) {
-                        Some(hint) => d.with_hint(hint),
-                        None => d,
-                    })
+                    Some(Diagnostic::new(
+                        format!("in call to `{name}`: {message}"),
+                        span,
+                    ))
                 })
             }
             Expression::Traversal(t) => self.traversal(file, t, scope, span),
@@ -201,13 +266,59 @@ impl<'a> Evaluator<'a> {
                     (op, v) => fail(format!("cannot apply `{op:?}` to {}", type_name(&v))),
                 }
             }
-            Expression::BinaryOp(op) => {
-                let lhs = self.eval_in(file, &op.lhs_expr, scope)?;
-                let rhs = self.eval_in(file, &op.rhs_expr, scope)?;
-                binary(*op.operator.value(), lhs, rhs).map_err(|m| Some(Diagnostic::new(m, span)))
-            }
+            Expression::BinaryOp(op) => self.binary_chain(file, op, scope, span),
             Expression::ForExpr(f) => self.for_expr(file, f, scope, span),
         }
+    }
+
+    /// `hcl-edit` parses `a || b == c` as a chain nested to the right, without operator
+    /// precedence (hcl-rs fixes that up after parsing; this evaluator reads hcl-edit's
+    /// tree). The chain is flattened and evaluated with HCL's precedence, left to right.
+    fn binary_chain(
+        &self,
+        file: FileId,
+        op: &hcl_edit::expr::BinaryOp,
+        scope: &Scope,
+        span: Option<Span>,
+    ) -> Eval<Value> {
+        let mut operands = vec![&op.lhs_expr];
+        let mut operators = vec![*op.operator.value()];
+        let mut rest = &op.rhs_expr;
+        while let Expression::BinaryOp(next) = rest {
+            operands.push(&next.lhs_expr);
+            operators.push(*next.operator.value());
+            rest = &next.rhs_expr;
+        }
+        operands.push(rest);
+        let mut values = Vec::with_capacity(operands.len());
+        for operand in operands {
+            values.push(self.eval_in(file, operand, scope)?);
+        }
+        let fail = |m: String| Some(Diagnostic::new(m, span.clone()));
+        let mut values = values.into_iter();
+        let mut stack = vec![values.next().expect("a chain has operands")];
+        let mut pending: Vec<BinaryOperator> = Vec::new();
+        let reduce = |stack: &mut Vec<Value>, op: BinaryOperator| -> Eval<()> {
+            let rhs = stack.pop().expect("two operands");
+            let lhs = stack.pop().expect("two operands");
+            stack.push(binary(op, lhs, rhs).map_err(fail)?);
+            Ok(())
+        };
+        for (op, value) in operators.into_iter().zip(values) {
+            while let Some(top) = pending.last() {
+                if precedence(*top) < precedence(op) {
+                    break;
+                }
+                let top = pending.pop().expect("peeked");
+                reduce(&mut stack, top)?;
+            }
+            pending.push(op);
+            stack.push(value);
+        }
+        while let Some(top) = pending.pop() {
+            reduce(&mut stack, top)?;
+        }
+        Ok(stack.pop().expect("one result"))
     }
 
     fn root(&self, name: &str, scope: &Scope, span: Option<Span>) -> Eval<Value> {
@@ -224,13 +335,14 @@ impl<'a> Evaluator<'a> {
                     .map(|n| (n.to_string(), Value::String(format!("${{release.{n}}}"))))
                     .collect(),
             )),
-            "local" => Err(Some(Diagnostic::new(
-                "`local` must be followed by the name of a local value, as in `local.name`",
+            "local" | "module" | "fleet" => Err(Some(Diagnostic::new(
+                format!("`{name}` must be followed by a name, as in `{name}.NAME`"),
                 span,
             ))),
             _ => Err(Some(
-                Diagnostic::new(format!("unknown name `{name}`"), span)
-                    .with_hint("references start with `var.`, `local.` or `release.`"),
+                Diagnostic::new(format!("unknown name `{name}`"), span).with_hint(
+                    "references start with `var.`, `local.`, `module.`, `fleet.` or `release.`",
+                ),
             )),
         }
     }
@@ -246,14 +358,60 @@ impl<'a> Evaluator<'a> {
         let mut value = match (&t.expr, operators.peek().map(|o| o.value())) {
             (Expression::Variable(root), Some(TraversalOperator::GetAttr(attr)))
                 if scope.get(root.as_str()).is_none()
-                    && matches!(root.as_str(), "var" | "local") =>
+                    && matches!(root.as_str(), "var" | "local" | "module" | "fleet") =>
             {
-                let attr_span = span_of_attr(file, operators.peek().unwrap());
-                operators.next();
-                if root.as_str() == "var" {
-                    self.variable(attr.as_str(), attr_span.or(span.clone()))?
-                } else {
-                    self.local(attr.as_str(), attr_span.or(span.clone()))?
+                let attr_span = span_of_attr(file, operators.next().expect("peeked"));
+                let at = attr_span.or(span.clone());
+                match root.as_str() {
+                    "var" => self.variable(attr.as_str(), at)?,
+                    "local" => self.local(attr.as_str(), at)?,
+                    "fleet" => self.fleet(attr.as_str(), at)?,
+                    _ => {
+                        let module = self.module(attr.as_str(), at)?;
+                        if let Some(op) = operators.peek() {
+                            if let TraversalOperator::GetAttr(output) = op.value() {
+                                let output = output.as_str();
+                                let known = module.outputs.contains_key(output)
+                                    || module.unknown.iter().any(|u| u == output);
+                                if !known {
+                                    let names: Vec<&str> = module
+                                        .outputs
+                                        .keys()
+                                        .map(String::as_str)
+                                        .chain(module.unknown.iter().map(String::as_str))
+                                        .collect();
+                                    let d = Diagnostic::new(
+                                        format!(
+                                            "module `{}` has no output `{output}`",
+                                            attr.as_str()
+                                        ),
+                                        span_of_attr(file, op),
+                                    );
+                                    return Err(Some(match did_you_mean(output, &names) {
+                                        Some(n) => d.with_hint(format!("did you mean `{n}`?")),
+                                        None if names.is_empty() => {
+                                            d.with_hint("the module declares no outputs")
+                                        }
+                                        None => d.with_hint(format!(
+                                            "the module's outputs are: {}",
+                                            names.join(", ")
+                                        )),
+                                    }));
+                                }
+                            }
+                        }
+                        if let Some(TraversalOperator::GetAttr(output)) =
+                            operators.peek().map(|o| o.value())
+                        {
+                            if module.sensitive.iter().any(|s| s == output.as_str()) {
+                                self.touched_sensitive.set(true);
+                            }
+                            if module.unknown.iter().any(|s| s == output.as_str()) {
+                                return Err(None);
+                            }
+                        }
+                        Value::Object(module.outputs)
+                    }
                 }
             }
             _ => self.eval_in(file, &t.expr, scope)?,
@@ -307,6 +465,9 @@ impl<'a> Evaluator<'a> {
     }
 
     fn variable(&self, name: &str, span: Option<Span>) -> Eval<Value> {
+        if self.sensitive_vars.iter().any(|s| s == name) {
+            self.touched_sensitive.set(true);
+        }
         match self.vars.get(name) {
             Some(value) => Ok(value.clone()),
             None if self.declared.iter().any(|d| d == name) => Err(None),
@@ -323,7 +484,11 @@ impl<'a> Evaluator<'a> {
 
     fn local(&self, name: &str, span: Option<Span>) -> Eval<Value> {
         if let Some(known) = self.local_values.borrow().get(name) {
-            return known.clone().ok_or(None);
+            let (value, sensitive) = known.clone().ok_or(None)?;
+            if sensitive {
+                self.touched_sensitive.set(true);
+            }
+            return Ok(value);
         }
         let Some(local) = self.locals.get(name) else {
             let names: Vec<&str> = self.locals.keys().map(String::as_str).collect();
@@ -345,10 +510,10 @@ impl<'a> Evaluator<'a> {
             )));
         }
         self.in_progress.borrow_mut().push(name.to_string());
-        let result = self.eval(local.file, local.expr);
+        let (result, sensitive) = self.eval_tracked(local.file, local.expr);
         self.in_progress.borrow_mut().pop();
         let stored = match result {
-            Ok(v) => Some(v),
+            Ok(v) => Some((v, sensitive)),
             Err(Some(d)) => {
                 self.local_errors.borrow_mut().push(d);
                 None
@@ -358,7 +523,91 @@ impl<'a> Evaluator<'a> {
         self.local_values
             .borrow_mut()
             .insert(name.to_string(), stored.clone());
-        stored.ok_or(None)
+        stored.map(|(v, _)| v).ok_or(None)
+    }
+
+    fn fleet(&self, name: &str, span: Option<Span>) -> Eval<Value> {
+        let fleets = self.fleet_values.borrow();
+        let Some(fleets) = fleets.as_ref() else {
+            return Err(Some(
+                Diagnostic::new(format!("`fleet.{name}` can only be used in outputs"), span)
+                    .with_hint("a fleet's attributes are known once every fleet is read; use a local or variable for values fleets share"),
+            ));
+        };
+        match fleets.get(name) {
+            Some(value) => Ok(value.clone()),
+            None => {
+                let names: Vec<&str> = fleets.keys().map(String::as_str).collect();
+                let d = Diagnostic::new(format!("undefined fleet `{name}`"), span);
+                Err(Some(match did_you_mean(name, &names) {
+                    Some(n) => d.with_hint(format!("did you mean `fleet.{n}`?")),
+                    None => d,
+                }))
+            }
+        }
+    }
+
+    fn module(&self, name: &str, span: Option<Span>) -> Eval<ModuleValue> {
+        if let Some(known) = self.module_values.borrow().get(name) {
+            return known.clone().ok_or(None);
+        }
+        let Some(call) = self.calls.get(name) else {
+            let names: Vec<&str> = self.calls.keys().map(String::as_str).collect();
+            let d = Diagnostic::new(format!("undefined module `{name}`"), span);
+            return Err(Some(match did_you_mean(name, &names) {
+                Some(n) => d.with_hint(format!("did you mean `module.{n}`?")),
+                None => d.with_hint(format!(
+                    "declare it with `module \"{name}\" {{ source = \"./modules/...\" }}`"
+                )),
+            }));
+        };
+        let key = format!("module.{name}");
+        if self.in_progress.borrow().contains(&key) {
+            let mut chain = self.in_progress.borrow().clone();
+            chain.push(key);
+            return Err(Some(Diagnostic::new(
+                format!(
+                    "values refer to each other in a cycle: {}",
+                    chain.join(" -> ")
+                ),
+                span,
+            )));
+        }
+        self.in_progress.borrow_mut().push(key);
+        let value = super::module::instantiate(self, name, call);
+        self.in_progress.borrow_mut().pop();
+        self.module_values
+            .borrow_mut()
+            .insert(name.to_string(), value.clone());
+        value.ok_or(None)
+    }
+
+    /// The outputs of a module call once instantiated; `Some(None)` when it failed.
+    pub fn module_value(&self, name: &str) -> Option<Option<ModuleValue>> {
+        self.module_values.borrow().get(name).cloned()
+    }
+
+    /// Instantiates every module not referenced yet, so that their fleets and problems
+    /// are part of the configuration.
+    pub fn instantiate_all(&self) {
+        let mut names: Vec<&String> = self.calls.keys().collect();
+        names.sort();
+        for name in names {
+            if let Err(Some(d)) = self.module(name, None) {
+                self.local_errors.borrow_mut().push(d);
+            }
+        }
+    }
+
+    /// Reads a file relative to this unit's directory (for `file` and `templatefile`).
+    pub fn read_file(&self, path: &str) -> Result<String, String> {
+        let full = super::files::normalize(&self.base_dir.join(path));
+        let bytes = self
+            .program
+            .files
+            .read(&full, super::files::MAX_FILE_BYTES)
+            .map_err(|e| format!("cannot read {}: {e}", full.display()))?;
+        String::from_utf8(bytes).map_err(|_| format!("{} is not valid UTF-8 text", full.display()))
     }
 
     fn template(&self, file: FileId, template: &Template, scope: &Scope) -> Eval<Value> {
@@ -467,6 +716,7 @@ impl<'a> Evaluator<'a> {
         text: &str,
         vars: Map<String, Value>,
     ) -> Result<String, String> {
+        super::guard::check(text).map_err(|(message, _)| format!("template {message}"))?;
         let template = hcl_edit::parser::parse_template(text)
             .map_err(|e| format!("template syntax error: {}", e.message()))?;
         let scope = Scope::with(vars.into_iter().collect());
@@ -486,8 +736,14 @@ pub fn span_of(file: FileId, node: &impl hcl_edit::Span) -> Option<Span> {
     node.span().map(|range| Span { file, range })
 }
 
+/// The name after the dot for `.name`, so the caret sits under the name alone.
 fn span_of_attr(file: FileId, op: &hcl_edit::Decorated<TraversalOperator>) -> Option<Span> {
-    op.span()
+    let inner = match op.value() {
+        TraversalOperator::GetAttr(ident) => ident.span(),
+        _ => None,
+    };
+    inner
+        .or_else(|| op.span())
         .or_else(|| op.value().span())
         .map(|range| Span { file, range })
 }
@@ -531,6 +787,19 @@ fn index_value(value: Value, key: &Value) -> Result<Value, String> {
             type_name(&v),
             type_name(k)
         )),
+    }
+}
+
+/// HCL's operator precedence, higher binds tighter.
+fn precedence(op: BinaryOperator) -> u8 {
+    use BinaryOperator::*;
+    match op {
+        Mul | Div | Mod => 6,
+        Plus | Minus => 5,
+        Less | LessEq | Greater | GreaterEq => 4,
+        Eq | NotEq => 3,
+        And => 2,
+        Or => 1,
     }
 }
 

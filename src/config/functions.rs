@@ -35,11 +35,11 @@ pub fn call(eval: &Evaluator, name: &str, args: Vec<Value>) -> Result<Value, Str
     match name {
         "file" => {
             let [path] = arity(args)?;
-            read_file(eval, &string(&path)?).map(Value::String)
+            eval.read_file(&string(&path)?).map(Value::String)
         }
         "templatefile" => {
             let [path, vars] = arity(args)?;
-            let text = read_file(eval, &string(&path)?)?;
+            let text = eval.read_file(&string(&path)?)?;
             let Value::Object(vars) = vars else {
                 return Err(format!(
                     "the second argument must be an object of variables, found {}",
@@ -178,12 +178,6 @@ fn object(v: &Value) -> Result<&Map<String, Value>, String> {
         Value::Object(o) => Ok(o),
         other => Err(format!("expected an object, found {}", type_name(other))),
     }
-}
-
-fn read_file(eval: &Evaluator, path: &str) -> Result<String, String> {
-    let full = eval.base_dir().join(path);
-    let bytes = std::fs::read(&full).map_err(|e| format!("cannot read {}: {e}", full.display()))?;
-    String::from_utf8(bytes).map_err(|_| format!("{} is not valid UTF-8 text", full.display()))
 }
 
 /// Terraform's `format` for the verbs operators use: `%s`, `%d`, `%v` and `%%`.

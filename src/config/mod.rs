@@ -3,16 +3,24 @@
 
 mod diagnostic;
 mod eval;
+mod files;
+mod fleet;
+pub mod format;
 mod functions;
+mod guard;
 mod load;
 mod model;
+mod module;
 mod reader;
 mod source;
+mod variables;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
-pub use load::{load, ConfigError, VarInputs};
+pub use load::{load, load_sources, load_with, ConfigError, Mode, VarInputs};
 pub use model::*;
 pub use source::{Sources, Span};
 
+#[cfg(test)]
+mod suite;
 #[cfg(test)]
 mod tests;

@@ -10,6 +10,20 @@ pub struct Config {
     pub dir: PathBuf,
     pub backend: Backend,
     pub fleets: Vec<Fleet>,
+    /// The root's `output` blocks, in the order written.
+    pub outputs: Vec<Output>,
+}
+
+/// An `output` of the root configuration. Values may hold `${fleet.NAME.group}`, the
+/// active group, which is known only after apply.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Output {
+    pub name: String,
+    pub description: Option<String>,
+    /// Shown as `(sensitive)`: set by `sensitive = true`, or because the value reads a
+    /// sensitive variable (which requires `sensitive = true`).
+    pub sensitive: bool,
+    pub value: hcl::Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

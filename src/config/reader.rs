@@ -20,6 +20,9 @@ pub struct BlockReader<'r, 'a> {
     pub span: Option<Span>,
     known_attributes: Vec<&'static str>,
     known_blocks: Vec<&'static str>,
+    /// Attributes set to `null`: as in Terraform, that is the same as leaving them out.
+    nulls: Vec<&'static str>,
+    missing: Vec<String>,
 }
 
 impl<'r, 'a> BlockReader<'r, 'a> {
@@ -39,6 +42,8 @@ impl<'r, 'a> BlockReader<'r, 'a> {
             span: span_of(file, &block.ident),
             known_attributes: Vec::new(),
             known_blocks: Vec::new(),
+            nulls: Vec::new(),
+            missing: Vec::new(),
         }
     }
 
@@ -59,6 +64,10 @@ impl<'r, 'a> BlockReader<'r, 'a> {
         let attr = self.body.get_attribute(key)?;
         let span = span_of(self.file, &attr.value);
         match self.eval.eval(self.file, &attr.value) {
+            Ok(Value::Null) => {
+                self.nulls.push(key);
+                None
+            }
             Ok(v) => Some((v, span)),
             Err(Some(d)) => {
                 self.diags.push(d);
@@ -68,20 +77,16 @@ impl<'r, 'a> BlockReader<'r, 'a> {
         }
     }
 
+    /// Reported by `finish`, which leaves it out when a misspelt attribute is the
+    /// missing one: one mistake, one error.
     pub fn missing(&mut self, key: &str) {
-        self.diags.push(
-            Diagnostic::new(
-                format!("missing required attribute `{key}` in {}", self.what),
-                self.span.clone(),
-            )
-            .with_hint(format!("add `{key} = ...` to the {} block", self.what)),
-        );
+        self.missing.push(key.to_string());
     }
 
     fn required(&mut self, key: &'static str) -> Option<(Value, Option<Span>)> {
         let present = self.body.get_attribute(key).is_some();
         let value = self.value(key);
-        if !present {
+        if !present || self.nulls.contains(&key) {
             self.missing(key);
         }
         value
@@ -206,6 +211,41 @@ impl<'r, 'a> BlockReader<'r, 'a> {
         default
     }
 
+    pub fn boolean(&mut self, key: &'static str) -> Option<bool> {
+        let (value, span) = self.value(key)?;
+        match value {
+            Value::Bool(b) => Some(b),
+            other => {
+                self.wrong_type(key, "a bool", &other, span);
+                None
+            }
+        }
+    }
+
+    /// A whole number within `range`; `None` when absent (reported if `required`) or
+    /// not known, so that checks between numbers skip what is unknown.
+    pub fn try_number(
+        &mut self,
+        key: &'static str,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Option<u64> {
+        let (value, span) = self.required(key)?;
+        match value.as_u64() {
+            Some(n) if range.contains(&n) => Some(n),
+            _ => {
+                self.diags.error(
+                    format!(
+                        "attribute `{key}` must be a whole number from {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
+                    span,
+                );
+                None
+            }
+        }
+    }
+
     /// A number, whole or not.
     pub fn float(&mut self, key: &'static str) -> Option<f64> {
         let (value, span) = self.required(key)?;
@@ -292,6 +332,28 @@ impl<'r, 'a> BlockReader<'r, 'a> {
 
     /// Reports every attribute and block that no getter asked for.
     pub fn finish(self) {
+        let mut misspelt = Vec::new();
+        for structure in self.body.iter() {
+            if let Structure::Attribute(a) = structure {
+                if !self.known_attributes.contains(&a.key.as_str()) {
+                    if let Some(k) = did_you_mean(a.key.as_str(), &self.known_attributes) {
+                        misspelt.push(k);
+                    }
+                }
+            }
+        }
+        for key in &self.missing {
+            if misspelt.contains(&key.as_str()) {
+                continue;
+            }
+            self.diags.push(
+                Diagnostic::new(
+                    format!("missing required attribute `{key}` in {}", self.what),
+                    self.span.clone(),
+                )
+                .with_hint(format!("add `{key} = ...` to the {} block", self.what)),
+            );
+        }
         for structure in self.body.iter() {
             let (kind, name, span, known) = match structure {
                 Structure::Attribute(a) => (

@@ -122,3 +122,295 @@ fn gate_mistakes_are_reported_together() {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
 }
+
+fn load_files(files: &[(&str, &str)], mode: Mode) -> Result<Config, String> {
+    let files: Vec<(std::path::PathBuf, Vec<u8>)> = files
+        .iter()
+        .map(|(p, t)| (p.into(), t.as_bytes().to_vec()))
+        .collect();
+    load_sources(&files, &VarInputs::default(), mode).map_err(|e| e.to_string())
+}
+
+#[test]
+fn operators_follow_hcl_precedence() {
+    let config = load_files(
+        &[(
+            "main.hcl",
+            r#"
+locals {
+  a = 1 + 2 * 3 == 7 && 10 - 4 - 3 == 3 || false
+  b = 2 * 3 + 1
+  c = 8 / 2 / 2
+}
+output "a" { value = local.a }
+output "b" { value = local.b }
+output "c" { value = local.c }
+"#,
+        )],
+        Mode::Plan,
+    )
+    .unwrap();
+    let values: Vec<String> = config.outputs.iter().map(|o| o.value.to_string()).collect();
+    assert_eq!(values, ["true", "7", "2"]);
+}
+
+/// Runs `work` on a thread with an ordinary 2 MiB stack, as test threads and many
+/// callers have: loading must not rely on the main thread's larger stack.
+fn on_small_stack<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(work)
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+#[test]
+fn thousands_of_nested_brackets_end_in_an_error_not_a_stack_overflow() {
+    for text in [
+        format!("locals {{\n  a = {}\n}}\n", "[".repeat(10_000)),
+        format!(
+            "locals {{\n  a = {}1{}\n}}\n",
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        ),
+        format!("locals {{\n  a = \"{}\"\n}}\n", "${\"".repeat(5_000)),
+        format!("locals {{\n  a = {}1\n}}\n", "-".repeat(10_000)),
+        format!("locals {{\n  a = 1{}\n}}\n", " + 1".repeat(10_000)),
+        format!("{}{}", "a {\n".repeat(10_000), "}\n".repeat(10_000)),
+    ] {
+        let err =
+            on_small_stack(move || load_files(&[("main.hcl", &text)], Mode::Validate)).unwrap_err();
+        assert!(
+            err.contains("nested more than 100 levels deep")
+                || err.contains("more than 2000 operators"),
+            "{}",
+            &err[..err.len().min(300)]
+        );
+        assert!(
+            err.contains("--> main.hcl:2:") || err.contains("--> main.hcl:"),
+            "names the file"
+        );
+    }
+    // Within the limits, deep but legal nesting loads (or fails evaluation) cleanly.
+    let text = format!(
+        "locals {{\n  a = {}1{}\n}}\n",
+        "[".repeat(99),
+        "]".repeat(99)
+    );
+    on_small_stack(move || load_files(&[("main.hcl", &text)], Mode::Validate)).unwrap();
+    let text = format!(
+        "locals {{\n  a = 1{}\n}}\noutput \"a\" {{ value = local.a }}\n",
+        " + 1".repeat(1900)
+    );
+    let config =
+        on_small_stack(move || load_files(&[("main.hcl", &text)], Mode::Validate)).unwrap();
+    assert_eq!(config.outputs[0].value, hcl::Value::from(1901));
+}
+
+#[test]
+fn binary_garbage_invalid_utf8_and_huge_files_end_in_a_clear_error_naming_the_file() {
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let err = load_sources(
+        &[("main.hcl".into(), garbage)],
+        &VarInputs::default(),
+        Mode::Validate,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("main.hcl"), "{err}");
+
+    let nul = b"fleet \"web\" {\0\0\0}".to_vec();
+    let err = load_sources(
+        &[("nul.hcl".into(), nul)],
+        &VarInputs::default(),
+        Mode::Validate,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("--> nul.hcl:1:"), "{err}");
+
+    let dir = std::env::temp_dir().join(format!("immune-huge-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let huge = "# padding\n".repeat(5 * 1024 * 1024);
+    std::fs::write(dir.join("huge.hcl"), huge).unwrap();
+    let started = std::time::Instant::now();
+    let err = load_with(&dir, &VarInputs::default(), Mode::Validate)
+        .unwrap_err()
+        .to_string();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        err.contains(
+            "cannot read huge.hcl: the file is 50.0 MB; configuration files are limited to 4 MB"
+        ),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "refused without parsing"
+    );
+}
+
+#[test]
+fn validate_accepts_required_variables_without_values_and_plan_does_not() {
+    let files = [(
+        "main.hcl",
+        r#"
+variable "release" { type = string }
+variable "count" { type = number }
+locals { name = "web-${var.release}" }
+output "name" { value = local.name }
+"#,
+    )];
+    let config = load_files(&files, Mode::Validate).unwrap();
+    assert!(config.outputs.is_empty(), "unknown values are left out");
+    let err = load_files(&files, Mode::Plan).unwrap_err();
+    assert!(
+        err.contains("no value for required variable `release`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("no value for required variable `count`"),
+        "{err}"
+    );
+}
+
+const MODULE_FLEET: &str = r#"
+variable "release" { type = string }
+variable "lb" {
+  type    = string
+  default = "web"
+}
+fleet "this" {
+  release = var.release
+  image {
+    source_ami    = "ami-1"
+    instance_type = "t3.small"
+  }
+  instances {
+    instance_type   = "t3.small"
+    subnets         = ["subnet-a"]
+    security_groups = ["sg-1"]
+    capacity {
+      min     = 1
+      max     = 2
+      desired = 1
+    }
+  }
+  traffic {
+    load_balancer = var.lb
+    port          = 8080
+  }
+}
+output "name" { value = fleet.this.name }
+output "lb" { value = fleet.this.load_balancer }
+"#;
+
+#[test]
+fn nested_modules_name_their_fleets_after_the_calls_and_pass_outputs_up() {
+    let config = load_files(
+        &[
+            (
+                "main.hcl",
+                r#"
+module "shop" {
+  source  = "./modules/service"
+  release = "v7"
+}
+output "fleets" { value = module.shop.fleets }
+"#,
+            ),
+            (
+                "modules/service/main.hcl",
+                r#"
+variable "release" { type = string }
+module "web" {
+  source  = "../fleet"
+  release = var.release
+}
+module "api" {
+  source  = "../fleet"
+  release = "${var.release}-api"
+  lb      = "internal"
+}
+output "fleets" { value = [module.web.name, module.api.name, module.api.lb] }
+"#,
+            ),
+            ("modules/fleet/main.hcl", MODULE_FLEET),
+        ],
+        Mode::Plan,
+    )
+    .unwrap();
+    let names: Vec<&str> = config.fleets.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["shop-web", "shop-api"]);
+    assert_eq!(config.fleets[1].release.as_deref(), Some("v7-api"));
+    assert_eq!(
+        config.fleets[0].location, "modules/fleet/main.hcl:7:1",
+        "locations point into the module's file"
+    );
+    assert_eq!(
+        config.outputs[0].value,
+        hcl::Value::from(vec!["shop-web", "shop-api", "internal"])
+    );
+}
+
+#[test]
+fn sensitive_variables_must_be_shown_by_sensitive_outputs_only() {
+    let config = load_files(
+        &[(
+            "main.hcl",
+            r#"
+variable "token" {
+  type      = string
+  default   = "s3cret"
+  sensitive = true
+}
+locals { header = "Bearer ${var.token}" }
+output "header" {
+  value     = local.header
+  sensitive = true
+}
+output "plain" { value = "hello" }
+"#,
+        )],
+        Mode::Plan,
+    )
+    .unwrap();
+    assert!(config.outputs[0].sensitive);
+    assert!(!config.outputs[1].sensitive);
+}
+
+#[test]
+fn variable_values_follow_terraforms_precedence() {
+    let dir = std::env::temp_dir().join(format!("immune-vars-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("main.hcl"),
+        r#"
+variable "a" { default = "default" }
+variable "b" { default = "default" }
+variable "c" { default = "default" }
+variable "d" { default = "default" }
+output "all" { value = [var.a, var.b, var.c, var.d] }
+"#,
+    )
+    .unwrap();
+    std::fs::write(dir.join("values.vars"), "b = \"file\"\nc = \"file\"\n").unwrap();
+    let inputs = VarInputs {
+        cli: vec![("c".into(), "cli".into())],
+        files: vec![dir.join("values.vars")],
+        env: vec![
+            ("a".into(), "env".into()),
+            ("b".into(), "env".into()),
+            ("c".into(), "env".into()),
+        ],
+    };
+    let config = load(&dir, &inputs).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(
+        config.outputs[0].value,
+        hcl::Value::from(vec!["env", "file", "cli", "default"])
+    );
+}

@@ -237,7 +237,20 @@ impl Engine<'_> {
                 message: "there is no previous group to go back to: set `keep_previous = 1` in the rollout block so that the next release keeps the one it replaces".into(),
             });
         };
-        let (listener_arn, previous_weights) = self.live_weights(fleet).await?;
+        // The listener immune recorded, not the configuration's: under pressure the
+        // operator may run this without the variables that name it.
+        let previous_weights = self
+            .cloud
+            .listener_weights(&active.listener_arn)
+            .await
+            .map_err(|e| EngineError::Cloud {
+                fleet: fleet.name.clone(),
+                message: e.to_string(),
+            })?
+            .into_iter()
+            .filter(|w| w.weight > 0)
+            .collect();
+        let listener_arn = active.listener_arn.clone();
         let mut rollout = Rollout::new(
             Identity {
                 group: kept.name.clone(),

@@ -56,13 +56,10 @@ fn latency_gate(insufficient_data: &str) -> String {
     )
 }
 
-/// An operator command (status, history, approve, reject, unlock, rollback). These load
-/// the whole configuration, which cannot be read without its variables, so `release` gets
-/// a value; none of these commands uses it.
+/// An operator command (status, history, approve, reject, unlock, rollback), run the way
+/// an operator does from another terminal: without the release's variables.
 fn op(w: &World, args: &[&str]) -> crate::harness::Run {
-    let mut args = args.to_vec();
-    args.extend(["--var", "release=operator"]);
-    w.immune(&args)
+    w.immune(args)
 }
 
 fn apply(w: &World, release: &str) -> crate::harness::Run {

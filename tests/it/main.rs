@@ -4,6 +4,7 @@
 mod harness;
 
 mod bad_input;
+mod config_cli;
 mod immune;
 mod interrupt;
 mod release;

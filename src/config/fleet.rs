@@ -1,0 +1,447 @@
+//! One `fleet` block into a typed [`Fleet`]: image, instances, traffic, rollout and gates.
+
+use super::diagnostic::{Diagnostic, Diagnostics};
+use super::eval::{span_of, type_name, Evaluator};
+use super::model::*;
+use super::reader::BlockReader;
+use super::source::{FileId, Sources};
+use hcl::Value;
+use hcl_edit::structure::Block;
+use std::time::Duration;
+
+/// Reads the fleet written as `fleet "label"`, named `name` (see `load::fleet_name`).
+pub fn read_fleet(
+    eval: &Evaluator,
+    diags: &mut Diagnostics,
+    sources: &Sources,
+    file: FileId,
+    block: &Block,
+    label: &str,
+    name: String,
+) -> Fleet {
+    let what = format!("fleet \"{label}\"");
+    let location = span_of(file, &block.ident);
+    let mut r = BlockReader::new(eval, diags, file, block, what);
+    if !valid_fleet_name(&name) {
+        let d = Diagnostic::new(
+            format!("fleet name `{name}` must be 1 to 20 lowercase letters, digits or hyphens, starting with a letter"),
+            span_of(file, &block.labels[0]),
+        );
+        r.diags.push(if name == label {
+            d
+        } else {
+            d.with_hint(format!("inside module `{}`, fleet \"{label}\" is named `{name}`; shorten the module or fleet name", eval.module_path.join(".")))
+        });
+    }
+    let region = r.string("region");
+    let release = r.string("release");
+
+    let image = match r.required_block("image") {
+        Some(b) => {
+            let mut ir = r.nested(b, "image".into());
+            let spec = ImageSpec {
+                source_ami: ir.required_string("source_ami"),
+                instance_type: ir.required_string("instance_type"),
+                provision: ir.string("provision"),
+                name: ir.string("name"),
+                keep: ir.number("keep", 1..=100, Some(3)) as u32,
+            };
+            ir.finish();
+            spec
+        }
+        None => ImageSpec {
+            source_ami: String::new(),
+            instance_type: String::new(),
+            provision: None,
+            name: None,
+            keep: 3,
+        },
+    };
+
+    let instances = match r.required_block("instances") {
+        Some(b) => {
+            let mut ir = r.nested(b, "instances".into());
+            let instance_type = ir.required_string("instance_type");
+            let subnets = ir.strings("subnets");
+            let security_groups = ir.strings("security_groups");
+            let user_data = ir.string("user_data");
+            let capacity = match ir.required_block("capacity") {
+                Some(c) => {
+                    let mut cr = ir.nested(c, "capacity".into());
+                    let min = cr.try_number("min", 0..=1000);
+                    let max = cr.try_number("max", 1..=1000);
+                    let desired = cr.try_number("desired", 0..=1000);
+                    // Compared only when all three are known.
+                    if let (Some(min), Some(max), Some(desired)) = (min, max, desired) {
+                        if !(min <= desired && desired <= max) {
+                            let span = cr.span.clone();
+                            cr.diags.push(
+                                Diagnostic::new(
+                                    format!("capacity must satisfy min <= desired <= max, got min {min}, desired {desired}, max {max}"),
+                                    span,
+                                ),
+                            );
+                        }
+                    }
+                    cr.finish();
+                    let min = min.unwrap_or(1) as u32;
+                    Capacity {
+                        min,
+                        max: max.map_or(min.max(1), |m| m as u32),
+                        desired: desired.map_or(min, |d| d as u32),
+                    }
+                }
+                None => Capacity {
+                    min: 1,
+                    max: 1,
+                    desired: 1,
+                },
+            };
+            ir.finish();
+            InstanceSpec {
+                instance_type,
+                subnets,
+                security_groups,
+                user_data,
+                capacity,
+            }
+        }
+        None => InstanceSpec {
+            instance_type: String::new(),
+            subnets: Vec::new(),
+            security_groups: Vec::new(),
+            user_data: None,
+            capacity: Capacity {
+                min: 1,
+                max: 1,
+                desired: 1,
+            },
+        },
+    };
+
+    let traffic = r.block("traffic");
+    let traffic = match traffic {
+        Some(b) => read_traffic(&mut r.nested(b, "traffic".into())),
+        None => {
+            let span = r.span.clone();
+            r.diags.push(
+                Diagnostic::new(format!("fleet `{name}` has no `traffic` block"), span)
+                    .with_hint("worker fleets (without a load balancer) are not supported yet; add traffic { load_balancer = \"...\" listener_port = 80 port = 8080 }"),
+            );
+            placeholder_traffic()
+        }
+    };
+
+    let rollout = match r.block("rollout") {
+        Some(b) => read_rollout(&mut r.nested(b, "rollout".into())),
+        None => default_rollout(vec![100]),
+    };
+    r.finish();
+
+    Fleet {
+        name,
+        region,
+        release,
+        image,
+        instances,
+        traffic,
+        rollout,
+        location: location
+            .map(|span| {
+                let at = sources.position(&span);
+                format!("{}:{}:{}", at.path.display(), at.line, at.column)
+            })
+            .unwrap_or_default(),
+    }
+}
+
+fn valid_fleet_name(name: &str) -> bool {
+    // Group names are `<fleet>-v001`; target group names are limited to 32 characters.
+    (1..=20).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.ends_with('-')
+}
+
+fn read_traffic(r: &mut BlockReader) -> Traffic {
+    let given = (r.has("listener_arn"), r.has("load_balancer"));
+    let arn = r.string("listener_arn");
+    let lb = r.string("load_balancer");
+    let has_port = r.has("listener_port");
+    let listener_port = r.number("listener_port", 1..=65535, Some(80)) as u16;
+    let listener = match (arn, lb) {
+        (Some(arn), None) => {
+            if has_port {
+                let span = r.span.clone();
+                r.diags.error(
+                    "`listener_port` goes with `load_balancer`, not `listener_arn`",
+                    span,
+                );
+            }
+            ListenerRef::Arn(arn)
+        }
+        (None, Some(name)) => ListenerRef::LoadBalancer {
+            name,
+            port: listener_port,
+        },
+        // Given but not evaluated: the reason is reported already.
+        (None, None) if given.0 || given.1 => ListenerRef::Arn(String::new()),
+        (arn, lb) => {
+            let span = r.span.clone();
+            r.diags.push(
+                Diagnostic::new(
+                    if arn.is_some() && lb.is_some() {
+                        "traffic has both `listener_arn` and `load_balancer`; give one"
+                    } else {
+                        "traffic needs `listener_arn` or `load_balancer`"
+                    },
+                    span,
+                )
+                .with_hint("load_balancer = \"web\" with listener_port = 80, or listener_arn = \"arn:...\""),
+            );
+            ListenerRef::Arn(String::new())
+        }
+    };
+    let port = r.number("port", 1..=65535, None) as u16;
+    let health_check = match r.block("health_check") {
+        Some(b) => {
+            let mut hr = r.nested(b, "health_check".into());
+            let check = HealthCheck {
+                path: hr.string("path").unwrap_or_else(|| "/".into()),
+                interval: hr.duration("interval", Duration::from_secs(30)),
+                healthy_threshold: hr.number("healthy_threshold", 2..=10, Some(5)) as u32,
+                unhealthy_threshold: hr.number("unhealthy_threshold", 2..=10, Some(2)) as u32,
+            };
+            hr.finish();
+            check
+        }
+        None => default_health_check(),
+    };
+    let deregistration_delay = r.duration("deregistration_delay", Duration::from_secs(300));
+    Traffic {
+        listener,
+        port,
+        health_check,
+        deregistration_delay,
+    }
+}
+
+fn default_health_check() -> HealthCheck {
+    HealthCheck {
+        path: "/".into(),
+        interval: Duration::from_secs(30),
+        healthy_threshold: 5,
+        unhealthy_threshold: 2,
+    }
+}
+
+fn placeholder_traffic() -> Traffic {
+    Traffic {
+        listener: ListenerRef::Arn(String::new()),
+        port: 80,
+        health_check: default_health_check(),
+        deregistration_delay: Duration::ZERO,
+    }
+}
+
+fn default_rollout(steps: Vec<u8>) -> RolloutSpec {
+    RolloutSpec {
+        steps,
+        pause: Duration::from_secs(300),
+        healthy_within: Duration::from_secs(600),
+        keep_previous: 0,
+        poll_interval: Duration::from_secs(5),
+        gates: Vec::new(),
+    }
+}
+
+fn read_rollout(r: &mut BlockReader) -> RolloutSpec {
+    let steps = match r.value("steps") {
+        None => vec![100],
+        Some((value, span)) => match steps_of(&value) {
+            Ok(steps) => steps,
+            Err(message) => {
+                r.diags.push(Diagnostic::new(message, span).with_hint(
+                    "steps are percentages of traffic on the new release, such as [5, 25, 50, 100]",
+                ));
+                vec![100]
+            }
+        },
+    };
+    let defaults = default_rollout(steps);
+    let pause = r.duration("pause", defaults.pause);
+    let healthy_within = r.duration("healthy_within", defaults.healthy_within);
+    let keep_previous = r.number("keep_previous", 0..=10, Some(0)) as u32;
+    let poll_interval = r.duration("poll_interval", defaults.poll_interval);
+    if poll_interval.is_zero() {
+        let span = r.span.clone();
+        r.diags
+            .error("`poll_interval` must be longer than zero", span);
+    }
+    let mut gates = Vec::new();
+    for gate in r.blocks("gate") {
+        let Some(name) = gate.labels.first().map(|l| l.as_str().to_string()) else {
+            let span = span_of(r.file, &gate.ident);
+            r.diags.error(
+                "`gate` block needs a name, as in `gate \"errors\" { }`",
+                span,
+            );
+            continue;
+        };
+        if gates.iter().any(|g: &Gate| g.name == name) {
+            let span = span_of(r.file, &gate.ident);
+            r.diags.error(format!("duplicate gate \"{name}\""), span);
+            continue;
+        }
+        let mut gr = r.nested(gate, format!("gate \"{name}\""));
+        if let Some(check) = read_gate_check(&mut gr) {
+            gates.push(read_gate(&mut gr, name, check));
+        }
+        gr.finish();
+    }
+    RolloutSpec {
+        pause,
+        healthy_within,
+        keep_previous,
+        poll_interval,
+        gates,
+        ..defaults
+    }
+}
+
+fn read_gate_check(r: &mut BlockReader) -> Option<GateCheck> {
+    let has_alarm = r.has("alarm");
+    let alarm = r.string("alarm");
+    let metric = r.block("metric");
+    match (alarm, metric) {
+        // Given but not known (or already reported): nothing more to say.
+        (None, None) if has_alarm => None,
+        (Some(alarm), None) => Some(GateCheck::Alarm(alarm)),
+        (None, Some(block)) => {
+            let mut mr = r.nested(block, "metric".into());
+            let metric = read_metric(&mut mr);
+            mr.finish();
+            Some(GateCheck::Metric(metric))
+        }
+        (alarm, metric) => {
+            let both = alarm.is_some() && metric.is_some();
+            let span = r.span.clone();
+            r.diags.push(
+                Diagnostic::new(
+                    if both {
+                        format!("{} has both `alarm` and `metric`; give one", r.what)
+                    } else {
+                        format!("{} needs `alarm` or a `metric` block", r.what)
+                    },
+                    span,
+                )
+                .with_hint("alarm = \"web-5xx\" reads an existing alarm; metric { namespace = ... name = ... threshold = ... } makes one per release"),
+            );
+            None
+        }
+    }
+}
+
+fn read_gate(r: &mut BlockReader, name: String, check: GateCheck) -> Gate {
+    let insufficient_data = match r.choice("insufficient_data", &["hold", "pass", "fail"], "pass") {
+        "hold" => OnInsufficientData::Hold,
+        "fail" => OnInsufficientData::Fail,
+        _ => OnInsufficientData::Pass,
+    };
+    let mode = match r.choice("mode", &["enforce", "dry-run", "manual"], "enforce") {
+        "dry-run" => GateMode::DryRun,
+        "manual" => GateMode::Manual,
+        _ => GateMode::Enforce,
+    };
+    Gate {
+        name,
+        check,
+        insufficient_data,
+        mode,
+    }
+}
+
+fn read_metric(r: &mut BlockReader) -> MetricSpec {
+    let namespace = r.required_string("namespace");
+    let name = r.required_string("name");
+    let dimensions = r.string_map("dimensions");
+    let statistic = r.string("statistic").unwrap_or_else(|| "Average".into());
+    if !valid_statistic(&statistic) {
+        let span = r.span.clone();
+        r.diags.push(
+            Diagnostic::new(format!("unknown statistic \"{statistic}\""), span).with_hint(
+                "use Average, Sum, Minimum, Maximum, SampleCount or a percentile such as p99",
+            ),
+        );
+    }
+    let period = r.duration("period", Duration::from_secs(60));
+    let secs = period.as_secs();
+    if !matches!(secs, 10 | 20 | 30) && (secs == 0 || !secs.is_multiple_of(60)) {
+        let span = r.span.clone();
+        r.diags.error(
+            "metric `period` must be 10s, 20s, 30s or a multiple of 60s (CloudWatch's rule)",
+            span,
+        );
+    }
+    let evaluation_periods = r.number("evaluation_periods", 1..=100, Some(1)) as u32;
+    let threshold = r.float("threshold").unwrap_or_default();
+    let comparison = match r.value("comparison") {
+        None => Comparison::Greater,
+        Some((value, span)) => match value.as_str().and_then(Comparison::parse) {
+            Some(c) => c,
+            None => {
+                r.diags.push(
+                    Diagnostic::new(format!("unknown comparison {value}"), span)
+                        .with_hint("comparison is one of \">\", \">=\", \"<\", \"<=\""),
+                );
+                Comparison::Greater
+            }
+        },
+    };
+    MetricSpec {
+        namespace,
+        name,
+        dimensions,
+        statistic,
+        period,
+        evaluation_periods,
+        threshold,
+        comparison,
+    }
+}
+
+fn valid_statistic(s: &str) -> bool {
+    matches!(s, "Average" | "Sum" | "Minimum" | "Maximum" | "SampleCount")
+        || s.strip_prefix('p')
+            .and_then(|p| p.parse::<f64>().ok())
+            .is_some_and(|p| (0.0..=100.0).contains(&p))
+}
+
+fn steps_of(value: &Value) -> Result<Vec<u8>, String> {
+    let Value::Array(items) = value else {
+        return Err(format!(
+            "`steps` must be a list of percentages, found {}",
+            type_name(value)
+        ));
+    };
+    let mut steps = Vec::new();
+    for item in items {
+        match item.as_u64() {
+            Some(p @ 1..=100) => steps.push(p as u8),
+            _ => {
+                return Err(format!(
+                    "step {item} is not a whole percentage from 1 to 100"
+                ))
+            }
+        }
+    }
+    if steps.windows(2).any(|w| w[0] >= w[1]) {
+        return Err("`steps` must be strictly increasing".into());
+    }
+    if steps.last() != Some(&100) {
+        return Err("`steps` must end at 100".into());
+    }
+    Ok(steps)
+}

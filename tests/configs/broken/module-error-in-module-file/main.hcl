@@ -1,0 +1,4 @@
+module "api" {
+  source  = "./modules/api"
+  release = "v1"
+}

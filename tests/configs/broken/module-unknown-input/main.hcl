@@ -1,0 +1,5 @@
+module "api" {
+  source  = "./modules/api"
+  release = "v1"
+  relase  = "v2"
+}
