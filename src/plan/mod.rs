@@ -67,6 +67,22 @@ pub struct Release {
     pub healthy_within: String,
     /// The group this release replaces and how long it drains.
     pub replaces: Option<Replaced>,
+    /// Every gate, as the operator configured it.
+    pub gates: Vec<GatePlan>,
+    /// Replaced groups kept scaled to zero for rollback.
+    pub keep_previous: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GatePlan {
+    pub name: String,
+    /// The alarm read: the operator's, or the per-release one immune creates.
+    pub alarm: String,
+    /// For a metric gate, what its alarm watches, e.g. `AWS/ApplicationELB
+    /// TargetResponseTime p99 > 0.5 over 1m`.
+    pub metric: Option<String>,
+    pub mode: crate::config::GateMode,
+    pub insufficient_data: crate::config::OnInsufficientData,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -251,6 +267,33 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
             release: a.release.clone(),
             drain: show(fleet.traffic.deregistration_delay),
         }),
+        gates: fleet
+            .rollout
+            .gates
+            .iter()
+            .map(|g| GatePlan {
+                name: g.name.clone(),
+                alarm: g.alarm_name(&group_name(&fleet.name, seq)),
+                metric: match &g.check {
+                    crate::config::GateCheck::Alarm(_) => None,
+                    crate::config::GateCheck::Metric(m) => Some(format!(
+                        "{} {} {} {} {} over {}",
+                        m.namespace,
+                        m.name,
+                        m.statistic,
+                        serde_json::to_value(m.comparison)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default(),
+                        m.threshold,
+                        show(m.period)
+                    )),
+                },
+                mode: g.mode,
+                insufficient_data: g.insufficient_data,
+            })
+            .collect(),
+        keep_previous: fleet.rollout.keep_previous,
     };
     change(Action::Release(Box::new(release_plan)), reason)
 }

@@ -88,12 +88,53 @@ pub fn render(plan: &Plan, color: bool) -> String {
                     r.pause,
                     r.healthy_within
                 );
-                if let Some(old) = &r.replaces {
+                if r.gates.is_empty() {
                     let _ = writeln!(
                         out,
-                        "      {minus} retire  {} (release {}) after draining {}",
-                        old.group, old.release, old.drain
+                        "        gates   none: each step watches instance health only"
                     );
+                }
+                for gate in &r.gates {
+                    let how = format!(
+                        "{}, no data: {}",
+                        word(&gate.mode),
+                        word(&gate.insufficient_data)
+                    );
+                    match &gate.metric {
+                        None => {
+                            let _ = writeln!(
+                                out,
+                                "        gate    {}: alarm {} ({how})",
+                                gate.name, gate.alarm
+                            );
+                        }
+                        Some(metric) => {
+                            let _ = writeln!(
+                                out,
+                                "      {plus} gate    {}: alarm {} on {metric} ({how})",
+                                gate.name, gate.alarm
+                            );
+                        }
+                    }
+                }
+                if let Some(old) = &r.replaces {
+                    if r.keep_previous > 0 {
+                        let _ = writeln!(
+                            out,
+                            "      {} keep    {} (release {}) scaled to zero after draining {}, for rollback (keep_previous = {})",
+                            style.paint("33", "~"),
+                            old.group,
+                            old.release,
+                            old.drain,
+                            r.keep_previous
+                        );
+                    } else {
+                        let _ = writeln!(
+                            out,
+                            "      {minus} retire  {} (release {}) after draining {}",
+                            old.group, old.release, old.drain
+                        );
+                    }
                 }
             }
             Action::Resume { .. } => {
@@ -126,4 +167,12 @@ pub fn render(plan: &Plan, color: bool) -> String {
         "Plan: {releases} to release, {resumes} to resume, {locked} locked, {unchanged} unchanged."
     );
     out
+}
+
+/// A serialized enum's name as the configuration spells it: `dry-run`, `hold`.
+fn word(value: &impl serde::Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }

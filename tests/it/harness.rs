@@ -289,18 +289,29 @@ impl Sdk {
 
     /// Groups whose names start with `prefix`: what a test run created.
     pub async fn groups_with_prefix(&self, prefix: &str) -> Vec<String> {
-        let out = self
-            .autoscaling
-            .describe_auto_scaling_groups()
-            .send()
-            .await
-            .unwrap();
-        out.auto_scaling_groups()
-            .iter()
-            .filter_map(|g| g.auto_scaling_group_name())
-            .filter(|n| n.starts_with(prefix))
-            .map(str::to_string)
-            .collect()
+        // Every page: other tests' groups share the emulator.
+        let mut names = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .autoscaling
+                .describe_auto_scaling_groups()
+                .set_next_token(token)
+                .send()
+                .await
+                .unwrap();
+            names.extend(
+                out.auto_scaling_groups()
+                    .iter()
+                    .filter_map(|g| g.auto_scaling_group_name())
+                    .filter(|n| n.starts_with(prefix))
+                    .map(str::to_string),
+            );
+            token = out.next_token().map(str::to_string);
+            if token.is_none() {
+                return names;
+            }
+        }
     }
 
     /// Instances tagged for the fleet that are not terminated.
