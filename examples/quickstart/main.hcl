@@ -49,8 +49,8 @@ fleet "web" {
   }
 
   rollout {
-    steps          = [100]
-    pause          = "2s"
+    steps          = [25, 100]
+    pause          = "3s"
     healthy_within = "2m"
     poll_interval  = "1s"
 

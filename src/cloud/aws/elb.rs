@@ -165,15 +165,20 @@ impl Aws {
             .set_tags(Some(tags))
             .send()
             .await
-            .map_err(|e| sdk_error("CreateTargetGroup", e))?;
-        let arn = out
-            .target_groups()
-            .first()
-            .and_then(|t| t.target_group_arn())
-            .ok_or_else(|| {
-                CloudError::Invalid("CreateTargetGroup returned no target group".into())
-            })?
-            .to_string();
+            .map_err(|e| sdk_error("CreateTargetGroup", e));
+        let arn = match out {
+            Err(e) if code_of(&e) == Some("DuplicateTargetGroupName") => {
+                self.adopt_target_group(request).await?.ok_or(e)?
+            }
+            other => other?
+                .target_groups()
+                .first()
+                .and_then(|t| t.target_group_arn())
+                .ok_or_else(|| {
+                    CloudError::Invalid("CreateTargetGroup returned no target group".into())
+                })?
+                .to_string(),
+        };
         let attribute = TargetGroupAttribute::builder()
             .key("deregistration_delay.timeout_seconds")
             .value(request.deregistration_delay.as_secs().min(3600).to_string())
@@ -186,6 +191,47 @@ impl Aws {
             .await
             .map_err(|e| sdk_error("ModifyTargetGroupAttributes", e))?;
         Ok(arn)
+    }
+
+    /// A target group of this name that immune created for the same fleet and release:
+    /// the one an apply created before it stopped without recording it. Anything else
+    /// under the name is left alone and the duplicate name reported.
+    async fn adopt_target_group(
+        &self,
+        request: &TargetGroupRequest,
+    ) -> CloudResult<Option<String>> {
+        let out = self
+            .elb
+            .describe_target_groups()
+            .names(&request.name)
+            .send()
+            .await
+            .map_err(|e| sdk_error("DescribeTargetGroups", e))?;
+        let Some(arn) = out
+            .target_groups()
+            .first()
+            .and_then(|t| t.target_group_arn())
+        else {
+            return Ok(None);
+        };
+        let tags = self
+            .elb
+            .describe_tags()
+            .resource_arns(arn)
+            .send()
+            .await
+            .map_err(|e| sdk_error("DescribeTags", e))?;
+        let tags: Vec<(Option<&str>, Option<&str>)> = tags
+            .tag_descriptions()
+            .iter()
+            .flat_map(|d| d.tags())
+            .map(|t| (t.key(), t.value()))
+            .collect();
+        let has = |key: &str, value: &str| tags.contains(&(Some(key), Some(value)));
+        let ours = is_managed(tags.iter().copied())
+            && has(TAG_FLEET, &request.tags.fleet)
+            && has(TAG_RELEASE, &request.tags.release);
+        Ok(ours.then(|| arn.to_string()))
     }
 
     pub(super) async fn delete_target_group(&self, arn: &str) -> CloudResult<()> {
