@@ -97,14 +97,7 @@ impl Aws {
     }
 
     pub(super) async fn deregister_image(&self, image_id: &str) -> CloudResult<()> {
-        let out = self
-            .ec2
-            .describe_images()
-            .image_ids(image_id)
-            .send()
-            .await
-            .map_err(|e| sdk_error("DescribeImages", e))?;
-        let Some(image) = out.images().first() else {
+        let Some(image) = self.describe_image(image_id).await? else {
             return Ok(());
         };
         if !ec2_managed(image.tags()) {
@@ -209,7 +202,10 @@ impl Aws {
             .ok_or_else(|| CloudError::Invalid("CreateImage returned no image id".into()))
     }
 
-    pub(super) async fn image(&self, image_id: &str) -> CloudResult<Image> {
+    async fn describe_image(
+        &self,
+        image_id: &str,
+    ) -> CloudResult<Option<aws_sdk_ec2::types::Image>> {
         let out = self
             .ec2
             .describe_images()
@@ -217,8 +213,12 @@ impl Aws {
             .send()
             .await
             .map_err(|e| sdk_error("DescribeImages", e))?;
-        out.images()
-            .first()
+        Ok(out.images().first().cloned())
+    }
+
+    pub(super) async fn image(&self, image_id: &str) -> CloudResult<Image> {
+        self.describe_image(image_id)
+            .await?
             .map(|i| Image {
                 id: image_id.to_string(),
                 state: image_state(i.state()),

@@ -214,40 +214,44 @@ impl Aws {
         else {
             return Ok(None);
         };
-        let tags = self
+        let tags = self.target_group_tags(arn).await?;
+        let has = |key: &str, value: &str| {
+            tags.iter()
+                .any(|(k, v)| k.as_str() == key && v.as_str() == value)
+        };
+        let ours = is_managed(
+            tags.iter()
+                .map(|(k, v)| (Some(k.as_str()), Some(v.as_str()))),
+        ) && has(TAG_FLEET, &request.tags.fleet)
+            && has(TAG_RELEASE, &request.tags.release);
+        Ok(ours.then(|| arn.to_string()))
+    }
+
+    /// The target group's tags as (key, value) pairs.
+    async fn target_group_tags(&self, arn: &str) -> CloudResult<Vec<(String, String)>> {
+        let out = self
             .elb
             .describe_tags()
             .resource_arns(arn)
             .send()
             .await
             .map_err(|e| sdk_error("DescribeTags", e))?;
-        let tags: Vec<(Option<&str>, Option<&str>)> = tags
+        Ok(out
             .tag_descriptions()
             .iter()
             .flat_map(|d| d.tags())
-            .map(|t| (t.key(), t.value()))
-            .collect();
-        let has = |key: &str, value: &str| tags.contains(&(Some(key), Some(value)));
-        let ours = is_managed(tags.iter().copied())
-            && has(TAG_FLEET, &request.tags.fleet)
-            && has(TAG_RELEASE, &request.tags.release);
-        Ok(ours.then(|| arn.to_string()))
+            .map(|t| {
+                let text = |s: Option<&str>| s.unwrap_or_default().to_string();
+                (text(t.key()), text(t.value()))
+            })
+            .collect())
     }
 
     pub(super) async fn delete_target_group(&self, arn: &str) -> CloudResult<()> {
-        let tags = self
-            .elb
-            .describe_tags()
-            .resource_arns(arn)
-            .send()
-            .await
-            .map_err(|e| sdk_error("DescribeTags", e));
-        let managed = match tags {
-            Ok(out) => is_managed(
-                out.tag_descriptions()
-                    .iter()
-                    .flat_map(|d| d.tags())
-                    .map(|t| (t.key(), t.value())),
+        let managed = match self.target_group_tags(arn).await {
+            Ok(tags) => is_managed(
+                tags.iter()
+                    .map(|(k, v)| (Some(k.as_str()), Some(v.as_str()))),
             ),
             Err(e) if code_of(&e).is_some_and(|c| c.contains("NotFound")) => return Ok(()),
             Err(e) => return Err(e),

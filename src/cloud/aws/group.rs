@@ -65,7 +65,8 @@ impl Aws {
         }))
     }
 
-    pub(super) async fn delete_group(&self, name: &str) -> CloudResult<()> {
+    /// Whether the group exists; an error when it exists without immune's tags.
+    async fn owned_group(&self, name: &str) -> CloudResult<bool> {
         let out = self
             .autoscaling
             .describe_auto_scaling_groups()
@@ -74,10 +75,17 @@ impl Aws {
             .await
             .map_err(|e| sdk_error("DescribeAutoScalingGroups", e))?;
         let Some(group) = out.auto_scaling_groups().first() else {
-            return Ok(());
+            return Ok(false);
         };
         if !is_managed(group.tags().iter().map(|t| (t.key(), t.value()))) {
             return Err(CloudError::NotManaged(format!("Auto Scaling group {name}")));
+        }
+        Ok(true)
+    }
+
+    pub(super) async fn delete_group(&self, name: &str) -> CloudResult<()> {
+        if !self.owned_group(name).await? {
+            return Ok(());
         }
         self.autoscaling
             .delete_auto_scaling_group()
@@ -90,18 +98,8 @@ impl Aws {
     }
 
     pub(super) async fn scale_group(&self, name: &str, capacity: Capacity) -> CloudResult<()> {
-        let out = self
-            .autoscaling
-            .describe_auto_scaling_groups()
-            .auto_scaling_group_names(name)
-            .send()
-            .await
-            .map_err(|e| sdk_error("DescribeAutoScalingGroups", e))?;
-        let Some(group) = out.auto_scaling_groups().first() else {
+        if !self.owned_group(name).await? {
             return Err(CloudError::NotFound(format!("Auto Scaling group {name}")));
-        };
-        if !is_managed(group.tags().iter().map(|t| (t.key(), t.value()))) {
-            return Err(CloudError::NotManaged(format!("Auto Scaling group {name}")));
         }
         self.autoscaling
             .update_auto_scaling_group()
