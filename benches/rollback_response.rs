@@ -10,8 +10,7 @@
 #[path = "../tests/it/harness.rs"]
 mod harness;
 
-use harness::{World, ENDPOINT};
-use std::process::{Command, Stdio};
+use harness::World;
 use std::time::{Duration, Instant, SystemTime};
 
 fn main() {
@@ -106,18 +105,7 @@ async fn measure(poll: &str, samples: usize) -> (Vec<Duration>, Vec<Duration>) {
             .await
             .unwrap();
         let release = format!("release=b{sample}");
-        let mut apply = Command::new(env!("CARGO_BIN_EXE_immune"))
-            .arg("--chdir")
-            .arg(&w.dir)
-            .args(["apply", "--auto-approve", "--var", &release])
-            .env("AWS_ENDPOINT_URL", ENDPOINT)
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run immune");
+        let apply = w.spawn(&["apply", "--auto-approve", "--var", &release]);
         wait_for(
             Duration::from_secs(120),
             "the release to observe its first step",
@@ -147,8 +135,8 @@ async fn measure(poll: &str, samples: usize) -> (Vec<Duration>, Vec<Duration>) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         total.push(start.elapsed());
-        let status = apply.wait().expect("apply exits");
-        assert_eq!(status.code(), Some(3), "the release was rolled back");
+        let run = apply.wait(Duration::from_secs(120));
+        assert_eq!(run.code, 3, "the release was rolled back: {run:?}");
         detected.push(seen_after(&w, failed_at));
         let unlock = w.immune(&["unlock", &w.prefix, "--reason", "bench"]);
         assert_eq!(unlock.code, 0, "{unlock:?}");

@@ -4,7 +4,7 @@
 use super::{apply, observe, Cli, CliError, Success};
 use crate::cloud::Cloud;
 use crate::config::{Config, Fleet};
-use crate::engine::{phase_name, Engine, Outcome, Signals, Stdout};
+use crate::engine::{Engine, Outcome, Signals, Stdout};
 use crate::plan;
 use crate::state::{now, operator, Answer, AnswerKind, Decision, FleetState, State, StateError};
 use serde::Serialize;
@@ -115,17 +115,7 @@ async fn fleet_status(cloud: Option<&dyn Cloud>, name: &str, recorded: &FleetSta
                 cloud.target_health(&g.target_group).await,
             ) {
                 (Ok(Some(status)), Ok(targets)) => {
-                    let count = status
-                        .instances
-                        .iter()
-                        .filter(|(id, in_service)| {
-                            *in_service
-                                && targets.iter().any(|(t, s)| {
-                                    t == id && *s == crate::cloud::TargetState::Healthy
-                                })
-                        })
-                        .count();
-                    healthy = Some((count, status.desired));
+                    healthy = Some((status.healthy_in(&targets), status.desired));
                 }
                 (Ok(None), _) => live_error = Some(format!("group {} not found", g.name)),
                 (Err(e), _) | (_, Err(e)) => live_error = Some(e.to_string()),
@@ -163,7 +153,7 @@ async fn fleet_status(cloud: Option<&dyn Cloud>, name: &str, recorded: &FleetSta
         group: r.group.clone(),
         release: r.release.clone(),
         kind: r.kind,
-        phase: phase_name(&r.phase),
+        phase: r.phase.name(),
         step: match r.phase {
             crate::rollout::Phase::Shift { step } | crate::rollout::Phase::Observe { step } => {
                 Some(step)

@@ -137,6 +137,21 @@ pub struct GroupStatus {
     pub instances: Vec<(String, bool)>,
 }
 
+impl GroupStatus {
+    /// How many of the group's instances are InService and healthy in its target group.
+    pub fn healthy_in(&self, targets: &[(String, TargetState)]) -> usize {
+        self.instances
+            .iter()
+            .filter(|(id, in_service)| {
+                *in_service
+                    && targets
+                        .iter()
+                        .any(|(t, state)| t == id && *state == TargetState::Healthy)
+            })
+            .count()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TargetState {
     Initial,

@@ -248,14 +248,14 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
                         &format!("{} scaled to zero and kept for rollback", previous.group),
                     );
                 } else {
-                    delete_group(cloud, &previous.group, poll).await?;
-                    for alarm in &previous.alarms {
-                        cloud.delete_alarm(alarm).await.map_err(err)?;
-                    }
-                    cloud
-                        .delete_target_group(&previous.target_group)
-                        .await
-                        .map_err(err)?;
+                    delete_release(
+                        cloud,
+                        &previous.group,
+                        &previous.alarms,
+                        &previous.target_group,
+                        poll,
+                    )
+                    .await?;
                 }
             }
             Ok(Event::PreviousRetired)
@@ -373,17 +373,7 @@ pub(super) async fn health(
         .target_health(target_group)
         .await
         .map_err(|e| e.to_string())?;
-    let healthy = status
-        .instances
-        .iter()
-        .filter(|(id, in_service)| {
-            *in_service
-                && targets
-                    .iter()
-                    .any(|(t, state)| t == id && *state == TargetState::Healthy)
-        })
-        .count();
-    Ok((healthy, status.desired as usize))
+    Ok((status.healthy_in(&targets), status.desired as usize))
 }
 
 /// Sets the weights in one call and reads them back: a listener that silently kept its
@@ -413,6 +403,25 @@ pub(super) async fn set_weights(
         ));
     }
     Ok(())
+}
+
+/// Deletes a retired release for good: its group (waiting until it is gone), its gate
+/// alarms, then its target group.
+pub(super) async fn delete_release(
+    cloud: &dyn Cloud,
+    group: &str,
+    alarms: &[String],
+    target_group: &str,
+    poll: Duration,
+) -> Result<(), String> {
+    delete_group(cloud, group, poll).await?;
+    for alarm in alarms {
+        cloud.delete_alarm(alarm).await.map_err(|e| e.to_string())?;
+    }
+    cloud
+        .delete_target_group(target_group)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 pub(super) async fn delete_group(

@@ -1,7 +1,7 @@
 //! Housekeeping once a rollout finished: kept groups beyond `keep_previous` and baked
 //! images beyond `image.keep` are removed. Never anything in use.
 
-use super::actions::delete_group;
+use super::actions::delete_release;
 use super::Engine;
 use crate::config::Fleet;
 use std::collections::BTreeSet;
@@ -20,17 +20,14 @@ impl Engine<'_> {
                 &fleet.name,
                 &format!("deleting {} beyond keep_previous = {keep}", oldest.name),
             );
-            delete_group(self.cloud, &oldest.name, poll).await?;
-            for alarm in &oldest.alarms {
-                self.cloud
-                    .delete_alarm(alarm)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            self.cloud
-                .delete_target_group(&oldest.target_group)
-                .await
-                .map_err(|e| e.to_string())?;
+            delete_release(
+                self.cloud,
+                &oldest.name,
+                &oldest.alarms,
+                &oldest.target_group,
+                poll,
+            )
+            .await?;
             let recorded = self.state.fleets.get_mut(&fleet.name).expect("fleet state");
             recorded.previous.pop();
             self.note(

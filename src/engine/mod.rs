@@ -163,14 +163,7 @@ impl Engine<'_> {
             .resolve_listener(&fleet.traffic.listener)
             .await
             .map_err(cloud_error)?;
-        let weights: Vec<Weight> = self
-            .cloud
-            .listener_weights(&listener.arn)
-            .await
-            .map_err(cloud_error)?
-            .into_iter()
-            .filter(|w| w.weight > 0)
-            .collect();
+        let weights = self.forwarding(fleet, &listener.arn).await?;
         if weights.is_empty() {
             return Err(EngineError::Cloud {
                 fleet: fleet.name.clone(),
@@ -181,6 +174,25 @@ impl Engine<'_> {
             });
         }
         Ok((listener.arn, weights))
+    }
+
+    /// The target groups the listener sends traffic to now, with their weights.
+    async fn forwarding(
+        &self,
+        fleet: &Fleet,
+        listener_arn: &str,
+    ) -> Result<Vec<Weight>, EngineError> {
+        Ok(self
+            .cloud
+            .listener_weights(listener_arn)
+            .await
+            .map_err(|e| EngineError::Cloud {
+                fleet: fleet.name.clone(),
+                message: e.to_string(),
+            })?
+            .into_iter()
+            .filter(|w| w.weight > 0)
+            .collect())
     }
 
     /// Continues the fleet's unfinished rollout from its recorded phase.
@@ -239,17 +251,7 @@ impl Engine<'_> {
         };
         // The listener immune recorded, not the configuration's: under pressure the
         // operator may run this without the variables that name it.
-        let previous_weights = self
-            .cloud
-            .listener_weights(&active.listener_arn)
-            .await
-            .map_err(|e| EngineError::Cloud {
-                fleet: fleet.name.clone(),
-                message: e.to_string(),
-            })?
-            .into_iter()
-            .filter(|w| w.weight > 0)
-            .collect();
+        let previous_weights = self.forwarding(fleet, &active.listener_arn).await?;
         let listener_arn = active.listener_arn.clone();
         let mut rollout = Rollout::new(
             Identity {
@@ -416,7 +418,7 @@ impl Engine<'_> {
     }
 
     fn interrupted(&mut self, fleet: &Fleet, rollout: &Rollout) -> EngineError {
-        let phase = phase_name(&rollout.phase);
+        let phase = rollout.phase.name();
         self.note(
             &fleet.name,
             format!("interrupted: stopped at a safe point during {phase}"),
@@ -508,14 +510,6 @@ impl Engine<'_> {
         }
         Ok(outcome)
     }
-}
-
-/// The phase's name as state records it: `observe`, `roll_back`, ...
-pub fn phase_name(phase: &Phase) -> String {
-    serde_json::to_value(phase)
-        .ok()
-        .and_then(|v| v["name"].as_str().map(str::to_string))
-        .unwrap_or_default()
 }
 
 fn describe(event: &Event) -> String {

@@ -195,10 +195,7 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
     let release = release_name(fleet);
     if let Some(rollout) = &recorded.rollout {
         if !rollout.phase.is_finished() {
-            let phase = serde_json::to_value(&rollout.phase)
-                .ok()
-                .and_then(|v| v["name"].as_str().map(str::to_string))
-                .unwrap_or_default();
+            let phase = rollout.phase.name();
             return change(
                 Action::Resume {
                     group: rollout.group.clone(),
@@ -281,10 +278,7 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
                         m.namespace,
                         m.name,
                         m.statistic,
-                        serde_json::to_value(m.comparison)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_string))
-                            .unwrap_or_default(),
+                        word(&m.comparison),
                         m.threshold,
                         show(m.period)
                     )),
@@ -296,6 +290,14 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
         keep_previous: fleet.rollout.keep_previous,
     };
     change(Action::Release(Box::new(release_plan)), reason)
+}
+
+/// A serialized enum's name as the configuration spells it: `dry-run`, `hold`, `>`.
+fn word(value: &impl Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// Image names must be unique in the account: the configured name, or the group's.

@@ -1,7 +1,7 @@
 //! The plan as an operator reads it: one block per fleet, `+` for what is created, `-` for
 //! what is destroyed, `±` for a release that replaces another, and a summary line.
 
-use super::{Action, ImagePlan, Plan};
+use super::{word, Action, ImagePlan, Plan};
 use std::fmt::Write;
 
 pub struct Style {
@@ -167,12 +167,4 @@ pub fn render(plan: &Plan, color: bool) -> String {
         "Plan: {releases} to release, {resumes} to resume, {locked} locked, {unchanged} unchanged."
     );
     out
-}
-
-/// A serialized enum's name as the configuration spells it: `dry-run`, `hold`.
-fn word(value: &impl serde::Serialize) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }

@@ -50,6 +50,14 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// The phase's name as state records it: `observe`, `roll_back`, ...
+    pub fn name(&self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v["name"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
     pub fn is_finished(&self) -> bool {
         matches!(self, Phase::Done | Phase::RolledBack { .. })
     }

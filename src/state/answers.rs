@@ -3,11 +3,10 @@
 //! travel beside the state, one small file per fleet, and the apply reads them at every
 //! poll. An answer nobody was waiting for is picked up by the next apply that resumes.
 
-use super::local::{private_file, LocalBackend};
+use super::local::{write_atomically, LocalBackend};
 use super::StateError;
 use serde::{Deserialize, Serialize};
 use std::fs;
-use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,20 +35,8 @@ impl LocalBackend {
     /// Leaves an answer for the apply that runs the fleet's rollout; a newer answer
     /// replaces an older one.
     pub fn post_answer(&self, fleet: &str, answer: &Answer) -> Result<(), StateError> {
-        let path = self.answer_path(fleet);
-        let failed = |e: std::io::Error| StateError::Write {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        };
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(failed)?;
-        }
-        let temp = path.with_extension(format!("tmp.{}", std::process::id()));
-        let mut file = private_file(&temp, true).map_err(failed)?;
         let text = serde_json::to_string(answer).expect("answers serialize");
-        file.write_all(text.as_bytes()).map_err(failed)?;
-        file.sync_all().map_err(failed)?;
-        fs::rename(&temp, &path).map_err(failed)
+        write_atomically(&self.answer_path(fleet), &text)
     }
 
     /// The fleet's pending answer about `group`, if any. An answer about another group

@@ -63,23 +63,8 @@ impl LocalBackend {
     /// the new one, never a torn write.
     pub fn save(&self, state: &mut State) -> Result<(), StateError> {
         state.serial += 1;
-        let failed = |e: std::io::Error| StateError::Write {
-            path: self.path.display().to_string(),
-            message: e.to_string(),
-        };
-        if let Some(dir) = self.path.parent() {
-            fs::create_dir_all(dir).map_err(failed)?;
-        }
         let text = serde_json::to_string_pretty(state).expect("state serializes");
-        let temp = self
-            .path
-            .with_extension(format!("tmp.{}", std::process::id()));
-        let mut file = private_file(&temp, true).map_err(failed)?;
-        file.write_all(text.as_bytes()).map_err(failed)?;
-        file.write_all(b"\n").map_err(failed)?;
-        file.sync_all().map_err(failed)?;
-        fs::rename(&temp, &self.path).map_err(failed)?;
-        Ok(())
+        write_atomically(&self.path, &format!("{text}\n"))
     }
 
     /// Breaks a lock left by a process that is gone. The ID must match, so that a lock
@@ -157,7 +142,24 @@ impl LocalBackend {
     }
 }
 
-pub(super) fn private_file(path: &Path, truncate: bool) -> std::io::Result<fs::File> {
+/// Writes `text` to `path` (0600) through a temp file, fsync and rename, so a reader
+/// sees the old file or the new one, never a torn write.
+pub(super) fn write_atomically(path: &Path, text: &str) -> Result<(), StateError> {
+    let failed = |e: std::io::Error| StateError::Write {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(failed)?;
+    }
+    let temp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let mut file = private_file(&temp, true).map_err(failed)?;
+    file.write_all(text.as_bytes()).map_err(failed)?;
+    file.sync_all().map_err(failed)?;
+    fs::rename(&temp, path).map_err(failed)
+}
+
+fn private_file(path: &Path, truncate: bool) -> std::io::Result<fs::File> {
     let mut options = OpenOptions::new();
     options.write(true);
     if truncate {

@@ -194,12 +194,10 @@ impl std::fmt::Debug for Run {
     }
 }
 
-pub fn immune_in(dir: &Path, args: &[&str], endpoint: &str) -> Run {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = Command::new(env!("CARGO_BIN_EXE_immune"))
+/// `immune --chdir DIR ARGS` with LocalStack's endpoint and test credentials.
+pub fn immune_command(dir: &Path, args: &[&str], endpoint: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_immune"));
+    command
         .arg("--chdir")
         .arg(dir)
         .args(args)
@@ -207,7 +205,16 @@ pub fn immune_in(dir: &Path, args: &[&str], endpoint: &str) -> Run {
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_REGION", "us-east-1")
-        .env("NO_COLOR", "1")
+        .env("NO_COLOR", "1");
+    command
+}
+
+pub fn immune_in(dir: &Path, args: &[&str], endpoint: &str) -> Run {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = immune_command(dir, args, endpoint)
         .output()
         .expect("run immune");
     Run {
@@ -241,6 +248,31 @@ impl Sdk {
             cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
             ec2: aws_sdk_ec2::Client::new(&config),
         }
+    }
+
+    /// One HTTPCode_Target_5XX_Count datum of 5 for the load balancer (its `app/name/id`
+    /// dimension), dated `at`: enough to put the surroundings' 5xx alarm in ALARM.
+    pub async fn put_5xx(&self, load_balancer: &str, at: std::time::SystemTime) {
+        use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
+        self.cloudwatch
+            .put_metric_data()
+            .namespace("AWS/ApplicationELB")
+            .metric_data(
+                MetricDatum::builder()
+                    .metric_name("HTTPCode_Target_5XX_Count")
+                    .dimensions(
+                        Dimension::builder()
+                            .name("LoadBalancer")
+                            .value(load_balancer)
+                            .build(),
+                    )
+                    .value(5.0)
+                    .timestamp(aws_sdk_cloudwatch::primitives::DateTime::from(at))
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("PutMetricData");
     }
 
     /// (target group name, weight) of the listener's forward action.
@@ -357,15 +389,7 @@ impl World {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let stdout = std::env::temp_dir().join(format!("immune-it-{}-{id}.out", self.prefix));
         let stderr = std::env::temp_dir().join(format!("immune-it-{}-{id}.err", self.prefix));
-        let child = Command::new(env!("CARGO_BIN_EXE_immune"))
-            .arg("--chdir")
-            .arg(&self.dir)
-            .args(args)
-            .env("AWS_ENDPOINT_URL", ENDPOINT)
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .env("NO_COLOR", "1")
+        let child = immune_command(&self.dir, args, ENDPOINT)
             .stdin(std::process::Stdio::null())
             .stdout(std::fs::File::create(&stdout).unwrap())
             .stderr(std::fs::File::create(&stderr).unwrap())
@@ -395,6 +419,10 @@ impl Background {
             stdout: std::fs::read_to_string(&self.stdout).unwrap_or_default(),
             stderr: std::fs::read_to_string(&self.stderr).unwrap_or_default(),
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Its output so far with exit code -1, or everything once it has exited.

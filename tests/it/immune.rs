@@ -4,8 +4,7 @@
 //! the AWS SDK and the recorded history, not only through exit codes.
 
 use crate::harness::{Background, Sdk, World};
-use aws_sdk_cloudwatch::primitives::DateTime;
-use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StateValue};
+use aws_sdk_cloudwatch::types::StateValue;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -114,6 +113,30 @@ async fn wait_for_phase(w: &World, apply: &mut Background, group: &str, phase: V
 }
 
 /// `immune status FLEET --json`, the fleet's entry.
+/// v1 released with a 1s pause, then v2 started in the background with `pause` and
+/// waited for until it observes `step`.
+async fn second_release_observing(
+    w: &World,
+    steps: &str,
+    extra: &str,
+    pause: &str,
+    step: usize,
+) -> Background {
+    w.write("main.hcl", &config(w, "1s", steps, extra));
+    let v1 = apply(w, "v1");
+    assert_eq!(v1.code, 0, "{v1:?}");
+    w.write("main.hcl", &config(w, pause, steps, extra));
+    let mut v2 = apply_in_background(w, "v2");
+    wait_for_phase(
+        w,
+        &mut v2,
+        &w.group(2),
+        json!({"name": "observe", "step": step}),
+    )
+    .await;
+    v2
+}
+
 fn status(w: &World) -> Value {
     let run = op(w, &["status", &w.prefix, "--json"]);
     assert_eq!(run.code, 0, "{run:?}");
@@ -140,29 +163,6 @@ fn entry_of(history: &[Value], group: &str) -> Value {
 
 fn decisions(entry: &Value) -> &[Value] {
     entry["decisions"].as_array().expect("decisions")
-}
-
-/// One HTTPCode_Target_5XX_Count datum over the `<prefix>-5xx` alarm's threshold, at `at`.
-async fn put_5xx(sdk: &Sdk, w: &World, at: SystemTime) {
-    sdk.cloudwatch
-        .put_metric_data()
-        .namespace("AWS/ApplicationELB")
-        .metric_data(
-            MetricDatum::builder()
-                .metric_name("HTTPCode_Target_5XX_Count")
-                .dimensions(
-                    Dimension::builder()
-                        .name("LoadBalancer")
-                        .value(w.surroundings.load_balancer_dimension())
-                        .build(),
-                )
-                .value(5.0)
-                .timestamp(DateTime::from(at))
-                .build(),
-        )
-        .send()
-        .await
-        .expect("PutMetricData");
 }
 
 async fn set_alarm(sdk: &Sdk, alarm: &str, state: StateValue, reason: &str) {
@@ -198,7 +198,9 @@ async fn alarm_state(sdk: &Sdk, alarm: &str) -> Option<String> {
 /// evaluation sees the datum after the returned instant, so the alarm can be made OK
 /// again for good (`alarm_back_to_ok`).
 async fn fire_alarm_once(sdk: &Sdk, w: &World) -> Instant {
-    put_5xx(sdk, w, SystemTime::now() - Duration::from_secs(20)).await;
+    let load_balancer = w.surroundings.load_balancer_dimension();
+    sdk.put_5xx(&load_balancer, SystemTime::now() - Duration::from_secs(20))
+        .await;
     set_alarm(sdk, &w.surroundings.alarm, StateValue::Alarm, "test: 5xx").await;
     Instant::now() + Duration::from_secs(12)
 }
@@ -222,33 +224,17 @@ impl Drop for AlarmFiring {
 
 async fn keep_alarm_firing(w: &World) -> AlarmFiring {
     let sdk = w.sdk().await;
-    put_5xx(&sdk, w, SystemTime::now()).await;
+    let load_balancer = w.surroundings.load_balancer_dimension();
+    sdk.put_5xx(&load_balancer, SystemTime::now()).await;
     set_alarm(&sdk, &w.surroundings.alarm, StateValue::Alarm, "test: 5xx").await;
     assert_eq!(
         alarm_state(&sdk, &w.surroundings.alarm).await.as_deref(),
         Some("ALARM")
     );
-    let dimension = w.surroundings.load_balancer_dimension();
     AlarmFiring(tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let datum = MetricDatum::builder()
-                .metric_name("HTTPCode_Target_5XX_Count")
-                .dimensions(
-                    Dimension::builder()
-                        .name("LoadBalancer")
-                        .value(&dimension)
-                        .build(),
-                )
-                .value(5.0)
-                .build();
-            let _ = sdk
-                .cloudwatch
-                .put_metric_data()
-                .namespace("AWS/ApplicationELB")
-                .metric_data(datum)
-                .send()
-                .await;
+            sdk.put_5xx(&load_balancer, SystemTime::now()).await;
         }
     }))
 }
@@ -282,20 +268,8 @@ async fn an_alarm_at_the_second_step_rolls_back_locks_and_unlock_lets_the_releas
     let s = &w.surroundings;
     let sdk = w.sdk().await;
     let gate = errors_gate(&w, "enforce");
-    w.write("main.hcl", &config(&w, "1s", "[25, 100]", &gate));
-    let v1 = apply(&w, "v1");
-    assert_eq!(v1.code, 0, "{v1:?}");
-
     // Long enough a step that the alarm surely fires inside step 2.
-    w.write("main.hcl", &config(&w, "3s", "[25, 100]", &gate));
-    let mut v2 = apply_in_background(&w, "v2");
-    wait_for_phase(
-        &w,
-        &mut v2,
-        &w.group(2),
-        json!({"name": "observe", "step": 1}),
-    )
-    .await;
+    let v2 = second_release_observing(&w, "[25, 100]", &gate, "3s", 1).await;
     assert_eq!(
         sdk.weights(&s.listener_arn).await,
         [(w.group(2), 100)],
@@ -615,19 +589,7 @@ async fn a_new_group_that_turns_unhealthy_while_observed_is_rolled_back() {
     let w = World::new();
     let s = &w.surroundings;
     let sdk = w.sdk().await;
-    w.write("main.hcl", &config(&w, "1s", "[50, 100]", ""));
-    let v1 = apply(&w, "v1");
-    assert_eq!(v1.code, 0, "{v1:?}");
-
-    w.write("main.hcl", &config(&w, "5s", "[50, 100]", ""));
-    let mut v2 = apply_in_background(&w, "v2");
-    wait_for_phase(
-        &w,
-        &mut v2,
-        &w.group(2),
-        json!({"name": "observe", "step": 0}),
-    )
-    .await;
+    let v2 = second_release_observing(&w, "[50, 100]", "", "5s", 0).await;
     let (_, instances) = group(&sdk, &w.group(2)).await.expect("the v2 group");
     assert_eq!(instances.len(), 1, "{instances:?}");
     // moto reports a stopped instance as `unused` in target health.
@@ -703,19 +665,7 @@ async fn rollback_during_an_apply_asks_it_to_roll_back_at_its_next_poll() {
     let w = World::new();
     let s = &w.surroundings;
     let sdk = w.sdk().await;
-    w.write("main.hcl", &config(&w, "1s", "[50, 100]", ""));
-    let v1 = apply(&w, "v1");
-    assert_eq!(v1.code, 0, "{v1:?}");
-
-    w.write("main.hcl", &config(&w, "30s", "[50, 100]", ""));
-    let mut v2 = apply_in_background(&w, "v2");
-    wait_for_phase(
-        &w,
-        &mut v2,
-        &w.group(2),
-        json!({"name": "observe", "step": 0}),
-    )
-    .await;
+    let v2 = second_release_observing(&w, "[50, 100]", "", "30s", 0).await;
     let asked = Instant::now();
     let rollback = op(&w, &["rollback", &w.prefix]);
     assert_eq!(rollback.code, 0, "{rollback:?}");

@@ -1,8 +1,8 @@
 //! An apply that is interrupted holds the state lock while it runs, releases it on
 //! Ctrl-C, and the next apply finishes the release from the recorded phase.
 
-use crate::harness::{World, ENDPOINT};
-use std::process::{Command, Stdio};
+use crate::harness::World;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -14,18 +14,7 @@ async fn ctrl_c_releases_the_lock_and_the_next_apply_resumes() {
         .replace("pause          = \"1s\"", "pause          = \"30s\"");
     w.write("main.hcl", &slow);
 
-    let first = Command::new(env!("CARGO_BIN_EXE_immune"))
-        .arg("--chdir")
-        .arg(&w.dir)
-        .args(["apply", "--auto-approve", "--var", "release=v1"])
-        .env("AWS_ENDPOINT_URL", ENDPOINT)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let first = w.spawn(&["apply", "--auto-approve", "--var", "release=v1"]);
 
     // Wait until the first apply is observing its first step.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -54,14 +43,13 @@ async fn ctrl_c_releases_the_lock_and_the_next_apply_resumes() {
     );
 
     let status = Command::new("kill")
-        .args(["-INT", &first.id().to_string()])
+        .args(["-INT", &first.pid().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let out = first.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("interrupted"), "{stderr}");
+    let out = first.wait(Duration::from_secs(60));
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("interrupted"), "{out:?}");
     assert!(
         !w.dir.join(".immune/state.lock").exists(),
         "the lock is released"

@@ -94,25 +94,8 @@ async fn a_gate_in_alarm_rolls_back_and_locks_the_fleet() {
     let sdk = w.sdk().await;
     // LocalStack re-evaluates alarms every period and would overwrite a state that is only
     // set: the metric data keeps it in ALARM, SetAlarmState makes it so at once.
-    use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
-    sdk.cloudwatch
-        .put_metric_data()
-        .namespace("AWS/ApplicationELB")
-        .metric_data(
-            MetricDatum::builder()
-                .metric_name("HTTPCode_Target_5XX_Count")
-                .dimensions(
-                    Dimension::builder()
-                        .name("LoadBalancer")
-                        .value(s.load_balancer_dimension())
-                        .build(),
-                )
-                .value(5.0)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    sdk.put_5xx(&s.load_balancer_dimension(), std::time::SystemTime::now())
+        .await;
     sdk.cloudwatch
         .set_alarm_state()
         .alarm_name(&s.alarm)
