@@ -434,6 +434,16 @@ async fn an_unreadable_gate_is_retried_then_fails_in_enforce_mode() {
     assert_eq!(s.weights(), [("arn:tg/web-v001".to_string(), 100)]);
 }
 
+/// An answer from the operator `ops` about `group`.
+fn answer(kind: AnswerKind, group: &str) -> Answer {
+    Answer {
+        kind,
+        group: group.into(),
+        by: "ops".into(),
+        at: "now".into(),
+    }
+}
+
 /// Answers `kind` whenever the rollout waits for a person; never returns.
 async fn answer_when_waiting(dir: std::path::PathBuf, kind: AnswerKind) {
     let backend = LocalBackend::new(dir.join(".immune/state.json"));
@@ -442,13 +452,7 @@ async fn answer_when_waiting(dir: std::path::PathBuf, kind: AnswerKind) {
         if let Some(r) = state.fleets.get("web").and_then(|f| f.rollout.as_ref()) {
             let pending = backend.pending_answer("web", &r.group).unwrap().is_some();
             if r.awaiting.is_some() && !pending {
-                let answer = Answer {
-                    kind,
-                    group: r.group.clone(),
-                    by: "ops".into(),
-                    at: "now".into(),
-                };
-                backend.post_answer("web", &answer).unwrap();
+                backend.post_answer("web", &answer(kind, &r.group)).unwrap();
             }
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -502,13 +506,8 @@ async fn a_rollback_asked_while_observing_sends_traffic_back() {
                 .as_ref()
                 .is_some_and(|r| matches!(r.phase, Phase::Observe { .. }));
             if observing {
-                let answer = Answer {
-                    kind: AnswerKind::Rollback,
-                    group: "web-v002".into(),
-                    by: "ops".into(),
-                    at: "now".into(),
-                };
-                backend.post_answer("web", &answer).unwrap();
+                let asked = answer(AnswerKind::Rollback, "web-v002");
+                backend.post_answer("web", &asked).unwrap();
                 return;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -557,10 +556,31 @@ async fn metric_gates_get_an_alarm_per_release_deleted_with_it() {
         assert_eq!(alarm.dimensions["TargetGroup"], "arn:tg/web-v001");
         assert_eq!(alarm.tags.release, "v1");
     }
-    s.set_alarm("web-v002-latency", AlarmState::Alarm);
-    // The fake's alarm map is only read for alarms that exist: create v2's by hand first.
-    let outcome = s.apply("v2").await.unwrap();
-    assert!(matches!(outcome, Outcome::RolledBack { .. }), "{outcome:?}");
+    // v2's alarm goes into ALARM once immune has created it, during a step long enough
+    // to see it.
+    s.pause = "200ms".into();
+    let cloud = s.cloud.clone();
+    let fires = async {
+        loop {
+            {
+                let mut w = cloud.world.lock().unwrap();
+                if w.created_alarms.contains_key("web-v002-latency") {
+                    w.alarms
+                        .insert("web-v002-latency".into(), AlarmState::Alarm);
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    let (outcome, ()) = tokio::join!(s.apply("v2"), fires);
+    let Outcome::RolledBack { reason, .. } = outcome.unwrap() else {
+        panic!("rolled back")
+    };
+    assert!(
+        reason.contains("gate latency failed: alarm web-v002-latency is ALARM"),
+        "{reason}"
+    );
     let w = s.cloud.world.lock().unwrap();
     assert!(!w.created_alarms.contains_key("web-v002-latency"));
     assert!(w.created_alarms.contains_key("web-v001-latency"));
