@@ -160,11 +160,23 @@ impl<'r, 'a> BlockReader<'r, 'a> {
         } else {
             self.required(key)
         };
+        let fallback = default.unwrap_or(*range.start());
         let Some((value, span)) = value else {
-            return default.unwrap_or(*range.start());
+            return fallback;
         };
+        self.whole_in(key, &value, span, range).unwrap_or(fallback)
+    }
+
+    /// `value` as a whole number within `range`, or the problem reported.
+    fn whole_in(
+        &mut self,
+        key: &str,
+        value: &Value,
+        span: Option<Span>,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Option<u64> {
         match value.as_u64() {
-            Some(n) if range.contains(&n) => n,
+            Some(n) if range.contains(&n) => Some(n),
             _ => {
                 self.diags.error(
                     format!(
@@ -174,7 +186,7 @@ impl<'r, 'a> BlockReader<'r, 'a> {
                     ),
                     span,
                 );
-                default.unwrap_or(*range.start())
+                None
             }
         }
     }
@@ -230,20 +242,7 @@ impl<'r, 'a> BlockReader<'r, 'a> {
         range: std::ops::RangeInclusive<u64>,
     ) -> Option<u64> {
         let (value, span) = self.required(key)?;
-        match value.as_u64() {
-            Some(n) if range.contains(&n) => Some(n),
-            _ => {
-                self.diags.error(
-                    format!(
-                        "attribute `{key}` must be a whole number from {} to {}",
-                        range.start(),
-                        range.end()
-                    ),
-                    span,
-                );
-                None
-            }
-        }
+        self.whole_in(key, &value, span, range)
     }
 
     /// A number, whole or not.

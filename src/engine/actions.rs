@@ -424,11 +424,7 @@ pub(super) async fn delete_release(
         .map_err(|e| e.to_string())
 }
 
-pub(super) async fn delete_group(
-    cloud: &dyn Cloud,
-    name: &str,
-    poll: Duration,
-) -> Result<(), String> {
+async fn delete_group(cloud: &dyn Cloud, name: &str, poll: Duration) -> Result<(), String> {
     cloud.delete_group(name).await.map_err(|e| e.to_string())?;
     // Its target group can only be deleted once the group is gone. Deleting is the way
     // out of trouble, so it is never cut short.

@@ -57,16 +57,17 @@ impl Engine<'_> {
                 } else {
                     decide(gate, &readings[i], unreadable[i])
                 };
-                let evidence = Evidence::of(gate, &alarms[i], &readings[i]);
-                if verdict == Verdict::WouldFail && recorded[i].as_deref() != Some(&evidence.state)
-                {
-                    recorded[i] = Some(evidence.state.clone());
-                    self.note(
-                        &fleet.name,
-                        format!("dry-run: would roll back: {}", evidence.summary()),
-                        Some(evidence),
-                    );
-                    self.save()?;
+                if verdict == Verdict::WouldFail {
+                    let evidence = Evidence::of(gate, &alarms[i], &readings[i]);
+                    if recorded[i].as_deref() != Some(&evidence.state) {
+                        recorded[i] = Some(evidence.state.clone());
+                        self.note(
+                            &fleet.name,
+                            format!("dry-run: would roll back: {}", evidence.summary()),
+                            Some(evidence),
+                        );
+                        self.save()?;
+                    }
                 }
                 verdicts.push(verdict);
             }
