@@ -42,6 +42,7 @@ pub struct Surroundings {
     pub load_balancer_arn: String,
     pub listener_arn: String,
     pub subnets: Vec<String>,
+    pub vpc_id: String,
     pub security_group: String,
     pub source_ami: String,
     pub alarm: String,

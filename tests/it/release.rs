@@ -167,3 +167,74 @@ async fn the_cloud_layer_refuses_to_delete_what_immune_did_not_create() {
             .await
     );
 }
+
+/// What an apply that stopped right after CreateTargetGroup leaves behind: the target
+/// group, tagged for the fleet and release, but not recorded in state.
+async fn leftover_target_group(w: &World, release: Option<&str>) -> String {
+    use aws_sdk_elasticloadbalancingv2::types::Tag;
+    let sdk = w.sdk().await;
+    let mut tags = vec![Tag::builder().key("Name").value(w.group(1)).build()];
+    if let Some(release) = release {
+        for (k, v) in [
+            ("immune:managed", "true"),
+            ("immune:fleet", w.prefix.as_str()),
+            ("immune:release", release),
+        ] {
+            tags.push(Tag::builder().key(k).value(v).build());
+        }
+    }
+    let out = sdk
+        .elb
+        .create_target_group()
+        .name(w.group(1))
+        .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+        .port(8080)
+        .vpc_id(&w.surroundings.vpc_id)
+        .set_tags(Some(tags))
+        .send()
+        .await
+        .expect("CreateTargetGroup");
+    out.target_groups()[0]
+        .target_group_arn()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_group_left_by_a_stopped_apply_is_adopted_and_a_foreign_one_is_not() {
+    let w = World::new();
+    let s = &w.surroundings;
+    w.write(
+        "main.hcl",
+        &w.fleet_config(&s.source_ami, &s.load_balancer, ""),
+    );
+    let leftover = leftover_target_group(&w, Some("v1")).await;
+    let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
+    assert_eq!(v1.code, 0, "{v1:?}");
+    assert_eq!(
+        w.state()["fleets"][&w.prefix]["active"]["target_group"],
+        leftover.as_str(),
+        "the leftover target group carries the release"
+    );
+
+    let other = World::new();
+    other.write(
+        "main.hcl",
+        &other.fleet_config(
+            &other.surroundings.source_ami,
+            &other.surroundings.load_balancer,
+            "",
+        ),
+    );
+    leftover_target_group(&other, None).await;
+    let refused = other.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
+    assert_eq!(refused.code, 3, "{refused:?}");
+    assert!(
+        refused.stderr.contains("DuplicateTargetGroupName"),
+        "an untagged target group of the same name is not taken over: {refused:?}"
+    );
+    assert!(
+        other.sdk().await.target_group_exists(&other.group(1)).await,
+        "and it is left alone"
+    );
+}
