@@ -4,7 +4,7 @@
 
 use super::{Cli, CliError};
 use crate::cloud::aws::Aws;
-use crate::cloud::{Cloud, CloudError};
+use crate::cloud::{resolve_route, Cloud, CloudError};
 use crate::config::{Config, GateCheck, ListenerRef};
 use crate::plan::{self, Observed, Plan};
 use crate::state::State;
@@ -40,13 +40,13 @@ pub async fn plan(cloud: &dyn Cloud, config: &Config, state: &State) -> Result<P
                 true
             }
         };
-        let listener = cloud
-            .resolve_listener(&fleet.traffic.listener)
-            .await
-            .map(|_| ());
-        let fix = match &fleet.traffic.listener {
-            ListenerRef::Arn(_) => "check traffic.listener_arn",
-            ListenerRef::LoadBalancer { .. } => {
+        let listener = resolve_route(cloud, &fleet.traffic).await.map(|_| ());
+        let fix = match (&fleet.traffic.listener, fleet.traffic.rule_priority) {
+            (_, Some(_)) => {
+                "check traffic.rule_priority: the listener needs a rule with that priority whose action forwards to a target group"
+            }
+            (ListenerRef::Arn(_), None) => "check traffic.listener_arn",
+            (ListenerRef::LoadBalancer { .. }, None) => {
                 "check traffic.load_balancer and traffic.listener_port, or create the listener first; its default action must forward to a target group"
             }
         };

@@ -12,6 +12,8 @@ pub struct World {
     pub subnets: BTreeMap<String, String>,
     /// (load balancer name, port) -> listener ARN.
     pub listeners: BTreeMap<(String, u16), String>,
+    /// (listener ARN, priority) -> rule ARN.
+    pub rules: BTreeMap<(String, u32), String>,
     pub weights: BTreeMap<String, Vec<Weight>>,
     pub instances: BTreeMap<String, InstanceState>,
     /// image id -> (fleet, bake)
@@ -192,6 +194,16 @@ impl Cloud for FakeCloud {
         .ok_or_else(|| CloudError::NotFound(listener.to_string()))
     }
 
+    async fn listener_rule(&self, listener_arn: &str, priority: u32) -> CloudResult<String> {
+        let w = self.enter("listener_rule")?;
+        w.rules
+            .get(&(listener_arn.to_string(), priority))
+            .cloned()
+            .ok_or_else(|| {
+                CloudError::NotFound(format!("rule with priority {priority} of {listener_arn}"))
+            })
+    }
+
     async fn listener_weights(&self, listener_arn: &str) -> CloudResult<Vec<Weight>> {
         let w = self.enter("listener_weights")?;
         w.weights
@@ -368,6 +380,7 @@ impl Cloud for FakeCloud {
             .filter(|(_, (f, _))| f == fleet)
             .map(|(id, _)| BakedImage {
                 id: id.clone(),
+                name: id.clone(),
                 created: id.clone(),
             })
             .collect())

@@ -5,7 +5,7 @@
 pub mod aws;
 pub mod fake;
 
-use crate::config::{Capacity, Comparison, HealthCheck, ListenerRef};
+use crate::config::{Capacity, Comparison, HealthCheck, ListenerRef, Traffic};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -198,9 +198,14 @@ pub trait Cloud: Send + Sync {
     // Network and traffic.
     async fn vpc_of_subnets(&self, subnets: &[String]) -> CloudResult<String>;
     async fn resolve_listener(&self, listener: &ListenerRef) -> CloudResult<Listener>;
-    async fn listener_weights(&self, listener_arn: &str) -> CloudResult<Vec<Weight>>;
-    /// Sets all of the listener's forward weights in one call.
-    async fn set_listener_weights(&self, listener_arn: &str, weights: &[Weight])
+    /// The ARN of the listener's rule with this priority.
+    async fn listener_rule(&self, listener_arn: &str, priority: u32) -> CloudResult<String>;
+    /// The forward weights of a listener's default action, or of a rule's action when
+    /// given a rule ARN.
+    async fn listener_weights(&self, route_arn: &str) -> CloudResult<Vec<Weight>>;
+    /// Sets all of the forward weights of a listener's default action, or of a rule's
+    /// action, in one call.
+    async fn set_listener_weights(&self, route_arn: &str, weights: &[Weight])
         -> CloudResult<()>;
 
     // Launch.
@@ -241,6 +246,22 @@ pub trait Cloud: Send + Sync {
     async fn delete_alarm(&self, name: &str) -> CloudResult<()>;
 }
 
+/// The ARN whose forward action carries the fleet's traffic: the listener's default
+/// action, or the rule chosen by `traffic.rule_priority`. Weights are read and set on it.
+pub async fn resolve_route(cloud: &dyn Cloud, traffic: &Traffic) -> CloudResult<String> {
+    let listener = cloud.resolve_listener(&traffic.listener).await?;
+    match traffic.rule_priority {
+        Some(priority) => cloud.listener_rule(&listener.arn, priority).await,
+        None => Ok(listener.arn),
+    }
+}
+
+/// Listener rule ARNs (`...:listener-rule/app/...`) are told apart from listener ARNs
+/// (`...:listener/app/...`) by their resource type.
+pub fn is_rule_arn(arn: &str) -> bool {
+    arn.contains(":listener-rule/")
+}
+
 /// An alarm's state with the evidence an operator needs afterwards.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlarmReading {
@@ -268,6 +289,8 @@ pub struct AlarmRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BakedImage {
     pub id: String,
+    /// Its `Name` tag: the group that baked it (`web-v002`).
+    pub name: String,
     /// RFC 3339; images sort oldest first by it.
     pub created: String,
 }

@@ -220,8 +220,13 @@ fn read_traffic(r: &mut BlockReader) -> Traffic {
         None => default_health_check(),
     };
     let deregistration_delay = r.duration("deregistration_delay", Duration::from_secs(300));
+    // ELBv2 rule priorities run from 1 to 50000; the default action has none.
+    let rule_priority = r
+        .has("rule_priority")
+        .then(|| r.number("rule_priority", 1..=50_000, Some(1)) as u32);
     Traffic {
         listener,
+        rule_priority,
         port,
         health_check,
         deregistration_delay,
@@ -240,6 +245,7 @@ fn default_health_check() -> HealthCheck {
 fn placeholder_traffic() -> Traffic {
     Traffic {
         listener: ListenerRef::Arn(String::new()),
+        rule_priority: None,
         port: 80,
         health_check: default_health_check(),
         deregistration_delay: Duration::ZERO,

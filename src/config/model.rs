@@ -97,10 +97,23 @@ impl std::fmt::Display for ListenerRef {
 #[derive(Debug, Clone, Serialize)]
 pub struct Traffic {
     pub listener: ListenerRef,
+    /// The listener rule whose forward action immune shifts; `None` shifts the listener's
+    /// default action.
+    pub rule_priority: Option<u32>,
     pub port: u16,
     pub health_check: HealthCheck,
     #[serde(with = "secs")]
     pub deregistration_delay: Duration,
+}
+
+impl Traffic {
+    /// Where traffic is shifted, for plans and errors: the listener, or one of its rules.
+    pub fn route(&self) -> String {
+        match self.rule_priority {
+            Some(p) => format!("rule with priority {p} of {}", self.listener),
+            None => self.listener.to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -5,7 +5,7 @@ mod actions;
 mod keep;
 mod observe;
 
-use crate::cloud::{Cloud, CloudError, Weight};
+use crate::cloud::{resolve_route, Cloud, CloudError, Weight};
 use crate::config::Fleet;
 use crate::plan::{self, Release};
 use crate::rollout::gates::Evidence;
@@ -158,22 +158,24 @@ impl Engine<'_> {
             fleet: fleet.name.clone(),
             message: e.to_string(),
         };
-        let listener = self
-            .cloud
-            .resolve_listener(&fleet.traffic.listener)
+        let route = resolve_route(self.cloud, &fleet.traffic)
             .await
             .map_err(cloud_error)?;
-        let weights = self.forwarding(fleet, &listener.arn).await?;
+        let weights = self.forwarding(fleet, &route).await?;
         if weights.is_empty() {
+            let action = match fleet.traffic.rule_priority {
+                Some(_) => "the rule's action",
+                None => "its default action",
+            };
             return Err(EngineError::Cloud {
                 fleet: fleet.name.clone(),
                 message: format!(
-                    "{} does not forward to any target group, so there would be nothing to send traffic back to; point its default action at a target group first",
-                    fleet.traffic.listener
+                    "{} does not forward to any target group, so there would be nothing to send traffic back to; point {action} at a target group first",
+                    fleet.traffic.route()
                 ),
             });
         }
-        Ok((listener.arn, weights))
+        Ok((route, weights))
     }
 
     /// The target groups the listener sends traffic to now, with their weights.

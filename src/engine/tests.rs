@@ -643,3 +643,67 @@ async fn rollback_without_a_kept_group_says_how_to_get_one() {
     let err = s.roll_back().await.unwrap_err();
     assert!(err.to_string().contains("keep_previous = 1"), "{err}");
 }
+
+/// The fleet's traffic goes through the listener rule with priority 10, which forwards to
+/// a target group of its own; the listener's default action is someone else's.
+fn setup_on_rule(extra: &str) -> Setup {
+    let s = setup_with("0s", extra);
+    let path = s.dir.join("main.hcl");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "listener_port        = 80",
+        "listener_port        = 80\n    rule_priority        = 10",
+    );
+    std::fs::write(path, text).unwrap();
+    {
+        let mut w = s.cloud.world.lock().unwrap();
+        let rule = "arn:listener-rule/web/80/10".to_string();
+        w.rules
+            .insert(("arn:listener/web/80".into(), 10), rule.clone());
+        w.foreign_target_groups.insert("arn:tg/api".into());
+        w.weights.insert(
+            rule,
+            vec![Weight {
+                target_group: "arn:tg/api".into(),
+                weight: 100,
+            }],
+        );
+    }
+    s
+}
+
+impl Setup {
+    fn rule_weights(&self) -> Vec<(String, u8)> {
+        let w = self.cloud.world.lock().unwrap();
+        w.weights["arn:listener-rule/web/80/10"]
+            .iter()
+            .map(|w| (w.target_group.clone(), w.weight))
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_rule_chosen_by_priority_is_shifted_and_the_default_action_left_alone() {
+    let mut s = setup_on_rule(&gate("enforce", "pass"));
+    let default_action = s.weights();
+    s.set_alarm("web-5xx", AlarmState::Ok);
+    s.apply("v1").await.unwrap();
+    assert_eq!(s.rule_weights(), [("arn:tg/web-v001".to_string(), 100)]);
+    assert_eq!(s.weights(), default_action, "the default action is not immune's");
+
+    s.set_alarm("web-5xx", AlarmState::Alarm);
+    assert!(matches!(
+        s.apply("v2").await.unwrap(),
+        Outcome::RolledBack { .. }
+    ));
+    assert_eq!(s.rule_weights(), [("arn:tg/web-v001".to_string(), 100)]);
+    assert_eq!(s.weights(), default_action);
+}
+
+#[tokio::test]
+async fn a_missing_rule_is_refused_before_anything_is_made() {
+    let mut s = setup_on_rule("");
+    s.cloud.world.lock().unwrap().rules.clear();
+    let error = s.apply("v1").await.unwrap_err().to_string();
+    assert!(error.contains("rule with priority 10"), "{error}");
+    assert!(s.cloud.world.lock().unwrap().groups.is_empty());
+}

@@ -255,7 +255,7 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
         subnets: fleet.instances.subnets.len(),
         port: fleet.traffic.port,
         health_check_path: fleet.traffic.health_check.path.clone(),
-        listener: fleet.traffic.listener.to_string(),
+        listener: fleet.traffic.route(),
         steps: fleet.rollout.steps.clone(),
         pause: show(fleet.rollout.pause),
         healthy_within: show(fleet.rollout.healthy_within),

@@ -285,19 +285,19 @@ impl Sdk {
             .send()
             .await
             .unwrap();
-        let action = &out.listeners()[0].default_actions()[0];
-        let mut weights = Vec::new();
-        for t in action
-            .forward_config()
-            .map(|f| f.target_groups())
-            .unwrap_or_default()
-        {
-            let arn = t.target_group_arn().unwrap();
-            // ARNs read targetgroup/<name>/<id>.
-            let name = arn.split('/').nth(1).unwrap().to_string();
-            weights.push((name, t.weight().unwrap_or(1)));
-        }
-        weights
+        forward_weights(&out.listeners()[0].default_actions()[0])
+    }
+
+    /// (target group name, weight) of a listener rule's forward action.
+    pub async fn rule_weights(&self, rule_arn: &str) -> Vec<(String, i32)> {
+        let out = self
+            .elb
+            .describe_rules()
+            .rule_arns(rule_arn)
+            .send()
+            .await
+            .unwrap();
+        forward_weights(&out.rules()[0].actions()[0])
     }
 
     pub async fn group_exists(&self, name: &str) -> bool {
@@ -463,5 +463,22 @@ impl Drop for Background {
         }
         let _ = std::fs::remove_file(&self.stdout);
         let _ = std::fs::remove_file(&self.stderr);
+    }
+}
+
+/// (target group name, weight) of a forward action, weighted or plain.
+fn forward_weights(action: &aws_sdk_elasticloadbalancingv2::types::Action) -> Vec<(String, i32)> {
+    // ARNs read targetgroup/<name>/<id>.
+    let name = |arn: &str| arn.split('/').nth(1).unwrap().to_string();
+    let weighted: Vec<(String, i32)> = action
+        .forward_config()
+        .map(|f| f.target_groups())
+        .unwrap_or_default()
+        .iter()
+        .map(|t| (name(t.target_group_arn().unwrap()), t.weight().unwrap_or(1)))
+        .collect();
+    match action.target_group_arn() {
+        Some(arn) if weighted.is_empty() => vec![(name(arn), 100)],
+        _ => weighted,
     }
 }

@@ -688,3 +688,159 @@ async fn rollback_during_an_apply_asks_it_to_roll_back_at_its_next_poll() {
     assert_eq!(after["active"]["group"], w.group(1), "{after}");
     assert_eq!(after["locked"]["release"], "v2", "{after}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listener_rule_chosen_by_priority_carries_the_canary_and_the_rollback() {
+    let w = World::new();
+    let s = &w.surroundings;
+    let sdk = w.sdk().await;
+    use aws_sdk_elasticloadbalancingv2::types::{Action, ActionTypeEnum, RuleCondition};
+    let rule = sdk
+        .elb
+        .create_rule()
+        .listener_arn(&s.listener_arn)
+        .priority(10)
+        .conditions(
+            RuleCondition::builder()
+                .field("path-pattern")
+                .values("/api/*")
+                .build(),
+        )
+        .actions(
+            Action::builder()
+                .r#type(ActionTypeEnum::Forward)
+                .target_group_arn(&s.placeholder_target_group)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("CreateRule");
+    let rule_arn = rule.rules()[0].rule_arn().unwrap().to_string();
+    let placeholder = vec![(s.placeholder_target_group_name(), 100)];
+    let on_rule = |priority: u32| {
+        config(&w, "1s", "[50, 100]", &errors_gate(&w, "enforce")).replace(
+            "listener_port        = 80",
+            &format!("listener_port        = 80\n    rule_priority        = {priority}"),
+        )
+    };
+
+    w.write("main.hcl", &on_rule(11));
+    let plan = w.immune(&["plan", "--var", "release=v1"]);
+    assert_eq!(plan.code, 1, "no rule has priority 11: {plan:?}");
+    assert!(plan.stderr.contains("rule with priority 11"), "{plan:?}");
+    assert!(plan.stderr.contains("traffic.rule_priority"), "{plan:?}");
+
+    w.write("main.hcl", &on_rule(10));
+    let plan = w.immune(&["plan", "--var", "release=v1"]);
+    assert!(
+        plan.stdout.contains("via rule with priority 10 of load balancer"),
+        "{plan:?}"
+    );
+    let v1 = apply(&w, "v1");
+    assert_eq!(v1.code, 0, "{v1:?}");
+    assert_eq!(sdk.rule_weights(&rule_arn).await, [(w.group(1), 100)]);
+    assert_eq!(
+        sdk.weights(&s.listener_arn).await,
+        placeholder,
+        "the listener's default action is not immune's and stays as it was"
+    );
+
+    let firing = keep_alarm_firing(&w).await;
+    let v2 = apply(&w, "v2");
+    drop(firing);
+    assert_eq!(v2.code, 3, "{v2:?}");
+    assert_eq!(sdk.rule_weights(&rule_arn).await, [(w.group(1), 100)]);
+    assert_eq!(sdk.weights(&s.listener_arn).await, placeholder);
+    assert!(!sdk.group_exists(&w.group(2)).await);
+    let rules = sdk
+        .elb
+        .describe_rules()
+        .rule_arns(&rule_arn)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        rules.rules()[0].conditions()[0].values(),
+        ["/api/*"],
+        "the rule's conditions are left as they were"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn images_beyond_image_keep_are_deregistered_with_their_snapshots() {
+    let w = World::new();
+    let sdk = w.sdk().await;
+    let release = |provision: &str| {
+        let text = config(&w, "0s", "[100]", "").replace(
+            "provision     = \"#!/bin/sh\\necho baked\"",
+            &format!("provision     = \"{provision}\"\n    keep          = 1"),
+        );
+        assert!(text.contains("keep          = 1"), "{text}");
+        w.write("main.hcl", &text);
+    };
+
+    release("echo one");
+    let v1 = apply(&w, "v1");
+    assert_eq!(v1.code, 0, "{v1:?}");
+    let first = w.fleet_state()["active"]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let image = sdk
+        .ec2
+        .describe_images()
+        .image_ids(&first)
+        .send()
+        .await
+        .expect("DescribeImages");
+    let snapshots: Vec<String> = image.images()[0]
+        .block_device_mappings()
+        .iter()
+        .filter_map(|m| m.ebs()?.snapshot_id().map(str::to_string))
+        .collect();
+    assert!(!snapshots.is_empty(), "a baked image has snapshots: {image:?}");
+
+    release("echo two");
+    let v2 = apply(&w, "v2");
+    assert_eq!(v2.code, 0, "{v2:?}");
+    let second = w.fleet_state()["active"]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(first, second, "a new provision script bakes a new image");
+    let images = sdk
+        .ec2
+        .describe_images()
+        .owners("self")
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:immune:fleet")
+                .values(&w.prefix)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("DescribeImages");
+    let left: Vec<&str> = images.images().iter().filter_map(|i| i.image_id()).collect();
+    assert_eq!(left, [second.as_str()], "only image.keep = 1 image is left");
+    for snapshot in &snapshots {
+        let found = sdk
+            .ec2
+            .describe_snapshots()
+            .snapshot_ids(snapshot)
+            .send()
+            .await;
+        assert!(
+            found.map_or(true, |out| out.snapshots().is_empty()),
+            "snapshot {snapshot} of the deregistered image is deleted"
+        );
+    }
+    let entry = entry_of(&history(&w), &w.group(2));
+    assert!(
+        decisions(&entry).iter().any(|d| d["what"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("image {first} deregistered"))),
+        "{entry}"
+    );
+}

@@ -24,6 +24,14 @@ fn ec2_managed(tags: &[Tag]) -> bool {
     is_managed(tags.iter().map(|t| (t.key(), t.value())))
 }
 
+fn tag_value(tags: &[Tag], key: &str) -> String {
+    tags.iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+        .unwrap_or_default()
+        .to_string()
+}
+
 fn image_state(state: Option<&aws_sdk_ec2::types::ImageState>) -> ImageState {
     use aws_sdk_ec2::types::ImageState as S;
     match state {
@@ -89,10 +97,17 @@ impl Aws {
             .filter(|i| ec2_managed(i.tags()))
             .map(|i| BakedImage {
                 id: i.image_id().unwrap_or_default().to_string(),
+                name: tag_value(i.tags(), "Name"),
                 created: i.creation_date().unwrap_or_default().to_string(),
             })
             .collect();
-        images.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+        // CreationDate can have whole seconds only (moto's has), so images baked within one
+        // second are ordered by their `Name` tag, the group that baked them: zero-padded
+        // `web-v002` names order by length, then text, as their sequence numbers do.
+        images.sort_by(|a, b| {
+            let order = |i: &BakedImage| (i.created.clone(), i.name.len(), i.name.clone());
+            order(a).cmp(&order(b)).then(a.id.cmp(&b.id))
+        });
         Ok(images)
     }
 

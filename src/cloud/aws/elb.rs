@@ -61,20 +61,68 @@ impl Aws {
             .ok_or_else(not_found)
     }
 
-    pub(super) async fn listener_weights(&self, listener_arn: &str) -> CloudResult<Vec<Weight>> {
-        let out = self
-            .elb
-            .describe_listeners()
-            .listener_arns(listener_arn)
-            .send()
-            .await
-            .map_err(|e| sdk_error("DescribeListeners", e))?;
-        let listener = out
-            .listeners()
-            .first()
-            .ok_or_else(|| CloudError::NotFound(format!("listener {listener_arn}")))?;
-        let Some(action) = listener
-            .default_actions()
+    pub(super) async fn listener_rule(
+        &self,
+        listener_arn: &str,
+        priority: u32,
+    ) -> CloudResult<String> {
+        let wanted = priority.to_string();
+        let mut marker = None;
+        loop {
+            let out = self
+                .elb
+                .describe_rules()
+                .listener_arn(listener_arn)
+                .set_marker(marker)
+                .send()
+                .await
+                .map_err(|e| sdk_error("DescribeRules", e))?;
+            if let Some(rule) = out
+                .rules()
+                .iter()
+                .find(|r| r.priority() == Some(wanted.as_str()))
+            {
+                return Ok(rule.rule_arn().unwrap_or_default().to_string());
+            }
+            marker = out.next_marker().map(str::to_string);
+            if marker.is_none() {
+                return Err(CloudError::NotFound(format!(
+                    "rule with priority {priority} of listener {listener_arn}"
+                )));
+            }
+        }
+    }
+
+    /// The actions of a listener's default action or of a rule.
+    async fn route_actions(&self, route_arn: &str) -> CloudResult<Vec<Action>> {
+        if is_rule_arn(route_arn) {
+            let not_found = || CloudError::NotFound(format!("listener rule {route_arn}"));
+            let out = self
+                .elb
+                .describe_rules()
+                .rule_arns(route_arn)
+                .send()
+                .await
+                .map_err(|e| sdk_error("DescribeRules", e))?;
+            let rule = out.rules().first().ok_or_else(not_found)?;
+            Ok(rule.actions().to_vec())
+        } else {
+            let not_found = || CloudError::NotFound(format!("listener {route_arn}"));
+            let out = self
+                .elb
+                .describe_listeners()
+                .listener_arns(route_arn)
+                .send()
+                .await
+                .map_err(|e| sdk_error("DescribeListeners", e))?;
+            let listener = out.listeners().first().ok_or_else(not_found)?;
+            Ok(listener.default_actions().to_vec())
+        }
+    }
+
+    pub(super) async fn listener_weights(&self, route_arn: &str) -> CloudResult<Vec<Weight>> {
+        let actions = self.route_actions(route_arn).await?;
+        let Some(action) = actions
             .iter()
             .find(|a| a.r#type() == Some(&ActionTypeEnum::Forward))
         else {
@@ -107,9 +155,11 @@ impl Aws {
             .unwrap_or_default())
     }
 
+    /// One ModifyListener (default action) or ModifyRule (a rule's action; its conditions
+    /// stay as they are) call.
     pub(super) async fn set_listener_weights(
         &self,
-        listener_arn: &str,
+        route_arn: &str,
         weights: &[Weight],
     ) -> CloudResult<()> {
         let groups = weights
@@ -129,13 +179,23 @@ impl Aws {
                     .build(),
             )
             .build();
-        self.elb
-            .modify_listener()
-            .listener_arn(listener_arn)
-            .default_actions(action)
-            .send()
-            .await
-            .map_err(|e| sdk_error("ModifyListener", e))?;
+        if is_rule_arn(route_arn) {
+            self.elb
+                .modify_rule()
+                .rule_arn(route_arn)
+                .actions(action)
+                .send()
+                .await
+                .map_err(|e| sdk_error("ModifyRule", e))?;
+        } else {
+            self.elb
+                .modify_listener()
+                .listener_arn(route_arn)
+                .default_actions(action)
+                .send()
+                .await
+                .map_err(|e| sdk_error("ModifyListener", e))?;
+        }
         Ok(())
     }
 

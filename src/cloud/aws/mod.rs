@@ -145,6 +145,9 @@ impl Cloud for Aws {
     async fn resolve_listener(&self, listener: &ListenerRef) -> CloudResult<Listener> {
         self.resolve_listener(listener).await
     }
+    async fn listener_rule(&self, listener_arn: &str, priority: u32) -> CloudResult<String> {
+        self.listener_rule(listener_arn, priority).await
+    }
     async fn listener_weights(&self, listener_arn: &str) -> CloudResult<Vec<Weight>> {
         self.listener_weights(listener_arn).await
     }
