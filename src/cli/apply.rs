@@ -74,23 +74,47 @@ async fn run(
     };
     let mut rolled_back = Vec::new();
     let mut locked = Vec::new();
+    let mut blocked = Vec::new();
     for change in &plan.changes {
-        let fleet = config
-            .fleets
-            .iter()
-            .find(|f| f.name == change.fleet)
-            .expect("the plan is made from the config");
-        let outcome = match &change.action {
-            Action::Release(release) => engine.release(fleet, release).await,
-            Action::Resume { .. } => engine.resume(fleet).await,
+        let name = &change.fleet;
+        // A retired fleet is the one without a configuration.
+        let configured = || {
+            config
+                .fleets
+                .iter()
+                .find(|f| &f.name == name)
+                .expect("the plan is made from the config")
+        };
+        let fleet = match &change.action {
+            Action::Retire(retire) => {
+                engine.retire(name, retire).await.map_err(|e| message(&e))?;
+                println!("fleet.{name}: retired\n");
+                continue;
+            }
+            Action::Blocked { .. } => {
+                blocked.push(format!("fleet {name}: {}", change.reason));
+                continue;
+            }
             Action::Locked { reason } => {
                 locked.push(format!(
-                    "fleet {} is locked: {reason}\n  run `immune unlock {} --reason TEXT` once the cause is understood",
-                    fleet.name, fleet.name
+                    "fleet {name} is locked: {reason}\n  run `immune unlock {name} --reason TEXT` once the cause is understood"
                 ));
                 continue;
             }
             Action::NoOp => continue,
+            Action::Update(update) => {
+                engine
+                    .update(configured(), update)
+                    .await
+                    .map_err(|e| message(&e))?;
+                println!("fleet.{name}: updated in place\n");
+                continue;
+            }
+            Action::Release(_) | Action::Resume { .. } => configured(),
+        };
+        let outcome = match &change.action {
+            Action::Release(release) => engine.release(fleet, release).await,
+            _ => engine.resume(fleet).await,
         };
         let outcome = match outcome {
             Err(EngineError::Interrupted { group, phase, .. }) => {
@@ -137,6 +161,9 @@ async fn run(
     }
     if !locked.is_empty() {
         return Err(CliError::Locked(locked.join("\n")));
+    }
+    if !blocked.is_empty() {
+        return Err(CliError::Message(format!("error: {}", blocked.join("\n"))));
     }
     println!("Apply complete.");
     Ok(Success::Done)

@@ -115,7 +115,7 @@ async fn fleet_status(cloud: Option<&dyn Cloud>, name: &str, recorded: &FleetSta
                 cloud.target_health(&g.target_group).await,
             ) {
                 (Ok(Some(status)), Ok(targets)) => {
-                    healthy = Some((status.healthy_in(&targets), status.desired));
+                    healthy = Some((status.healthy_in(&targets), status.capacity.desired));
                 }
                 (Ok(None), _) => live_error = Some(format!("group {} not found", g.name)),
                 (Err(e), _) | (_, Err(e)) => live_error = Some(e.to_string()),

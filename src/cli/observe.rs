@@ -4,11 +4,11 @@
 
 use super::{Cli, CliError};
 use crate::cloud::aws::Aws;
-use crate::cloud::{resolve_route, Cloud, CloudError};
+use crate::cloud::{resolve_route, Cloud, CloudError, Weight};
 use crate::config::{Config, GateCheck, ListenerRef};
-use crate::plan::{self, Observed, Plan};
-use crate::state::State;
-use std::collections::BTreeMap;
+use crate::plan::{self, Live, Observed, Plan};
+use crate::state::{Group, State};
+use std::collections::{BTreeMap, BTreeSet};
 
 pub async fn connect(cli: &Cli, config: &Config) -> Result<Box<dyn Cloud>, CliError> {
     let region = cli
@@ -113,6 +113,7 @@ pub async fn plan(cloud: &dyn Cloud, config: &Config, state: &State) -> Result<P
                     fleet.name.clone(),
                     Observed {
                         baked_image: baked.map(|i| i.id),
+                        live: None,
                     },
                 );
             }
@@ -125,5 +126,72 @@ pub async fn plan(cloud: &dyn Cloud, config: &Config, state: &State) -> Result<P
         problems.dedup();
         return Err(CliError::Message(problems.join("\n\n")));
     }
+    let live = refresh(cloud, state).await.map_err(|e| {
+        CliError::Message(format!(
+            "error: reading what runs now: {e}\n  check the network and your credentials, then plan again"
+        ))
+    })?;
+    for (name, live) in live {
+        observed.entry(name).or_default().live = Some(live);
+    }
     Ok(plan::plan(config, state, &observed))
+}
+
+/// The live side of every release the state records as active, for the three-way plan.
+/// Many fleets cost a few calls, all made at once: DescribeAutoScalingGroups per 100
+/// groups, one listing of target groups, one DescribeImages, and each route's weights.
+async fn refresh(cloud: &dyn Cloud, state: &State) -> Result<BTreeMap<String, Live>, CloudError> {
+    let recorded: Vec<(&String, &Group, &Vec<Weight>)> = state
+        .fleets
+        .iter()
+        .filter_map(|(name, f)| {
+            let group = f.active.as_ref().or(f.previous.first())?;
+            Some((name, group, &f.original_weights))
+        })
+        .collect();
+    let groups: Vec<String> = recorded.iter().map(|(_, g, _)| g.name.clone()).collect();
+    let target_groups: Vec<String> = recorded
+        .iter()
+        .flat_map(|(_, g, original)| {
+            std::iter::once(g.target_group.clone())
+                .chain(original.iter().map(|w| w.target_group.clone()))
+        })
+        .collect();
+    let images: Vec<String> = recorded.iter().map(|(_, g, _)| g.image.clone()).collect();
+    let routes: BTreeSet<&String> = recorded.iter().map(|(_, g, _)| &g.listener_arn).collect();
+    let weights = futures_util::future::try_join_all(routes.into_iter().map(|route| async move {
+        match cloud.listener_weights(route).await {
+            Ok(weights) => Ok((route.clone(), weights)),
+            // A route deleted outside immune sends nothing: shown as drift.
+            Err(CloudError::NotFound(_)) => Ok((route.clone(), Vec::new())),
+            Err(e) => Err(e),
+        }
+    }));
+    let (mut groups, target_groups, images, weights) = tokio::try_join!(
+        cloud.groups(&groups),
+        cloud.existing_target_groups(&target_groups),
+        cloud.existing_images(&images),
+        weights,
+    )?;
+    let weights: BTreeMap<String, Vec<Weight>> = weights.into_iter().collect();
+    Ok(recorded
+        .into_iter()
+        .map(|(name, group, original)| {
+            let live = Live {
+                group: groups.remove(&group.name),
+                target_group_exists: target_groups.contains(&group.target_group),
+                image_exists: images.contains(&group.image),
+                weights: weights
+                    .get(&group.listener_arn)
+                    .cloned()
+                    .unwrap_or_default(),
+                original_target_groups: original
+                    .iter()
+                    .map(|w| w.target_group.clone())
+                    .filter(|tg| target_groups.contains(tg))
+                    .collect(),
+            };
+            (name.clone(), live)
+        })
+        .collect())
 }

@@ -160,6 +160,15 @@ impl Cloud for FakeCloud {
         }
     }
 
+    async fn existing_images(&self, ids: &[String]) -> CloudResult<BTreeSet<String>> {
+        let w = self.enter("existing_images")?;
+        Ok(ids
+            .iter()
+            .filter(|id| w.images.contains_key(*id))
+            .cloned()
+            .collect())
+    }
+
     async fn terminate_instance(&self, instance_id: &str) -> CloudResult<()> {
         let mut w = self.enter("terminate_instance")?;
         if let Some(state) = w.instances.get_mut(instance_id) {
@@ -315,13 +324,29 @@ impl Cloud for FakeCloud {
         Ok(())
     }
 
-    async fn group(&self, name: &str) -> CloudResult<Option<GroupStatus>> {
-        let w = self.enter("group")?;
-        Ok(w.groups.get(name).map(|(request, instances)| GroupStatus {
-            name: name.into(),
-            desired: request.capacity.desired,
-            instances: instances.iter().map(|i| (i.clone(), true)).collect(),
-        }))
+    async fn groups(&self, names: &[String]) -> CloudResult<BTreeMap<String, GroupStatus>> {
+        let w = self.enter("groups")?;
+        Ok(names
+            .iter()
+            .filter_map(|name| {
+                let (request, instances) = w.groups.get(name)?;
+                let status = GroupStatus {
+                    name: name.clone(),
+                    capacity: request.capacity,
+                    instances: instances.iter().map(|i| (i.clone(), true)).collect(),
+                };
+                Some((name.clone(), status))
+            })
+            .collect())
+    }
+
+    async fn existing_target_groups(&self, arns: &[String]) -> CloudResult<BTreeSet<String>> {
+        let w = self.enter("existing_target_groups")?;
+        Ok(arns
+            .iter()
+            .filter(|a| w.target_groups.contains_key(*a) || w.foreign_target_groups.contains(*a))
+            .cloned()
+            .collect())
     }
 
     async fn target_health(

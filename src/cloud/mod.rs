@@ -8,7 +8,7 @@ pub mod fake;
 use crate::config::{Capacity, Comparison, HealthCheck, ListenerRef, Traffic};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// The tags on everything immune creates. Nothing without `immune:managed = true` is ever
@@ -132,7 +132,7 @@ pub struct GroupRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupStatus {
     pub name: String,
-    pub desired: u32,
+    pub capacity: Capacity,
     /// Instance id and whether Auto Scaling reports it `InService`.
     pub instances: Vec<(String, bool)>,
 }
@@ -193,6 +193,8 @@ pub trait Cloud: Send + Sync {
         tags: &Tags,
     ) -> CloudResult<String>;
     async fn image(&self, image_id: &str) -> CloudResult<Image>;
+    /// Which of these images exist (are not deregistered), in one call.
+    async fn existing_images(&self, ids: &[String]) -> CloudResult<BTreeSet<String>>;
     async fn terminate_instance(&self, instance_id: &str) -> CloudResult<()>;
 
     // Network and traffic.
@@ -205,8 +207,7 @@ pub trait Cloud: Send + Sync {
     async fn listener_weights(&self, route_arn: &str) -> CloudResult<Vec<Weight>>;
     /// Sets all of the forward weights of a listener's default action, or of a rule's
     /// action, in one call.
-    async fn set_listener_weights(&self, route_arn: &str, weights: &[Weight])
-        -> CloudResult<()>;
+    async fn set_listener_weights(&self, route_arn: &str, weights: &[Weight]) -> CloudResult<()>;
 
     // Launch.
     /// A new version of the fleet's launch template, creating the template on first use.
@@ -219,7 +220,14 @@ pub trait Cloud: Send + Sync {
     async fn create_target_group(&self, request: &TargetGroupRequest) -> CloudResult<String>;
     async fn delete_target_group(&self, arn: &str) -> CloudResult<()>;
     async fn create_group(&self, request: &GroupRequest) -> CloudResult<()>;
-    async fn group(&self, name: &str) -> CloudResult<Option<GroupStatus>>;
+    async fn group(&self, name: &str) -> CloudResult<Option<GroupStatus>> {
+        Ok(self.groups(&[name.to_string()]).await?.remove(name))
+    }
+    /// The named groups that exist, read in batches (one DescribeAutoScalingGroups call
+    /// per 100 names), for refreshing many fleets at once.
+    async fn groups(&self, names: &[String]) -> CloudResult<BTreeMap<String, GroupStatus>>;
+    /// Which of these target groups exist.
+    async fn existing_target_groups(&self, arns: &[String]) -> CloudResult<BTreeSet<String>>;
     async fn target_health(
         &self,
         target_group_arn: &str,

@@ -373,7 +373,10 @@ pub(super) async fn health(
         .target_health(target_group)
         .await
         .map_err(|e| e.to_string())?;
-    Ok((status.healthy_in(&targets), status.desired as usize))
+    Ok((
+        status.healthy_in(&targets),
+        status.capacity.desired as usize,
+    ))
 }
 
 /// Sets the weights in one call and reads them back: a listener that silently kept its

@@ -4,6 +4,7 @@
 mod actions;
 mod keep;
 mod observe;
+mod update;
 
 use crate::cloud::{resolve_route, Cloud, CloudError, Weight};
 use crate::config::Fleet;
@@ -133,6 +134,9 @@ impl Engine<'_> {
             }),
         );
         rollout.keep_previous = fleet.rollout.keep_previous > 0;
+        if recorded.active.is_none() && recorded.original_weights.is_empty() {
+            recorded.original_weights = rollout.previous_weights.clone();
+        }
         recorded.seq = release.seq;
         recorded.rollout = Some(rollout);
         recorded.history.push(HistoryEntry {
@@ -450,6 +454,7 @@ impl Engine<'_> {
                     listener_arn: rollout.listener_arn.clone(),
                     created_at: now(),
                     alarms: rollout.alarms.clone(),
+                    capacity: Some(fleet.instances.capacity),
                 });
                 if rollout.keep_previous {
                     recorded.previous.splice(0..0, replaced);
@@ -463,7 +468,10 @@ impl Engine<'_> {
                     .previous
                     .iter()
                     .position(|g| g.name == rollout.group);
-                let restored = position.map(|i| recorded.previous.remove(i));
+                let restored = position.map(|i| Group {
+                    capacity: Some(fleet.instances.capacity),
+                    ..recorded.previous.remove(i)
+                });
                 let replaced = std::mem::replace(&mut recorded.active, restored);
                 let from = replaced.map(|g| g.release).unwrap_or_default();
                 recorded.lock = Some(FleetLock {

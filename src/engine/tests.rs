@@ -688,7 +688,11 @@ async fn a_rule_chosen_by_priority_is_shifted_and_the_default_action_left_alone(
     s.set_alarm("web-5xx", AlarmState::Ok);
     s.apply("v1").await.unwrap();
     assert_eq!(s.rule_weights(), [("arn:tg/web-v001".to_string(), 100)]);
-    assert_eq!(s.weights(), default_action, "the default action is not immune's");
+    assert_eq!(
+        s.weights(),
+        default_action,
+        "the default action is not immune's"
+    );
 
     s.set_alarm("web-5xx", AlarmState::Alarm);
     assert!(matches!(

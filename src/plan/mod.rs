@@ -5,8 +5,9 @@ mod render;
 
 pub use render::render;
 
+use crate::cloud::{GroupStatus, Weight};
 use crate::config::{Capacity, Config, Fleet};
-use crate::state::State;
+use crate::state::{FleetState, Group, State};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -30,6 +31,17 @@ pub struct Change {
     pub action: Action,
     /// Why, in words an operator reads in a pull request.
     pub reason: String,
+    /// What changed outside immune since the last apply.
+    pub drift: Vec<Drift>,
+}
+
+/// One difference between what immune recorded and what runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Drift {
+    /// The resource, e.g. `group web-v002`.
+    pub resource: String,
+    /// What changed, e.g. `desired capacity 3 -> 2 changed outside immune`.
+    pub change: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -45,7 +57,47 @@ pub enum Action {
     Locked {
         reason: String,
     },
+    /// Changes to the running release that need no new machines.
+    Update(Update),
+    /// The fleet left the configuration: its traffic goes back where it was before
+    /// immune, then its groups are deleted.
+    Retire(Retire),
+    /// Apply cannot act on the fleet until the operator does something first.
+    Blocked {
+        reason: String,
+    },
     NoOp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Update {
+    pub group: String,
+    /// Set the group's capacity (min, max, desired) to the configured one.
+    pub capacity: Option<CapacityChange>,
+    /// Put the route's weights back to all traffic on the active group.
+    pub weights: Option<WeightsChange>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CapacityChange {
+    pub from: Capacity,
+    pub to: Capacity,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WeightsChange {
+    pub route: String,
+    pub from: Vec<Weight>,
+    pub to: Vec<Weight>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Retire {
+    /// The active group and the kept ones, all deleted.
+    pub groups: Vec<String>,
+    pub route: String,
+    /// Where the traffic goes first; empty when the route no longer sends any to the fleet.
+    pub restore: Vec<Weight>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -110,6 +162,22 @@ pub enum ImagePlan {
 pub struct Observed {
     /// An image baked earlier from the same image spec.
     pub baked_image: Option<String>,
+    /// The live side of the release the state records as active.
+    pub live: Option<Live>,
+}
+
+/// The active release as it runs now, refreshed for the three-way comparison.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Live {
+    /// `None` when the group was deleted.
+    pub group: Option<GroupStatus>,
+    pub target_group_exists: bool,
+    pub image_exists: bool,
+    /// The route's forward weights now (weight 0 included).
+    pub weights: Vec<Weight>,
+    /// Of the target groups the route sent traffic to before immune, those that still
+    /// exist.
+    pub original_target_groups: Vec<String>,
 }
 
 /// The hash of everything that goes into the image: the same spec bakes the same image.
@@ -165,20 +233,31 @@ pub fn group_name(fleet: &str, seq: u32) -> String {
 }
 
 pub fn plan(config: &Config, state: &State, observed: &BTreeMap<String, Observed>) -> Plan {
-    let changes = config
+    let mut changes: Vec<Change> = config
         .fleets
         .iter()
         .map(|fleet| plan_fleet(fleet, state, observed.get(&fleet.name)))
         .collect();
+    for (name, recorded) in &state.fleets {
+        if !config.fleets.iter().any(|f| &f.name == name) {
+            changes.extend(plan_removed(name, recorded, observed.get(name)));
+        }
+    }
     Plan { changes }
 }
 
 fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Change {
     let recorded = state.fleets.get(&fleet.name).cloned().unwrap_or_default();
+    let live = observed.and_then(|o| o.live.as_ref());
+    let drift = match (&recorded.active, live) {
+        (Some(active), Some(live)) if recorded.rollout.is_none() => drift_of(active, live),
+        _ => Vec::new(),
+    };
     let change = |action, reason: String| Change {
         fleet: fleet.name.clone(),
         action,
         reason,
+        drift: drift.clone(),
     };
     if let Some(lock) = &recorded.lock {
         return change(
@@ -217,22 +296,35 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
             );
         }
     }
-    if let Some(active) = &recorded.active {
-        if active.fingerprint == fingerprint && active.release == release {
-            return change(
-                Action::NoOp,
-                format!("release {release} is live in {}", active.name),
-            );
-        }
-    }
     let seq = recorded.seq + 1;
-    let reason = match &recorded.active {
-        None => format!("first release {release}"),
-        Some(a) if a.release == release => format!(
+    let group = group_name(&fleet.name, seq);
+    let reason = match (&recorded.active, live) {
+        (None, _) => format!("first release {release}"),
+        (Some(a), _) if a.release != release => format!("release {release} replaces {}", a.release),
+        (Some(a), _) if a.fingerprint != fingerprint => format!(
             "release {release} changed (image or instance settings differ from {})",
             a.name
         ),
-        Some(a) => format!("release {release} replaces {}", a.release),
+        (Some(a), Some(live)) if lost(live).is_some() => format!(
+            "{} outside immune: release {release} again as {group}",
+            lost(live).unwrap_or_default()
+        ),
+        (Some(a), Some(live)) => {
+            let update = update_of(fleet, a, live);
+            return match update_reason(fleet, a, live, &update) {
+                Some(reason) => change(Action::Update(update), reason),
+                None => change(
+                    Action::NoOp,
+                    format!("release {release} is live in {}", a.name),
+                ),
+            };
+        }
+        (Some(a), None) => {
+            return change(
+                Action::NoOp,
+                format!("release {release} is live in {}", a.name),
+            )
+        }
     };
     let image = match observed.and_then(|o| o.baked_image.clone()) {
         Some(image) => ImagePlan::Reuse { image },
@@ -244,7 +336,7 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
     };
     use crate::config::show_duration as show;
     let release_plan = Release {
-        group: group_name(&fleet.name, seq),
+        group: group.clone(),
         seq,
         release,
         fingerprint,
@@ -270,7 +362,7 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
             .iter()
             .map(|g| GatePlan {
                 name: g.name.clone(),
-                alarm: g.alarm_name(&group_name(&fleet.name, seq)),
+                alarm: g.alarm_name(&group),
                 metric: match &g.check {
                     crate::config::GateCheck::Alarm(_) => None,
                     crate::config::GateCheck::Metric(m) => Some(format!(
@@ -290,6 +382,270 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
         keep_previous: fleet.rollout.keep_previous,
     };
     change(Action::Release(Box::new(release_plan)), reason)
+}
+
+/// What of the active release is gone, when anything is: it cannot be repaired in place,
+/// only released again.
+fn lost(live: &Live) -> Option<String> {
+    let mut gone = Vec::new();
+    if live.group.is_none() {
+        gone.push("its Auto Scaling group");
+    }
+    if !live.target_group_exists {
+        gone.push("its target group");
+    }
+    if !live.image_exists {
+        gone.push("its image");
+    }
+    (!gone.is_empty()).then(|| format!("the active release lost {}", gone.join(" and ")))
+}
+
+/// Every difference between the recorded active release and what runs.
+fn drift_of(active: &Group, live: &Live) -> Vec<Drift> {
+    let mut drift = Vec::new();
+    let group = format!("group {}", active.name);
+    match &live.group {
+        None => drift.push(Drift {
+            resource: group,
+            change: "deleted outside immune".into(),
+        }),
+        Some(status) => {
+            if let Some(recorded) = active.capacity {
+                if recorded != status.capacity {
+                    drift.push(Drift {
+                        resource: group,
+                        change: format!(
+                            "{} changed outside immune",
+                            capacity_change(recorded, status.capacity)
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    if !live.target_group_exists {
+        drift.push(Drift {
+            resource: format!("target group {}", target_group_name(&active.target_group)),
+            change: "deleted outside immune".into(),
+        });
+    }
+    if !live.image_exists {
+        drift.push(Drift {
+            resource: format!("image {}", active.image),
+            change: "deregistered outside immune: the group cannot launch instances".into(),
+        });
+    }
+    let forwarding = forwarding(&live.weights);
+    if live.target_group_exists && forwarding != all_on(&active.target_group) {
+        drift.push(Drift {
+            resource: route_name(&active.listener_arn),
+            change: format!(
+                "sends {} instead of all traffic to {}",
+                show_weights(&forwarding),
+                target_group_name(&active.target_group)
+            ),
+        });
+    }
+    drift
+}
+
+/// What apply changes in place to bring the running release to the configuration.
+fn update_of(fleet: &Fleet, active: &Group, live: &Live) -> Update {
+    let wanted = fleet.instances.capacity;
+    let capacity = live.group.as_ref().and_then(|status| {
+        (status.capacity != wanted || active.capacity != Some(wanted)).then_some(CapacityChange {
+            from: status.capacity,
+            to: wanted,
+        })
+    });
+    let forwarding = forwarding(&live.weights);
+    let weights = (forwarding != all_on(&active.target_group)).then(|| WeightsChange {
+        route: active.listener_arn.clone(),
+        from: forwarding,
+        to: all_on(&active.target_group),
+    });
+    Update {
+        group: active.name.clone(),
+        capacity,
+        weights,
+    }
+}
+
+/// Why the update is needed, or `None` when there is nothing to do.
+fn update_reason(fleet: &Fleet, active: &Group, live: &Live, update: &Update) -> Option<String> {
+    let mut why = Vec::new();
+    if let Some(c) = &update.capacity {
+        let recorded = active.capacity.unwrap_or(c.from);
+        if recorded != fleet.instances.capacity {
+            why.push(format!(
+                "capacity changed in the configuration: {}",
+                capacity_change(recorded, c.to)
+            ));
+        }
+        if c.from != recorded {
+            why.push(format!(
+                "{} drifted outside immune: apply sets it back",
+                capacity_change(recorded, c.from)
+            ));
+        } else if c.from == c.to && recorded != c.to {
+            why.push("the live capacity already matches: apply records it".into());
+        }
+    }
+    if let Some(w) = &update.weights {
+        why.push(format!(
+            "the route sends {}: apply puts all traffic back on {}",
+            show_weights(&w.from),
+            active.name
+        ));
+    }
+    let _ = live;
+    (!why.is_empty()).then(|| why.join("; "))
+}
+
+/// A fleet the state knows but the configuration no longer names.
+fn plan_removed(name: &str, recorded: &FleetState, observed: Option<&Observed>) -> Option<Change> {
+    let change = |action, reason: String| Change {
+        fleet: name.to_string(),
+        action,
+        reason,
+        drift: Vec::new(),
+    };
+    if let Some(rollout) = recorded.rollout.as_ref().filter(|r| !r.phase.is_finished()) {
+        return Some(change(
+            Action::Blocked {
+                reason: format!("a rollout of {} is unfinished", rollout.group),
+            },
+            format!(
+                "fleet {name} is no longer in the configuration but its rollout of {} is unfinished; put the fleet back and run `immune apply` (or `immune rollback {name}`) first",
+                rollout.group
+            ),
+        ));
+    }
+    let active = recorded.active.as_ref().or(recorded.previous.first())?;
+    let groups: Vec<String> = recorded
+        .active
+        .iter()
+        .chain(&recorded.previous)
+        .map(|g| g.name.clone())
+        .collect();
+    let live = observed.and_then(|o| o.live.as_ref());
+    let ours: Vec<&String> = recorded
+        .active
+        .iter()
+        .chain(&recorded.previous)
+        .map(|g| &g.target_group)
+        .collect();
+    let sends_to_fleet = live.is_none_or(|l| {
+        forwarding(&l.weights)
+            .iter()
+            .any(|w| ours.contains(&&w.target_group))
+    });
+    let originals_exist = live.is_some_and(|l| {
+        recorded
+            .original_weights
+            .iter()
+            .all(|w| l.original_target_groups.contains(&w.target_group))
+    });
+    let restore = if !sends_to_fleet {
+        Vec::new()
+    } else if !recorded.original_weights.is_empty() && originals_exist {
+        recorded.original_weights.clone()
+    } else {
+        return Some(change(
+            Action::Blocked {
+                reason: "its traffic would have nowhere to go".into(),
+            },
+            format!(
+                "fleet {name} is no longer in the configuration, but {} still sends it traffic and the target groups it used before immune are unknown or gone; point the route at another target group first, then apply retires the fleet",
+                route_name(&active.listener_arn)
+            ),
+        ));
+    };
+    let reason = if restore.is_empty() {
+        format!(
+            "fleet {name} is no longer in the configuration: {} deleted",
+            groups.join(", ")
+        )
+    } else {
+        format!(
+            "fleet {name} is no longer in the configuration: traffic goes back to {}, then {} deleted",
+            show_weights(&restore),
+            groups.join(", ")
+        )
+    };
+    Some(change(
+        Action::Retire(Retire {
+            groups,
+            route: active.listener_arn.clone(),
+            restore,
+        }),
+        reason,
+    ))
+}
+
+/// The weights that carry traffic.
+fn forwarding(weights: &[Weight]) -> Vec<Weight> {
+    weights.iter().filter(|w| w.weight > 0).cloned().collect()
+}
+
+fn all_on(target_group: &str) -> Vec<Weight> {
+    vec![Weight {
+        target_group: target_group.to_string(),
+        weight: 100,
+    }]
+}
+
+/// `web-v002 75%, api 25%`, or `nothing` for no traffic.
+pub fn show_weights(weights: &[Weight]) -> String {
+    if weights.is_empty() {
+        return "nothing".into();
+    }
+    let total: u32 = weights.iter().map(|w| u32::from(w.weight)).sum();
+    weights
+        .iter()
+        .map(|w| {
+            format!(
+                "{} {}%",
+                target_group_name(&w.target_group),
+                u32::from(w.weight) * 100 / total.max(1)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A target group's name from its ARN (`...:targetgroup/web-v002/abc`).
+pub fn target_group_name(arn: &str) -> String {
+    arn.split_once("targetgroup/")
+        .and_then(|(_, rest)| rest.split('/').next())
+        .unwrap_or(arn)
+        .to_string()
+}
+
+fn route_name(arn: &str) -> String {
+    if crate::cloud::is_rule_arn(arn) {
+        format!("listener rule {arn}")
+    } else {
+        format!("listener {arn}")
+    }
+}
+
+/// The fields that differ: `desired 3 -> 2, max 4 -> 5`.
+pub fn capacity_change(from: Capacity, to: Capacity) -> String {
+    let parts: Vec<String> = [
+        ("desired", from.desired, to.desired),
+        ("min", from.min, to.min),
+        ("max", from.max, to.max),
+    ]
+    .iter()
+    .filter(|(_, a, b)| a != b)
+    .map(|(what, a, b)| format!("{what} capacity {a} -> {b}"))
+    .collect();
+    if parts.is_empty() {
+        format!("capacity {} (unchanged)", to.desired)
+    } else {
+        parts.join(", ")
+    }
 }
 
 /// A serialized enum's name as the configuration spells it: `dry-run`, `hold`, `>`.

@@ -1,7 +1,8 @@
-//! The plan as an operator reads it: one block per fleet, `+` for what is created, `-` for
-//! what is destroyed, `±` for a release that replaces another, and a summary line.
+//! The plan as an operator reads it: drift first (what changed outside immune), then one
+//! block per fleet, `+` for what is created, `~` for what changes in place, `-` for what
+//! is destroyed, `±` for a release that replaces another, and a summary line.
 
-use super::{word, Action, ImagePlan, Plan};
+use super::{capacity_change, show_weights, word, Action, ImagePlan, Plan};
 use std::fmt::Write;
 
 pub struct Style {
@@ -21,6 +22,27 @@ impl Style {
 pub fn render(plan: &Plan, color: bool) -> String {
     let style = Style { color };
     let mut out = String::new();
+    let drifted: Vec<_> = plan
+        .changes
+        .iter()
+        .filter(|c| !c.drift.is_empty())
+        .collect();
+    if !drifted.is_empty() {
+        out.push_str("Drift: changed outside immune since the last apply:\n\n");
+        for change in drifted {
+            for d in &change.drift {
+                let _ = writeln!(
+                    out,
+                    "  {} fleet.{}: {} {}",
+                    style.paint("35", "!"),
+                    change.fleet,
+                    d.resource,
+                    d.change
+                );
+            }
+        }
+        out.push('\n');
+    }
     if !plan.has_changes() {
         out.push_str("No changes. Every fleet runs its configured release.\n");
         for c in &plan.changes {
@@ -30,6 +52,9 @@ pub fn render(plan: &Plan, color: bool) -> String {
     }
     out.push_str("immune will perform the following actions:\n\n");
     let (mut releases, mut resumes, mut locked, mut unchanged) = (0, 0, 0, 0);
+    let (mut updates, mut retires) = (0, 0);
+    let tilde = style.paint("33", "~");
+    let minus = style.paint("31", "-");
     for change in &plan.changes {
         match &change.action {
             Action::Release(r) => {
@@ -158,13 +183,63 @@ pub fn render(plan: &Plan, color: bool) -> String {
                     change.fleet
                 );
             }
+            Action::Update(update) => {
+                updates += 1;
+                let _ = writeln!(out, "  {tilde} fleet.{}: {}", change.fleet, change.reason);
+                if let Some(c) = &update.capacity {
+                    let _ = writeln!(
+                        out,
+                        "      {tilde} group   {}: {} (min {}, max {}, desired {})",
+                        update.group,
+                        capacity_change(c.from, c.to),
+                        c.to.min,
+                        c.to.max,
+                        c.to.desired
+                    );
+                }
+                if let Some(w) = &update.weights {
+                    let _ = writeln!(
+                        out,
+                        "      {tilde} traffic {} -> {}",
+                        show_weights(&w.from),
+                        show_weights(&w.to)
+                    );
+                }
+            }
+            Action::Retire(retire) => {
+                retires += 1;
+                let _ = writeln!(out, "  {minus} fleet.{}: {}", change.fleet, change.reason);
+                if !retire.restore.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "      {tilde} traffic back to {}",
+                        show_weights(&retire.restore)
+                    );
+                }
+                for group in &retire.groups {
+                    let _ = writeln!(
+                        out,
+                        "      {minus} group   {group} with its target group and alarms"
+                    );
+                }
+            }
+            Action::Blocked { .. } => {
+                locked += 1;
+                let _ = writeln!(
+                    out,
+                    "  {} fleet.{}: {}",
+                    style.paint("31", "!"),
+                    change.fleet,
+                    change.reason
+                );
+            }
             Action::NoOp => unchanged += 1,
         }
         out.push('\n');
     }
     let _ = writeln!(
         out,
-        "Plan: {releases} to release, {resumes} to resume, {locked} locked, {unchanged} unchanged."
+        "Plan: {releases} to release, {updates} to update in place, {retires} to retire, {resumes} to resume, {locked} blocked or locked, {unchanged} unchanged."
     );
     out
 }

@@ -61,7 +61,37 @@ fn live(config: &Config, state: &mut State) {
         listener_arn: "arn:l".into(),
         created_at: "then".into(),
         alarms: Vec::new(),
+        capacity: Some(fleet.instances.capacity),
     });
+}
+
+/// The cloud as the state recorded it: the group at the configured capacity, all
+/// traffic on its target group.
+fn as_recorded(config: &Config) -> Live {
+    Live {
+        group: Some(GroupStatus {
+            name: "web-v001".into(),
+            capacity: config.fleets[0].instances.capacity,
+            instances: Vec::new(),
+        }),
+        target_group_exists: true,
+        image_exists: true,
+        weights: vec![Weight {
+            target_group: "arn:tg".into(),
+            weight: 100,
+        }],
+        original_target_groups: vec!["arn:placeholder".into()],
+    }
+}
+
+fn observed(live: Live) -> BTreeMap<String, Observed> {
+    BTreeMap::from([(
+        "web".to_string(),
+        Observed {
+            baked_image: None,
+            live: Some(live),
+        },
+    )])
 }
 
 #[test]
@@ -79,7 +109,7 @@ fn an_empty_state_plans_the_first_release() {
     assert!(text.contains("+ fleet.web: first release v1"), "{text}");
     assert!(text.contains("25% -> 100%"), "{text}");
     assert!(
-        text.contains("Plan: 1 to release, 0 to resume, 0 locked, 0 unchanged."),
+        text.contains("Plan: 1 to release, 0 to update in place, 0 to retire, 0 to resume, 0 blocked or locked, 0 unchanged."),
         "{text}"
     );
 }
@@ -125,4 +155,154 @@ fn provision_scripts_change_the_bake_but_capacity_does_not_change_the_release() 
     a.image.provision = Some("apt-get install nginx".into());
     assert_ne!(bake_id(&a), before.0);
     assert_ne!(fingerprint(&a), before.1);
+}
+
+#[test]
+fn a_cloud_as_recorded_is_no_change_and_no_drift() {
+    let v1 = config("v1");
+    let mut state = State::new();
+    live(&v1, &mut state);
+    let plan = plan(&v1, &state, &observed(as_recorded(&v1)));
+    assert!(!plan.has_changes());
+    assert!(plan.changes[0].drift.is_empty());
+}
+
+#[test]
+fn capacity_changed_by_hand_is_drift_that_apply_sets_back() {
+    let v1 = config("v1");
+    let mut state = State::new();
+    live(&v1, &mut state);
+    let mut live = as_recorded(&v1);
+    live.group.as_mut().unwrap().capacity.desired = 3;
+    let plan = plan(&v1, &state, &observed(live));
+    let change = &plan.changes[0];
+    assert_eq!(
+        change.drift,
+        [Drift {
+            resource: "group web-v001".into(),
+            change: "desired capacity 2 -> 3 changed outside immune".into(),
+        }]
+    );
+    let Action::Update(update) = &change.action else {
+        panic!("expected an update: {change:?}");
+    };
+    assert_eq!(update.capacity.unwrap().to.desired, 2);
+    assert!(update.weights.is_none());
+    assert_eq!(
+        change.reason,
+        "desired capacity 2 -> 3 drifted outside immune: apply sets it back"
+    );
+    let text = render(&plan, false);
+    assert!(text.contains("Drift: changed outside immune"), "{text}");
+    assert!(
+        text.contains("~ group   web-v001: desired capacity 3 -> 2"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_capacity_change_in_the_configuration_is_an_update_without_a_release() {
+    let v1 = config("v1");
+    let mut state = State::new();
+    live(&v1, &mut state);
+    let mut more = v1.clone();
+    more.fleets[0].instances.capacity.desired = 3;
+    let plan = plan(&more, &state, &observed(as_recorded(&v1)));
+    let change = &plan.changes[0];
+    assert!(change.drift.is_empty());
+    assert!(matches!(&change.action, Action::Update(u) if u.capacity.unwrap().to.desired == 3));
+    assert_eq!(
+        change.reason,
+        "capacity changed in the configuration: desired capacity 2 -> 3"
+    );
+}
+
+#[test]
+fn weights_moved_by_hand_are_put_back_on_the_active_group() {
+    let v1 = config("v1");
+    let mut state = State::new();
+    live(&v1, &mut state);
+    let mut live = as_recorded(&v1);
+    live.weights = vec![
+        Weight {
+            target_group: "arn:tg".into(),
+            weight: 50,
+        },
+        Weight {
+            target_group: "arn:aws:elasticloadbalancing:r:1:targetgroup/other/1".into(),
+            weight: 50,
+        },
+    ];
+    let plan = plan(&v1, &state, &observed(live));
+    let change = &plan.changes[0];
+    assert_eq!(change.drift.len(), 1, "{change:?}");
+    assert!(change.drift[0].change.contains("other 50%"), "{change:?}");
+    let Action::Update(update) = &change.action else {
+        panic!("expected an update: {change:?}");
+    };
+    assert_eq!(
+        update.weights.as_ref().unwrap().to,
+        [Weight {
+            target_group: "arn:tg".into(),
+            weight: 100
+        }]
+    );
+}
+
+#[test]
+fn a_group_deleted_outside_immune_is_released_again() {
+    let v1 = config("v1");
+    let mut state = State::new();
+    live(&v1, &mut state);
+    let mut live = as_recorded(&v1);
+    live.group = None;
+    let plan = plan(&v1, &state, &observed(live));
+    let change = &plan.changes[0];
+    assert_eq!(change.drift[0].change, "deleted outside immune");
+    let Action::Release(r) = &change.action else {
+        panic!("expected a release: {change:?}");
+    };
+    assert_eq!(r.group, "web-v002");
+    assert_eq!(
+        change.reason,
+        "the active release lost its Auto Scaling group outside immune: release v1 again as web-v002"
+    );
+}
+
+#[test]
+fn a_fleet_removed_from_the_configuration_is_retired_to_its_original_traffic() {
+    let v1 = config("v1");
+    let mut state = State::new();
+    live(&v1, &mut state);
+    let original = vec![Weight {
+        target_group: "arn:placeholder".into(),
+        weight: 100,
+    }];
+    state.fleets.get_mut("web").unwrap().original_weights = original.clone();
+    let empty = Config {
+        fleets: Vec::new(),
+        ..v1.clone()
+    };
+    let retire_plan = plan(&empty, &state, &observed(as_recorded(&v1)));
+    let Action::Retire(retire) = &retire_plan.changes[0].action else {
+        panic!("expected a retire: {retire_plan:?}");
+    };
+    assert_eq!(retire.restore, original);
+    assert_eq!(retire.groups, ["web-v001"]);
+    assert!(render(&retire_plan, false).contains("- group   web-v001"));
+
+    // Without a record of where traffic went before, it would have nowhere to go.
+    state
+        .fleets
+        .get_mut("web")
+        .unwrap()
+        .original_weights
+        .clear();
+    let blocked = plan(&empty, &state, &observed(as_recorded(&v1)));
+    assert!(matches!(blocked.changes[0].action, Action::Blocked { .. }));
+    // Unless the route no longer sends the fleet any traffic.
+    let mut elsewhere = as_recorded(&v1);
+    elsewhere.weights = original;
+    let free = plan(&empty, &state, &observed(elsewhere));
+    assert!(matches!(&free.changes[0].action, Action::Retire(r) if r.restore.is_empty()));
 }

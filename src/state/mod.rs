@@ -7,7 +7,8 @@ mod local;
 pub use answers::{Answer, AnswerKind};
 pub use local::{LocalBackend, LockGuard};
 
-use crate::cloud::LaunchTemplateRef;
+use crate::cloud::{LaunchTemplateRef, Weight};
+use crate::config::Capacity;
 use crate::rollout::gates::Evidence;
 use crate::rollout::Rollout;
 use serde::{Deserialize, Serialize};
@@ -57,6 +58,10 @@ pub struct FleetState {
     pub lock: Option<FleetLock>,
     #[serde(default)]
     pub history: Vec<HistoryEntry>,
+    /// Where the route sent traffic before the fleet's first release: a retired fleet
+    /// gives its traffic back there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub original_weights: Vec<Weight>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +78,10 @@ pub struct Group {
     /// Per-release alarms of metric gates, deleted with the group.
     #[serde(default)]
     pub alarms: Vec<String>,
+    /// The capacity immune last gave the group; the plan reports a different live
+    /// capacity as drift. Unknown in state written before version 2.
+    #[serde(default)]
+    pub capacity: Option<Capacity>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -733,7 +733,8 @@ async fn a_listener_rule_chosen_by_priority_carries_the_canary_and_the_rollback(
     w.write("main.hcl", &on_rule(10));
     let plan = w.immune(&["plan", "--var", "release=v1"]);
     assert!(
-        plan.stdout.contains("via rule with priority 10 of load balancer"),
+        plan.stdout
+            .contains("via rule with priority 10 of load balancer"),
         "{plan:?}"
     );
     let v1 = apply(&w, "v1");
@@ -798,7 +799,10 @@ async fn images_beyond_image_keep_are_deregistered_with_their_snapshots() {
         .iter()
         .filter_map(|m| m.ebs()?.snapshot_id().map(str::to_string))
         .collect();
-    assert!(!snapshots.is_empty(), "a baked image has snapshots: {image:?}");
+    assert!(
+        !snapshots.is_empty(),
+        "a baked image has snapshots: {image:?}"
+    );
 
     release("echo two");
     let v2 = apply(&w, "v2");
@@ -821,7 +825,11 @@ async fn images_beyond_image_keep_are_deregistered_with_their_snapshots() {
         .send()
         .await
         .expect("DescribeImages");
-    let left: Vec<&str> = images.images().iter().filter_map(|i| i.image_id()).collect();
+    let left: Vec<&str> = images
+        .images()
+        .iter()
+        .filter_map(|i| i.image_id())
+        .collect();
     assert_eq!(left, [second.as_str()], "only image.keep = 1 image is left");
     for snapshot in &snapshots {
         let found = sdk

@@ -241,6 +241,32 @@ impl Aws {
             .ok_or_else(|| CloudError::NotFound(format!("image {image_id}")))
     }
 
+    /// A filter on `image-id`, unlike `ImageIds`, does not fail the call for an image
+    /// that is gone.
+    pub(super) async fn existing_images(&self, ids: &[String]) -> CloudResult<BTreeSet<String>> {
+        if ids.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        let out = self
+            .ec2
+            .describe_images()
+            .filters(
+                Filter::builder()
+                    .name("image-id")
+                    .set_values(Some(ids.to_vec()))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| sdk_error("DescribeImages", e))?;
+        Ok(out
+            .images()
+            .iter()
+            .filter(|i| i.state() != Some(&aws_sdk_ec2::types::ImageState::Deregistered))
+            .filter_map(|i| i.image_id().map(str::to_string))
+            .collect())
+    }
+
     pub(super) async fn terminate_instance(&self, instance_id: &str) -> CloudResult<()> {
         let out = self
             .ec2

@@ -199,6 +199,40 @@ impl Aws {
         Ok(())
     }
 
+    /// DescribeTargetGroups fails a whole call for one unknown ARN, so every target group
+    /// is listed (400 a page) and the wanted ones picked out.
+    pub(super) async fn existing_target_groups(
+        &self,
+        arns: &[String],
+    ) -> CloudResult<BTreeSet<String>> {
+        let mut found = BTreeSet::new();
+        if arns.is_empty() {
+            return Ok(found);
+        }
+        let mut marker = None;
+        loop {
+            let out = self
+                .elb
+                .describe_target_groups()
+                .page_size(400)
+                .set_marker(marker)
+                .send()
+                .await
+                .map_err(|e| sdk_error("DescribeTargetGroups", e))?;
+            found.extend(
+                out.target_groups()
+                    .iter()
+                    .filter_map(|t| t.target_group_arn())
+                    .filter(|arn| arns.iter().any(|a| a == arn))
+                    .map(str::to_string),
+            );
+            marker = out.next_marker().map(str::to_string);
+            if marker.is_none() {
+                return Ok(found);
+            }
+        }
+    }
+
     pub(super) async fn create_target_group(
         &self,
         request: &TargetGroupRequest,

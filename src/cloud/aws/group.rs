@@ -42,27 +42,54 @@ impl Aws {
         Ok(())
     }
 
-    pub(super) async fn group(&self, name: &str) -> CloudResult<Option<GroupStatus>> {
-        let out = self
-            .autoscaling
-            .describe_auto_scaling_groups()
-            .auto_scaling_group_names(name)
-            .send()
-            .await
-            .map_err(|e| sdk_error("DescribeAutoScalingGroups", e))?;
-        Ok(out.auto_scaling_groups().first().map(|g| GroupStatus {
-            name: name.to_string(),
-            desired: g.desired_capacity().unwrap_or(0).max(0) as u32,
-            instances: g
-                .instances()
-                .iter()
-                .filter_map(|i| {
-                    let in_service = i.lifecycle_state()
-                        == Some(&aws_sdk_autoscaling::types::LifecycleState::InService);
-                    Some((i.instance_id()?.to_string(), in_service))
-                })
-                .collect(),
-        }))
+    /// DescribeAutoScalingGroups takes at most 100 names a call; each batch is paged.
+    pub(super) async fn groups(
+        &self,
+        names: &[String],
+    ) -> CloudResult<BTreeMap<String, GroupStatus>> {
+        let count = |n: Option<i32>| n.unwrap_or(0).max(0) as u32;
+        let mut found = BTreeMap::new();
+        for batch in names.chunks(100) {
+            let mut token = None;
+            loop {
+                let out = self
+                    .autoscaling
+                    .describe_auto_scaling_groups()
+                    .set_auto_scaling_group_names(Some(batch.to_vec()))
+                    .set_next_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("DescribeAutoScalingGroups", e))?;
+                for g in out.auto_scaling_groups() {
+                    let Some(name) = g.auto_scaling_group_name() else {
+                        continue;
+                    };
+                    let status = GroupStatus {
+                        name: name.to_string(),
+                        capacity: Capacity {
+                            min: count(g.min_size()),
+                            max: count(g.max_size()),
+                            desired: count(g.desired_capacity()),
+                        },
+                        instances: g
+                            .instances()
+                            .iter()
+                            .filter_map(|i| {
+                                let in_service = i.lifecycle_state()
+                                    == Some(&aws_sdk_autoscaling::types::LifecycleState::InService);
+                                Some((i.instance_id()?.to_string(), in_service))
+                            })
+                            .collect(),
+                    };
+                    found.insert(name.to_string(), status);
+                }
+                token = out.next_token().map(str::to_string);
+                if token.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// Whether the group exists; an error when it exists without immune's tags.

@@ -136,6 +136,9 @@ impl Cloud for Aws {
     async fn image(&self, image_id: &str) -> CloudResult<Image> {
         self.image(image_id).await
     }
+    async fn existing_images(&self, ids: &[String]) -> CloudResult<BTreeSet<String>> {
+        self.existing_images(ids).await
+    }
     async fn terminate_instance(&self, instance_id: &str) -> CloudResult<()> {
         self.terminate_instance(instance_id).await
     }
@@ -179,8 +182,11 @@ impl Cloud for Aws {
     async fn create_group(&self, request: &GroupRequest) -> CloudResult<()> {
         self.create_group(request).await
     }
-    async fn group(&self, name: &str) -> CloudResult<Option<GroupStatus>> {
-        self.group(name).await
+    async fn groups(&self, names: &[String]) -> CloudResult<BTreeMap<String, GroupStatus>> {
+        self.groups(names).await
+    }
+    async fn existing_target_groups(&self, arns: &[String]) -> CloudResult<BTreeSet<String>> {
+        self.existing_target_groups(arns).await
     }
     async fn target_health(
         &self,

@@ -1,0 +1,125 @@
+//! Changes that need no new release: the running group brought back to the configured
+//! capacity and traffic, and a fleet removed from the configuration retired.
+
+use super::actions::{delete_release, set_weights};
+use super::{Engine, EngineError};
+use crate::config::Fleet;
+use crate::plan::{capacity_change, show_weights, Retire, Update};
+use crate::state::{now, Decision, HistoryEntry};
+use std::time::Duration;
+
+/// How often a retiring fleet's deletions are checked: its configuration, and with it
+/// its poll interval, is gone.
+const RETIRE_POLL: Duration = Duration::from_secs(2);
+
+impl Engine<'_> {
+    /// Sets the active group's capacity and the route's weights as planned.
+    pub async fn update(&mut self, fleet: &Fleet, update: &Update) -> Result<(), EngineError> {
+        let failed = |message: String| EngineError::Cloud {
+            fleet: fleet.name.clone(),
+            message,
+        };
+        if let Some(change) = &update.capacity {
+            self.cloud
+                .scale_group(&update.group, change.to)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            let recorded = self.state.fleets.get_mut(&fleet.name).expect("fleet state");
+            if let Some(active) = recorded.active.as_mut() {
+                active.capacity = Some(change.to);
+            }
+            self.backend.save(self.state)?;
+            self.reporter.line(
+                &fleet.name,
+                &format!(
+                    "{}: {}",
+                    update.group,
+                    capacity_change(change.from, change.to)
+                ),
+            );
+        }
+        if let Some(change) = &update.weights {
+            set_weights(self.cloud, &change.route, &change.to)
+                .await
+                .map_err(failed)?;
+            self.reporter.line(
+                &fleet.name,
+                &format!("traffic set back to {}", show_weights(&change.to)),
+            );
+        }
+        Ok(())
+    }
+
+    /// Gives the fleet's traffic back to where it went before immune (one verified
+    /// call), then deletes each of its groups, saving state after every step. The
+    /// fleet's history stays.
+    pub async fn retire(&mut self, name: &str, retire: &Retire) -> Result<(), EngineError> {
+        let unfinished = |message: String| EngineError::Unfinished {
+            fleet: name.to_string(),
+            message,
+        };
+        if !retire.restore.is_empty() {
+            set_weights(self.cloud, &retire.route, &retire.restore)
+                .await
+                .map_err(unfinished)?;
+            self.reporter.line(
+                name,
+                &format!("traffic back to {}", show_weights(&retire.restore)),
+            );
+        }
+        let recorded = self.state.fleets.get_mut(name).expect("fleet state");
+        let mut entry = HistoryEntry {
+            group: recorded
+                .active
+                .as_ref()
+                .map_or_else(String::new, |g| g.name.clone()),
+            release: recorded
+                .active
+                .as_ref()
+                .map_or_else(String::new, |g| g.release.clone()),
+            started_at: now(),
+            finished_at: None,
+            outcome: "retired".into(),
+            decisions: Vec::new(),
+        };
+        loop {
+            let recorded = self.state.fleets.get_mut(name).expect("fleet state");
+            let Some(group) = recorded
+                .active
+                .clone()
+                .or(recorded.previous.first().cloned())
+            else {
+                break;
+            };
+            delete_release(
+                self.cloud,
+                &group.name,
+                &group.alarms,
+                &group.target_group,
+                RETIRE_POLL,
+            )
+            .await
+            .map_err(unfinished)?;
+            let recorded = self.state.fleets.get_mut(name).expect("fleet state");
+            if recorded.active.as_ref() == Some(&group) {
+                recorded.active = None;
+            } else {
+                recorded.previous.remove(0);
+            }
+            self.backend.save(self.state)?;
+            let what = format!("{} deleted: the fleet left the configuration", group.name);
+            self.reporter.line(name, &what);
+            entry.decisions.push(Decision {
+                at: now(),
+                what,
+                evidence: None,
+            });
+        }
+        entry.finished_at = Some(now());
+        let recorded = self.state.fleets.get_mut(name).expect("fleet state");
+        recorded.history.push(entry);
+        recorded.lock = None;
+        self.backend.save(self.state)?;
+        Ok(())
+    }
+}
