@@ -3,9 +3,10 @@
 use super::{observe, Cli, CliError, Success};
 use crate::config::{Backend, Config};
 use crate::engine::{Engine, EngineError, Outcome, Signals, Stdout};
-use crate::plan::Action;
+use crate::plan::{Action, Document};
 use crate::state::LocalBackend;
 use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
 
 pub fn backend(config: &Config) -> LocalBackend {
     match &config.backend {
@@ -13,24 +14,48 @@ pub fn backend(config: &Config) -> LocalBackend {
     }
 }
 
-pub async fn apply(cli: &Cli, auto_approve: bool) -> Result<Success, CliError> {
+pub async fn apply(
+    cli: &Cli,
+    saved: Option<&Path>,
+    auto_approve: bool,
+) -> Result<Success, CliError> {
     let config = cli.load()?;
     let backend = backend(&config);
     let message = |e: &dyn std::fmt::Display| CliError::Message(format!("error: {e}"));
     let _lock = backend.lock("apply").map_err(|e| message(&e))?;
     let mut state = backend.load().map_err(|e| message(&e))?;
     let cloud = observe::connect(cli, &config).await?;
-    let plan = observe::plan(cloud.as_ref(), &config, &state).await?;
-    print!("{}", crate::plan::render(&plan, cli.color()));
+    let plan = match saved {
+        // A saved plan was read and approved already: it runs as it is, or not at all.
+        Some(path) => {
+            let document = Document::read(path).map_err(|e| message(&e))?;
+            if let Some(why) = document.stale(&state, &config) {
+                return Err(CliError::Message(format!(
+                    "error: saved plan is stale: {why}\n  make a new one with `immune plan --out {}`",
+                    path.display()
+                )));
+            }
+            let plan = document.plan();
+            print!("{}", crate::plan::render(&plan, cli.color()));
+            plan
+        }
+        None => {
+            let plan = observe::plan(cloud.as_ref(), &config, &state).await?;
+            print!("{}", crate::plan::render(&plan, cli.color()));
+            let only_locked = plan.changes.iter().all(|c| {
+                matches!(
+                    c.action,
+                    Action::Locked { .. } | Action::Blocked { .. } | Action::NoOp
+                )
+            });
+            if plan.has_changes() && !only_locked && !auto_approve && !confirm()? {
+                return Err(CliError::Cancelled);
+            }
+            plan
+        }
+    };
     if !plan.has_changes() {
         return Ok(Success::Done);
-    }
-    let only_locked = plan
-        .changes
-        .iter()
-        .all(|c| matches!(c.action, Action::Locked { .. } | Action::NoOp));
-    if !only_locked && !auto_approve && !confirm()? {
-        return Err(CliError::Cancelled);
     }
 
     let signals = Signals {

@@ -54,9 +54,18 @@ pub enum Command {
         /// Exit 2 when there are changes, 0 when there are none.
         #[arg(long)]
         detailed_exitcode: bool,
+        /// Save the plan for `immune apply FILE`.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Print the plan as JSON (schema: docs/plan.schema.json).
+        #[arg(long)]
+        json: bool,
     },
-    /// Plan, ask for `yes`, and carry the plan out.
+    /// Plan, ask for `yes`, and carry the plan out; or carry out a saved plan as it is.
     Apply {
+        /// A plan saved by `immune plan --out FILE`: applied without asking, refused when
+        /// the state or configuration moved on since.
+        plan: Option<PathBuf>,
         /// Do not ask for confirmation.
         #[arg(long)]
         auto_approve: bool,
@@ -185,7 +194,11 @@ pub async fn run(cli: Cli) -> Result<Success, CliError> {
             );
             Ok(Success::Done)
         }
-        Command::Plan { detailed_exitcode } => {
+        Command::Plan {
+            detailed_exitcode,
+            out,
+            json,
+        } => {
             let config = cli.load()?;
             let backend = apply::backend(&config);
             let state = backend
@@ -193,14 +206,33 @@ pub async fn run(cli: Cli) -> Result<Success, CliError> {
                 .map_err(|e| CliError::Message(e.to_string()))?;
             let cloud = observe::connect(&cli, &config).await?;
             let plan = observe::plan(cloud.as_ref(), &config, &state).await?;
-            print!("{}", crate::plan::render(&plan, cli.color()));
+            let document = crate::plan::Document::new(&plan, &state, &config);
+            if *json {
+                println!("{}", document.to_json());
+            } else {
+                print!("{}", crate::plan::render(&plan, cli.color()));
+            }
+            if let Some(path) = out {
+                document
+                    .write(path)
+                    .map_err(|e| CliError::Message(format!("error: {e}")))?;
+                if !*json {
+                    println!(
+                        "\nSaved the plan to {}. `immune apply {}` carries out exactly this plan.",
+                        path.display(),
+                        path.display()
+                    );
+                }
+            }
             Ok(if *detailed_exitcode && plan.has_changes() {
                 Success::Changes
             } else {
                 Success::Done
             })
         }
-        Command::Apply { auto_approve } => apply::apply(&cli, *auto_approve).await,
+        Command::Apply { plan, auto_approve } => {
+            apply::apply(&cli, plan.as_deref(), *auto_approve).await
+        }
         Command::Status { fleet: only, json } => fleet::status(&cli, only.as_deref(), *json).await,
         Command::History { fleet: name, json } => fleet::history(&cli, name, *json),
         Command::Rollback { fleet: name } => fleet::rollback(&cli, name).await,

@@ -217,7 +217,7 @@ impl Comparison {
 }
 
 /// What a gate without data means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnInsufficientData {
     /// Keep observing: the step does not end until the gate has data (at most another
@@ -228,7 +228,7 @@ pub enum OnInsufficientData {
     Fail,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum GateMode {
     Enforce,

@@ -1,18 +1,20 @@
 //! The plan: what `apply` will do to each fleet and why, computed without I/O from the
 //! configuration, the state and what was observed in the cloud. Rendering is separate.
 
+mod document;
 mod render;
 
+pub use document::{config_hash, Document, Summary, FORMAT_VERSION};
 pub use render::render;
 
 use crate::cloud::{GroupStatus, Weight};
 use crate::config::{Capacity, Config, Fleet};
 use crate::state::{FleetState, Group, State};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Plan {
     pub changes: Vec<Change>,
 }
@@ -25,7 +27,7 @@ impl Plan {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Change {
     pub fleet: String,
     pub action: Action,
@@ -36,7 +38,7 @@ pub struct Change {
 }
 
 /// One difference between what immune recorded and what runs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Drift {
     /// The resource, e.g. `group web-v002`.
     pub resource: String,
@@ -44,7 +46,7 @@ pub struct Drift {
     pub change: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Action {
     Release(Box<Release>),
@@ -69,7 +71,7 @@ pub enum Action {
     NoOp,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Update {
     pub group: String,
     /// Set the group's capacity (min, max, desired) to the configured one.
@@ -78,20 +80,20 @@ pub struct Update {
     pub weights: Option<WeightsChange>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CapacityChange {
     pub from: Capacity,
     pub to: Capacity,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WeightsChange {
     pub route: String,
     pub from: Vec<Weight>,
     pub to: Vec<Weight>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retire {
     /// The active group and the kept ones, all deleted.
     pub groups: Vec<String>,
@@ -100,7 +102,7 @@ pub struct Retire {
     pub restore: Vec<Weight>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Release {
     pub group: String,
     pub seq: u32,
@@ -125,7 +127,7 @@ pub struct Release {
     pub keep_previous: u32,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GatePlan {
     pub name: String,
     /// The alarm read: the operator's, or the per-release one immune creates.
@@ -137,14 +139,14 @@ pub struct GatePlan {
     pub insufficient_data: crate::config::OnInsufficientData,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Replaced {
     pub group: String,
     pub release: String,
     pub drain: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ImagePlan {
     Bake {
@@ -583,9 +585,20 @@ fn plan_removed(name: &str, recorded: &FleetState, observed: Option<&Observed>) 
     ))
 }
 
-/// The weights that carry traffic.
+/// The target groups that carry traffic, with their share in percent, by target group:
+/// a lone target group of weight 1 carries all of it, as one of weight 100 does.
 fn forwarding(weights: &[Weight]) -> Vec<Weight> {
-    weights.iter().filter(|w| w.weight > 0).cloned().collect()
+    let total: u32 = weights.iter().map(|w| u32::from(w.weight)).sum();
+    let mut shares: Vec<Weight> = weights
+        .iter()
+        .filter(|w| w.weight > 0)
+        .map(|w| Weight {
+            target_group: w.target_group.clone(),
+            weight: (u32::from(w.weight) * 100 / total) as u8,
+        })
+        .collect();
+    shares.sort_by(|a, b| a.target_group.cmp(&b.target_group));
+    shares
 }
 
 fn all_on(target_group: &str) -> Vec<Weight> {
@@ -600,16 +613,9 @@ pub fn show_weights(weights: &[Weight]) -> String {
     if weights.is_empty() {
         return "nothing".into();
     }
-    let total: u32 = weights.iter().map(|w| u32::from(w.weight)).sum();
-    weights
+    forwarding(weights)
         .iter()
-        .map(|w| {
-            format!(
-                "{} {}%",
-                target_group_name(&w.target_group),
-                u32::from(w.weight) * 100 / total.max(1)
-            )
-        })
+        .map(|w| format!("{} {}%", target_group_name(&w.target_group), w.weight))
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -51,14 +51,11 @@ pub fn render(plan: &Plan, color: bool) -> String {
         return out;
     }
     out.push_str("immune will perform the following actions:\n\n");
-    let (mut releases, mut resumes, mut locked, mut unchanged) = (0, 0, 0, 0);
-    let (mut updates, mut retires) = (0, 0);
     let tilde = style.paint("33", "~");
     let minus = style.paint("31", "-");
     for change in &plan.changes {
         match &change.action {
             Action::Release(r) => {
-                releases += 1;
                 let symbol = if r.replaces.is_some() { "±" } else { "+" };
                 let _ = writeln!(
                     out,
@@ -163,7 +160,6 @@ pub fn render(plan: &Plan, color: bool) -> String {
                 }
             }
             Action::Resume { .. } => {
-                resumes += 1;
                 let _ = writeln!(
                     out,
                     "  {} fleet.{}: resume: {}",
@@ -173,7 +169,6 @@ pub fn render(plan: &Plan, color: bool) -> String {
                 );
             }
             Action::Locked { .. } => {
-                locked += 1;
                 let _ = writeln!(
                     out,
                     "  {} fleet.{}: {}\n      run `immune unlock {} --reason TEXT` once the cause is understood",
@@ -184,7 +179,6 @@ pub fn render(plan: &Plan, color: bool) -> String {
                 );
             }
             Action::Update(update) => {
-                updates += 1;
                 let _ = writeln!(out, "  {tilde} fleet.{}: {}", change.fleet, change.reason);
                 if let Some(c) = &update.capacity {
                     let _ = writeln!(
@@ -207,7 +201,6 @@ pub fn render(plan: &Plan, color: bool) -> String {
                 }
             }
             Action::Retire(retire) => {
-                retires += 1;
                 let _ = writeln!(out, "  {minus} fleet.{}: {}", change.fleet, change.reason);
                 if !retire.restore.is_empty() {
                     let _ = writeln!(
@@ -224,7 +217,6 @@ pub fn render(plan: &Plan, color: bool) -> String {
                 }
             }
             Action::Blocked { .. } => {
-                locked += 1;
                 let _ = writeln!(
                     out,
                     "  {} fleet.{}: {}",
@@ -233,13 +225,20 @@ pub fn render(plan: &Plan, color: bool) -> String {
                     change.reason
                 );
             }
-            Action::NoOp => unchanged += 1,
+            Action::NoOp => {}
         }
         out.push('\n');
     }
+    let s = plan.summary();
     let _ = writeln!(
         out,
-        "Plan: {releases} to release, {updates} to update in place, {retires} to retire, {resumes} to resume, {locked} blocked or locked, {unchanged} unchanged."
+        "Plan: {} to release, {} to update in place, {} to retire, {} to resume, {} blocked or locked, {} unchanged.",
+        s.release,
+        s.update,
+        s.retire,
+        s.resume,
+        s.blocked + s.locked,
+        s.unchanged
     );
     out
 }

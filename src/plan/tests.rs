@@ -306,3 +306,106 @@ fn a_fleet_removed_from_the_configuration_is_retired_to_its_original_traffic() {
     let free = plan(&empty, &state, &observed(elsewhere));
     assert!(matches!(&free.changes[0].action, Action::Retire(r) if r.restore.is_empty()));
 }
+
+#[test]
+fn one_target_group_of_any_weight_carries_all_traffic() {
+    let v1 = config("v1");
+    let mut state = State::new();
+    live(&v1, &mut state);
+    let mut live = as_recorded(&v1);
+    live.weights[0].weight = 1;
+    assert!(!plan(&v1, &state, &observed(live)).has_changes());
+}
+
+/// Problems of `document` against docs/plan.schema.json, one per line.
+fn schema_errors(document: &serde_json::Value) -> Vec<String> {
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../docs/plan.schema.json"))
+            .expect("the schema is JSON");
+    let validator = jsonschema::validator_for(&schema).expect("the schema is valid");
+    validator
+        .iter_errors(document)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect()
+}
+
+#[test]
+fn every_kind_of_plan_document_follows_the_schema() {
+    let v1 = config("v1");
+    let mut state = State::new();
+    let mut plans = vec![plan(&v1, &state, &BTreeMap::new())];
+    live(&v1, &mut state);
+    let mut drifted = as_recorded(&v1);
+    drifted.group.as_mut().unwrap().capacity.desired = 3;
+    drifted.weights.push(Weight {
+        target_group: "arn:other".into(),
+        weight: 10,
+    });
+    plans.push(plan(&config("v2"), &state, &observed(drifted.clone())));
+    plans.push(plan(&v1, &state, &observed(drifted)));
+    plans.push(plan(&v1, &state, &observed(as_recorded(&v1))));
+    state.fleets.get_mut("web").unwrap().original_weights = vec![Weight {
+        target_group: "arn:placeholder".into(),
+        weight: 100,
+    }];
+    let empty = Config {
+        fleets: Vec::new(),
+        ..v1.clone()
+    };
+    plans.push(plan(&empty, &state, &observed(as_recorded(&v1))));
+    state
+        .fleets
+        .get_mut("web")
+        .unwrap()
+        .original_weights
+        .clear();
+    plans.push(plan(&empty, &state, &observed(as_recorded(&v1))));
+    state.fleets.get_mut("web").unwrap().lock = Some(crate::state::FleetLock {
+        reason: "gate".into(),
+        release: "v1".into(),
+        at: "now".into(),
+    });
+    plans.push(plan(&v1, &state, &BTreeMap::new()));
+
+    let mut kinds = std::collections::BTreeSet::new();
+    for p in &plans {
+        let document = serde_json::to_value(Document::new(p, &state, &v1)).unwrap();
+        assert_eq!(
+            schema_errors(&document),
+            Vec::<String>::new(),
+            "{document:#}"
+        );
+        for change in document["changes"].as_array().unwrap() {
+            kinds.insert(change["action"]["kind"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        ["blocked", "locked", "no_op", "release", "retire", "update"]
+    );
+    // The schema rejects what it should: a document without its state serial.
+    let mut broken = serde_json::to_value(Document::new(&plans[0], &state, &v1)).unwrap();
+    broken.as_object_mut().unwrap().remove("serial");
+    assert!(!schema_errors(&broken).is_empty());
+}
+
+#[test]
+fn a_saved_plan_is_stale_once_the_state_or_the_configuration_moves_on() {
+    let v1 = config("v1");
+    let mut state = State::new();
+    let document = Document::new(&plan(&v1, &state, &BTreeMap::new()), &state, &v1);
+    assert_eq!(document.stale(&state, &v1), None);
+    assert!(document
+        .stale(&state, &config("v2"))
+        .unwrap()
+        .contains("configuration"));
+    state.serial += 1;
+    assert!(document
+        .stale(&state, &v1)
+        .unwrap()
+        .contains("serial 0, now 1"));
+    assert!(document
+        .stale(&State::new(), &v1)
+        .unwrap()
+        .contains("lineage"));
+}

@@ -1,0 +1,138 @@
+//! The plan as a document: `plan --json` prints it and `plan --out FILE` saves it for
+//! `apply FILE`. Its schema is `docs/plan.schema.json`, versioned by `format_version`.
+
+use super::{Action, Change, Plan};
+use crate::config::Config;
+use crate::state::State;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+/// Raised when the document changes incompatibly; `docs/plan.schema.json` follows it.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Document {
+    pub format_version: u32,
+    pub immune_version: String,
+    pub created_at: String,
+    /// The state the plan was made from: `apply FILE` refuses the plan once it moved on.
+    pub lineage: String,
+    pub serial: u64,
+    /// SHA-256 of the evaluated configuration, variables included (never the values).
+    pub config_hash: String,
+    pub has_changes: bool,
+    pub summary: Summary,
+    pub changes: Vec<Change>,
+}
+
+/// How many fleets get each kind of action.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub release: usize,
+    pub update: usize,
+    pub retire: usize,
+    pub resume: usize,
+    pub blocked: usize,
+    pub locked: usize,
+    pub unchanged: usize,
+}
+
+impl Plan {
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary::default();
+        for change in &self.changes {
+            *match change.action {
+                Action::Release(_) => &mut s.release,
+                Action::Update(_) => &mut s.update,
+                Action::Retire(_) => &mut s.retire,
+                Action::Resume { .. } => &mut s.resume,
+                Action::Blocked { .. } => &mut s.blocked,
+                Action::Locked { .. } => &mut s.locked,
+                Action::NoOp => &mut s.unchanged,
+            } += 1;
+        }
+        s
+    }
+}
+
+/// What the configuration asks for, as a hash: every fleet as evaluated, so a changed
+/// file or variable changes it while formatting and comments do not.
+pub fn config_hash(config: &Config) -> String {
+    let fleets = serde_json::to_string(&config.fleets).expect("fleets serialize");
+    let digest = Sha256::digest(fleets.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Document {
+    pub fn new(plan: &Plan, state: &State, config: &Config) -> Self {
+        Document {
+            format_version: FORMAT_VERSION,
+            immune_version: env!("CARGO_PKG_VERSION").to_string(),
+            created_at: crate::state::now(),
+            lineage: state.lineage.clone(),
+            serial: state.serial,
+            config_hash: config_hash(config),
+            has_changes: plan.has_changes(),
+            summary: plan.summary(),
+            changes: plan.changes.clone(),
+        }
+    }
+
+    pub fn plan(&self) -> Plan {
+        Plan {
+            changes: self.changes.clone(),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("plan serializes")
+    }
+
+    pub fn write(&self, path: &Path) -> Result<(), String> {
+        std::fs::write(path, format!("{}\n", self.to_json()))
+            .map_err(|e| format!("cannot write the plan to {}: {e}", path.display()))
+    }
+
+    pub fn read(path: &Path) -> Result<Document, String> {
+        let shown = path.display();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the saved plan {shown}: {e}"))?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| format!("{shown} is not a saved plan ({e})"))?;
+        match value["format_version"].as_u64() {
+            Some(v) if v == u64::from(FORMAT_VERSION) => {}
+            Some(v) => {
+                return Err(format!(
+                    "{shown} is a plan of format {v}; this immune reads format {FORMAT_VERSION}: make the plan again with this immune"
+                ))
+            }
+            None => return Err(format!("{shown} is not a saved plan (no format_version)")),
+        }
+        serde_json::from_value(value).map_err(|e| format!("{shown} is not a saved plan ({e})"))
+    }
+
+    /// Why the saved plan may no longer be applied, if so: the state or the configuration
+    /// (or its variables) moved on since it was made.
+    pub fn stale(&self, state: &State, config: &Config) -> Option<String> {
+        if self.lineage != state.lineage {
+            return Some(format!(
+                "it was made for another state (lineage {}, now {})",
+                self.lineage, state.lineage
+            ));
+        }
+        if self.serial != state.serial {
+            return Some(format!(
+                "the state changed since it was made (serial {}, now {})",
+                self.serial, state.serial
+            ));
+        }
+        if self.config_hash != config_hash(config) {
+            return Some(
+                "the configuration or its variables changed since it was made (pass the same --var values to apply as to plan)"
+                    .into(),
+            );
+        }
+        None
+    }
+}
