@@ -4,7 +4,7 @@
 mod apply;
 mod fleet;
 mod fmt;
-mod observe;
+pub(crate) mod observe;
 
 use crate::config::{self, Config, ConfigError, VarInputs};
 use clap::{Parser, Subcommand};

@@ -140,7 +140,10 @@ pub async fn plan(cloud: &dyn Cloud, config: &Config, state: &State) -> Result<P
 /// The live side of every release the state records as active, for the three-way plan.
 /// Many fleets cost a few calls, all made at once: DescribeAutoScalingGroups per 100
 /// groups, one listing of target groups, one DescribeImages, and each route's weights.
-async fn refresh(cloud: &dyn Cloud, state: &State) -> Result<BTreeMap<String, Live>, CloudError> {
+pub(crate) async fn refresh(
+    cloud: &dyn Cloud,
+    state: &State,
+) -> Result<BTreeMap<String, Live>, CloudError> {
     let recorded: Vec<(&String, &Group, &Vec<Weight>)> = state
         .fleets
         .iter()

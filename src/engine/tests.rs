@@ -3,7 +3,7 @@
 use super::*;
 use crate::cloud::fake::FakeCloud;
 use crate::cloud::AlarmState;
-use crate::config::{load, VarInputs};
+use crate::config::{load, Capacity, VarInputs};
 use crate::plan::{plan, Action as PlanAction};
 use crate::state::{Answer, AnswerKind};
 use std::collections::BTreeMap;
@@ -710,4 +710,114 @@ async fn a_missing_rule_is_refused_before_anything_is_made() {
     let error = s.apply("v1").await.unwrap_err().to_string();
     assert!(error.contains("rule with priority 10"), "{error}");
     assert!(s.cloud.world.lock().unwrap().groups.is_empty());
+}
+
+impl Setup {
+    fn config(&self, release: &str) -> crate::config::Config {
+        let inputs = VarInputs {
+            cli: vec![
+                ("release".into(), release.into()),
+                ("pause".into(), self.pause.clone()),
+            ],
+            ..VarInputs::default()
+        };
+        load(&self.dir, &inputs).unwrap()
+    }
+
+    /// The plan as `immune plan` makes it: with the live side refreshed from the cloud.
+    async fn plan_live(&self, config: &crate::config::Config) -> crate::plan::Plan {
+        let live = crate::cli::observe::refresh(&*self.cloud, &self.state)
+            .await
+            .unwrap();
+        let observed = live
+            .into_iter()
+            .map(|(name, live)| {
+                let observed = crate::plan::Observed {
+                    baked_image: None,
+                    live: Some(live),
+                };
+                (name, observed)
+            })
+            .collect();
+        plan(config, &self.state, &observed)
+    }
+
+    fn engine(&mut self) -> Engine<'_> {
+        Engine {
+            cloud: &*self.cloud,
+            backend: &self.backend,
+            state: &mut self.state,
+            reporter: &Stdout,
+            signals: &self.signals,
+        }
+    }
+}
+
+#[tokio::test]
+async fn capacity_changed_by_hand_is_set_back_in_place() {
+    let mut s = setup();
+    s.apply("v1").await.unwrap();
+    let config = s.config("v1");
+    assert!(!s.plan_live(&config).await.has_changes());
+
+    s.cloud
+        .scale_group(
+            "web-v001",
+            Capacity {
+                min: 1,
+                max: 2,
+                desired: 1,
+            },
+        )
+        .await
+        .unwrap();
+    let plan = s.plan_live(&config).await;
+    let change = &plan.changes[0];
+    assert_eq!(change.drift.len(), 1, "{change:?}");
+    let PlanAction::Update(update) = &change.action else {
+        panic!("expected an update: {change:?}");
+    };
+    s.engine().update(&config.fleets[0], update).await.unwrap();
+    let group = s.cloud.group("web-v001").await.unwrap().unwrap();
+    assert_eq!(group.capacity.desired, 2);
+    assert_eq!(group.instances.len(), 2);
+    assert!(!s.plan_live(&config).await.has_changes());
+    assert_eq!(s.weights(), [("arn:tg/web-v001".to_string(), 100)]);
+}
+
+#[tokio::test]
+async fn a_fleet_removed_from_the_configuration_gives_its_traffic_back_and_is_deleted() {
+    let mut s = setup_with("0s", "keep_previous = 1");
+    let before = s.weights();
+    s.apply("v1").await.unwrap();
+    s.apply("v2").await.unwrap();
+    let config = crate::config::Config {
+        fleets: Vec::new(),
+        ..s.config("v2")
+    };
+    let plan = s.plan_live(&config).await;
+    let PlanAction::Retire(retire) = &plan.changes[0].action else {
+        panic!("expected a retire: {plan:?}");
+    };
+    assert_eq!(retire.groups, ["web-v002", "web-v001"]);
+    s.engine().retire("web", retire).await.unwrap();
+
+    assert_eq!(
+        s.weights(),
+        before,
+        "traffic is back where it was before immune"
+    );
+    {
+        let w = s.cloud.world.lock().unwrap();
+        assert!(w.groups.is_empty(), "{:?}", w.groups.keys());
+        assert!(w.target_groups.is_empty());
+    }
+    let saved = s.backend.load().unwrap();
+    let fleet = &saved.fleets["web"];
+    assert!(fleet.active.is_none() && fleet.previous.is_empty());
+    assert_eq!(fleet.history.last().unwrap().outcome, "retired");
+    assert!(
+        !s.plan_live(&config).await.has_changes(),
+        "nothing is left to retire"
+    );
 }
