@@ -35,6 +35,7 @@ pub async fn apply(
                     path.display()
                 )));
             }
+            state.lineage = document.lineage.clone();
             let plan = document.plan();
             print!("{}", crate::plan::render(&plan, cli.color()));
             plan

@@ -115,7 +115,10 @@ impl Document {
     /// Why the saved plan may no longer be applied, if so: the state or the configuration
     /// (or its variables) moved on since it was made.
     pub fn stale(&self, state: &State, config: &Config) -> Option<String> {
-        if self.lineage != state.lineage {
+        // A state never written gets a new lineage at every read: a plan made from nothing
+        // applies to nothing, which then takes the plan's lineage.
+        let both_empty = self.serial == 0 && state.serial == 0;
+        if self.lineage != state.lineage && !both_empty {
             return Some(format!(
                 "it was made for another state (lineage {}, now {})",
                 self.lineage, state.lineage

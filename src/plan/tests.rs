@@ -404,8 +404,15 @@ fn a_saved_plan_is_stale_once_the_state_or_the_configuration_moves_on() {
         .stale(&state, &v1)
         .unwrap()
         .contains("serial 0, now 1"));
-    assert!(document
-        .stale(&State::new(), &v1)
-        .unwrap()
-        .contains("lineage"));
+    assert_eq!(
+        document.stale(&State::new(), &v1),
+        None,
+        "a plan made from an empty state applies to an empty state"
+    );
+    let mut other = State::new();
+    other.serial = 1;
+    let document = Document::new(&plan(&v1, &other, &BTreeMap::new()), &other, &v1);
+    let mut another = State::new();
+    another.serial = 1;
+    assert!(document.stale(&another, &v1).unwrap().contains("lineage"));
 }

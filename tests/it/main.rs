@@ -7,4 +7,5 @@ mod bad_input;
 mod config_cli;
 mod immune;
 mod interrupt;
+mod plans;
 mod release;

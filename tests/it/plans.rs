@@ -1,0 +1,165 @@
+//! Plans you can trust, on LocalStack: drift made through the AWS SDK shows in the plan
+//! and apply repairs it; `--json` follows its schema; a saved plan runs as it is or is
+//! refused as stale; a fleet removed from the configuration is retired.
+
+use crate::harness::World;
+use serde_json::Value;
+
+fn config(w: &World) -> String {
+    let s = &w.surroundings;
+    w.fleet_config(&s.source_ami, &s.load_balancer, "")
+}
+
+fn schema_errors(document: &Value) -> Vec<String> {
+    let schema: Value = serde_json::from_str(include_str!("../../docs/plan.schema.json"))
+        .expect("the schema is JSON");
+    let validator = jsonschema::validator_for(&schema).expect("the schema is valid");
+    validator
+        .iter_errors(document)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn capacity_changed_by_hand_is_reported_as_drift_and_apply_sets_it_back() {
+    let w = World::new();
+    let sdk = w.sdk().await;
+    w.write("main.hcl", &config(&w));
+    let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
+    assert_eq!(v1.code, 0, "{v1:?}");
+
+    // An operator scales the group by hand, outside immune.
+    sdk.autoscaling
+        .update_auto_scaling_group()
+        .auto_scaling_group_name(w.group(1))
+        .desired_capacity(2)
+        .send()
+        .await
+        .expect("UpdateAutoScalingGroup");
+
+    let plan = w.immune(&["plan", "--detailed-exitcode", "--var", "release=v1"]);
+    assert_eq!(plan.code, 2, "drift is a change: {plan:?}");
+    assert!(
+        plan.stdout.contains(&format!(
+            "fleet.{}: group {} desired capacity 1 -> 2 changed outside immune",
+            w.prefix,
+            w.group(1)
+        )),
+        "{plan:?}"
+    );
+    assert!(plan.stdout.contains("apply sets it back"), "{plan:?}");
+
+    let json = w.immune(&["plan", "--json", "--var", "release=v1"]);
+    assert_eq!(json.code, 0, "{json:?}");
+    let document: Value = serde_json::from_str(&json.stdout).expect("plan --json is JSON");
+    assert_eq!(
+        schema_errors(&document),
+        Vec::<String>::new(),
+        "{document:#}"
+    );
+    let change = &document["changes"][0];
+    assert_eq!(change["action"]["kind"], "update", "{change:#}");
+    assert_eq!(change["action"]["capacity"]["to"]["desired"], 1);
+    assert_eq!(
+        change["drift"][0]["change"],
+        "desired capacity 1 -> 2 changed outside immune"
+    );
+
+    let fix = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
+    assert_eq!(fix.code, 0, "{fix:?}");
+    let group = sdk
+        .autoscaling
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(w.group(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(group.auto_scaling_groups()[0].desired_capacity(), Some(1));
+    assert!(sdk.group_exists(&w.group(1)).await, "repaired in place");
+    assert_eq!(w.fleet_state()["seq"], 1, "no new release");
+    let clean = w.immune(&["plan", "--detailed-exitcode", "--var", "release=v1"]);
+    assert_eq!(clean.code, 0, "{clean:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_saved_plan_runs_without_asking_and_an_older_one_is_refused_as_stale() {
+    let w = World::new();
+    let sdk = w.sdk().await;
+    let s = &w.surroundings;
+    w.write("main.hcl", &config(&w));
+    let plan_file = w.dir.join("v1.plan");
+    let stale_file = w.dir.join("stale.plan");
+    let saved = w.immune(&[
+        "plan",
+        "--out",
+        plan_file.to_str().unwrap(),
+        "--var",
+        "release=v1",
+    ]);
+    assert_eq!(saved.code, 0, "{saved:?}");
+    std::fs::copy(&plan_file, &stale_file).unwrap();
+
+    // No --auto-approve and no terminal: only a saved plan runs without asking.
+    let applied = w.immune(&["apply", plan_file.to_str().unwrap(), "--var", "release=v1"]);
+    assert_eq!(applied.code, 0, "{applied:?}");
+    assert_eq!(sdk.weights(&s.listener_arn).await, [(w.group(1), 100)]);
+
+    let again = w.immune(&["apply", stale_file.to_str().unwrap(), "--var", "release=v1"]);
+    assert_eq!(again.code, 1, "{again:?}");
+    assert!(again.stderr.contains("saved plan is stale"), "{again:?}");
+    assert!(
+        again.stderr.contains("the state changed since it was made"),
+        "{again:?}"
+    );
+    assert_eq!(w.fleet_state()["seq"], 1, "a stale plan changes nothing");
+
+    let v2_file = w.dir.join("v2.plan");
+    let v2 = w.immune(&[
+        "plan",
+        "--out",
+        v2_file.to_str().unwrap(),
+        "--var",
+        "release=v2",
+    ]);
+    assert_eq!(v2.code, 0, "{v2:?}");
+    let other_vars = w.immune(&["apply", v2_file.to_str().unwrap(), "--var", "release=v3"]);
+    assert_eq!(other_vars.code, 1, "{other_vars:?}");
+    assert!(
+        other_vars
+            .stderr
+            .contains("the configuration or its variables changed"),
+        "{other_vars:?}"
+    );
+    assert!(!sdk.group_exists(&w.group(2)).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_removed_from_the_configuration_is_retired_to_its_original_traffic() {
+    let w = World::new();
+    let sdk = w.sdk().await;
+    let s = &w.surroundings;
+    let placeholder = sdk.weights(&s.listener_arn).await;
+    assert_eq!(placeholder, [(s.placeholder_target_group_name(), 100)]);
+    w.write("main.hcl", &config(&w));
+    let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
+    assert_eq!(v1.code, 0, "{v1:?}");
+
+    // The fleet leaves the configuration; another stays so the directory is not empty.
+    w.write("main.hcl", "variable \"release\" { type = string }\n");
+    let plan = w.immune(&["plan", "--detailed-exitcode", "--var", "release=v1"]);
+    assert_eq!(plan.code, 2, "{plan:?}");
+    assert!(
+        plan.stdout.contains(&format!(
+            "- fleet.{}: fleet {} is no longer in the configuration",
+            w.prefix, w.prefix
+        )),
+        "{plan:?}"
+    );
+    let retire = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
+    assert_eq!(retire.code, 0, "{retire:?}");
+    assert_eq!(sdk.weights(&s.listener_arn).await, placeholder);
+    assert!(!sdk.group_exists(&w.group(1)).await);
+    assert!(!sdk.target_group_exists(&w.group(1)).await);
+    let done = w.immune(&["plan", "--detailed-exitcode", "--var", "release=v1"]);
+    assert_eq!(done.code, 0, "{done:?}");
+}
