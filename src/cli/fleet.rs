@@ -435,3 +435,75 @@ pub async fn rollback(cli: &Cli, name: &str) -> Result<Success, CliError> {
     }
     Ok(Success::Done)
 }
+
+/// `immune state show FLEET`: everything the state records of one fleet, also of a fleet
+/// that left the configuration.
+pub fn state_show(cli: &Cli, name: &str, json: bool) -> Result<Success, CliError> {
+    let config = cli.load_known()?;
+    let state = apply::backend(&config).load().map_err(error)?;
+    let recorded = recorded(&state, name)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(recorded).expect("state serializes")
+        );
+        return Ok(Success::Done);
+    }
+    println!(
+        "fleet.{name} (state serial {}, lineage {})",
+        state.serial, state.lineage
+    );
+    let describe = |g: &crate::state::Group| {
+        let capacity = g.capacity.map_or("unrecorded".to_string(), |c| {
+            format!("min {}, max {}, desired {}", c.min, c.max, c.desired)
+        });
+        format!(
+            "{} (release {}), image {}, launch template {} version {}, target group {}, capacity {capacity}, since {}",
+            g.name,
+            g.release,
+            g.image,
+            g.launch_template.id,
+            g.launch_template.version,
+            crate::plan::target_group_name(&g.target_group),
+            g.created_at
+        )
+    };
+    match &recorded.active {
+        Some(g) => {
+            println!("  active:        {}", describe(g));
+            println!("  route:         {}", g.listener_arn);
+        }
+        None => println!("  active:        none"),
+    }
+    for g in &recorded.previous {
+        println!("  kept:          {}", describe(g));
+    }
+    match &recorded.rollout {
+        Some(r) => println!(
+            "  rollout:       {} (release {}) during {}",
+            r.group,
+            r.release,
+            r.phase.name()
+        ),
+        None => println!("  rollout:       none in progress"),
+    }
+    match &recorded.lock {
+        Some(l) => println!(
+            "  lock:          since {} after release {}: {}",
+            l.at, l.release, l.reason
+        ),
+        None => println!("  lock:          none"),
+    }
+    if !recorded.original_weights.is_empty() {
+        println!(
+            "  before immune: {}",
+            crate::plan::show_weights(&recorded.original_weights)
+        );
+    }
+    println!(
+        "  history:       {} rollout{} (`immune history {name}`)",
+        recorded.history.len(),
+        if recorded.history.len() == 1 { "" } else { "s" }
+    );
+    Ok(Success::Done)
+}

@@ -105,6 +105,12 @@ pub enum Command {
 pub enum StateCommand {
     /// Each fleet in the state: active group, release, rollout in progress, lock.
     List,
+    /// Everything the state records of one fleet (history: `immune history FLEET`).
+    Show {
+        fleet: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Break the state lock left by a process that is gone.
     ForceUnlock {
         /// The lock's ID, as shown when a command was refused.
@@ -271,6 +277,9 @@ pub async fn run(cli: Cli) -> Result<Success, CliError> {
                 println!("{line}");
             }
             Ok(Success::Done)
+        }
+        Command::State(StateCommand::Show { fleet: name, json }) => {
+            fleet::state_show(&cli, name, *json)
         }
         Command::State(StateCommand::ForceUnlock { id }) => {
             let config = cli.load_known()?;

@@ -79,6 +79,19 @@ async fn capacity_changed_by_hand_is_reported_as_drift_and_apply_sets_it_back() 
     assert_eq!(w.fleet_state()["seq"], 1, "no new release");
     let clean = w.immune(&["plan", "--detailed-exitcode", "--var", "release=v1"]);
     assert_eq!(clean.code, 0, "{clean:?}");
+
+    let show = w.immune(&["state", "show", &w.prefix]);
+    assert_eq!(show.code, 0, "{show:?}");
+    assert!(
+        show.stdout
+            .contains(&format!("active:        {} (release v1)", w.group(1))),
+        "{show:?}"
+    );
+    assert!(
+        show.stdout.contains("capacity min 1, max 2, desired 1"),
+        "{show:?}"
+    );
+    assert!(show.stdout.contains("before immune: "), "{show:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
