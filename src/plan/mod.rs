@@ -313,7 +313,7 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
         ),
         (Some(a), Some(live)) => {
             let update = update_of(fleet, a, live);
-            return match update_reason(fleet, a, live, &update) {
+            return match update_reason(fleet, a, &update) {
                 Some(reason) => change(Action::Update(update), reason),
                 None => change(
                     Action::NoOp,
@@ -474,7 +474,7 @@ fn update_of(fleet: &Fleet, active: &Group, live: &Live) -> Update {
 }
 
 /// Why the update is needed, or `None` when there is nothing to do.
-fn update_reason(fleet: &Fleet, active: &Group, live: &Live, update: &Update) -> Option<String> {
+fn update_reason(fleet: &Fleet, active: &Group, update: &Update) -> Option<String> {
     let mut why = Vec::new();
     if let Some(c) = &update.capacity {
         let recorded = active.capacity.unwrap_or(c.from);
@@ -500,7 +500,6 @@ fn update_reason(fleet: &Fleet, active: &Group, live: &Live, update: &Update) ->
             active.name
         ));
     }
-    let _ = live;
     (!why.is_empty()).then(|| why.join("; "))
 }
 
