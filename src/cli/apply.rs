@@ -4,34 +4,73 @@ use super::{observe, Cli, CliError, Success};
 use crate::config::{Backend, Config};
 use crate::engine::{Engine, EngineError, Outcome, Signals, Stdout};
 use crate::plan::Action;
-use crate::state::LocalBackend;
+use crate::state::{LocalBackend, LockGuard};
 use std::io::{BufRead, IsTerminal, Write};
 
-pub fn backend(config: &Config) -> LocalBackend {
-    match &config.backend {
-        Backend::Local { path } => LocalBackend::new(path),
+/// The configured state backend.
+pub async fn backend(
+    _cli: &Cli,
+    config: &Config,
+) -> Result<Box<dyn crate::state::Backend>, CliError> {
+    Ok(match &config.backend {
+        Backend::Local { path } => Box::new(LocalBackend::new(path)),
+    })
+}
+
+/// Gives the state lock back, saying what to do when that fails: the command's own
+/// result matters more, so this only warns.
+pub async fn release(lock: LockGuard) {
+    let id = lock.id().to_string();
+    if let Err(e) = lock.release().await {
+        eprintln!("warning: could not release the state lock: {e}\n  run `immune state force-unlock {id}`");
     }
 }
 
 pub async fn apply(cli: &Cli, auto_approve: bool) -> Result<Success, CliError> {
     let config = cli.load()?;
-    let backend = backend(&config);
+    let backend = backend(cli, &config).await?;
+    let lock = backend
+        .lock("apply")
+        .await
+        .map_err(|e| CliError::Message(format!("error: {e}")))?;
+    let result = apply_locked(cli, &config, backend.as_ref(), auto_approve).await;
+    release(lock).await;
+    result
+}
+
+async fn apply_locked(
+    cli: &Cli,
+    config: &Config,
+    backend: &dyn crate::state::Backend,
+    auto_approve: bool,
+) -> Result<Success, CliError> {
     let message = |e: &dyn std::fmt::Display| CliError::Message(format!("error: {e}"));
-    let _lock = backend.lock("apply").map_err(|e| message(&e))?;
-    let mut state = backend.load().map_err(|e| message(&e))?;
-    let cloud = observe::connect(cli, &config).await?;
-    let plan = observe::plan(cloud.as_ref(), &config, &state).await?;
-    print!("{}", crate::plan::render(&plan, cli.color()));
-    if !plan.has_changes() {
+    let mut state = backend.load().await.map_err(|e| message(&e))?;
+    // Until the engine starts nothing changes, so Ctrl-C simply cancels (and the caller
+    // releases the lock).
+    let prepared = async {
+        let cloud = observe::connect(cli, config).await?;
+        let plan = observe::plan(cloud.as_ref(), config, &state).await?;
+        print!("{}", crate::plan::render(&plan, cli.color()));
+        if !plan.has_changes() {
+            return Ok(None);
+        }
+        let only_locked = plan
+            .changes
+            .iter()
+            .all(|c| matches!(c.action, Action::Locked { .. } | Action::NoOp));
+        if !only_locked && !auto_approve && !ask_to_confirm().await? {
+            return Err(CliError::Cancelled);
+        }
+        Ok(Some((cloud, plan)))
+    };
+    let prepared = tokio::select! {
+        prepared = prepared => prepared?,
+        _ = tokio::signal::ctrl_c() => return Err(CliError::Cancelled),
+    };
+    let Some((cloud, plan)) = prepared else {
         return Ok(Success::Done);
-    }
-    let only_locked = plan
-        .changes
-        .iter()
-        .all(|c| matches!(c.action, Action::Locked { .. } | Action::NoOp));
-    if !only_locked && !auto_approve && !confirm()? {
-        return Err(CliError::Cancelled);
-    }
+    };
 
     let signals = Signals {
         interactive: std::io::stdin().is_terminal() && std::io::stdout().is_terminal(),
@@ -39,7 +78,7 @@ pub async fn apply(cli: &Cli, auto_approve: bool) -> Result<Success, CliError> {
     };
     // The first Ctrl-C asks the engine to stop at the next safe point (and offers a
     // rollback there); the second stops at once. Either way state holds the last
-    // transition and the lock is released on the way out.
+    // transition and the caller releases the lock on the way out.
     let interrupts = async {
         let _ = tokio::signal::ctrl_c().await;
         signals.interrupt();
@@ -49,7 +88,7 @@ pub async fn apply(cli: &Cli, auto_approve: bool) -> Result<Success, CliError> {
         let _ = tokio::signal::ctrl_c().await;
     };
     tokio::select! {
-        result = run(&config, cloud.as_ref(), &backend, &mut state, &plan, &signals) => result,
+        result = run(config, cloud.as_ref(), backend, &mut state, &plan, &signals) => result,
         _ = interrupts => Err(CliError::Message(
             "error: stopped at once; state records the last completed step: run `immune apply` to resume the rollout or `immune rollback FLEET` to roll it back".into(),
         )),
@@ -59,7 +98,7 @@ pub async fn apply(cli: &Cli, auto_approve: bool) -> Result<Success, CliError> {
 async fn run(
     config: &Config,
     cloud: &dyn crate::cloud::Cloud,
-    backend: &LocalBackend,
+    backend: &dyn crate::state::Backend,
     state: &mut crate::state::State,
     plan: &crate::plan::Plan,
     signals: &Signals,
@@ -154,6 +193,13 @@ async fn offer_rollback(fleet: &str, group: &str, phase: &str) -> bool {
     })
     .await
     .unwrap_or(false)
+}
+
+/// Asks on a blocking thread, so that Ctrl-C at the prompt is heard and cancels.
+async fn ask_to_confirm() -> Result<bool, CliError> {
+    tokio::task::spawn_blocking(confirm)
+        .await
+        .unwrap_or(Ok(false))
 }
 
 fn confirm() -> Result<bool, CliError> {

@@ -5,7 +5,7 @@ use crate::cloud::fake::FakeCloud;
 use crate::cloud::AlarmState;
 use crate::config::{load, VarInputs};
 use crate::plan::{plan, Action as PlanAction};
-use crate::state::{Answer, AnswerKind};
+use crate::state::{Answer, AnswerKind, LocalBackend};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -688,7 +688,11 @@ async fn a_rule_chosen_by_priority_is_shifted_and_the_default_action_left_alone(
     s.set_alarm("web-5xx", AlarmState::Ok);
     s.apply("v1").await.unwrap();
     assert_eq!(s.rule_weights(), [("arn:tg/web-v001".to_string(), 100)]);
-    assert_eq!(s.weights(), default_action, "the default action is not immune's");
+    assert_eq!(
+        s.weights(),
+        default_action,
+        "the default action is not immune's"
+    );
 
     s.set_alarm("web-5xx", AlarmState::Alarm);
     assert!(matches!(
