@@ -4,16 +4,25 @@ use super::{observe, Cli, CliError, Success};
 use crate::config::{Backend, Config};
 use crate::engine::{Engine, EngineError, Outcome, Signals, Stdout};
 use crate::plan::Action;
-use crate::state::{LocalBackend, LockGuard};
+use crate::state::{LocalBackend, LockGuard, S3Backend};
 use std::io::{BufRead, IsTerminal, Write};
 
 /// The configured state backend.
 pub async fn backend(
-    _cli: &Cli,
+    cli: &Cli,
     config: &Config,
 ) -> Result<Box<dyn crate::state::Backend>, CliError> {
     Ok(match &config.backend {
         Backend::Local { path } => Box::new(LocalBackend::new(path)),
+        Backend::S3 {
+            bucket,
+            key,
+            region,
+        } => Box::new(
+            S3Backend::connect(bucket, key, region.clone(), cli.region.clone())
+                .await
+                .map_err(|e| CliError::Message(format!("error: {e}")))?,
+        ),
     })
 }
 

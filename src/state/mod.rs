@@ -4,10 +4,12 @@
 mod answers;
 mod local;
 mod lock;
+mod s3;
 
 pub use answers::{Answer, AnswerKind};
 pub use local::LocalBackend;
 pub use lock::{LockGuard, LockInfo};
+pub use s3::S3Backend;
 
 use crate::cloud::LaunchTemplateRef;
 use crate::rollout::gates::Evidence;
