@@ -24,7 +24,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli::run(cli)) {
+    let result = runtime.block_on(cli::run(cli));
+    // A prompt still reading the terminal after Ctrl-C must not hold up the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
         Ok(Success::Done) => ExitCode::SUCCESS,
         Ok(Success::Changes) => ExitCode::from(2),
         Err(e) => {

@@ -4,13 +4,35 @@ use super::{observe, Cli, CliError, Success};
 use crate::config::{Backend, Config};
 use crate::engine::{Engine, EngineError, Outcome, Signals, Stdout};
 use crate::plan::{Action, Document};
-use crate::state::LocalBackend;
+use crate::state::{LocalBackend, LockGuard, S3Backend};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
-pub fn backend(config: &Config) -> LocalBackend {
-    match &config.backend {
-        Backend::Local { path } => LocalBackend::new(path),
+/// The configured state backend.
+pub async fn backend(
+    cli: &Cli,
+    config: &Config,
+) -> Result<Box<dyn crate::state::Backend>, CliError> {
+    Ok(match &config.backend {
+        Backend::Local { path } => Box::new(LocalBackend::new(path)),
+        Backend::S3 {
+            bucket,
+            key,
+            region,
+        } => Box::new(
+            S3Backend::connect(bucket, key, region.clone(), cli.region.clone())
+                .await
+                .map_err(|e| CliError::Message(format!("error: {e}")))?,
+        ),
+    })
+}
+
+/// Gives the state lock back, saying what to do when that fails: the command's own
+/// result matters more, so this only warns.
+pub async fn release(lock: LockGuard) {
+    let id = lock.id().to_string();
+    if let Err(e) = lock.release().await {
+        eprintln!("warning: could not release the state lock: {e}\n  run `immune state force-unlock {id}`");
     }
 }
 
@@ -20,44 +42,70 @@ pub async fn apply(
     auto_approve: bool,
 ) -> Result<Success, CliError> {
     let config = cli.load()?;
-    let backend = backend(&config);
+    let backend = backend(cli, &config).await?;
+    let lock = backend
+        .lock("apply")
+        .await
+        .map_err(|e| CliError::Message(format!("error: {e}")))?;
+    let result = apply_locked(cli, &config, backend.as_ref(), saved, auto_approve).await;
+    release(lock).await;
+    result
+}
+
+async fn apply_locked(
+    cli: &Cli,
+    config: &Config,
+    backend: &dyn crate::state::Backend,
+    saved: Option<&Path>,
+    auto_approve: bool,
+) -> Result<Success, CliError> {
     let message = |e: &dyn std::fmt::Display| CliError::Message(format!("error: {e}"));
-    let _lock = backend.lock("apply").map_err(|e| message(&e))?;
-    let mut state = backend.load().map_err(|e| message(&e))?;
-    let cloud = observe::connect(cli, &config).await?;
-    let plan = match saved {
-        // A saved plan was read and approved already: it runs as it is, or not at all.
+    let mut state = backend.load().await.map_err(|e| message(&e))?;
+    // A saved plan was read and approved already: it runs as it is, or not at all.
+    let document = match saved {
         Some(path) => {
             let document = Document::read(path).map_err(|e| message(&e))?;
-            if let Some(why) = document.stale(&state, &config) {
+            if let Some(why) = document.stale(&state, config) {
                 return Err(CliError::Message(format!(
                     "error: saved plan is stale: {why}\n  make a new one with `immune plan --out {}`",
                     path.display()
                 )));
             }
             state.lineage = document.lineage.clone();
-            let plan = document.plan();
-            print!("{}", crate::plan::render(&plan, cli.color()));
-            plan
+            Some(document)
         }
-        None => {
-            let plan = observe::plan(cloud.as_ref(), &config, &state).await?;
-            print!("{}", crate::plan::render(&plan, cli.color()));
-            let only_locked = plan.changes.iter().all(|c| {
-                matches!(
-                    c.action,
-                    Action::Locked { .. } | Action::Blocked { .. } | Action::NoOp
-                )
-            });
-            if plan.has_changes() && !only_locked && !auto_approve && !confirm()? {
-                return Err(CliError::Cancelled);
-            }
-            plan
-        }
+        None => None,
     };
-    if !plan.has_changes() {
+    // Until the engine starts nothing changes, so Ctrl-C simply cancels (and the caller
+    // releases the lock).
+    let prepared = async {
+        let cloud = observe::connect(cli, config).await?;
+        let plan = match &document {
+            Some(document) => document.plan(),
+            None => observe::plan(cloud.as_ref(), config, &state).await?,
+        };
+        print!("{}", crate::plan::render(&plan, cli.color()));
+        if !plan.has_changes() {
+            return Ok(None);
+        }
+        let only_locked = plan.changes.iter().all(|c| {
+            matches!(
+                c.action,
+                Action::Locked { .. } | Action::Blocked { .. } | Action::NoOp
+            )
+        });
+        if document.is_none() && !only_locked && !auto_approve && !ask_to_confirm().await? {
+            return Err(CliError::Cancelled);
+        }
+        Ok(Some((cloud, plan)))
+    };
+    let prepared = tokio::select! {
+        prepared = prepared => prepared?,
+        _ = tokio::signal::ctrl_c() => return Err(CliError::Cancelled),
+    };
+    let Some((cloud, plan)) = prepared else {
         return Ok(Success::Done);
-    }
+    };
 
     let signals = Signals {
         interactive: std::io::stdin().is_terminal() && std::io::stdout().is_terminal(),
@@ -65,7 +113,7 @@ pub async fn apply(
     };
     // The first Ctrl-C asks the engine to stop at the next safe point (and offers a
     // rollback there); the second stops at once. Either way state holds the last
-    // transition and the lock is released on the way out.
+    // transition and the caller releases the lock on the way out.
     let interrupts = async {
         let _ = tokio::signal::ctrl_c().await;
         signals.interrupt();
@@ -75,7 +123,7 @@ pub async fn apply(
         let _ = tokio::signal::ctrl_c().await;
     };
     tokio::select! {
-        result = run(&config, cloud.as_ref(), &backend, &mut state, &plan, &signals) => result,
+        result = run(config, cloud.as_ref(), backend, &mut state, &plan, &signals) => result,
         _ = interrupts => Err(CliError::Message(
             "error: stopped at once; state records the last completed step: run `immune apply` to resume the rollout or `immune rollback FLEET` to roll it back".into(),
         )),
@@ -85,7 +133,7 @@ pub async fn apply(
 async fn run(
     config: &Config,
     cloud: &dyn crate::cloud::Cloud,
-    backend: &LocalBackend,
+    backend: &dyn crate::state::Backend,
     state: &mut crate::state::State,
     plan: &crate::plan::Plan,
     signals: &Signals,
@@ -207,6 +255,13 @@ async fn offer_rollback(fleet: &str, group: &str, phase: &str) -> bool {
     })
     .await
     .unwrap_or(false)
+}
+
+/// Asks on a blocking thread, so that Ctrl-C at the prompt is heard and cancels.
+async fn ask_to_confirm() -> Result<bool, CliError> {
+    tokio::task::spawn_blocking(confirm)
+        .await
+        .unwrap_or(Ok(false))
 }
 
 fn confirm() -> Result<bool, CliError> {

@@ -6,7 +6,9 @@ use crate::cloud::Cloud;
 use crate::config::{Config, Fleet};
 use crate::engine::{Engine, Outcome, Signals, Stdout};
 use crate::plan;
-use crate::state::{now, operator, Answer, AnswerKind, Decision, FleetState, State, StateError};
+use crate::state::{
+    now, operator, Answer, AnswerKind, Backend, Decision, FleetState, State, StateError,
+};
 use serde::Serialize;
 
 fn error(e: impl std::fmt::Display) -> CliError {
@@ -45,7 +47,11 @@ pub async fn status(cli: &Cli, only: Option<&str>, json: bool) -> Result<Success
     if let Some(name) = only {
         find(&config, name)?;
     }
-    let state = apply::backend(&config).load().map_err(error)?;
+    let state = apply::backend(cli, &config)
+        .await?
+        .load()
+        .await
+        .map_err(error)?;
     // Live figures are a bonus: state alone still answers most questions.
     let cloud = observe::connect(cli, &config).await.ok();
     let mut report = Vec::new();
@@ -242,10 +248,14 @@ fn short_target_group(arn: &str) -> &str {
 }
 
 /// `immune history FLEET [--json]`.
-pub fn history(cli: &Cli, name: &str, json: bool) -> Result<Success, CliError> {
+pub async fn history(cli: &Cli, name: &str, json: bool) -> Result<Success, CliError> {
     let config = cli.load_known()?;
     find(&config, name)?;
-    let state = apply::backend(&config).load().map_err(error)?;
+    let state = apply::backend(cli, &config)
+        .await?
+        .load()
+        .await
+        .map_err(error)?;
     let recorded = recorded(&state, name)?;
     if json {
         println!(
@@ -289,11 +299,11 @@ pub fn history(cli: &Cli, name: &str, json: bool) -> Result<Success, CliError> {
 /// `immune approve FLEET` / `immune reject FLEET`: answers the manual gate the fleet's
 /// rollout waits on. The running apply holds the state lock, so the answer is left
 /// beside the state for it.
-pub fn answer(cli: &Cli, name: &str, kind: AnswerKind) -> Result<Success, CliError> {
+pub async fn answer(cli: &Cli, name: &str, kind: AnswerKind) -> Result<Success, CliError> {
     let config = cli.load_known()?;
     find(&config, name)?;
-    let backend = apply::backend(&config);
-    let state = backend.load().map_err(error)?;
+    let backend = apply::backend(cli, &config).await?;
+    let state = backend.load().await.map_err(error)?;
     let rollout = recorded(&state, name)?
         .rollout
         .as_ref()
@@ -313,6 +323,7 @@ pub fn answer(cli: &Cli, name: &str, kind: AnswerKind) -> Result<Success, CliErr
                 at: now(),
             },
         )
+        .await
         .map_err(error)?;
     let verb = match kind {
         AnswerKind::Approve => "approved: the release goes on",
@@ -326,7 +337,7 @@ pub fn answer(cli: &Cli, name: &str, kind: AnswerKind) -> Result<Success, CliErr
 }
 
 /// `immune unlock FLEET --reason TEXT`.
-pub fn unlock(cli: &Cli, name: &str, reason: &str) -> Result<Success, CliError> {
+pub async fn unlock(cli: &Cli, name: &str, reason: &str) -> Result<Success, CliError> {
     if reason.trim().is_empty() {
         return Err(error(
             "--reason must say why the fleet may be released again",
@@ -334,9 +345,23 @@ pub fn unlock(cli: &Cli, name: &str, reason: &str) -> Result<Success, CliError> 
     }
     let config = cli.load_known()?;
     let fleet = find(&config, name)?;
-    let backend = apply::backend(&config);
-    let _lock = backend.lock("unlock").map_err(error)?;
-    let mut state = backend.load().map_err(error)?;
+    let backend = apply::backend(cli, &config).await?;
+    let lock = backend.lock("unlock").await.map_err(error)?;
+    let result = tokio::select! {
+        result = unlock_locked(backend.as_ref(), fleet, reason) => result,
+        _ = tokio::signal::ctrl_c() => Err(error("interrupted: `immune status` shows whether the fleet is still locked")),
+    };
+    apply::release(lock).await;
+    result
+}
+
+async fn unlock_locked(
+    backend: &dyn Backend,
+    fleet: &Fleet,
+    reason: &str,
+) -> Result<Success, CliError> {
+    let name = &fleet.name;
+    let mut state = backend.load().await.map_err(error)?;
     let recorded = state
         .fleets
         .get_mut(name)
@@ -356,7 +381,7 @@ pub fn unlock(cli: &Cli, name: &str, reason: &str) -> Result<Success, CliError> 
             evidence: None,
         });
     }
-    backend.save(&mut state).map_err(error)?;
+    backend.save(&mut state).await.map_err(error)?;
     println!("fleet.{name}: {what}");
     if plan::release_name(fleet) == lock.release {
         println!(
@@ -372,59 +397,96 @@ pub fn unlock(cli: &Cli, name: &str, reason: &str) -> Result<Success, CliError> 
 pub async fn rollback(cli: &Cli, name: &str) -> Result<Success, CliError> {
     let config = cli.load_known()?;
     let fleet = find(&config, name)?;
-    let backend = apply::backend(&config);
-    let _lock = match backend.lock("rollback") {
+    let backend = apply::backend(cli, &config).await?;
+    let lock = match backend.lock("rollback").await {
         Ok(lock) => lock,
         Err(StateError::Locked { holder, .. }) => {
-            let state = backend.load().map_err(error)?;
-            let rollout = state
-                .fleets
-                .get(name)
-                .and_then(|f| f.rollout.as_ref())
-                .filter(|r| !r.phase.is_finished())
-                .ok_or_else(|| {
-                    error(format!(
-                        "state is locked by {holder} and fleet `{name}` has no rollout in progress to ask it to roll back; try again when it finishes"
-                    ))
-                })?;
-            if rollout.phase == crate::rollout::Phase::Retire {
-                // Every step passed: the running apply finishes the release whatever
-                // it is asked, so do not pretend otherwise.
-                return Err(error(format!(
-                    "release {} of fleet `{name}` passed every step and {holder} is retiring the previous group; wait for it to finish, then run `immune rollback {name}` (needs keep_previous >= 1)",
-                    rollout.release
-                )));
-            }
-            backend
-                .post_answer(
-                    name,
-                    &Answer {
-                        kind: AnswerKind::Rollback,
-                        group: rollout.group.clone(),
-                        by: operator(),
-                        at: now(),
-                    },
-                )
-                .map_err(error)?;
-            println!(
-                "fleet.{name}: asked the running apply ({holder}) to roll {} back; it does so at its next poll and exits 3.",
-                rollout.group
-            );
-            return Ok(Success::Done);
+            return ask_running_apply(backend.as_ref(), name, &holder).await
         }
         Err(e) => return Err(error(e)),
     };
-    let mut state = backend.load().map_err(error)?;
-    let cloud = observe::connect(cli, &config).await?;
+    let result = roll_back_locked(cli, &config, backend.as_ref(), fleet).await;
+    apply::release(lock).await;
+    result
+}
+
+/// Another process holds the lock: if it runs the fleet's rollout, leave it a request
+/// to roll back.
+async fn ask_running_apply(
+    backend: &dyn Backend,
+    name: &str,
+    holder: &str,
+) -> Result<Success, CliError> {
+    let state = backend.load().await.map_err(error)?;
+    let rollout = state
+        .fleets
+        .get(name)
+        .and_then(|f| f.rollout.as_ref())
+        .filter(|r| !r.phase.is_finished())
+        .ok_or_else(|| {
+            error(format!(
+                "state is locked by {holder} and fleet `{name}` has no rollout in progress to ask it to roll back; try again when it finishes"
+            ))
+        })?;
+    if rollout.phase == crate::rollout::Phase::Retire {
+        // Every step passed: the running apply finishes the release whatever
+        // it is asked, so do not pretend otherwise.
+        return Err(error(format!(
+            "release {} of fleet `{name}` passed every step and {holder} is retiring the previous group; wait for it to finish, then run `immune rollback {name}` (needs keep_previous >= 1)",
+            rollout.release
+        )));
+    }
+    backend
+        .post_answer(
+            name,
+            &Answer {
+                kind: AnswerKind::Rollback,
+                group: rollout.group.clone(),
+                by: operator(),
+                at: now(),
+            },
+        )
+        .await
+        .map_err(error)?;
+    println!(
+        "fleet.{name}: asked the running apply ({holder}) to roll {} back; it does so at its next poll and exits 3.",
+        rollout.group
+    );
+    Ok(Success::Done)
+}
+
+async fn roll_back_locked(
+    cli: &Cli,
+    config: &Config,
+    backend: &dyn Backend,
+    fleet: &Fleet,
+) -> Result<Success, CliError> {
+    let name = &fleet.name;
+    let mut state = backend.load().await.map_err(error)?;
+    let cloud = observe::connect(cli, config).await?;
     let signals = Signals::default();
     let mut engine = Engine {
         cloud: cloud.as_ref(),
-        backend: &backend,
+        backend,
         state: &mut state,
         reporter: &Stdout,
         signals: &signals,
     };
-    match engine.roll_back(fleet, &operator()).await.map_err(error)? {
+    // A rollback is the safe direction, so the first Ctrl-C lets it go on; the second
+    // stops at once with the last step recorded.
+    let interrupts = async {
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("\nInterrupted: the rollback goes on, it is the safe direction. Press Ctrl-C again to stop at once.");
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let by = operator();
+    let outcome = tokio::select! {
+        outcome = engine.roll_back(fleet, &by) => outcome.map_err(error)?,
+        _ = interrupts => return Err(error(format!(
+            "stopped at once; state records the last completed step: run `immune rollback {name}` to finish"
+        ))),
+    };
+    match outcome {
         Outcome::Restored { group } => println!(
             "fleet.{name}: rolled back: all traffic on {group}; the fleet is locked until `immune unlock {name} --reason TEXT`"
         ),
@@ -438,9 +500,13 @@ pub async fn rollback(cli: &Cli, name: &str) -> Result<Success, CliError> {
 
 /// `immune state show FLEET`: everything the state records of one fleet, also of a fleet
 /// that left the configuration.
-pub fn state_show(cli: &Cli, name: &str, json: bool) -> Result<Success, CliError> {
+pub async fn state_show(cli: &Cli, name: &str, json: bool) -> Result<Success, CliError> {
     let config = cli.load_known()?;
-    let state = apply::backend(&config).load().map_err(error)?;
+    let state = apply::backend(cli, &config)
+        .await?
+        .load()
+        .await
+        .map_err(error)?;
     let recorded = recorded(&state, name)?;
     if json {
         println!(

@@ -206,9 +206,10 @@ pub async fn run(cli: Cli) -> Result<Success, CliError> {
             json,
         } => {
             let config = cli.load()?;
-            let backend = apply::backend(&config);
+            let backend = apply::backend(&cli, &config).await?;
             let state = backend
                 .load()
+                .await
                 .map_err(|e| CliError::Message(e.to_string()))?;
             let cloud = observe::connect(&cli, &config).await?;
             let plan = observe::plan(cloud.as_ref(), &config, &state).await?;
@@ -240,22 +241,24 @@ pub async fn run(cli: Cli) -> Result<Success, CliError> {
             apply::apply(&cli, plan.as_deref(), *auto_approve).await
         }
         Command::Status { fleet: only, json } => fleet::status(&cli, only.as_deref(), *json).await,
-        Command::History { fleet: name, json } => fleet::history(&cli, name, *json),
+        Command::History { fleet: name, json } => fleet::history(&cli, name, *json).await,
         Command::Rollback { fleet: name } => fleet::rollback(&cli, name).await,
         Command::Approve { fleet: name } => {
-            fleet::answer(&cli, name, crate::state::AnswerKind::Approve)
+            fleet::answer(&cli, name, crate::state::AnswerKind::Approve).await
         }
         Command::Reject { fleet: name } => {
-            fleet::answer(&cli, name, crate::state::AnswerKind::Reject)
+            fleet::answer(&cli, name, crate::state::AnswerKind::Reject).await
         }
         Command::Unlock {
             fleet: name,
             reason,
-        } => fleet::unlock(&cli, name, reason),
+        } => fleet::unlock(&cli, name, reason).await,
         Command::State(StateCommand::List) => {
             let config = cli.load_known()?;
-            let state = apply::backend(&config)
+            let state = apply::backend(&cli, &config)
+                .await?
                 .load()
+                .await
                 .map_err(|e| CliError::Message(format!("error: {e}")))?;
             if state.fleets.is_empty() {
                 println!("The state is empty: nothing has been applied yet.");
@@ -279,14 +282,16 @@ pub async fn run(cli: Cli) -> Result<Success, CliError> {
             Ok(Success::Done)
         }
         Command::State(StateCommand::Show { fleet: name, json }) => {
-            fleet::state_show(&cli, name, *json)
+            fleet::state_show(&cli, name, *json).await
         }
         Command::State(StateCommand::ForceUnlock { id }) => {
             let config = cli.load_known()?;
-            apply::backend(&config)
+            let backend = apply::backend(&cli, &config).await?;
+            backend
                 .force_unlock(id)
+                .await
                 .map_err(|e| CliError::Message(format!("error: {e}")))?;
-            println!("State lock {id} broken.");
+            println!("State lock {id} of {} broken.", backend.describe());
             Ok(Success::Done)
         }
     }

@@ -597,6 +597,20 @@ fn read_backend(eval: &Evaluator, diags: &mut Diagnostics, blocks: &[(FileId, &B
                     }
                     br.finish();
                 }
+                Some("s3") => {
+                    let mut br = r.nested(b, "backend \"s3\"".into());
+                    let bucket = br.required_string("bucket");
+                    let key = br.required_string("key");
+                    let region = br.string("region");
+                    if !bucket.is_empty() && !key.is_empty() {
+                        backend = Backend::S3 {
+                            bucket,
+                            key,
+                            region,
+                        };
+                    }
+                    br.finish();
+                }
                 other => r.diags.push(
                     Diagnostic::new(
                         format!(
@@ -605,7 +619,7 @@ fn read_backend(eval: &Evaluator, diags: &mut Diagnostics, blocks: &[(FileId, &B
                         ),
                         span_of(*file, &b.ident),
                     )
-                    .with_hint("use backend \"local\" { path = \"...\" }"),
+                    .with_hint("use backend \"local\" { path = \"...\" } or backend \"s3\" { bucket = \"...\", key = \"...\", region = \"...\" }"),
                 ),
             }
         }

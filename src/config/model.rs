@@ -28,7 +28,15 @@ pub struct Output {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Backend {
-    Local { path: PathBuf },
+    Local {
+        path: PathBuf,
+    },
+    /// One object in a bucket that already exists; `region` is the bucket's.
+    S3 {
+        bucket: String,
+        key: String,
+        region: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -414,3 +414,32 @@ output "all" { value = [var.a, var.b, var.c, var.d] }
         hcl::Value::from(vec!["env", "file", "cli", "default"])
     );
 }
+
+#[test]
+fn an_s3_backend_names_its_bucket_key_and_region() {
+    let backend = r#"
+immune {
+  backend "s3" {
+    bucket = "team-state"
+    key    = "web/state.json"
+    region = "eu-west-1"
+  }
+}
+"#;
+    let config = load_text(&format!("{backend}{}", fleet_with_rollout(""))).unwrap();
+    assert_eq!(
+        config.backend,
+        Backend::S3 {
+            bucket: "team-state".into(),
+            key: "web/state.json".into(),
+            region: Some("eu-west-1".into()),
+        }
+    );
+    let without_key = backend.replace("key    = \"web/state.json\"", "");
+    let err = load_text(&format!("{without_key}{}", fleet_with_rollout(""))).unwrap_err();
+    assert!(err.contains("`key`"), "{err}");
+    assert!(
+        err.contains("main.hcl:3:"),
+        "the backend block is pointed at: {err}"
+    );
+}

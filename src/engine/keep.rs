@@ -35,7 +35,10 @@ impl Engine<'_> {
                 format!("{} deleted: more than {keep} groups kept", oldest.name),
                 None,
             );
-            self.backend.save(self.state).map_err(|e| e.to_string())?;
+            self.backend
+                .save(self.state)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         self.drop_old_images(fleet).await
     }
@@ -72,7 +75,10 @@ impl Engine<'_> {
                 ),
                 None,
             );
-            self.backend.save(self.state).map_err(|e| e.to_string())?;
+            self.backend
+                .save(self.state)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         Ok(())
     }

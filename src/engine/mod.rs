@@ -12,8 +12,7 @@ use crate::plan::{self, Release};
 use crate::rollout::gates::Evidence;
 use crate::rollout::{Action, Event, Identity, Kind, Phase, Previous, Rollout};
 use crate::state::{
-    now, Answer, AnswerKind, Decision, FleetLock, Group, HistoryEntry, LocalBackend, State,
-    StateError,
+    now, Answer, AnswerKind, Backend, Decision, FleetLock, Group, HistoryEntry, State, StateError,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -101,7 +100,7 @@ impl From<String> for Halt {
 
 pub struct Engine<'a> {
     pub cloud: &'a dyn Cloud,
-    pub backend: &'a LocalBackend,
+    pub backend: &'a dyn Backend,
     pub state: &'a mut State,
     pub reporter: &'a dyn Reporter,
     pub signals: &'a Signals,
@@ -147,7 +146,7 @@ impl Engine<'_> {
             outcome: "in_progress".into(),
             decisions: Vec::new(),
         });
-        self.backend.save(self.state)?;
+        self.backend.save(self.state).await?;
         self.reporter.line(
             &fleet.name,
             &format!("starting release {} as {}", release.release, release.group),
@@ -213,7 +212,8 @@ impl Engine<'_> {
             self.record(
                 fleet,
                 Event::Failed("the configuration changed while this release was unfinished".into()),
-            )?;
+            )
+            .await?;
             // Nothing went wrong with the release itself: undo it without locking the fleet.
             self.rollout(&fleet.name).lock_after_rollback = false;
         }
@@ -242,7 +242,7 @@ impl Engine<'_> {
             }
             if !rollout.phase.is_finished() {
                 let reason = format!("rolled back by {by} (immune rollback)");
-                self.record(fleet, Event::Failed(reason))?;
+                self.record(fleet, Event::Failed(reason)).await?;
                 return self.drive(fleet).await;
             }
         }
@@ -303,7 +303,7 @@ impl Engine<'_> {
             ),
             None,
         );
-        self.backend.save(self.state)?;
+        self.backend.save(self.state).await?;
         self.drive(fleet).await
     }
 
@@ -331,21 +331,31 @@ impl Engine<'_> {
         }
     }
 
-    fn record(&mut self, fleet: &Fleet, event: Event) -> Result<(), EngineError> {
+    async fn record(&mut self, fleet: &Fleet, event: Event) -> Result<(), EngineError> {
         let what = describe(&event);
         self.rollout(&fleet.name).record(event);
         self.note(&fleet.name, what, None);
-        self.backend.save(self.state)?;
+        self.backend.save(self.state).await?;
         Ok(())
     }
 
-    /// A request to roll back left by `immune rollback` for this rollout, if any.
-    fn rollback_asked(&self, fleet: &str, group: &str) -> Option<Answer> {
-        self.backend
-            .pending_answer(fleet, group)
-            .ok()
-            .flatten()
-            .filter(|a| a.kind == AnswerKind::Rollback)
+    /// Looks at every poll for a request to roll back left by `immune rollback` for this
+    /// rollout, and leaves it in `asked` for the action's next safe point: reading the
+    /// backend is async, an action's `stop` check is not. Never ends by itself.
+    async fn watch_rollback_asked(
+        backend: &dyn Backend,
+        fleet: &Fleet,
+        group: &str,
+        asked: &std::sync::Mutex<Option<Answer>>,
+    ) {
+        loop {
+            if let Ok(Some(answer)) = backend.pending_answer(&fleet.name, group).await {
+                if answer.kind == AnswerKind::Rollback {
+                    *asked.lock().unwrap_or_else(|e| e.into_inner()) = Some(answer);
+                }
+            }
+            tokio::time::sleep(fleet.rollout.poll_interval).await;
+        }
     }
 
     async fn drive(&mut self, fleet: &Fleet) -> Result<Outcome, EngineError> {
@@ -359,19 +369,20 @@ impl Engine<'_> {
             // Safe point: the last transition is saved. A rollback is already the safe
             // direction, so it runs on; the second Ctrl-C still stops the process.
             if !rolling_back && self.signals.is_interrupted() {
-                return Err(self.interrupted(fleet, &rollout));
+                return Err(self.interrupted(fleet, &rollout).await);
             }
             let result = match &action {
                 Action::Observe { step } => self.observe(fleet, *step).await,
                 _ => {
+                    let asked = std::sync::Mutex::new(None);
                     let stop = || {
                         if rolling_back {
                             None
                         } else if self.signals.is_interrupted() {
                             Some(Halt::Interrupted)
                         } else {
-                            self.rollback_asked(&fleet.name, &rollout.group)
-                                .map(Halt::RollbackAsked)
+                            let asked = asked.lock().unwrap_or_else(|e| e.into_inner());
+                            asked.clone().map(Halt::RollbackAsked)
                         }
                     };
                     let context = actions::Context {
@@ -381,56 +392,62 @@ impl Engine<'_> {
                         reporter: self.reporter,
                         stop: &stop,
                     };
-                    actions::perform(&context, &action).await
+                    let watch =
+                        Self::watch_rollback_asked(self.backend, fleet, &rollout.group, &asked);
+                    tokio::select! {
+                        result = actions::perform(&context, &action) => result,
+                        () = watch, if !rolling_back => unreachable!("the watch never ends"),
+                    }
                 }
             };
             let halt = match result {
                 Ok(event) => {
-                    self.record(fleet, event)?;
+                    self.record(fleet, event).await?;
                     continue;
                 }
                 Err(halt) => halt,
             };
             match halt {
-                Halt::Interrupted => return Err(self.interrupted(fleet, &rollout)),
+                Halt::Interrupted => return Err(self.interrupted(fleet, &rollout).await),
                 Halt::RollbackAsked(answer) => {
-                    let _ = self.backend.clear_answer(&fleet.name);
+                    let _ = self.backend.clear_answer(&fleet.name).await;
                     self.record(
                         fleet,
                         Event::Failed(format!("rolled back by {} (immune rollback)", answer.by)),
-                    )?;
+                    )
+                    .await?;
                 }
                 Halt::Failed(message) | Halt::GateFailed(message, _)
                     if matches!(rollout.phase, Phase::Retire | Phase::RollBack { .. }) =>
                 {
                     self.note(&fleet.name, format!("failed: {message}"), None);
-                    self.backend.save(self.state)?;
+                    self.backend.save(self.state).await?;
                     return Err(EngineError::Unfinished {
                         fleet: fleet.name.clone(),
                         message,
                     });
                 }
-                Halt::Failed(message) => self.record(fleet, Event::Failed(message))?,
+                Halt::Failed(message) => self.record(fleet, Event::Failed(message)).await?,
                 Halt::GateFailed(message, evidence) => {
                     self.note(
                         &fleet.name,
                         format!("gate failed: {}", evidence.summary()),
                         Some(*evidence),
                     );
-                    self.record(fleet, Event::Failed(message))?;
+                    self.record(fleet, Event::Failed(message)).await?;
                 }
             }
         }
     }
 
-    fn interrupted(&mut self, fleet: &Fleet, rollout: &Rollout) -> EngineError {
+    async fn interrupted(&mut self, fleet: &Fleet, rollout: &Rollout) -> EngineError {
         let phase = rollout.phase.name();
         self.note(
             &fleet.name,
             format!("interrupted: stopped at a safe point during {phase}"),
             None,
         );
-        let _ = self.backend.save(self.state);
+        let _ = self.backend.save(self.state).await;
         EngineError::Interrupted {
             fleet: fleet.name.clone(),
             group: rollout.group.clone(),
@@ -511,12 +528,12 @@ impl Engine<'_> {
                 Outcome::Restored { .. } => "restored".into(),
             };
         }
-        self.backend.save(self.state)?;
+        self.backend.save(self.state).await?;
         // Housekeeping after the fleet is safe: a failure here is reported and retried by
         // the next apply, it does not undo the release.
         if let Err(message) = self.tidy(fleet).await {
             self.note(&fleet.name, format!("tidying up failed: {message}"), None);
-            self.backend.save(self.state)?;
+            self.backend.save(self.state).await?;
         }
         Ok(outcome)
     }

@@ -66,7 +66,7 @@ impl Engine<'_> {
                             format!("dry-run: would roll back: {}", evidence.summary()),
                             Some(evidence),
                         );
-                        self.save()?;
+                        self.save().await?;
                     }
                 }
                 verdicts.push(verdict);
@@ -80,7 +80,7 @@ impl Engine<'_> {
             }
             match step_state(&verdicts, started.elapsed(), spec.pause) {
                 StepState::Passed => {
-                    self.clear_awaiting(fleet)?;
+                    self.clear_awaiting(fleet).await?;
                     return Ok(Event::StepPassed);
                 }
                 StepState::Failed(i) => {
@@ -120,7 +120,7 @@ impl Engine<'_> {
                             ),
                             Some(evidence),
                         );
-                        self.save()?;
+                        self.save().await?;
                         if self.signals.interactive {
                             terminal = Some(ask_on_terminal(&spec.gates[i].name));
                         }
@@ -132,11 +132,12 @@ impl Engine<'_> {
             let answer = self
                 .backend
                 .pending_answer(&fleet.name, &rollout.group)
+                .await
                 .map_err(|e| Halt::Failed(e.to_string()))?;
             let from_terminal = terminal.as_ref().and_then(|rx| rx.try_recv().ok());
             let (kind, by) = match (answer, from_terminal) {
                 (Some(answer), _) => {
-                    let _ = self.backend.clear_answer(&fleet.name);
+                    let _ = self.backend.clear_answer(&fleet.name).await;
                     (answer.kind, answer.by)
                 }
                 (None, Some(yes)) => (
@@ -176,7 +177,7 @@ impl Engine<'_> {
                         format!("gate {} approved by {by}; going on", waiting.gate),
                         None,
                     );
-                    self.save()?;
+                    self.save().await?;
                 }
                 (kind, None) => self.note(
                     &fleet.name,
@@ -203,16 +204,17 @@ impl Engine<'_> {
         }
     }
 
-    fn clear_awaiting(&mut self, fleet: &Fleet) -> Result<(), Halt> {
+    async fn clear_awaiting(&mut self, fleet: &Fleet) -> Result<(), Halt> {
         if self.rollout(&fleet.name).awaiting.take().is_some() {
-            self.save()?;
+            self.save().await?;
         }
         Ok(())
     }
 
-    fn save(&mut self) -> Result<(), Halt> {
+    async fn save(&mut self) -> Result<(), Halt> {
         self.backend
             .save(self.state)
+            .await
             .map_err(|e| Halt::Failed(e.to_string()))
     }
 }

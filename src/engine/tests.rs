@@ -5,7 +5,7 @@ use crate::cloud::fake::FakeCloud;
 use crate::cloud::AlarmState;
 use crate::config::{load, Capacity, VarInputs};
 use crate::plan::{plan, Action as PlanAction};
-use crate::state::{Answer, AnswerKind};
+use crate::state::{Answer, AnswerKind, LocalBackend};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;

@@ -28,7 +28,7 @@ impl Engine<'_> {
             if let Some(active) = recorded.active.as_mut() {
                 active.capacity = Some(change.to);
             }
-            self.backend.save(self.state)?;
+            self.backend.save(self.state).await?;
             self.reporter.line(
                 &fleet.name,
                 &format!(
@@ -106,7 +106,7 @@ impl Engine<'_> {
             } else {
                 recorded.previous.remove(0);
             }
-            self.backend.save(self.state)?;
+            self.backend.save(self.state).await?;
             let what = format!("{} deleted: the fleet left the configuration", group.name);
             self.reporter.line(name, &what);
             entry.decisions.push(Decision {
@@ -119,7 +119,7 @@ impl Engine<'_> {
         let recorded = self.state.fleets.get_mut(name).expect("fleet state");
         recorded.history.push(entry);
         recorded.lock = None;
-        self.backend.save(self.state)?;
+        self.backend.save(self.state).await?;
         Ok(())
     }
 }

@@ -2,6 +2,7 @@
 //! the release back. The apply holds the state lock for as long as it runs, so answers
 //! travel beside the state, one small file per fleet, and the apply reads them at every
 //! poll. An answer nobody was waiting for is picked up by the next apply that resumes.
+//! Each backend stores them its own way; reading them back is the same for all.
 
 use super::local::{write_atomically, LocalBackend};
 use super::StateError;
@@ -26,21 +27,30 @@ pub struct Answer {
     pub at: String,
 }
 
+impl Answer {
+    pub(super) fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("answers serialize")
+    }
+
+    /// The stored answer if it is about `group`. One about another group (an earlier
+    /// release) or one that cannot be read is stale: the caller drops it.
+    pub(super) fn parse_for(text: &str, group: &str) -> Option<Answer> {
+        serde_json::from_str::<Answer>(text)
+            .ok()
+            .filter(|a| a.group == group)
+    }
+}
+
 impl LocalBackend {
     fn answer_path(&self, fleet: &str) -> PathBuf {
         let dir = self.path().parent().map(PathBuf::from).unwrap_or_default();
         dir.join("answers").join(format!("{fleet}.json"))
     }
 
-    /// Leaves an answer for the apply that runs the fleet's rollout; a newer answer
-    /// replaces an older one.
     pub fn post_answer(&self, fleet: &str, answer: &Answer) -> Result<(), StateError> {
-        let text = serde_json::to_string(answer).expect("answers serialize");
-        write_atomically(&self.answer_path(fleet), &text)
+        write_atomically(&self.answer_path(fleet), &answer.to_json())
     }
 
-    /// The fleet's pending answer about `group`, if any. An answer about another group
-    /// is stale and dropped.
     pub fn pending_answer(&self, fleet: &str, group: &str) -> Result<Option<Answer>, StateError> {
         let path = self.answer_path(fleet);
         let text = match fs::read_to_string(&path) {
@@ -53,16 +63,13 @@ impl LocalBackend {
                 })
             }
         };
-        let answer = serde_json::from_str::<Answer>(&text)
-            .ok()
-            .filter(|a| a.group == group);
+        let answer = Answer::parse_for(&text, group);
         if answer.is_none() {
             let _ = fs::remove_file(&path);
         }
         Ok(answer)
     }
 
-    /// Marks the pending answer as acted on.
     pub fn clear_answer(&self, fleet: &str) -> Result<(), StateError> {
         match fs::remove_file(self.answer_path(fleet)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StateError::Write {

@@ -1,7 +1,10 @@
 //! The local backend: a JSON file written atomically (temp file, fsync, rename, 0600) and
-//! a lock file beside it that names who holds it.
+//! a lock file beside it that names who holds it. Its operations are synchronous; the
+//! [`Backend`] implementation wraps them.
 
-use super::{State, StateError, VERSION};
+use super::lock::{LockInfo, Unlock};
+use super::{Answer, Backend, LockGuard, State, StateError};
+use async_trait::async_trait;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,14 +13,23 @@ pub struct LocalBackend {
     path: PathBuf,
 }
 
-/// Holds the state lock; releases it when dropped (also on errors and early returns).
-pub struct LockGuard {
-    path: PathBuf,
-}
+/// The lock file to remove when the guard is released.
+struct LockFile(PathBuf);
 
-impl Drop for LockGuard {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+#[async_trait]
+impl Unlock for LockFile {
+    async fn unlock(&self) -> Result<(), StateError> {
+        match fs::remove_file(&self.0) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StateError::Write {
+                path: self.0.display().to_string(),
+                message: e.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn unlock_blocking(&self) {
+        let _ = fs::remove_file(&self.0);
     }
 }
 
@@ -36,43 +48,29 @@ impl LocalBackend {
 
     pub fn load(&self) -> Result<State, StateError> {
         let shown = self.path.display().to_string();
-        let text = match fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::new()),
-            Err(e) => {
-                return Err(StateError::Read {
-                    path: shown,
-                    message: e.to_string(),
-                })
-            }
-        };
-        let state: State = serde_json::from_str(&text).map_err(|e| StateError::Read {
-            path: shown.clone(),
-            message: format!("not a valid state document ({e})"),
-        })?;
-        if state.version > VERSION {
-            return Err(StateError::TooNew {
+        match fs::read_to_string(&self.path) {
+            Ok(text) => super::decode(&text, &shown),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::new()),
+            Err(e) => Err(StateError::Read {
                 path: shown,
-                found: state.version,
-            });
+                message: e.to_string(),
+            }),
         }
-        Ok(state)
     }
 
     /// Writes the next serial of `state` so that a reader sees either the old document or
     /// the new one, never a torn write.
     pub fn save(&self, state: &mut State) -> Result<(), StateError> {
         state.serial += 1;
-        let text = serde_json::to_string_pretty(state).expect("state serializes");
-        write_atomically(&self.path, &format!("{text}\n"))
+        write_atomically(&self.path, &super::encode(state))
     }
 
     /// Breaks a lock left by a process that is gone. The ID must match, so that a lock
     /// taken since the operator looked is not broken by mistake.
     pub fn force_unlock(&self, id: &str) -> Result<(), StateError> {
         let path = self.lock_path();
-        let held: serde_json::Value = match fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).unwrap_or_default(),
+        let held = match fs::read_to_string(&path) {
+            Ok(text) => LockInfo::parse(&text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(StateError::NotLocked)
             }
@@ -83,10 +81,10 @@ impl LocalBackend {
                 })
             }
         };
-        if held["id"].as_str() != Some(id) {
+        if held.id != id {
             return Err(StateError::WrongLockId {
                 given: id.to_string(),
-                held: held["id"].as_str().unwrap_or("?").to_string(),
+                held: held.id,
             });
         }
         fs::remove_file(&path).map_err(|e| StateError::Write {
@@ -104,41 +102,56 @@ impl LocalBackend {
                 message: e.to_string(),
             })?;
         }
-        let id = uuid::Uuid::new_v4().to_string();
-        let info = serde_json::json!({
-            "id": id,
-            "operation": operation,
-            "who": super::operator(),
-            "pid": std::process::id(),
-            "created": super::now(),
-        });
+        let info = LockInfo::new(operation);
         match private_file(&path, false) {
             Ok(mut file) => {
-                let _ = writeln!(file, "{info}");
-                Ok(LockGuard { path })
+                let _ = file.write_all(info.to_json().as_bytes());
+                Ok(LockGuard::new(info.id, Box::new(LockFile(path))))
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let held: serde_json::Value = fs::read_to_string(&path)
-                    .ok()
-                    .and_then(|t| serde_json::from_str(&t).ok())
-                    .unwrap_or_default();
-                let field = |k: &str| held[k].as_str().unwrap_or("?").to_string();
-                Err(StateError::Locked {
-                    holder: format!(
-                        "{} ({} since {}, pid {})",
-                        field("who"),
-                        field("operation"),
-                        field("created"),
-                        held["pid"]
-                    ),
-                    id: field("id"),
-                })
+                let text = fs::read_to_string(&path).unwrap_or_default();
+                Err(LockInfo::parse(&text).held())
             }
             Err(e) => Err(StateError::Write {
                 path: path.display().to_string(),
                 message: e.to_string(),
             }),
         }
+    }
+}
+
+#[async_trait]
+impl Backend for LocalBackend {
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    async fn load(&self) -> Result<State, StateError> {
+        LocalBackend::load(self)
+    }
+
+    async fn save(&self, state: &mut State) -> Result<(), StateError> {
+        LocalBackend::save(self, state)
+    }
+
+    async fn lock(&self, operation: &str) -> Result<LockGuard, StateError> {
+        LocalBackend::lock(self, operation)
+    }
+
+    async fn force_unlock(&self, id: &str) -> Result<(), StateError> {
+        LocalBackend::force_unlock(self, id)
+    }
+
+    async fn post_answer(&self, fleet: &str, answer: &Answer) -> Result<(), StateError> {
+        LocalBackend::post_answer(self, fleet, answer)
+    }
+
+    async fn pending_answer(&self, fleet: &str, group: &str) -> Result<Option<Answer>, StateError> {
+        LocalBackend::pending_answer(self, fleet, group)
+    }
+
+    async fn clear_answer(&self, fleet: &str) -> Result<(), StateError> {
+        LocalBackend::clear_answer(self, fleet)
     }
 }
 

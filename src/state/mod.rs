@@ -3,18 +3,25 @@
 
 mod answers;
 mod local;
+mod lock;
+mod s3;
+mod upgrade;
 
 pub use answers::{Answer, AnswerKind};
-pub use local::{LocalBackend, LockGuard};
+pub use local::LocalBackend;
+pub use lock::{LockGuard, LockInfo};
+pub use s3::S3Backend;
 
 use crate::cloud::{LaunchTemplateRef, Weight};
 use crate::config::Capacity;
 use crate::rollout::gates::Evidence;
 use crate::rollout::Rollout;
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-pub const VERSION: u32 = 1;
+/// Version 2 added each group's capacity and the fleet's traffic before immune.
+pub const VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct State {
@@ -40,6 +47,60 @@ impl Default for State {
     fn default() -> Self {
         State::new()
     }
+}
+
+/// Where state is kept: a local file, or an S3 object for a team. Every command that
+/// writes state holds the lock while it runs; answers to a running apply travel through
+/// the backend too, since the operator who approves may be on another machine.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// Where the state lives, for messages: a path or `s3://bucket/key`.
+    fn describe(&self) -> String;
+    /// The state, or a new empty one when nothing has been saved yet.
+    async fn load(&self) -> Result<State, StateError>;
+    /// Writes the next serial of `state`. A reader sees the old document or the new one,
+    /// never a torn write.
+    async fn save(&self, state: &mut State) -> Result<(), StateError>;
+    /// Takes the lock for `operation` or says who holds it.
+    async fn lock(&self, operation: &str) -> Result<LockGuard, StateError>;
+    /// Breaks a lock left by a process that is gone. The ID must match, so that a lock
+    /// taken since the operator looked is not broken by mistake.
+    async fn force_unlock(&self, id: &str) -> Result<(), StateError>;
+    /// Leaves an answer for the apply that runs the fleet's rollout; a newer answer
+    /// replaces an older one.
+    async fn post_answer(&self, fleet: &str, answer: &Answer) -> Result<(), StateError>;
+    /// The fleet's pending answer about `group`, if any. An answer about another group
+    /// is stale and dropped.
+    async fn pending_answer(&self, fleet: &str, group: &str) -> Result<Option<Answer>, StateError>;
+    /// Marks the pending answer as acted on.
+    async fn clear_answer(&self, fleet: &str) -> Result<(), StateError>;
+}
+
+/// Reads a state document, whichever backend it came from. Refusing a newer version
+/// here, in one place, is also where upgrading an older one will go.
+pub fn decode(text: &str, shown: &str) -> Result<State, StateError> {
+    let invalid = |message: String| StateError::Read {
+        path: shown.to_string(),
+        message: format!("not a valid state document ({message})"),
+    };
+    let document: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
+    let found = document["version"].as_u64().unwrap_or(0);
+    if found > u64::from(VERSION) {
+        return Err(StateError::TooNew {
+            path: shown.to_string(),
+            found: found as u32,
+        });
+    }
+    // Older documents are brought up to date on read; the next save writes them so.
+    let document = upgrade::upgrade(document, VERSION).map_err(invalid)?;
+    serde_json::from_value(document).map_err(|e| invalid(e.to_string()))
+}
+
+/// The document as written by every backend.
+pub fn encode(state: &State) -> String {
+    let text = serde_json::to_string_pretty(state).expect("state serializes");
+    format!("{text}\n")
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -121,14 +182,19 @@ pub fn operator() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("USERNAME"))
         .unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default();
+    let host = hostname();
     if host.is_empty() {
         user
     } else {
         format!("{user}@{host}")
     }
+}
+
+/// This machine's name, or empty when it cannot be read.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// RFC 3339 time now, for state and history.
@@ -152,4 +218,36 @@ pub enum StateError {
     WrongLockId { given: String, held: String },
     #[error("state is locked by {holder}\n  run `immune state force-unlock {id}` if that process is gone")]
     Locked { holder: String, id: String },
+    /// A conditional write found a different document than the one this process read:
+    /// another writer got there first (possibly after breaking this process's lock).
+    #[error("state {path} was changed by another process since this one read it; nothing was written\n  check `immune status` and whether someone ran `immune state force-unlock`, then run the command again")]
+    Conflict { path: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_document_round_trips_and_a_newer_version_is_refused() {
+        let mut state = State::new();
+        state.serial = 7;
+        assert_eq!(decode(&encode(&state), "s").unwrap(), state);
+
+        state.version = VERSION + 1;
+        let err = decode(&encode(&state), "s3://b/k").unwrap_err();
+        assert!(matches!(err, StateError::TooNew { .. }), "{err}");
+        assert!(err.to_string().contains("s3://b/k"), "{err}");
+        assert!(err.to_string().contains("upgrade immune"), "{err}");
+    }
+
+    #[test]
+    fn a_broken_document_is_named_not_dumped() {
+        let err = decode("{\"version\": 1,", "state.json").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cannot read state state.json: not a valid state document"),
+            "{err}"
+        );
+    }
 }

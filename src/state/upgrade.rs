@@ -74,7 +74,23 @@ mod tests {
         assert_eq!(web["original_weights"], json!([]));
         assert_eq!(web["history"], v1["fleets"]["web"]["history"]);
         let state: super::super::State = serde_json::from_value(v2).unwrap();
-        assert_eq!(state.fleets["web"].active.as_ref().unwrap().name, "web-v002");
+        assert_eq!(
+            state.fleets["web"].active.as_ref().unwrap().name,
+            "web-v002"
+        );
+    }
+
+    #[test]
+    fn decoding_upgrades_and_refuses_what_is_newer() {
+        let state =
+            super::super::decode(include_str!("../../tests/state/v1.json"), "v1.json").unwrap();
+        assert_eq!(state.version, super::super::VERSION);
+        assert_eq!(state.serial, 27);
+        let newer = json!({"version": 99, "lineage": "x", "serial": 1, "fleets": {}});
+        assert!(matches!(
+            super::super::decode(&newer.to_string(), "s"),
+            Err(super::super::StateError::TooNew { found: 99, .. })
+        ));
     }
 
     #[test]

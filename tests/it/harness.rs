@@ -231,6 +231,7 @@ pub struct Sdk {
     pub autoscaling: aws_sdk_autoscaling::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
     pub ec2: aws_sdk_ec2::Client,
+    pub s3: aws_sdk_s3::Client,
 }
 
 impl Sdk {
@@ -248,6 +249,34 @@ impl Sdk {
             autoscaling: aws_sdk_autoscaling::Client::new(&config),
             cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
             ec2: aws_sdk_ec2::Client::new(&config),
+            // LocalStack serves buckets by path: `bucket.127.0.0.1` does not resolve.
+            s3: aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::from(&config)
+                    .force_path_style(true)
+                    .build(),
+            ),
+        }
+    }
+
+    /// A fresh bucket for one test's remote state.
+    pub async fn bucket(&self, name: &str) {
+        self.s3
+            .create_bucket()
+            .bucket(name)
+            .send()
+            .await
+            .expect("CreateBucket");
+    }
+
+    /// An object's text, or `None` when there is none.
+    pub async fn object(&self, bucket: &str, key: &str) -> Option<String> {
+        match self.s3.get_object().bucket(bucket).key(key).send().await {
+            Ok(out) => {
+                let bytes = out.body.collect().await.unwrap().into_bytes();
+                Some(String::from_utf8(bytes.to_vec()).unwrap())
+            }
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => None,
+            Err(e) => panic!("GetObject {bucket}/{key}: {e:?}"),
         }
     }
 

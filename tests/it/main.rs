@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod backends;
 mod bad_input;
 mod config_cli;
 mod immune;

@@ -23,18 +23,7 @@ pub struct Aws {
 impl Aws {
     /// Connects with the standard configuration chain. `region` overrides it.
     pub async fn connect(region: Option<String>) -> CloudResult<Aws> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::standard().with_max_attempts(4))
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(5))
-                    .operation_attempt_timeout(Duration::from_secs(30))
-                    .build(),
-            );
-        if let Some(region) = region {
-            loader = loader.region(Region::new(region));
-        }
-        let config = loader.load().await;
+        let config = sdk_config(region).await;
         let region = config.region().map(|r| r.to_string()).ok_or_else(|| {
             CloudError::Invalid(
                 "no AWS region configured: set `region` in the fleet, pass --region, or set AWS_REGION".into(),
@@ -48,6 +37,23 @@ impl Aws {
             cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
         })
     }
+}
+
+/// The standard configuration chain (credentials, region, `AWS_ENDPOINT_URL`) with
+/// immune's retries and timeouts, for every client immune makes. `region` overrides it.
+pub async fn sdk_config(region: Option<String>) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(RetryConfig::standard().with_max_attempts(4))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_attempt_timeout(Duration::from_secs(30))
+                .build(),
+        );
+    if let Some(region) = region {
+        loader = loader.region(Region::new(region));
+    }
+    loader.load().await
 }
 
 /// Splits SDK errors into "the service said no" (with its error code) and everything
@@ -74,7 +80,7 @@ where
 }
 
 /// The error's message and its causes, innermost last, without Rust debug output.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut next = Some(err);
     while let Some(e) = next {
