@@ -27,6 +27,15 @@ pub async fn backend(
     })
 }
 
+/// The state as the configured backend holds it, for commands that only read it.
+pub async fn read_state(cli: &Cli, config: &Config) -> Result<crate::state::State, CliError> {
+    backend(cli, config)
+        .await?
+        .load()
+        .await
+        .map_err(|e| CliError::Message(format!("error: {e}")))
+}
+
 /// Gives the state lock back, saying what to do when that fails: the command's own
 /// result matters more, so this only warns.
 pub async fn release(lock: LockGuard) {

@@ -47,11 +47,7 @@ pub async fn status(cli: &Cli, only: Option<&str>, json: bool) -> Result<Success
     if let Some(name) = only {
         find(&config, name)?;
     }
-    let state = apply::backend(cli, &config)
-        .await?
-        .load()
-        .await
-        .map_err(error)?;
+    let state = apply::read_state(cli, &config).await?;
     // Live figures are a bonus: state alone still answers most questions.
     let cloud = observe::connect(cli, &config).await.ok();
     let mut report = Vec::new();
@@ -251,11 +247,7 @@ fn short_target_group(arn: &str) -> &str {
 pub async fn history(cli: &Cli, name: &str, json: bool) -> Result<Success, CliError> {
     let config = cli.load_known()?;
     find(&config, name)?;
-    let state = apply::backend(cli, &config)
-        .await?
-        .load()
-        .await
-        .map_err(error)?;
+    let state = apply::read_state(cli, &config).await?;
     let recorded = recorded(&state, name)?;
     if json {
         println!(
@@ -502,11 +494,7 @@ async fn roll_back_locked(
 /// that left the configuration.
 pub async fn state_show(cli: &Cli, name: &str, json: bool) -> Result<Success, CliError> {
     let config = cli.load_known()?;
-    let state = apply::backend(cli, &config)
-        .await?
-        .load()
-        .await
-        .map_err(error)?;
+    let state = apply::read_state(cli, &config).await?;
     let recorded = recorded(&state, name)?;
     if json {
         println!(

@@ -206,11 +206,7 @@ pub async fn run(cli: Cli) -> Result<Success, CliError> {
             json,
         } => {
             let config = cli.load()?;
-            let backend = apply::backend(&cli, &config).await?;
-            let state = backend
-                .load()
-                .await
-                .map_err(|e| CliError::Message(e.to_string()))?;
+            let state = apply::read_state(&cli, &config).await?;
             let cloud = observe::connect(&cli, &config).await?;
             let plan = observe::plan(cloud.as_ref(), &config, &state).await?;
             let document = crate::plan::Document::new(&plan, &state, &config);
@@ -255,11 +251,7 @@ pub async fn run(cli: Cli) -> Result<Success, CliError> {
         } => fleet::unlock(&cli, name, reason).await,
         Command::State(StateCommand::List) => {
             let config = cli.load_known()?;
-            let state = apply::backend(&cli, &config)
-                .await?
-                .load()
-                .await
-                .map_err(|e| CliError::Message(format!("error: {e}")))?;
+            let state = apply::read_state(&cli, &config).await?;
             if state.fleets.is_empty() {
                 println!("The state is empty: nothing has been applied yet.");
             }

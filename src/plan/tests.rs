@@ -65,6 +65,14 @@ fn live(config: &Config, state: &mut State) {
     });
 }
 
+/// Release v1 of fleet `web`, and a state in which it is live.
+fn v1_live() -> (Config, State) {
+    let v1 = config("v1");
+    let mut state = State::new();
+    live(&v1, &mut state);
+    (v1, state)
+}
+
 /// The cloud as the state recorded it: the group at the configured capacity, all
 /// traffic on its target group.
 fn as_recorded(config: &Config) -> Live {
@@ -116,9 +124,7 @@ fn an_empty_state_plans_the_first_release() {
 
 #[test]
 fn the_live_release_is_a_no_op_and_a_new_one_replaces_it() {
-    let v1 = config("v1");
-    let mut state = State::new();
-    live(&v1, &mut state);
+    let (v1, state) = v1_live();
     assert!(!plan(&v1, &state, &BTreeMap::new()).has_changes());
 
     let v2 = config("v2");
@@ -159,9 +165,7 @@ fn provision_scripts_change_the_bake_but_capacity_does_not_change_the_release() 
 
 #[test]
 fn a_cloud_as_recorded_is_no_change_and_no_drift() {
-    let v1 = config("v1");
-    let mut state = State::new();
-    live(&v1, &mut state);
+    let (v1, state) = v1_live();
     let plan = plan(&v1, &state, &observed(as_recorded(&v1)));
     assert!(!plan.has_changes());
     assert!(plan.changes[0].drift.is_empty());
@@ -169,9 +173,7 @@ fn a_cloud_as_recorded_is_no_change_and_no_drift() {
 
 #[test]
 fn capacity_changed_by_hand_is_drift_that_apply_sets_back() {
-    let v1 = config("v1");
-    let mut state = State::new();
-    live(&v1, &mut state);
+    let (v1, state) = v1_live();
     let mut live = as_recorded(&v1);
     live.group.as_mut().unwrap().capacity.desired = 3;
     let plan = plan(&v1, &state, &observed(live));
@@ -202,9 +204,7 @@ fn capacity_changed_by_hand_is_drift_that_apply_sets_back() {
 
 #[test]
 fn a_capacity_change_in_the_configuration_is_an_update_without_a_release() {
-    let v1 = config("v1");
-    let mut state = State::new();
-    live(&v1, &mut state);
+    let (v1, state) = v1_live();
     let mut more = v1.clone();
     more.fleets[0].instances.capacity.desired = 3;
     let plan = plan(&more, &state, &observed(as_recorded(&v1)));
@@ -219,9 +219,7 @@ fn a_capacity_change_in_the_configuration_is_an_update_without_a_release() {
 
 #[test]
 fn weights_moved_by_hand_are_put_back_on_the_active_group() {
-    let v1 = config("v1");
-    let mut state = State::new();
-    live(&v1, &mut state);
+    let (v1, state) = v1_live();
     let mut live = as_recorded(&v1);
     live.weights = vec![
         Weight {
@@ -251,9 +249,7 @@ fn weights_moved_by_hand_are_put_back_on_the_active_group() {
 
 #[test]
 fn a_group_deleted_outside_immune_is_released_again() {
-    let v1 = config("v1");
-    let mut state = State::new();
-    live(&v1, &mut state);
+    let (v1, state) = v1_live();
     let mut live = as_recorded(&v1);
     live.group = None;
     let plan = plan(&v1, &state, &observed(live));
@@ -271,9 +267,7 @@ fn a_group_deleted_outside_immune_is_released_again() {
 
 #[test]
 fn a_fleet_removed_from_the_configuration_is_retired_to_its_original_traffic() {
-    let v1 = config("v1");
-    let mut state = State::new();
-    live(&v1, &mut state);
+    let (v1, mut state) = v1_live();
     let original = vec![Weight {
         target_group: "arn:placeholder".into(),
         weight: 100,
@@ -309,9 +303,7 @@ fn a_fleet_removed_from_the_configuration_is_retired_to_its_original_traffic() {
 
 #[test]
 fn one_target_group_of_any_weight_carries_all_traffic() {
-    let v1 = config("v1");
-    let mut state = State::new();
-    live(&v1, &mut state);
+    let (v1, state) = v1_live();
     let mut live = as_recorded(&v1);
     live.weights[0].weight = 1;
     assert!(!plan(&v1, &state, &observed(live)).has_changes());
