@@ -7,16 +7,13 @@ use crate::config::{load, Capacity, VarInputs};
 use crate::plan::{plan, Action as PlanAction};
 use crate::state::{Answer, AnswerKind, LocalBackend};
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
-#[derive(Default)]
-struct Lines(Mutex<Vec<String>>);
+/// Progress lines go nowhere: the tests assert on state and the cloud.
+struct Quiet;
 
-impl Reporter for Lines {
-    fn line(&self, _: &str, message: &str) {
-        self.0.lock().unwrap().push(message.to_string());
-    }
+impl Reporter for Quiet {
+    fn line(&self, _: &str, _: &str) {}
 }
 
 struct Setup {
@@ -91,25 +88,12 @@ fleet "web" {
 
 impl Setup {
     async fn apply(&mut self, release: &str) -> Result<Outcome, EngineError> {
-        let inputs = VarInputs {
-            cli: vec![
-                ("release".into(), release.into()),
-                ("pause".into(), self.pause.clone()),
-            ],
-            ..VarInputs::default()
-        };
-        let config = load(&self.dir, &inputs).unwrap();
+        let config = self.config(release);
         let fleet = &config.fleets[0];
         let change = plan(&config, &self.state, &BTreeMap::new())
             .changes
             .remove(0);
-        let mut engine = Engine {
-            cloud: &*self.cloud,
-            backend: &self.backend,
-            state: &mut self.state,
-            reporter: &Lines::default(),
-            signals: &self.signals,
-        };
+        let mut engine = self.engine();
         match change.action {
             PlanAction::Release(release) => engine.release(fleet, &release).await,
             PlanAction::Resume { .. } => engine.resume(fleet).await,
@@ -118,22 +102,8 @@ impl Setup {
     }
 
     async fn roll_back(&mut self) -> Result<Outcome, EngineError> {
-        let inputs = VarInputs {
-            cli: vec![
-                ("release".into(), "any".into()),
-                ("pause".into(), self.pause.clone()),
-            ],
-            ..VarInputs::default()
-        };
-        let config = load(&self.dir, &inputs).unwrap();
-        let mut engine = Engine {
-            cloud: &*self.cloud,
-            backend: &self.backend,
-            state: &mut self.state,
-            reporter: &Lines::default(),
-            signals: &self.signals,
-        };
-        engine.roll_back(&config.fleets[0], "ops").await
+        let config = self.config("any");
+        self.engine().roll_back(&config.fleets[0], "ops").await
     }
 
     fn set_alarm(&self, name: &str, state: AlarmState) {
@@ -747,7 +717,7 @@ impl Setup {
             cloud: &*self.cloud,
             backend: &self.backend,
             state: &mut self.state,
-            reporter: &Stdout,
+            reporter: &Quiet,
             signals: &self.signals,
         }
     }
