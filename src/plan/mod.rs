@@ -300,32 +300,29 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
     }
     let seq = recorded.seq + 1;
     let group = group_name(&fleet.name, seq);
-    let reason = match (&recorded.active, live) {
+    let lost = live.and_then(lost);
+    let reason = match (&recorded.active, lost) {
         (None, _) => format!("first release {release}"),
         (Some(a), _) if a.release != release => format!("release {release} replaces {}", a.release),
         (Some(a), _) if a.fingerprint != fingerprint => format!(
             "release {release} changed (image or instance settings differ from {})",
             a.name
         ),
-        (Some(a), Some(live)) if lost(live).is_some() => format!(
-            "{} outside immune: release {release} again as {group}",
-            lost(live).unwrap_or_default()
-        ),
-        (Some(a), Some(live)) => {
-            let update = update_of(fleet, a, live);
-            return match update_reason(fleet, a, &update) {
-                Some(reason) => change(Action::Update(update), reason),
+        (Some(_), Some(what)) => {
+            format!("{what} outside immune: release {release} again as {group}")
+        }
+        (Some(a), None) => {
+            let update = live.and_then(|live| {
+                let update = update_of(fleet, a, live);
+                update_reason(fleet, a, &update).map(|reason| (update, reason))
+            });
+            return match update {
+                Some((update, reason)) => change(Action::Update(update), reason),
                 None => change(
                     Action::NoOp,
                     format!("release {release} is live in {}", a.name),
                 ),
             };
-        }
-        (Some(a), None) => {
-            return change(
-                Action::NoOp,
-                format!("release {release} is live in {}", a.name),
-            )
         }
     };
     let image = match observed.and_then(|o| o.baked_image.clone()) {

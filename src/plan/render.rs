@@ -51,8 +51,10 @@ pub fn render(plan: &Plan, color: bool) -> String {
         return out;
     }
     out.push_str("immune will perform the following actions:\n\n");
+    let plus = style.paint("32", "+");
     let tilde = style.paint("33", "~");
     let minus = style.paint("31", "-");
+    let bang = style.paint("31", "!");
     for change in &plan.changes {
         match &change.action {
             Action::Release(r) => {
@@ -64,8 +66,6 @@ pub fn render(plan: &Plan, color: bool) -> String {
                     change.fleet,
                     change.reason
                 );
-                let plus = style.paint("32", "+");
-                let minus = style.paint("31", "-");
                 match &r.image {
                     ImagePlan::Bake {
                         source_ami,
@@ -143,8 +143,7 @@ pub fn render(plan: &Plan, color: bool) -> String {
                     if r.keep_previous > 0 {
                         let _ = writeln!(
                             out,
-                            "      {} keep    {} (release {}) scaled to zero after draining {}, for rollback (keep_previous = {})",
-                            style.paint("33", "~"),
+                            "      {tilde} keep    {} (release {}) scaled to zero after draining {}, for rollback (keep_previous = {})",
                             old.group,
                             old.release,
                             old.drain,
@@ -162,17 +161,14 @@ pub fn render(plan: &Plan, color: bool) -> String {
             Action::Resume { .. } => {
                 let _ = writeln!(
                     out,
-                    "  {} fleet.{}: resume: {}",
-                    style.paint("33", "~"),
-                    change.fleet,
-                    change.reason
+                    "  {tilde} fleet.{}: resume: {}",
+                    change.fleet, change.reason
                 );
             }
             Action::Locked { .. } => {
                 let _ = writeln!(
                     out,
-                    "  {} fleet.{}: {}\n      run `immune unlock {} --reason TEXT` once the cause is understood",
-                    style.paint("31", "!"),
+                    "  {bang} fleet.{}: {}\n      run `immune unlock {} --reason TEXT` once the cause is understood",
                     change.fleet,
                     change.reason,
                     change.fleet
@@ -217,13 +213,7 @@ pub fn render(plan: &Plan, color: bool) -> String {
                 }
             }
             Action::Blocked { .. } => {
-                let _ = writeln!(
-                    out,
-                    "  {} fleet.{}: {}",
-                    style.paint("31", "!"),
-                    change.fleet,
-                    change.reason
-                );
+                let _ = writeln!(out, "  {bang} fleet.{}: {}", change.fleet, change.reason);
             }
             Action::NoOp => {}
         }
