@@ -309,17 +309,9 @@ fn one_target_group_of_any_weight_carries_all_traffic() {
     assert!(!plan(&v1, &state, &observed(live)).has_changes());
 }
 
-/// Problems of `document` against docs/plan.schema.json, one per line.
-fn schema_errors(document: &serde_json::Value) -> Vec<String> {
-    let schema: serde_json::Value =
-        serde_json::from_str(include_str!("../../docs/plan.schema.json"))
-            .expect("the schema is JSON");
-    let validator = jsonschema::validator_for(&schema).expect("the schema is valid");
-    validator
-        .iter_errors(document)
-        .map(|e| format!("{} at {}", e, e.instance_path()))
-        .collect()
-}
+#[path = "../../tests/it/schema.rs"]
+mod schema;
+use schema::plan_schema_errors as schema_errors;
 
 #[test]
 fn every_kind_of_plan_document_follows_the_schema() {

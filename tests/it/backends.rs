@@ -6,7 +6,7 @@
 use crate::harness::{immune_command, Sdk, World, ENDPOINT};
 use immune::state::{Backend, S3Backend, State, StateError};
 use serde_json::Value;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 const KEY: &str = "team/web/state.json";
@@ -147,11 +147,7 @@ async fn a_second_apply_is_refused_while_the_first_runs(w: &World, sdk: &Sdk, st
         "the refused apply leaves the holder's lock alone"
     );
 
-    let status = Command::new("kill")
-        .args(["-INT", &first.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    first.interrupt();
     let out = first.wait(Duration::from_secs(60));
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("interrupted"), "{out:?}");
@@ -245,11 +241,7 @@ async fn of_immune_processes_racing_for_the_s3_lock_exactly_one_gets_it() {
         assert!(Instant::now() < deadline, "the winner never asked");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let status = Command::new("kill")
-        .args(["-INT", &racers[winner].id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    crate::harness::interrupt(racers[winner].id());
     let code = racers[winner].wait().unwrap().code();
     let stderr = read(winner, "err");
     assert_eq!(code, Some(1), "{stderr}");

@@ -455,6 +455,11 @@ impl Background {
         self.child.id()
     }
 
+    /// Ctrl-C, as an operator's terminal sends it.
+    pub fn interrupt(&self) {
+        interrupt(self.pid());
+    }
+
     /// Its output so far with exit code -1, or everything once it has exited.
     pub fn peek(&mut self) -> (bool, Run) {
         match self.child.try_wait().expect("poll immune") {
@@ -510,4 +515,13 @@ fn forward_weights(action: &aws_sdk_elasticloadbalancingv2::types::Action) -> Ve
         Some(arn) if weighted.is_empty() => vec![(name(arn), 100)],
         _ => weighted,
     }
+}
+
+/// Sends SIGINT (Ctrl-C) to a process.
+pub fn interrupt(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -INT {pid}");
 }

@@ -2,7 +2,6 @@
 //! Ctrl-C, and the next apply finishes the release from the recorded phase.
 
 use crate::harness::World;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -42,11 +41,7 @@ async fn ctrl_c_releases_the_lock_and_the_next_apply_resumes() {
         "{second:?}"
     );
 
-    let status = Command::new("kill")
-        .args(["-INT", &first.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    first.interrupt();
     let out = first.wait(Duration::from_secs(60));
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("interrupted"), "{out:?}");

@@ -10,3 +10,4 @@ mod immune;
 mod interrupt;
 mod plans;
 mod release;
+mod schema;

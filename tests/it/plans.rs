@@ -3,21 +3,12 @@
 //! refused as stale; a fleet removed from the configuration is retired.
 
 use crate::harness::World;
+use crate::schema::plan_schema_errors as schema_errors;
 use serde_json::Value;
 
 fn config(w: &World) -> String {
     let s = &w.surroundings;
     w.fleet_config(&s.source_ami, &s.load_balancer, "")
-}
-
-fn schema_errors(document: &Value) -> Vec<String> {
-    let schema: Value = serde_json::from_str(include_str!("../../docs/plan.schema.json"))
-        .expect("the schema is JSON");
-    let validator = jsonschema::validator_for(&schema).expect("the schema is valid");
-    validator
-        .iter_errors(document)
-        .map(|e| format!("{} at {}", e, e.instance_path()))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
