@@ -88,7 +88,7 @@ async fn apply_locked(
     // Until the engine starts nothing changes, so Ctrl-C simply cancels (and the caller
     // releases the lock).
     let prepared = async {
-        let cloud = observe::connect(cli, config).await?;
+        let cloud = observe::connect(cli, config, &state).await?;
         let plan = match &document {
             Some(document) => document.plan(),
             None => observe::plan(cloud.as_ref(), config, &state).await?,
@@ -148,13 +148,7 @@ async fn run(
     signals: &Signals,
 ) -> Result<Success, CliError> {
     let message = |e: &dyn std::fmt::Display| CliError::Message(format!("error: {e}"));
-    let mut engine = Engine {
-        cloud,
-        backend,
-        state,
-        reporter: &Stdout,
-        signals,
-    };
+    let mut engine = Engine::new(cloud, backend, state, &Stdout, signals);
     let mut rolled_back = Vec::new();
     let mut locked = Vec::new();
     let mut blocked = Vec::new();

@@ -49,7 +49,7 @@ pub async fn status(cli: &Cli, only: Option<&str>, json: bool) -> Result<Success
     }
     let state = apply::read_state(cli, &config).await?;
     // Live figures are a bonus: state alone still answers most questions.
-    let cloud = observe::connect(cli, &config).await.ok();
+    let cloud = observe::connect(cli, &config, &state).await.ok();
     let mut report = Vec::new();
     for fleet in &config.fleets {
         if only.is_some_and(|n| n != fleet.name) {
@@ -455,15 +455,9 @@ async fn roll_back_locked(
 ) -> Result<Success, CliError> {
     let name = &fleet.name;
     let mut state = backend.load().await.map_err(error)?;
-    let cloud = observe::connect(cli, config).await?;
+    let cloud = observe::connect(cli, config, &state).await?;
     let signals = Signals::default();
-    let mut engine = Engine {
-        cloud: cloud.as_ref(),
-        backend,
-        state: &mut state,
-        reporter: &Stdout,
-        signals: &signals,
-    };
+    let mut engine = Engine::new(cloud.as_ref(), backend, &mut state, &Stdout, &signals);
     // A rollback is the safe direction, so the first Ctrl-C lets it go on; the second
     // stops at once with the last step recorded.
     let interrupts = async {

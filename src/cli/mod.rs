@@ -207,7 +207,7 @@ pub async fn run(cli: Cli) -> Result<Success, CliError> {
         } => {
             let config = cli.load()?;
             let state = apply::read_state(&cli, &config).await?;
-            let cloud = observe::connect(&cli, &config).await?;
+            let cloud = observe::connect(&cli, &config, &state).await?;
             let plan = observe::plan(cloud.as_ref(), &config, &state).await?;
             let document = crate::plan::Document::new(&plan, &state, &config);
             if *json {
@@ -226,6 +226,16 @@ pub async fn run(cli: Cli) -> Result<Success, CliError> {
                         path.display()
                     );
                 }
+            }
+            // One preflight: what apply would refuse, plan refuses first, with the fix.
+            let blocked: Vec<String> = plan
+                .changes
+                .iter()
+                .filter(|c| matches!(c.action, crate::plan::Action::Blocked { .. }))
+                .map(|c| format!("error: {}", c.reason))
+                .collect();
+            if !blocked.is_empty() {
+                return Err(CliError::Message(blocked.join("\n\n")));
             }
             Ok(if *detailed_exitcode && plan.has_changes() {
                 Success::Changes

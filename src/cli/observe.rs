@@ -4,21 +4,35 @@
 
 use super::{Cli, CliError};
 use crate::cloud::aws::Aws;
-use crate::cloud::{resolve_route, Cloud, CloudError, Weight};
+use crate::cloud::faulty::Faulty;
+use crate::cloud::{resolve_route, Claim, Cloud, CloudError, Weight};
 use crate::config::{Config, GateCheck, ListenerRef};
 use crate::plan::{self, Live, Observed, Plan};
 use crate::state::{Group, State};
 use std::collections::{BTreeMap, BTreeSet};
 
-pub async fn connect(cli: &Cli, config: &Config) -> Result<Box<dyn Cloud>, CliError> {
+/// The cloud as this state's configuration sees it: what carries `state.lineage` is its
+/// own, everything else is left alone. `IMMUNE_INJECT_FAULTS=RATE[:SEED]` fails that
+/// share of calls on purpose, for fault-injection runs (see `cloud::faulty`).
+pub async fn connect(
+    cli: &Cli,
+    config: &Config,
+    state: &State,
+) -> Result<Box<dyn Cloud>, CliError> {
     let region = cli
         .region
         .clone()
         .or_else(|| config.fleets.iter().find_map(|f| f.region.clone()));
-    let aws = Aws::connect(region)
+    let aws = Aws::connect(region, &state.lineage)
         .await
         .map_err(|e| CliError::Message(format!("error: {e}")))?;
-    Ok(Box::new(aws))
+    Ok(match Faulty::<Aws>::from_env() {
+        Some((rate, seed)) => {
+            eprintln!("warning: IMMUNE_INJECT_FAULTS is set: {rate} of AWS calls fail on purpose");
+            Box::new(Faulty::new(aws, rate, seed))
+        }
+        None => Box::new(aws),
+    })
 }
 
 pub async fn plan(cloud: &dyn Cloud, config: &Config, state: &State) -> Result<Plan, CliError> {
@@ -104,16 +118,40 @@ pub async fn plan(cloud: &dyn Cloud, config: &Config, state: &State) -> Result<P
                 }
             }
         }
-        match cloud
+        let baked = match cloud
             .find_baked_image(&fleet.name, &plan::bake_id(fleet))
             .await
         {
-            Ok(baked) => {
+            Ok(baked) => baked.map(|i| i.id),
+            Err(e) => {
+                check(Err(e), "");
+                continue;
+            }
+        };
+        // The names the next release takes: held by anything but this configuration,
+        // they block the fleet here, before apply creates anything.
+        let seq = state.fleets.get(&fleet.name).map_or(0, |f| f.seq) + 1;
+        let group = plan::group_name(&fleet.name, seq);
+        let claim = Claim {
+            group: group.clone(),
+            launch_template: plan::template_name(fleet),
+            alarms: fleet
+                .rollout
+                .gates
+                .iter()
+                .filter(|g| matches!(g.check, GateCheck::Metric(_)))
+                .map(|g| g.alarm_name(&group))
+                .collect(),
+            image: baked.is_none().then(|| plan::image_name(fleet, seq)),
+        };
+        match cloud.claim_conflicts(&claim).await {
+            Ok(conflicts) => {
                 observed.insert(
                     fleet.name.clone(),
                     Observed {
-                        baked_image: baked.map(|i| i.id),
+                        baked_image: baked,
                         live: None,
+                        conflicts,
                     },
                 );
             }

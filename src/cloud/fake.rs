@@ -27,8 +27,18 @@ pub struct World {
     pub alarms: BTreeMap<String, AlarmState>,
     /// Alarms immune created, by name.
     pub created_alarms: BTreeMap<String, AlarmRequest>,
-    /// Operations that fail (by name), with how many more times.
-    pub failures: BTreeMap<&'static str, u32>,
+    /// Names held by someone else, by resource as conflicts name it
+    /// (`Auto Scaling group web-v002`, `launch template web`, ...).
+    pub held: BTreeMap<String, Holder>,
+    /// Builder instance id -> (fleet, Name tag).
+    pub builders: BTreeMap<String, (String, String)>,
+    /// Image id -> its name.
+    pub image_names: BTreeMap<String, String>,
+    /// (template id, version) -> version description.
+    pub version_descriptions: BTreeMap<(String, i64), String>,
+    /// Operations that fail (by name), with how many more times and whether the failure
+    /// is transient (a timeout) or AWS saying no.
+    pub failures: BTreeMap<&'static str, (u32, bool)>,
     pub calls: Vec<&'static str>,
     counter: u64,
 }
@@ -68,20 +78,41 @@ impl FakeCloud {
         cloud
     }
 
-    /// Makes the next `times` calls of `operation` fail.
+    /// Makes the next `times` calls of `operation` fail with a transient fault.
     pub fn fail(&self, operation: &'static str, times: u32) {
-        self.world.lock().unwrap().failures.insert(operation, times);
+        self.world
+            .lock()
+            .unwrap()
+            .failures
+            .insert(operation, (times, true));
+    }
+
+    /// Makes the next `times` calls of `operation` refused by AWS for good.
+    pub fn refuse(&self, operation: &'static str, times: u32) {
+        self.world
+            .lock()
+            .unwrap()
+            .failures
+            .insert(operation, (times, false));
     }
 
     fn enter(&self, operation: &'static str) -> CloudResult<std::sync::MutexGuard<'_, World>> {
         let mut w = self.world.lock().unwrap();
         w.calls.push(operation);
-        if let Some(left) = w.failures.get_mut(operation) {
+        if let Some((left, transient)) = w.failures.get_mut(operation) {
             if *left > 0 {
                 *left -= 1;
-                return Err(CloudError::Transport {
-                    operation,
-                    message: "injected failure".into(),
+                return Err(if *transient {
+                    CloudError::Transport {
+                        operation,
+                        message: "injected failure".into(),
+                    }
+                } else {
+                    CloudError::Service {
+                        operation,
+                        code: "ValidationError".into(),
+                        message: "injected refusal".into(),
+                    }
                 });
             }
         }
@@ -121,6 +152,10 @@ impl Cloud for FakeCloud {
         }
         let id = w.id("i");
         w.instances.insert(id.clone(), InstanceState::Running);
+        w.builders.insert(
+            id.clone(),
+            (request.tags.fleet.clone(), request.tags.name.clone()),
+        );
         Ok(id)
     }
 
@@ -135,7 +170,7 @@ impl Cloud for FakeCloud {
     async fn create_image(
         &self,
         builder: &str,
-        _: &str,
+        name: &str,
         bake: &str,
         tags: &Tags,
     ) -> CloudResult<String> {
@@ -143,7 +178,15 @@ impl Cloud for FakeCloud {
         if !w.instances.contains_key(builder) {
             return Err(CloudError::NotFound(format!("instance {builder}")));
         }
+        if w.image_names.values().any(|n| n == name) {
+            return Err(CloudError::Service {
+                operation: "create_image",
+                code: "InvalidAMIName.Duplicate".into(),
+                message: name.to_string(),
+            });
+        }
         let id = w.id("ami");
+        w.image_names.insert(id.clone(), name.to_string());
         w.images
             .insert(id.clone(), (tags.fleet.clone(), bake.to_string()));
         Ok(id)
@@ -253,10 +296,10 @@ impl Cloud for FakeCloud {
             .or_insert_with(|| (new_id, Vec::new()));
         let version = versions.last().map_or(1, |v| v + 1);
         versions.push(version);
-        Ok(LaunchTemplateRef {
-            id: id.clone(),
-            version,
-        })
+        let id = id.clone();
+        w.version_descriptions
+            .insert((id.clone(), version), request.tags.name.clone());
+        Ok(LaunchTemplateRef { id, version })
     }
 
     async fn delete_launch_template_version(
@@ -274,7 +317,8 @@ impl Cloud for FakeCloud {
 
     async fn create_target_group(&self, request: &TargetGroupRequest) -> CloudResult<String> {
         let mut w = self.enter("create_target_group")?;
-        if w.target_groups.values().any(|n| *n == request.name) {
+        let held = format!("target group {}", request.name);
+        if w.target_groups.values().any(|n| *n == request.name) || w.held.contains_key(&held) {
             return Err(CloudError::Service {
                 operation: "create_target_group",
                 code: "DuplicateTargetGroupName".into(),
@@ -289,7 +333,10 @@ impl Cloud for FakeCloud {
     async fn delete_target_group(&self, arn: &str) -> CloudResult<()> {
         let mut w = self.enter("delete_target_group")?;
         if w.foreign_target_groups.contains(arn) {
-            return Err(CloudError::NotManaged(format!("target group {arn}")));
+            return Err(CloudError::not_ours(
+                format!("target group {arn}"),
+                Holder::Foreign,
+            ));
         }
         if w.weights
             .values()
@@ -308,7 +355,8 @@ impl Cloud for FakeCloud {
 
     async fn create_group(&self, request: &GroupRequest) -> CloudResult<()> {
         let mut w = self.enter("create_group")?;
-        if w.groups.contains_key(&request.name) {
+        let held = format!("Auto Scaling group {}", request.name);
+        if w.groups.contains_key(&request.name) || w.held.contains_key(&held) {
             return Err(CloudError::Service {
                 operation: "create_group",
                 code: "AlreadyExists".into(),
@@ -368,6 +416,10 @@ impl Cloud for FakeCloud {
 
     async fn delete_group(&self, name: &str) -> CloudResult<()> {
         let mut w = self.enter("delete_group")?;
+        let held = format!("Auto Scaling group {name}");
+        if let Some(holder) = w.held.get(&held) {
+            return Err(CloudError::not_ours(held, holder.clone()));
+        }
         if let Some((_, instances)) = w.groups.remove(name) {
             for i in instances {
                 w.instances.insert(i, InstanceState::Terminated);
@@ -414,9 +466,13 @@ impl Cloud for FakeCloud {
     async fn deregister_image(&self, image_id: &str) -> CloudResult<()> {
         let mut w = self.enter("deregister_image")?;
         if w.source_images.contains(image_id) {
-            return Err(CloudError::NotManaged(format!("image {image_id}")));
+            return Err(CloudError::not_ours(
+                format!("image {image_id}"),
+                Holder::Foreign,
+            ));
         }
         w.images.remove(image_id);
+        w.image_names.remove(image_id);
         Ok(())
     }
 
@@ -443,7 +499,10 @@ impl Cloud for FakeCloud {
     async fn put_alarm(&self, request: &AlarmRequest) -> CloudResult<()> {
         let mut w = self.enter("put_alarm")?;
         if w.alarms.contains_key(&request.name) && !w.created_alarms.contains_key(&request.name) {
-            return Err(CloudError::NotManaged(format!("alarm {}", request.name)));
+            return Err(CloudError::not_ours(
+                format!("alarm {}", request.name),
+                Holder::Foreign,
+            ));
         }
         w.created_alarms
             .insert(request.name.clone(), request.clone());
@@ -453,10 +512,109 @@ impl Cloud for FakeCloud {
     async fn delete_alarm(&self, name: &str) -> CloudResult<()> {
         let mut w = self.enter("delete_alarm")?;
         if w.alarms.contains_key(name) && !w.created_alarms.contains_key(name) {
-            return Err(CloudError::NotManaged(format!("alarm {name}")));
+            return Err(CloudError::not_ours(
+                format!("alarm {name}"),
+                Holder::Foreign,
+            ));
         }
         w.created_alarms.remove(name);
         w.alarms.remove(name);
         Ok(())
+    }
+
+    async fn claim_conflicts(&self, claim: &Claim) -> CloudResult<Vec<Conflict>> {
+        let w = self.enter("claim_conflicts")?;
+        let mut wanted = vec![
+            format!("Auto Scaling group {}", claim.group),
+            format!("target group {}", claim.group),
+            format!("launch template {}", claim.launch_template),
+        ];
+        wanted.extend(claim.alarms.iter().map(|a| format!("alarm {a}")));
+        let mut conflicts: Vec<Conflict> = wanted
+            .into_iter()
+            .filter_map(|resource| {
+                let holder = w.held.get(&resource)?.clone();
+                Some(Conflict { resource, holder })
+            })
+            .collect();
+        if let Some(name) = &claim.image {
+            if let Some((id, _)) = w.image_names.iter().find(|(_, n)| *n == name) {
+                conflicts.push(Conflict {
+                    resource: format!("image name \"{name}\" ({id})"),
+                    holder: Holder::Ours,
+                });
+            }
+        }
+        Ok(conflicts)
+    }
+
+    async fn group_holder(&self, name: &str) -> CloudResult<Option<Holder>> {
+        let w = self.enter("group_holder")?;
+        if let Some(holder) = w.held.get(&format!("Auto Scaling group {name}")) {
+            return Ok(Some(holder.clone()));
+        }
+        Ok(w.groups.contains_key(name).then_some(Holder::Ours))
+    }
+
+    async fn target_group_named(&self, name: &str) -> CloudResult<Option<(String, Holder)>> {
+        let w = self.enter("target_group_named")?;
+        if let Some(holder) = w.held.get(&format!("target group {name}")) {
+            return Ok(Some((format!("arn:tg/foreign/{name}"), holder.clone())));
+        }
+        Ok(w.target_groups
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(arn, _)| (arn.clone(), Holder::Ours)))
+    }
+
+    async fn builders(&self, fleet: &str) -> CloudResult<Vec<Builder>> {
+        let w = self.enter("builders")?;
+        Ok(w.builders
+            .iter()
+            .filter(|(id, (f, _))| {
+                f == fleet && w.instances.get(*id) != Some(&InstanceState::Terminated)
+            })
+            .map(|(id, (_, name))| Builder {
+                id: id.clone(),
+                name: name.clone(),
+            })
+            .collect())
+    }
+
+    async fn image_named(&self, name: &str) -> CloudResult<Option<(Image, Holder)>> {
+        let w = self.enter("image_named")?;
+        Ok(w.image_names
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(id, _)| {
+                let image = Image {
+                    id: id.clone(),
+                    state: ImageState::Available,
+                };
+                (image, Holder::Ours)
+            }))
+    }
+
+    async fn launch_template_version_named(
+        &self,
+        template: &str,
+        description: &str,
+    ) -> CloudResult<Option<LaunchTemplateRef>> {
+        let w = self.enter("launch_template_version_named")?;
+        let Some((id, versions)) = w.templates.get(template) else {
+            return Ok(None);
+        };
+        Ok(versions
+            .iter()
+            .find(|v| {
+                w.version_descriptions
+                    .get(&(id.clone(), **v))
+                    .map(String::as_str)
+                    == Some(description)
+            })
+            .map(|v| LaunchTemplateRef {
+                id: id.clone(),
+                version: *v,
+            }))
     }
 }

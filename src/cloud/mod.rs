@@ -4,6 +4,7 @@
 
 pub mod aws;
 pub mod fake;
+pub mod faulty;
 
 use crate::config::{Capacity, Comparison, HealthCheck, ListenerRef, Traffic};
 use async_trait::async_trait;
@@ -11,16 +12,22 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-/// The tags on everything immune creates. Nothing without `immune:managed = true` is ever
-/// modified or deleted.
+/// The tags on everything immune creates. Ownership is by lineage: immune modifies or
+/// deletes only what carries its own state's `immune:lineage`, so two configurations (or
+/// a state that was moved without its history) never touch each other's resources.
 pub const TAG_MANAGED: &str = "immune:managed";
+pub const TAG_LINEAGE: &str = "immune:lineage";
 pub const TAG_FLEET: &str = "immune:fleet";
 pub const TAG_RELEASE: &str = "immune:release";
 /// On images: the hash of the image spec, so a release whose image did not change reuses it.
 pub const TAG_BAKE: &str = "immune:bake";
+/// On builder instances: `builder`, so a builder left by a crash is found again.
+pub const TAG_ROLE: &str = "immune:role";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tags {
+    /// The state's lineage: whose resource this is.
+    pub lineage: String,
     pub fleet: String,
     pub release: String,
     /// The resource's own name (`web-v002`), shown as `Name` in the console.
@@ -32,18 +39,96 @@ impl Tags {
         vec![
             ("Name", self.name.clone()),
             (TAG_MANAGED, "true".into()),
+            (TAG_LINEAGE, self.lineage.clone()),
             (TAG_FLEET, self.fleet.clone()),
             (TAG_RELEASE, self.release.clone()),
         ]
     }
 }
 
+/// Who holds a resource, read from its tags.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Holder {
+    /// This configuration's state (same lineage).
+    Ours,
+    /// Another immune state: another directory, a namespace, or a state that was
+    /// replaced instead of migrated. `None` for resources made before lineage tags.
+    OtherState { lineage: Option<String> },
+    /// Not made by immune at all.
+    Foreign,
+}
+
+impl Holder {
+    /// Reads the holder from a resource's tags as (key, value) pairs.
+    pub fn of<'a>(
+        tags: impl IntoIterator<Item = (Option<&'a str>, Option<&'a str>)>,
+        lineage: &str,
+    ) -> Holder {
+        let mut managed = false;
+        let mut found = None;
+        for (k, v) in tags {
+            match (k, v) {
+                (Some(TAG_MANAGED), Some("true")) => managed = true,
+                (Some(TAG_LINEAGE), Some(v)) => found = Some(v.to_string()),
+                _ => {}
+            }
+        }
+        match (managed, found) {
+            (true, Some(l)) if l == lineage => Holder::Ours,
+            (true, lineage) => Holder::OtherState { lineage },
+            (false, _) => Holder::Foreign,
+        }
+    }
+
+    /// Who, in words: `another immune configuration (state lineage 1b2c...)`.
+    pub fn describe(&self) -> String {
+        match self {
+            Holder::Ours => "this configuration".into(),
+            Holder::OtherState { lineage: Some(l) } => {
+                format!("another immune configuration (state lineage {l})")
+            }
+            Holder::OtherState { lineage: None } => {
+                "another immune configuration (made before lineage tags)".into()
+            }
+            Holder::Foreign => "something not created by immune".into(),
+        }
+    }
+}
+
+/// A name this configuration needs that someone else holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    /// `Auto Scaling group web-v002`, `launch template web`, ...
+    pub resource: String,
+    pub holder: Holder,
+}
+
+impl Conflict {
+    pub fn describe(&self) -> String {
+        format!("{} is held by {}", self.resource, self.holder.describe())
+    }
+}
+
+/// The names one release would take, checked before anything is created.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Claim {
+    /// Auto Scaling group and target group share the release's name.
+    pub group: String,
+    pub launch_template: String,
+    /// The per-release alarms of metric gates.
+    pub alarms: Vec<String>,
+    /// The image name, when the release bakes one.
+    pub image: Option<String>,
+}
+
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum CloudError {
     #[error("{0} not found")]
     NotFound(String),
-    #[error("{0} was not created by immune (no `immune:managed` tag); immune never modifies or deletes it")]
-    NotManaged(String),
+    /// The resource exists but is not this configuration's: never modified or deleted.
+    #[error("{} is held by {}; immune never modifies or deletes it", .0.resource, .0.holder.describe())]
+    NotOurs(Box<Conflict>),
     #[error("{operation} failed: {code}: {message}")]
     Service {
         operation: &'static str,
@@ -60,6 +145,53 @@ pub enum CloudError {
 }
 
 pub type CloudResult<T> = Result<T, CloudError>;
+
+impl CloudError {
+    pub fn not_ours(resource: impl Into<String>, holder: Holder) -> CloudError {
+        CloudError::NotOurs(Box::new(Conflict {
+            resource: resource.into(),
+            holder,
+        }))
+    }
+
+    /// A fault that may pass if asked again: throttling, a 5xx, a timeout or a lost
+    /// connection. Everything else is an answer that asking again will not change.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CloudError::Transport { .. } => true,
+            CloudError::Service { code, .. } => is_transient_code(code),
+            _ => false,
+        }
+    }
+}
+
+/// AWS error codes that mean "not now" rather than "no".
+fn is_transient_code(code: &str) -> bool {
+    matches!(
+        code,
+        "Throttling"
+            | "ThrottlingException"
+            | "ThrottledException"
+            | "RequestLimitExceeded"
+            | "RequestThrottled"
+            | "RequestThrottledException"
+            | "TooManyRequestsException"
+            | "SlowDown"
+            | "ServiceUnavailable"
+            | "ServiceUnavailableException"
+            | "Unavailable"
+            | "InternalError"
+            | "InternalFailure"
+            | "InternalServiceError"
+            | "InternalServerError"
+            | "RequestTimeout"
+            | "RequestTimeoutException"
+            | "RequestExpired"
+            | "PriorRequestNotComplete"
+            | "EC2ThrottledException"
+            | "IDPCommunicationError"
+    ) || code.starts_with('5')
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InstanceState {
@@ -252,6 +384,34 @@ pub trait Cloud: Send + Sync {
     async fn put_alarm(&self, request: &AlarmRequest) -> CloudResult<()>;
     /// Deletes an alarm immune created; one already gone is fine.
     async fn delete_alarm(&self, name: &str) -> CloudResult<()>;
+
+    // Ownership and crash adoption.
+    /// The names of `claim` that are held by anything but this configuration.
+    async fn claim_conflicts(&self, claim: &Claim) -> CloudResult<Vec<Conflict>>;
+    /// Who holds the Auto Scaling group of this name, if it exists.
+    async fn group_holder(&self, name: &str) -> CloudResult<Option<Holder>>;
+    /// The target group of this name, if it exists: its ARN and who holds it.
+    async fn target_group_named(&self, name: &str) -> CloudResult<Option<(String, Holder)>>;
+    /// This configuration's builder instances of the fleet that are not terminated: the
+    /// one a lost RunInstances made, or ones an older crash left behind.
+    async fn builders(&self, fleet: &str) -> CloudResult<Vec<Builder>>;
+    /// The account's image of this name, with who holds it.
+    async fn image_named(&self, name: &str) -> CloudResult<Option<(Image, Holder)>>;
+    /// The version of this configuration's launch template described as `description`
+    /// (the release's group name): the one a lost call created.
+    async fn launch_template_version_named(
+        &self,
+        template: &str,
+        description: &str,
+    ) -> CloudResult<Option<LaunchTemplateRef>>;
+}
+
+/// A builder instance immune launched to bake an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Builder {
+    pub id: String,
+    /// Its `Name` tag: `web-v002-builder`.
+    pub name: String,
 }
 
 /// The ARN whose forward action carries the fleet's traffic: the listener's default

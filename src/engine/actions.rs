@@ -1,11 +1,14 @@
 //! One rollout action carried out against the cloud, with the waiting it implies. Each
-//! returns the event to record, or the failure in words for the operator.
+//! returns the event to record, or why it halted, typed: the release's failure, AWS's
+//! refusal, or a transient fault (a `CloudError` converts by its class with `?`).
+//! Every create first looks for what an interrupted call of the same rollout made
+//! (by name and this state's lineage) and adopts it instead of making another.
 
-use super::{Halt, Reporter};
+use super::{backoff, Halt, Reporter};
 use crate::cloud::*;
 use crate::config::{fill_release_references, show_duration, Capacity, Fleet, GateCheck};
-use crate::plan::image_name;
-use crate::rollout::{Action, Event, Rollout};
+use crate::plan::{builder_name, image_name, template_name};
+use crate::rollout::{Action, Event, Found, Intent, Rollout};
 use std::future::Future;
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
@@ -18,6 +21,8 @@ const DELETE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 pub struct Context<'a> {
     pub cloud: &'a dyn Cloud,
     pub fleet: &'a Fleet,
+    /// The state's lineage, tagged on everything created.
+    pub lineage: &'a str,
     pub rollout: &'a Rollout,
     pub reporter: &'a dyn Reporter,
     /// Asked at every poll of a wait: Ctrl-C or `immune rollback` end the wait early.
@@ -28,24 +33,21 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
     let Context {
         cloud,
         fleet,
+        lineage,
         rollout,
         reporter,
         stop,
     } = *context;
     let poll = fleet.rollout.poll_interval;
     let tags = Tags {
+        lineage: lineage.to_string(),
         fleet: fleet.name.clone(),
         release: rollout.release.clone(),
         name: rollout.group.clone(),
     };
-    let err = |e: CloudError| e.to_string();
     match action {
         Action::FindImageOrLaunchBuilder => {
-            if let Some(image) = cloud
-                .find_baked_image(&fleet.name, &rollout.bake)
-                .await
-                .map_err(err)?
-            {
+            if let Some(image) = cloud.find_baked_image(&fleet.name, &rollout.bake).await? {
                 reporter.line(
                     &fleet.name,
                     &format!("reusing image {} baked from the same spec", image.id),
@@ -53,65 +55,87 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
                 wait_image(cloud, &image.id, poll, stop).await?;
                 return Ok(Event::ImageReady(image.id));
             }
+            let name = builder_name(&rollout.group);
+            if let Some(builder) = find_builder(cloud, &fleet.name, &name).await? {
+                reporter.line(
+                    &fleet.name,
+                    &format!("found builder {builder} launched before an interruption"),
+                );
+                return Ok(Event::BuilderLaunched(builder));
+            }
             let request = BuilderRequest {
                 source_ami: fleet.image.source_ami.clone(),
                 instance_type: fleet.image.instance_type.clone(),
                 subnet: fleet.instances.subnets[0].clone(),
                 security_groups: fleet.instances.security_groups.clone(),
                 user_data: fleet.image.provision.clone(),
-                tags: Tags {
-                    name: format!("{}-builder", rollout.group),
-                    ..tags
-                },
+                tags: Tags { name, ..tags },
             };
-            Ok(cloud
-                .launch_builder(&request)
-                .await
-                .map(Event::BuilderLaunched)
-                .map_err(err)?)
+            Ok(Event::BuilderLaunched(
+                cloud.launch_builder(&request).await?,
+            ))
         }
         Action::CaptureImage { builder } => {
+            let name = image_name(fleet, rollout.seq);
+            if let Some(image) = adoptable_image(cloud, fleet, rollout, &name).await? {
+                reporter.line(
+                    &fleet.name,
+                    &format!("found image {image} (\"{name}\") created before an interruption"),
+                );
+                wait_image(cloud, &image, poll, stop).await?;
+                return Ok(Event::ImageReady(image));
+            }
             wait_until(poll, BAKE_TIMEOUT, "builder to run", stop, || async {
-                match cloud.instance_state(builder).await.map_err(err)? {
+                match cloud.instance_state(builder).await? {
                     InstanceState::Running => Ok(Some(())),
                     InstanceState::Pending => Ok(None),
-                    other => Err(format!("builder {builder} is {other:?} instead of running")),
+                    other => Err(Halt::Failed(format!(
+                        "builder {builder} is {other:?} instead of running"
+                    ))),
                 }
             })
             .await?;
-            let name = image_name(fleet, rollout.seq);
             let image = cloud
                 .create_image(builder, &name, &rollout.bake, &tags)
-                .await
-                .map_err(err)?;
+                .await?;
             reporter.line(&fleet.name, &format!("creating image {image} (\"{name}\")"));
             wait_image(cloud, &image, poll, stop).await?;
             Ok(Event::ImageReady(image))
         }
         Action::TerminateBuilder { builder } => {
-            cloud.terminate_instance(builder).await.map_err(err)?;
+            cloud.terminate_instance(builder).await?;
             Ok(Event::BuilderTerminated)
         }
+        Action::Adopt { intent } => adopt(cloud, fleet, rollout, *intent).await,
         Action::CreateLaunchTemplateVersion { image } => {
+            let template = template_name(fleet);
+            if let Some(version) = cloud
+                .launch_template_version_named(&template, &rollout.group)
+                .await?
+            {
+                return Ok(Event::LaunchTemplateCreated(version));
+            }
             let request = LaunchRequest {
-                template_name: fleet.name.clone(),
+                template_name: template,
                 image_id: image.clone(),
                 instance_type: fleet.instances.instance_type.clone(),
                 security_groups: fleet.instances.security_groups.clone(),
                 user_data: fleet.instances.user_data.clone(),
                 tags,
             };
-            Ok(cloud
-                .create_launch_template_version(&request)
-                .await
-                .map(Event::LaunchTemplateCreated)
-                .map_err(err)?)
+            Ok(Event::LaunchTemplateCreated(
+                cloud.create_launch_template_version(&request).await?,
+            ))
         }
         Action::CreateTargetGroup => {
-            let vpc_id = cloud
-                .vpc_of_subnets(&fleet.instances.subnets)
-                .await
-                .map_err(err)?;
+            match cloud.target_group_named(&rollout.group).await? {
+                Some((arn, Holder::Ours)) => return Ok(Event::TargetGroupCreated(arn)),
+                Some((_, holder)) => {
+                    return Err(held(format!("target group {}", rollout.group), holder))
+                }
+                None => {}
+            }
+            let vpc_id = cloud.vpc_of_subnets(&fleet.instances.subnets).await?;
             let request = TargetGroupRequest {
                 name: rollout.group.clone(),
                 vpc_id,
@@ -120,11 +144,9 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
                 deregistration_delay: fleet.traffic.deregistration_delay,
                 tags,
             };
-            Ok(cloud
-                .create_target_group(&request)
-                .await
-                .map(Event::TargetGroupCreated)
-                .map_err(err)?)
+            Ok(Event::TargetGroupCreated(
+                cloud.create_target_group(&request).await?,
+            ))
         }
         Action::CreateAlarms { target_group } => {
             let mut names = Vec::new();
@@ -159,7 +181,7 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
                         ..tags.clone()
                     },
                 };
-                cloud.put_alarm(&request).await.map_err(err)?;
+                cloud.put_alarm(&request).await?;
                 names.push(request.name);
             }
             Ok(Event::AlarmsCreated(names))
@@ -167,17 +189,20 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
         Action::ScaleUp => {
             cloud
                 .scale_group(&rollout.group, fleet.instances.capacity)
-                .await
-                .map_err(err)?;
+                .await?;
             Ok(Event::ScaledUp)
         }
         Action::ScaleToZero => {
-            cloud.scale_group(&rollout.group, ZERO).await.map_err(err)?;
+            cloud.scale_group(&rollout.group, ZERO).await?;
             Ok(Event::ScaledToZero)
         }
         Action::DeleteAlarms { alarms } => {
             for alarm in alarms {
-                cloud.delete_alarm(alarm).await.map_err(err)?;
+                match cloud.delete_alarm(alarm).await {
+                    // Found by name after a crash, but someone else's: not ours to delete.
+                    Err(CloudError::NotOurs(_)) => {}
+                    other => other?,
+                }
             }
             Ok(Event::AlarmsDeleted)
         }
@@ -185,9 +210,17 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
             launch_template,
             target_group,
         } => {
-            // An apply stopped between creating the group and recording it finds it here.
-            if cloud.group(&rollout.group).await.map_err(err)?.is_some() {
-                return Ok(Event::GroupCreated);
+            // An apply stopped between creating the group and recording it finds it here;
+            // a group of the name that is not this configuration's is never taken over.
+            match cloud.group_holder(&rollout.group).await? {
+                Some(Holder::Ours) => return Ok(Event::GroupCreated),
+                Some(holder) => {
+                    return Err(held(
+                        format!("Auto Scaling group {}", rollout.group),
+                        holder,
+                    ))
+                }
+                None => {}
             }
             let request = GroupRequest {
                 name: rollout.group.clone(),
@@ -198,7 +231,7 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
                 health_check_grace: fleet.rollout.healthy_within,
                 tags,
             };
-            cloud.create_group(&request).await.map_err(err)?;
+            cloud.create_group(&request).await?;
             Ok(Event::GroupCreated)
         }
         Action::WaitHealthy { target_group } => {
@@ -239,10 +272,7 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
                 if *keep {
                     // Kept with its target group, template version and alarms, so that
                     // `immune rollback` can scale it back up.
-                    cloud
-                        .scale_group(&previous.group, ZERO)
-                        .await
-                        .map_err(err)?;
+                    cloud.scale_group(&previous.group, ZERO).await?;
                     reporter.line(
                         &fleet.name,
                         &format!("{} scaled to zero and kept for rollback", previous.group),
@@ -269,14 +299,13 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
             Ok(Event::GroupDeleted)
         }
         Action::DeleteTargetGroup { target_group } => {
-            cloud.delete_target_group(target_group).await.map_err(err)?;
+            cloud.delete_target_group(target_group).await?;
             Ok(Event::TargetGroupDeleted)
         }
         Action::DeleteLaunchTemplateVersion { launch_template } => {
             cloud
                 .delete_launch_template_version(launch_template)
-                .await
-                .map_err(err)?;
+                .await?;
             Ok(Event::LaunchTemplateDeleted)
         }
         Action::Finished => unreachable!("the driver stops at Finished"),
@@ -316,7 +345,7 @@ async fn wait_until<T, F, Fut>(
 ) -> Result<T, Halt>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Option<T>, String>>,
+    Fut: Future<Output = Result<Option<T>, Halt>>,
 {
     let deadline = Instant::now() + limit;
     loop {
@@ -348,10 +377,10 @@ async fn wait_image(
         "the image to become available",
         stop,
         || async {
-            match cloud.image(image).await.map_err(|e| e.to_string())?.state {
+            match cloud.image(image).await?.state {
                 ImageState::Available => Ok(Some(())),
                 ImageState::Pending => Ok(None),
-                ImageState::Failed => Err(format!("image {image} failed to bake")),
+                ImageState::Failed => Err(Halt::Failed(format!("image {image} failed to bake"))),
             }
         },
     )
@@ -363,16 +392,12 @@ pub(super) async fn health(
     cloud: &dyn Cloud,
     group: &str,
     target_group: &str,
-) -> Result<(usize, usize), String> {
+) -> Result<(usize, usize), Halt> {
     let status = cloud
         .group(group)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("Auto Scaling group {group} disappeared"))?;
-    let targets = cloud
-        .target_health(target_group)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?
+        .ok_or_else(|| Halt::Failed(format!("Auto Scaling group {group} disappeared")))?;
+    let targets = cloud.target_health(target_group).await?;
     Ok((
         status.healthy_in(&targets),
         status.capacity.desired as usize,
@@ -385,15 +410,11 @@ pub(super) async fn set_weights(
     cloud: &dyn Cloud,
     listener: &str,
     weights: &[Weight],
-) -> Result<(), String> {
-    cloud
-        .set_listener_weights(listener, weights)
-        .await
-        .map_err(|e| e.to_string())?;
+) -> Result<(), Halt> {
+    cloud.set_listener_weights(listener, weights).await?;
     let mut read: Vec<Weight> = cloud
         .listener_weights(listener)
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .into_iter()
         .filter(|w| w.weight > 0)
         .collect();
@@ -401,9 +422,9 @@ pub(super) async fn set_weights(
     read.sort_by(|a, b| a.target_group.cmp(&b.target_group));
     wanted.sort_by(|a, b| a.target_group.cmp(&b.target_group));
     if read != wanted {
-        return Err(format!(
+        return Err(Halt::Refused(format!(
             "listener {listener} reads back weights {read:?} after setting {wanted:?}"
-        ));
+        )));
     }
     Ok(())
 }
@@ -416,19 +437,16 @@ pub(super) async fn delete_release(
     alarms: &[String],
     target_group: &str,
     poll: Duration,
-) -> Result<(), String> {
+) -> Result<(), Halt> {
     delete_group(cloud, group, poll).await?;
     for alarm in alarms {
-        cloud.delete_alarm(alarm).await.map_err(|e| e.to_string())?;
+        cloud.delete_alarm(alarm).await?;
     }
-    cloud
-        .delete_target_group(target_group)
-        .await
-        .map_err(|e| e.to_string())
+    Ok(cloud.delete_target_group(target_group).await?)
 }
 
-async fn delete_group(cloud: &dyn Cloud, name: &str, poll: Duration) -> Result<(), String> {
-    cloud.delete_group(name).await.map_err(|e| e.to_string())?;
+async fn delete_group(cloud: &dyn Cloud, name: &str, poll: Duration) -> Result<(), Halt> {
+    cloud.delete_group(name).await?;
     // Its target group can only be deleted once the group is gone. Deleting is the way
     // out of trouble, so it is never cut short.
     let never = || None;
@@ -437,18 +455,118 @@ async fn delete_group(cloud: &dyn Cloud, name: &str, poll: Duration) -> Result<(
         DELETE_TIMEOUT,
         "the Auto Scaling group to be deleted",
         &never,
-        || async {
-            Ok(cloud
-                .group(name)
-                .await
-                .map_err(|e| e.to_string())?
-                .is_none()
-                .then_some(()))
-        },
+        || async { Ok(cloud.group(name).await?.is_none().then_some(())) },
     )
     .await
-    .map_err(|halt| match halt {
-        Halt::Failed(message) => message,
-        _ => unreachable!("deleting is never stopped"),
-    })
+}
+
+/// Runs `call` again while it meets transient faults, for at most `budget`.
+pub(super) async fn with_retries<T, F, Fut>(
+    poll: Duration,
+    budget: Duration,
+    mut call: F,
+) -> Result<T, Halt>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Halt>>,
+{
+    let start = Instant::now();
+    let mut attempt = 0;
+    loop {
+        match call().await {
+            Err(Halt::Fault(_)) if start.elapsed() < budget => {
+                attempt += 1;
+                sleep(backoff(poll, attempt)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A name this release needs, held by someone else: refused, never taken over.
+fn held(resource: String, holder: Holder) -> Halt {
+    Halt::Refused(format!(
+        "{}; `immune plan` reports such conflicts before anything is created",
+        CloudError::not_ours(resource, holder)
+    ))
+}
+
+/// This configuration's builder of this name that is still there.
+async fn find_builder(cloud: &dyn Cloud, fleet: &str, name: &str) -> Result<Option<String>, Halt> {
+    Ok(cloud
+        .builders(fleet)
+        .await?
+        .into_iter()
+        .find(|b| b.name == name)
+        .map(|b| b.id))
+}
+
+/// The image an interrupted CreateImage of this rollout made: this configuration's,
+/// of the release's image name and baked from the same spec. Any other image holding the
+/// name is refused (image names are unique in an account).
+async fn adoptable_image(
+    cloud: &dyn Cloud,
+    fleet: &Fleet,
+    rollout: &Rollout,
+    name: &str,
+) -> Result<Option<String>, Halt> {
+    let Some((image, holder)) = cloud.image_named(name).await? else {
+        return Ok(None);
+    };
+    let same_spec = holder == Holder::Ours
+        && cloud
+            .find_baked_image(&fleet.name, &rollout.bake)
+            .await?
+            .is_some_and(|baked| baked.id == image.id);
+    if same_spec {
+        return Ok(Some(image.id));
+    }
+    Err(Halt::Refused(format!(
+        "image name \"{name}\" is taken by {} ({}); set image.name so that each bake has a name of its own",
+        image.id,
+        match holder {
+            Holder::Ours => "baked by this configuration from another spec".to_string(),
+            other => format!("held by {}", other.describe()),
+        }
+    )))
+}
+
+/// While rolling back: what a create call that was cut off may have made, found by name
+/// and this configuration's lineage, so the rollback tears it down as well. An image is
+/// left: it is found again by its spec and counts towards image.keep.
+async fn adopt(
+    cloud: &dyn Cloud,
+    fleet: &Fleet,
+    rollout: &Rollout,
+    intent: Intent,
+) -> Result<Event, Halt> {
+    let found = match intent {
+        Intent::Builder => find_builder(cloud, &fleet.name, &builder_name(&rollout.group))
+            .await?
+            .filter(|id| rollout.builder.as_ref() != Some(id))
+            .map(Found::Builder),
+        Intent::Image => None,
+        Intent::LaunchTemplate => cloud
+            .launch_template_version_named(&template_name(fleet), &rollout.group)
+            .await?
+            .map(Found::LaunchTemplate),
+        Intent::TargetGroup => match cloud.target_group_named(&rollout.group).await? {
+            Some((arn, Holder::Ours)) => Some(Found::TargetGroup(arn)),
+            _ => None,
+        },
+        Intent::Alarms => Some(Found::Alarms(
+            fleet
+                .rollout
+                .gates
+                .iter()
+                .filter(|g| matches!(g.check, GateCheck::Metric(_)))
+                .map(|g| g.alarm_name(&rollout.group))
+                .collect(),
+        )),
+        Intent::Group => match cloud.group_holder(&rollout.group).await? {
+            Some(Holder::Ours) => Some(Found::Group),
+            _ => None,
+        },
+    };
+    Ok(Event::Adopted(found.unwrap_or(Found::Nothing)))
 }

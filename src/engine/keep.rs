@@ -27,7 +27,8 @@ impl Engine<'_> {
                 &oldest.target_group,
                 poll,
             )
-            .await?;
+            .await
+            .map_err(|h| h.message())?;
             let recorded = self.state.fleets.get_mut(&fleet.name).expect("fleet state");
             recorded.previous.pop();
             self.note(
@@ -35,12 +36,36 @@ impl Engine<'_> {
                 format!("{} deleted: more than {keep} groups kept", oldest.name),
                 None,
             );
-            self.backend
-                .save(self.state)
+            self.save().await.map_err(|e| e.to_string())?;
+        }
+        self.drop_old_images(fleet).await?;
+        self.terminate_leftover_builders(fleet).await
+    }
+
+    /// Builders an interrupted bake left running, found by this configuration's tags: no
+    /// rollout is using them once the fleet's rollout has finished.
+    async fn terminate_leftover_builders(&mut self, fleet: &Fleet) -> Result<(), String> {
+        let builders = self
+            .cloud
+            .builders(&fleet.name)
+            .await
+            .map_err(|e| e.to_string())?;
+        for builder in builders {
+            self.cloud
+                .terminate_instance(&builder.id)
                 .await
                 .map_err(|e| e.to_string())?;
+            self.note(
+                &fleet.name,
+                format!(
+                    "builder {} ({}) left by an interrupted bake terminated",
+                    builder.id, builder.name
+                ),
+                None,
+            );
+            self.save().await.map_err(|e| e.to_string())?;
         }
-        self.drop_old_images(fleet).await
+        Ok(())
     }
 
     /// Deregisters the fleet's baked images beyond the newest `image.keep`, except those
@@ -75,10 +100,7 @@ impl Engine<'_> {
                 ),
                 None,
             );
-            self.backend
-                .save(self.state)
-                .await
-                .map_err(|e| e.to_string())?;
+            self.save().await.map_err(|e| e.to_string())?;
         }
         Ok(())
     }

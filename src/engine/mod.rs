@@ -10,11 +10,12 @@ use crate::cloud::{resolve_route, Cloud, CloudError, Weight};
 use crate::config::Fleet;
 use crate::plan::{self, Release};
 use crate::rollout::gates::Evidence;
-use crate::rollout::{Action, Event, Identity, Kind, Phase, Previous, Rollout};
+use crate::rollout::{Action, Event, Found, Identity, Kind, Phase, Previous, Rollout};
 use crate::state::{
     now, Answer, AnswerKind, Backend, Decision, FleetLock, Group, HistoryEntry, State, StateError,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 /// Where progress lines go: the terminal, or a buffer in tests.
 pub trait Reporter: Send + Sync {
@@ -69,6 +70,15 @@ pub enum EngineError {
     State(#[from] StateError),
     #[error("fleet {fleet}: {message}")]
     Cloud { fleet: String, message: String },
+    /// AWS kept failing past the retry budget: the rollout stopped where it can go on,
+    /// traffic back on the previous groups if it had moved, and the fleet is not locked.
+    #[error("fleet {fleet}: AWS kept failing, so the rollout stopped where it can go on: {message}\n  {undone}the fleet is not locked: run `immune apply` again to resume")]
+    Fault {
+        fleet: String,
+        message: String,
+        /// What was put back before stopping, as a sentence, or empty.
+        undone: String,
+    },
     /// A step that cannot be undone by rolling back failed; the next apply retries it.
     #[error("fleet {fleet}: {message}\n  state records where it stopped: run `immune apply` again to finish")]
     Unfinished { fleet: String, message: String },
@@ -81,21 +91,71 @@ pub enum EngineError {
     },
 }
 
-/// Why an action did not produce its event.
+/// Why an action did not produce its event. Each kind has one policy: the release's own
+/// failures roll back and lock, refusals roll back without locking, faults are retried
+/// and then stop resumably.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Halt {
+    /// The release failed its health (or its bake).
     Failed(String),
     /// Failed with the gate reading behind it.
     GateFailed(String, Box<Evidence>),
+    /// AWS said no for good: a name held by someone else, a parameter it rejects.
+    Refused(String),
+    /// Throttling, a 5xx, a timeout: asked again within the retry budget.
+    Fault(String),
+    /// The state could not be saved: nothing more may be done that it would not record.
+    State(String),
     Interrupted,
     /// `immune rollback` asked the running apply to roll back.
     RollbackAsked(Answer),
 }
 
-impl From<String> for Halt {
-    fn from(message: String) -> Self {
-        Halt::Failed(message)
+impl From<CloudError> for Halt {
+    fn from(e: CloudError) -> Self {
+        if e.is_transient() {
+            Halt::Fault(e.to_string())
+        } else {
+            Halt::Refused(e.to_string())
+        }
     }
+}
+
+impl From<StateError> for Halt {
+    fn from(e: StateError) -> Self {
+        Halt::State(e.to_string())
+    }
+}
+
+impl Halt {
+    /// The halt in words, for history and errors.
+    pub fn message(&self) -> String {
+        match self {
+            Halt::Failed(m)
+            | Halt::GateFailed(m, _)
+            | Halt::Refused(m)
+            | Halt::Fault(m)
+            | Halt::State(m) => m.clone(),
+            Halt::Interrupted => "interrupted".into(),
+            Halt::RollbackAsked(answer) => format!("rollback asked by {}", answer.by),
+        }
+    }
+}
+
+/// How long one action may keep meeting transient AWS faults before the rollout stops
+/// (resumably): `IMMUNE_RETRY_BUDGET` (`90s`, `5m`), 2 minutes by default.
+pub fn retry_budget() -> Duration {
+    std::env::var("IMMUNE_RETRY_BUDGET")
+        .ok()
+        .and_then(|text| crate::config::parse_duration(&text).ok())
+        .unwrap_or(Duration::from_secs(120))
+}
+
+/// The wait before the next try: the poll interval, doubling, at most 15 seconds.
+pub(crate) fn backoff(poll: Duration, attempt: u32) -> Duration {
+    let poll = poll.max(Duration::from_millis(1));
+    poll.saturating_mul(1 << attempt.min(10))
+        .min(Duration::from_secs(15))
 }
 
 pub struct Engine<'a> {
@@ -104,6 +164,30 @@ pub struct Engine<'a> {
     pub state: &'a mut State,
     pub reporter: &'a dyn Reporter,
     pub signals: &'a Signals,
+    /// How long an action may meet transient faults before the rollout stops.
+    pub retry_budget: Duration,
+    /// Decisions recorded but not yet saved: they are said only once saved.
+    unsaid: Vec<(String, String)>,
+}
+
+impl<'a> Engine<'a> {
+    pub fn new(
+        cloud: &'a dyn Cloud,
+        backend: &'a dyn Backend,
+        state: &'a mut State,
+        reporter: &'a dyn Reporter,
+        signals: &'a Signals,
+    ) -> Self {
+        Engine {
+            cloud,
+            backend,
+            state,
+            reporter,
+            signals,
+            retry_budget: retry_budget(),
+            unsaid: Vec::new(),
+        }
+    }
 }
 
 impl Engine<'_> {
@@ -146,11 +230,12 @@ impl Engine<'_> {
             outcome: "in_progress".into(),
             decisions: Vec::new(),
         });
-        self.backend.save(self.state).await?;
-        self.reporter.line(
+        self.note(
             &fleet.name,
-            &format!("starting release {} as {}", release.release, release.group),
+            format!("starting release {} as {}", release.release, release.group),
+            None,
         );
+        self.save().await?;
         self.drive(fleet).await
     }
 
@@ -209,13 +294,14 @@ impl Engine<'_> {
             && changed
             && !matches!(rollout.phase, Phase::RollBack { .. } | Phase::Retire)
         {
+            // Nothing went wrong with the release itself: undo it without locking the fleet.
             self.record(
                 fleet,
-                Event::Failed("the configuration changed while this release was unfinished".into()),
+                Event::Refused(
+                    "the configuration changed while this release was unfinished".into(),
+                ),
             )
             .await?;
-            // Nothing went wrong with the release itself: undo it without locking the fleet.
-            self.rollout(&fleet.name).lock_after_rollback = false;
         }
         self.reporter.line(
             &fleet.name,
@@ -303,7 +389,7 @@ impl Engine<'_> {
             ),
             None,
         );
-        self.backend.save(self.state).await?;
+        self.save().await?;
         self.drive(fleet).await
     }
 
@@ -315,8 +401,10 @@ impl Engine<'_> {
             .expect("a rollout in progress")
     }
 
+    /// Records a decision in the fleet's history. It is said (printed) by the next
+    /// [`Engine::save`], never before: a line on the terminal is never ahead of the
+    /// state that backs it.
     fn note(&mut self, fleet: &str, what: String, evidence: Option<Evidence>) {
-        self.reporter.line(fleet, &what);
         if let Some(entry) = self
             .state
             .fleets
@@ -325,17 +413,30 @@ impl Engine<'_> {
         {
             entry.decisions.push(Decision {
                 at: now(),
-                what,
+                what: what.clone(),
                 evidence,
             });
         }
+        self.unsaid.push((fleet.to_string(), what));
     }
 
+    /// Saves the state, then says what was decided since the last save.
+    async fn save(&mut self) -> Result<(), StateError> {
+        self.backend.save(self.state).await?;
+        for (fleet, line) in self.unsaid.drain(..) {
+            self.reporter.line(&fleet, &line);
+        }
+        Ok(())
+    }
+
+    /// Records an action's outcome: the rollout moves on, the decision is saved, then said.
     async fn record(&mut self, fleet: &Fleet, event: Event) -> Result<(), EngineError> {
         let what = describe(&event);
         self.rollout(&fleet.name).record(event);
-        self.note(&fleet.name, what, None);
-        self.backend.save(self.state).await?;
+        if let Some(what) = what {
+            self.note(&fleet.name, what, None);
+        }
+        self.save().await?;
         Ok(())
     }
 
@@ -359,6 +460,9 @@ impl Engine<'_> {
     }
 
     async fn drive(&mut self, fleet: &Fleet) -> Result<Outcome, EngineError> {
+        // When the current action first met a transient fault, and how often since.
+        let mut faults: Option<(tokio::time::Instant, u32)> = None;
+        let budget = self.retry_budget;
         loop {
             let rollout = self.rollout(&fleet.name).clone();
             let action = rollout.next_action();
@@ -371,6 +475,12 @@ impl Engine<'_> {
             if !rolling_back && self.signals.is_interrupted() {
                 return Err(self.interrupted(fleet, &rollout).await);
             }
+            // Save, then act: what the call may create is in the state before the call,
+            // so a crash in between leaves a rollout that finds it again.
+            if self.rollout(&fleet.name).begin(&action) {
+                self.save().await?;
+            }
+            let rollout = self.rollout(&fleet.name).clone();
             let result = match &action {
                 Action::Observe { step } => self.observe(fleet, *step).await,
                 _ => {
@@ -388,6 +498,7 @@ impl Engine<'_> {
                     let context = actions::Context {
                         cloud: self.cloud,
                         fleet,
+                        lineage: &self.state.lineage,
                         rollout: &rollout,
                         reporter: self.reporter,
                         stop: &stop,
@@ -402,6 +513,7 @@ impl Engine<'_> {
             };
             let halt = match result {
                 Ok(event) => {
+                    faults = None;
                     self.record(fleet, event).await?;
                     continue;
                 }
@@ -417,16 +529,34 @@ impl Engine<'_> {
                     )
                     .await?;
                 }
-                Halt::Failed(message) | Halt::GateFailed(message, _)
-                    if matches!(rollout.phase, Phase::Retire | Phase::RollBack { .. }) =>
-                {
+                Halt::State(message) => {
+                    return Err(EngineError::Unfinished {
+                        fleet: fleet.name.clone(),
+                        message: format!("the state could not be saved: {message}"),
+                    })
+                }
+                Halt::Fault(message) => {
+                    let (since, attempt) = faults.get_or_insert((tokio::time::Instant::now(), 0));
+                    *attempt += 1;
+                    // A step's observation keeps its own budget for the reads it makes.
+                    let observing = matches!(action, Action::Observe { .. });
+                    if !observing && since.elapsed() < budget {
+                        tracing::info!(fleet = %fleet.name, "retrying after a transient fault: {message}");
+                        tokio::time::sleep(backoff(fleet.rollout.poll_interval, *attempt)).await;
+                        continue;
+                    }
+                    return Err(self.suspend(fleet, message).await);
+                }
+                halt if matches!(rollout.phase, Phase::Retire | Phase::RollBack { .. }) => {
+                    let message = halt.message();
                     self.note(&fleet.name, format!("failed: {message}"), None);
-                    self.backend.save(self.state).await?;
+                    self.save().await?;
                     return Err(EngineError::Unfinished {
                         fleet: fleet.name.clone(),
                         message,
                     });
                 }
+                Halt::Refused(message) => self.record(fleet, Event::Refused(message)).await?,
                 Halt::Failed(message) => self.record(fleet, Event::Failed(message)).await?,
                 Halt::GateFailed(message, evidence) => {
                     self.note(
@@ -440,6 +570,59 @@ impl Engine<'_> {
         }
     }
 
+    /// AWS kept failing past the retry budget: the rollout stops where the next apply can
+    /// go on, and the fleet is not locked, since nothing says the release is bad. Traffic
+    /// that had moved to the new group goes back first.
+    async fn suspend(&mut self, fleet: &Fleet, message: String) -> EngineError {
+        let rollout = self.rollout(&fleet.name).clone();
+        let moved = rollout.kind == Kind::Release
+            && matches!(rollout.phase, Phase::Shift { .. } | Phase::Observe { .. })
+            && (rollout.weight > 0 || matches!(rollout.phase, Phase::Shift { .. }));
+        self.note(
+            &fleet.name,
+            format!("stopped: AWS kept failing: {message}"),
+            None,
+        );
+        let mut undone = String::new();
+        if moved {
+            let poll = fleet.rollout.poll_interval;
+            let back = actions::with_retries(poll, self.retry_budget, || {
+                actions::set_weights(self.cloud, &rollout.listener_arn, &rollout.previous_weights)
+            })
+            .await;
+            match back {
+                Ok(()) => {
+                    self.rollout(&fleet.name).record(Event::Suspended);
+                    undone = "traffic is back on the previous groups; ".into();
+                    self.note(
+                        &fleet.name,
+                        "traffic put back on the previous groups; the next apply shifts this step again".into(),
+                        None,
+                    );
+                }
+                Err(halt) => {
+                    undone = format!(
+                        "traffic could not be put back ({}) and stays at {}% on {}; ",
+                        halt.message(),
+                        rollout.weight,
+                        rollout.group
+                    );
+                    self.note(
+                        &fleet.name,
+                        format!("could not put traffic back: {}", halt.message()),
+                        None,
+                    );
+                }
+            }
+        }
+        let _ = self.save().await;
+        EngineError::Fault {
+            fleet: fleet.name.clone(),
+            message,
+            undone,
+        }
+    }
+
     async fn interrupted(&mut self, fleet: &Fleet, rollout: &Rollout) -> EngineError {
         let phase = rollout.phase.name();
         self.note(
@@ -447,7 +630,7 @@ impl Engine<'_> {
             format!("interrupted: stopped at a safe point during {phase}"),
             None,
         );
-        let _ = self.backend.save(self.state).await;
+        let _ = self.save().await;
         EngineError::Interrupted {
             fleet: fleet.name.clone(),
             group: rollout.group.clone(),
@@ -528,19 +711,20 @@ impl Engine<'_> {
                 Outcome::Restored { .. } => "restored".into(),
             };
         }
-        self.backend.save(self.state).await?;
+        self.save().await?;
         // Housekeeping after the fleet is safe: a failure here is reported and retried by
         // the next apply, it does not undo the release.
         if let Err(message) = self.tidy(fleet).await {
             self.note(&fleet.name, format!("tidying up failed: {message}"), None);
-            self.backend.save(self.state).await?;
+            self.save().await?;
         }
         Ok(outcome)
     }
 }
 
-fn describe(event: &Event) -> String {
-    match event {
+/// The decision an event records, in words; `None` for bookkeeping nobody needs to read.
+fn describe(event: &Event) -> Option<String> {
+    Some(match event {
         Event::BuilderLaunched(id) => format!("builder instance {id} launched"),
         Event::ImageReady(id) => format!("image {id} available"),
         Event::BuilderTerminated => "builder terminated".into(),
@@ -557,13 +741,31 @@ fn describe(event: &Event) -> String {
         Event::StepPassed => "step passed: every gate OK".into(),
         Event::PreviousRetired => "previous group retired".into(),
         Event::Failed(reason) => format!("FAILED: {reason}; rolling back"),
+        Event::Refused(reason) => {
+            format!("stopped: {reason}; rolling back (the fleet is not locked)")
+        }
+        Event::Suspended => return None,
+        Event::Adopted(found) => match found {
+            Found::Builder(id) => format!("found builder {id} left by an interrupted apply"),
+            Found::LaunchTemplate(lt) => format!(
+                "found launch template {} version {} left by an interrupted apply",
+                lt.id, lt.version
+            ),
+            Found::TargetGroup(arn) => {
+                format!("found target group {arn} left by an interrupted apply")
+            }
+            Found::Alarms(names) if names.is_empty() => return None,
+            Found::Alarms(names) => format!("gate alarms to delete: {}", names.join(", ")),
+            Found::Group => "found the Auto Scaling group left by an interrupted apply".into(),
+            Found::Nothing => return None,
+        },
         Event::WeightsRestored => "traffic restored to the previous group".into(),
         Event::GroupDeleted => "new Auto Scaling group deleted".into(),
         Event::ScaledToZero => "kept group scaled back to zero".into(),
         Event::AlarmsDeleted => "gate alarms deleted".into(),
         Event::TargetGroupDeleted => "new target group deleted".into(),
         Event::LaunchTemplateDeleted => "launch template version deleted".into(),
-    }
+    })
 }
 
 #[cfg(test)]

@@ -11,7 +11,29 @@ use crate::rollout::{Awaiting, Event};
 use crate::state::{now, AnswerKind};
 use std::collections::BTreeMap;
 use std::sync::mpsc;
+use std::time::Duration;
 use tokio::time::{sleep, Instant};
+
+/// The reads of one step (alarms, health, answers) share one budget for transient
+/// faults: a streak of failed polls longer than it stops the rollout resumably.
+struct Faults {
+    since: Option<Instant>,
+    budget: Duration,
+}
+
+impl Faults {
+    fn hit(&mut self, message: String) -> Result<(), Halt> {
+        let since = *self.since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= self.budget {
+            return Err(Halt::Fault(format!(
+                "reads kept failing for {}: {message}",
+                show_duration(since.elapsed())
+            )));
+        }
+        tracing::info!("transient fault while observing: {message}");
+        Ok(())
+    }
+}
 
 impl Engine<'_> {
     pub(super) async fn observe(&mut self, fleet: &Fleet, step: usize) -> Result<Event, Halt> {
@@ -41,11 +63,22 @@ impl Engine<'_> {
         // Manual gates a person let through: they pass for the rest of this step.
         let mut approved = vec![false; spec.gates.len()];
         let mut terminal: Option<mpsc::Receiver<bool>> = None;
+        let mut faults = Faults {
+            since: None,
+            budget: self.retry_budget,
+        };
         loop {
             if self.signals.is_interrupted() {
                 return Err(Halt::Interrupted);
             }
-            let readings = self.read_gates(&alarms).await;
+            let readings = match self.read_gates(&alarms).await {
+                Ok(readings) => readings,
+                Err(fault) => {
+                    faults.hit(fault)?;
+                    sleep(spec.poll_interval).await;
+                    continue;
+                }
+            };
             let mut verdicts = Vec::new();
             for (i, gate) in spec.gates.iter().enumerate() {
                 unreadable[i] = match readings[i] {
@@ -71,7 +104,15 @@ impl Engine<'_> {
                 }
                 verdicts.push(verdict);
             }
-            let (healthy, wanted) = health(self.cloud, &rollout.group, &target_group).await?;
+            let (healthy, wanted) = match health(self.cloud, &rollout.group, &target_group).await {
+                Ok(counts) => counts,
+                Err(Halt::Fault(fault)) => {
+                    faults.hit(fault)?;
+                    sleep(spec.poll_interval).await;
+                    continue;
+                }
+                Err(halt) => return Err(halt),
+            };
             if healthy < wanted {
                 return Err(Halt::Failed(format!(
                     "only {healthy} of {wanted} new instances are healthy during step {}",
@@ -129,11 +170,19 @@ impl Engine<'_> {
                 StepState::Observing => {}
             }
             // Answers: from the terminal, or left by `immune approve/reject/rollback`.
-            let answer = self
+            let answer = match self
                 .backend
                 .pending_answer(&fleet.name, &rollout.group)
                 .await
-                .map_err(|e| Halt::Failed(e.to_string()))?;
+            {
+                Ok(answer) => answer,
+                Err(e) => {
+                    faults.hit(format!("reading answers: {e}"))?;
+                    sleep(spec.poll_interval).await;
+                    continue;
+                }
+            };
+            faults.since = None;
             let from_terminal = terminal.as_ref().and_then(|rx| rx.try_recv().ok());
             let (kind, by) = match (answer, from_terminal) {
                 (Some(answer), _) => {
@@ -188,19 +237,23 @@ impl Engine<'_> {
         }
     }
 
-    async fn read_gates(&self, alarms: &[String]) -> Vec<Reading> {
+    /// Every gate's reading, or the transient fault that kept them from being read. An
+    /// error that asking again will not change (access denied) is a reading of its own,
+    /// judged by the decision table.
+    async fn read_gates(&self, alarms: &[String]) -> Result<Vec<Reading>, String> {
         if alarms.is_empty() {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         match self.cloud.alarms(alarms).await {
-            Ok(mut found) => alarms
+            Ok(mut found) => Ok(alarms
                 .iter()
                 .map(|name| reading(&mut found, name))
-                .collect(),
-            Err(e) => alarms
+                .collect()),
+            Err(e) if e.is_transient() => Err(e.to_string()),
+            Err(e) => Ok(alarms
                 .iter()
                 .map(|_| Reading::Unreadable(e.to_string()))
-                .collect(),
+                .collect()),
         }
     }
 
@@ -209,13 +262,6 @@ impl Engine<'_> {
             self.save().await?;
         }
         Ok(())
-    }
-
-    async fn save(&mut self) -> Result<(), Halt> {
-        self.backend
-            .save(self.state)
-            .await
-            .map_err(|e| Halt::Failed(e.to_string()))
     }
 }
 

@@ -182,42 +182,124 @@ async fn two_releases_leave_all_traffic_on_the_second_and_the_first_gone() {
 }
 
 #[tokio::test]
-async fn a_failed_launch_leaves_nothing_behind_and_locks_the_fleet() {
+async fn a_transient_fault_on_launch_is_retried_and_the_release_goes_on() {
     let mut s = setup();
     s.apply("v1").await.unwrap();
-    s.cloud.fail("create_group", 1);
-    let outcome = s.apply("v2").await.unwrap();
-    assert!(
-        matches!(outcome, Outcome::RolledBack { locked: true, .. }),
-        "{outcome:?}"
+    s.cloud.fail("create_group", 2);
+    assert_eq!(
+        s.apply("v2").await.unwrap(),
+        Outcome::Released {
+            group: "web-v002".into()
+        }
     );
-    assert_eq!(s.weights(), [("arn:tg/web-v001".to_string(), 100)]);
-    let w = s.cloud.world.lock().unwrap();
-    assert_eq!(w.groups.keys().collect::<Vec<_>>(), ["web-v001"]);
-    assert_eq!(w.target_groups.values().collect::<Vec<_>>(), ["web-v001"]);
-    assert!(s.state.fleets["web"].lock.is_some());
+    assert!(s.state.fleets["web"].lock.is_none());
 }
 
 #[tokio::test]
-async fn unhealthy_new_instances_are_rolled_back() {
+async fn a_refused_launch_leaves_nothing_behind_and_does_not_lock_the_fleet() {
     let mut s = setup();
     s.apply("v1").await.unwrap();
-    s.cloud
-        .world
-        .lock()
-        .unwrap()
-        .unhealthy
-        .insert("arn:tg/web-v002".into());
+    s.cloud.refuse("create_group", 1);
     let outcome = s.apply("v2").await.unwrap();
-    assert!(matches!(outcome, Outcome::RolledBack { .. }), "{outcome:?}");
+    assert!(
+        matches!(outcome, Outcome::RolledBack { locked: false, .. }),
+        "{outcome:?}"
+    );
     assert_eq!(s.weights(), [("arn:tg/web-v001".to_string(), 100)]);
+    {
+        let w = s.cloud.world.lock().unwrap();
+        assert_eq!(w.groups.keys().collect::<Vec<_>>(), ["web-v001"]);
+        assert_eq!(w.target_groups.values().collect::<Vec<_>>(), ["web-v001"]);
+    }
+    assert!(s.state.fleets["web"].lock.is_none());
+    assert!(matches!(
+        s.apply("v2").await.unwrap(),
+        Outcome::Released { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_group_name_held_by_someone_else_is_never_taken_over() {
+    let mut s = setup();
+    s.apply("v1").await.unwrap();
+    s.cloud.world.lock().unwrap().held.insert(
+        "Auto Scaling group web-v002".into(),
+        crate::cloud::Holder::Foreign,
+    );
+    let outcome = s.apply("v2").await.unwrap();
+    let Outcome::RolledBack { reason, locked } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(!locked, "the release was never tried: {reason}");
+    assert!(
+        reason.contains("Auto Scaling group web-v002 is held by something not created by immune"),
+        "{reason}"
+    );
+    assert_eq!(s.weights(), [("arn:tg/web-v001".to_string(), 100)]);
+    assert!(
+        !s.cloud
+            .world
+            .lock()
+            .unwrap()
+            .calls
+            .contains(&"delete_group"),
+        "nothing of the other group's was touched"
+    );
+    // The next release takes the next name: the fleet is not stuck.
+    assert_eq!(
+        s.apply("v2").await.unwrap(),
+        Outcome::Released {
+            group: "web-v003".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_fault_that_outlives_the_budget_stops_resumably_with_traffic_back() {
+    let mut s = setup_with("10s", &gate("enforce", "pass"));
+    s.pause = "0s".into();
+    s.set_alarm("web-5xx", AlarmState::Ok);
+    s.apply("v1").await.unwrap();
+    s.pause = "10s".into();
+    s.cloud.fail("alarms", 1_000_000);
+    let config = s.config("v2");
+    let change = plan(&config, &s.state, &BTreeMap::new()).changes.remove(0);
+    let PlanAction::Release(release) = change.action else {
+        panic!("a release")
+    };
+    let mut engine = s.engine();
+    engine.retry_budget = Duration::from_millis(100);
+    let err = engine
+        .release(&config.fleets[0], &release)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Fault { .. }), "{err}");
+    assert!(err.to_string().contains("traffic is back"), "{err}");
+    assert_eq!(s.weights(), [("arn:tg/web-v001".to_string(), 100)]);
+    let saved = s.backend.load().unwrap();
+    let fleet = &saved.fleets["web"];
+    assert!(fleet.lock.is_none(), "a fault does not lock the fleet");
+    let rollout = fleet.rollout.as_ref().unwrap();
+    assert_eq!(
+        (&rollout.phase, rollout.weight),
+        (&Phase::Shift { step: 0 }, 0)
+    );
+
+    s.cloud.world.lock().unwrap().failures.clear();
+    s.pause = "0s".into();
+    assert_eq!(
+        s.apply("v2").await.unwrap(),
+        Outcome::Released {
+            group: "web-v002".into()
+        }
+    );
 }
 
 #[tokio::test]
 async fn a_failure_while_retiring_is_finished_by_the_next_apply() {
     let mut s = setup();
     s.apply("v1").await.unwrap();
-    s.cloud.fail("delete_group", 1);
+    s.cloud.refuse("delete_group", 1);
     let err = s.apply("v2").await.unwrap_err();
     assert!(matches!(err, EngineError::Unfinished { .. }), "{err}");
     // Traffic already moved and stays on the new release.
@@ -385,17 +467,17 @@ async fn hold_waits_for_data_that_arrives_within_another_pause() {
 }
 
 #[tokio::test]
-async fn an_unreadable_gate_is_retried_then_fails_in_enforce_mode() {
+async fn a_missing_gate_alarm_is_retried_then_fails_in_enforce_mode() {
     let mut s = setup_with("0s", &gate("enforce", "pass"));
     s.set_alarm("web-5xx", AlarmState::Ok);
-    // Fewer failed reads than the budget: retried, the release goes on.
-    s.cloud
-        .fail("alarms", crate::rollout::gates::UNREADABLE_BUDGET - 1);
+    // A few failed reads: retried, the release goes on.
+    s.cloud.fail("alarms", 3);
     assert!(matches!(
         s.apply("v1").await.unwrap(),
         Outcome::Released { .. }
     ));
-    s.cloud.fail("alarms", 100);
+    // An alarm that is gone is a reading of its own, judged by the decision table.
+    s.cloud.world.lock().unwrap().alarms.remove("web-5xx");
     let outcome = s.apply("v2").await.unwrap();
     let Outcome::RolledBack { reason, .. } = outcome else {
         panic!("{outcome:?}")
@@ -705,6 +787,7 @@ impl Setup {
                 let observed = crate::plan::Observed {
                     baked_image: None,
                     live: Some(live),
+                    conflicts: Vec::new(),
                 };
                 (name, observed)
             })
@@ -713,13 +796,13 @@ impl Setup {
     }
 
     fn engine(&mut self) -> Engine<'_> {
-        Engine {
-            cloud: &*self.cloud,
-            backend: &self.backend,
-            state: &mut self.state,
-            reporter: &Quiet,
-            signals: &self.signals,
-        }
+        Engine::new(
+            &*self.cloud,
+            &self.backend,
+            &mut self.state,
+            &Quiet,
+            &self.signals,
+        )
     }
 }
 

@@ -41,7 +41,7 @@ impl Engine<'_> {
         if let Some(change) = &update.weights {
             set_weights(self.cloud, &change.route, &change.to)
                 .await
-                .map_err(failed)?;
+                .map_err(|h| failed(h.message()))?;
             self.reporter.line(
                 &fleet.name,
                 &format!("traffic set back to {}", show_weights(&change.to)),
@@ -61,7 +61,7 @@ impl Engine<'_> {
         if !retire.restore.is_empty() {
             set_weights(self.cloud, &retire.route, &retire.restore)
                 .await
-                .map_err(unfinished)?;
+                .map_err(|h| unfinished(h.message()))?;
             self.reporter.line(
                 name,
                 &format!("traffic back to {}", show_weights(&retire.restore)),
@@ -99,7 +99,7 @@ impl Engine<'_> {
                 RETIRE_POLL,
             )
             .await
-            .map_err(unfinished)?;
+            .map_err(|h| unfinished(h.message()))?;
             let recorded = self.state.fleets.get_mut(name).expect("fleet state");
             if recorded.active.as_ref() == Some(&group) {
                 recorded.active = None;

@@ -166,6 +166,8 @@ pub struct Observed {
     pub baked_image: Option<String>,
     /// The live side of the release the state records as active.
     pub live: Option<Live>,
+    /// Names the next release would take that someone else holds.
+    pub conflicts: Vec<crate::cloud::Conflict>,
 }
 
 /// The active release as it runs now, refreshed for the three-way comparison.
@@ -232,6 +234,16 @@ pub fn release_name(fleet: &Fleet) -> String {
 
 pub fn group_name(fleet: &str, seq: u32) -> String {
     format!("{fleet}-v{seq:03}")
+}
+
+/// The fleet's launch template: one per fleet, a version per release.
+pub fn template_name(fleet: &Fleet) -> String {
+    fleet.name.clone()
+}
+
+/// The builder instance that bakes the release's image.
+pub fn builder_name(group: &str) -> String {
+    format!("{group}-builder")
 }
 
 pub fn plan(config: &Config, state: &State, observed: &BTreeMap<String, Observed>) -> Plan {
@@ -325,6 +337,19 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
             };
         }
     };
+    let conflicts = observed.map_or(&[][..], |o| &o.conflicts[..]);
+    if !conflicts.is_empty() {
+        return change(
+            Action::Blocked {
+                reason: conflicts
+                    .iter()
+                    .map(|c| c.describe())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            },
+            conflict_reason(&fleet.name, &group, conflicts),
+        );
+    }
     let image = match observed.and_then(|o| o.baked_image.clone()) {
         Some(image) => ImagePlan::Reuse { image },
         None => ImagePlan::Bake {
@@ -381,6 +406,33 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
         keep_previous: fleet.rollout.keep_previous,
     };
     change(Action::Release(Box::new(release_plan)), reason)
+}
+
+/// Why a release cannot start: each name it needs and who holds it, with the way out.
+fn conflict_reason(fleet: &str, group: &str, conflicts: &[crate::cloud::Conflict]) -> String {
+    use crate::cloud::Holder;
+    let mut text = format!(
+        "{reason} cannot be released as {group}: {held}; immune never modifies or deletes what is not this configuration's",
+        reason = format_args!("fleet {fleet}"),
+        held = conflicts
+            .iter()
+            .map(|c| c.describe())
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    if conflicts
+        .iter()
+        .any(|c| matches!(c.holder, Holder::OtherState { .. }))
+    {
+        text += "\n  another state manages a fleet of this name in this account: if it is this configuration's own state that moved, bring it back or migrate it (`immune init -migrate-state`) instead of starting a new one; if it is another configuration, give this fleet another name";
+    }
+    if conflicts.iter().any(|c| c.holder == Holder::Foreign) {
+        text += "\n  rename or remove what holds the name outside immune, or give this fleet another name";
+    }
+    if conflicts.iter().any(|c| c.holder == Holder::Ours) {
+        text += "\n  image names are unique in an account: set image.name so that each bake has its own, or deregister the old image";
+    }
+    text
 }
 
 /// What of the active release is gone, when anything is: it cannot be repaired in place,

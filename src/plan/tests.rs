@@ -98,6 +98,7 @@ fn observed(live: Live) -> BTreeMap<String, Observed> {
         Observed {
             baked_image: None,
             live: Some(live),
+            conflicts: Vec::new(),
         },
     )])
 }

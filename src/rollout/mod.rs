@@ -114,6 +114,34 @@ pub struct Rollout {
     /// Restore only: who asked for it, for the lock it leaves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<String>,
+    /// Saved before a call that creates something, cleared when its outcome is recorded:
+    /// a crash in between leaves it, and what the lost call made is found again by name
+    /// and tags (adopted) instead of being made twice or leaked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<Intent>,
+}
+
+/// What a create call in flight may have made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Intent {
+    Builder,
+    Image,
+    LaunchTemplate,
+    TargetGroup,
+    Alarms,
+    Group,
+}
+
+/// What a lost create call turned out to have made, found by name and tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    Builder(String),
+    LaunchTemplate(LaunchTemplateRef),
+    TargetGroup(String),
+    Alarms(Vec<String>),
+    Group,
+    Nothing,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +163,11 @@ pub enum Action {
     },
     TerminateBuilder {
         builder: String,
+    },
+    /// While rolling back: find what a create call lost in a crash made, so that it is
+    /// torn down too.
+    Adopt {
+        intent: Intent,
     },
     ScaleUp,
     CreateLaunchTemplateVersion {
@@ -196,14 +229,39 @@ pub enum Event {
     WeightsSet(u8),
     StepPassed,
     PreviousRetired,
-    /// Something went wrong; before all traffic is on the new group this rolls back.
+    /// The release failed (health, gates, a person's rollback): before all traffic is on
+    /// the new group this rolls back, and a release that got as far as launching locks
+    /// the fleet.
     Failed(String),
+    /// AWS refused an action for good (a name held by someone else, a bad parameter):
+    /// rolled back like a failure, without locking the fleet, since the release itself
+    /// was never tried.
+    Refused(String),
+    /// AWS kept failing past the retry budget after traffic moved: traffic went back to
+    /// the previous groups and the step will be shifted again by the next apply.
+    Suspended,
+    Adopted(Found),
     WeightsRestored,
     GroupDeleted,
     ScaledToZero,
     AlarmsDeleted,
     TargetGroupDeleted,
     LaunchTemplateDeleted,
+}
+
+/// Whether the event is the outcome of a create call, which ends its intent. A failure
+/// does not: the call may have made something before it failed.
+fn creates(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::BuilderLaunched(_)
+            | Event::ImageReady(_)
+            | Event::LaunchTemplateCreated(_)
+            | Event::TargetGroupCreated(_)
+            | Event::AlarmsCreated(_)
+            | Event::GroupCreated
+            | Event::Adopted(_)
+    )
 }
 
 /// What names a release: its group, sequence number, name and fingerprints.
@@ -256,6 +314,7 @@ impl Rollout {
             alarms_created: false,
             awaiting: None,
             requested_by: None,
+            intent: None,
         }
     }
 
@@ -297,7 +356,9 @@ impl Rollout {
                 keep: self.kind == Kind::Release && self.keep_previous,
             },
             Phase::RollBack { .. } => {
-                if self.weight > 0 {
+                if let Some(intent) = self.intent {
+                    Action::Adopt { intent }
+                } else if self.weight > 0 {
                     Action::RestoreWeights {
                         weights: self.previous_weights.clone(),
                     }
@@ -329,6 +390,9 @@ impl Rollout {
     }
 
     pub fn record(&mut self, event: Event) {
+        if creates(&event) {
+            self.intent = None;
+        }
         match event {
             Event::BuilderLaunched(id) => self.builder = Some(id),
             Event::ImageReady(id) => self.image = Some(id),
@@ -365,6 +429,25 @@ impl Rollout {
                 }
             }
             Event::PreviousRetired => self.phase = Phase::Done,
+            Event::Refused(reason) => {
+                self.record(Event::Failed(reason));
+                self.lock_after_rollback = false;
+            }
+            Event::Suspended => {
+                if let Phase::Shift { step } | Phase::Observe { step } = self.phase {
+                    self.phase = Phase::Shift { step };
+                }
+                self.weight = 0;
+                self.awaiting = None;
+            }
+            Event::Adopted(found) => match found {
+                Found::Builder(id) => self.builder = Some(id),
+                Found::LaunchTemplate(lt) => self.launch_template = Some(lt),
+                Found::TargetGroup(arn) => self.target_group = Some(arn),
+                Found::Alarms(names) => self.alarms = names,
+                Found::Group => self.group_created = true,
+                Found::Nothing => {}
+            },
             Event::Failed(reason) => {
                 // Once every step has passed the new group carries all traffic and is the
                 // healthy one: a failure while retiring the old group is retried, never
@@ -400,6 +483,30 @@ impl Rollout {
         self.settle();
     }
 
+    /// Write-ahead: notes what `action` may create before it runs. True when the rollout
+    /// changed and must be saved before the call.
+    pub fn begin(&mut self, action: &Action) -> bool {
+        let intent = Rollout::intent_of(action);
+        if intent.is_some() && intent != self.intent {
+            self.intent = intent;
+            return true;
+        }
+        false
+    }
+
+    /// What the action may create, saved as the intent before it runs.
+    pub fn intent_of(action: &Action) -> Option<Intent> {
+        match action {
+            Action::FindImageOrLaunchBuilder => Some(Intent::Builder),
+            Action::CaptureImage { .. } => Some(Intent::Image),
+            Action::CreateLaunchTemplateVersion { .. } => Some(Intent::LaunchTemplate),
+            Action::CreateTargetGroup => Some(Intent::TargetGroup),
+            Action::CreateAlarms { .. } => Some(Intent::Alarms),
+            Action::CreateGroup { .. } => Some(Intent::Group),
+            _ => None,
+        }
+    }
+
     /// Moves on from phases whose work is complete.
     fn settle(&mut self) {
         match &self.phase {
@@ -407,7 +514,8 @@ impl Rollout {
                 self.phase = Phase::Launch
             }
             Phase::RollBack { reason }
-                if self.weight == 0
+                if self.intent.is_none()
+                    && self.weight == 0
                     && !self.group_created
                     && self.alarms.is_empty()
                     && self.target_group.is_none()

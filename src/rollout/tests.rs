@@ -229,6 +229,7 @@ mod properties {
             }
             Action::DeleteTargetGroup { .. } => Event::TargetGroupDeleted,
             Action::DeleteLaunchTemplateVersion { .. } => Event::LaunchTemplateDeleted,
+            Action::Adopt { .. } => Event::Adopted(Found::Nothing),
             Action::Finished => unreachable!(),
         };
         r.record(event);
@@ -380,6 +381,7 @@ mod properties {
             Action::DeleteAlarms { .. } => Event::AlarmsDeleted,
             Action::DeleteTargetGroup { .. } => Event::TargetGroupDeleted,
             Action::DeleteLaunchTemplateVersion { .. } => Event::LaunchTemplateDeleted,
+            Action::Adopt { .. } => Event::Adopted(Found::Nothing),
             Action::Finished => unreachable!(),
         };
         match outcome {

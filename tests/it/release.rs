@@ -153,12 +153,14 @@ async fn the_cloud_layer_refuses_to_delete_what_immune_did_not_create() {
     std::env::set_var("AWS_ENDPOINT_URL", crate::harness::ENDPOINT);
     std::env::set_var("AWS_ACCESS_KEY_ID", "test");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
-    let aws = Aws::connect(Some("us-east-1".into())).await.unwrap();
+    let aws = Aws::connect(Some("us-east-1".into()), "some-lineage")
+        .await
+        .unwrap();
     let refused = aws
         .delete_target_group(&w.surroundings.placeholder_target_group)
         .await;
     assert!(
-        matches!(refused, Err(CloudError::NotManaged(_))),
+        matches!(refused, Err(CloudError::NotOurs(_))),
         "{refused:?}"
     );
     let sdk = w.sdk().await;
@@ -169,14 +171,16 @@ async fn the_cloud_layer_refuses_to_delete_what_immune_did_not_create() {
 }
 
 /// What an apply that stopped right after CreateTargetGroup leaves behind: the target
-/// group, tagged for the fleet and release, but not recorded in state.
-async fn leftover_target_group(w: &World, release: Option<&str>) -> String {
+/// group, tagged for the state's lineage, the fleet and release, but not recorded in
+/// state. `None` makes an untagged one.
+async fn leftover_target_group(w: &World, owner: Option<(&str, &str)>) -> String {
     use aws_sdk_elasticloadbalancingv2::types::Tag;
     let sdk = w.sdk().await;
     let mut tags = vec![Tag::builder().key("Name").value(w.group(1)).build()];
-    if let Some(release) = release {
+    if let Some((lineage, release)) = owner {
         for (k, v) in [
             ("immune:managed", "true"),
+            ("immune:lineage", lineage),
             ("immune:fleet", w.prefix.as_str()),
             ("immune:release", release),
         ] {
@@ -208,7 +212,13 @@ async fn a_target_group_left_by_a_stopped_apply_is_adopted_and_a_foreign_one_is_
         "main.hcl",
         &w.fleet_config(&s.source_ami, &s.load_balancer, ""),
     );
-    let leftover = leftover_target_group(&w, Some("v1")).await;
+    // The stopped apply had saved its state (and with it the lineage) first.
+    std::fs::create_dir_all(w.dir.join(".immune")).unwrap();
+    w.write(
+        ".immune/state.json",
+        r#"{"version": 2, "lineage": "lineage-of-the-stopped-apply", "serial": 1, "fleets": {}}"#,
+    );
+    let leftover = leftover_target_group(&w, Some(("lineage-of-the-stopped-apply", "v1"))).await;
     let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
     assert_eq!(v1.code, 0, "{v1:?}");
     assert_eq!(
@@ -228,10 +238,17 @@ async fn a_target_group_left_by_a_stopped_apply_is_adopted_and_a_foreign_one_is_
     );
     leftover_target_group(&other, None).await;
     let refused = other.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
-    assert_eq!(refused.code, 3, "{refused:?}");
+    assert_eq!(refused.code, 1, "{refused:?}");
     assert!(
-        refused.stderr.contains("DuplicateTargetGroupName"),
+        refused.stderr.contains(&format!(
+            "target group {} is held by something not created by immune",
+            other.group(1)
+        )),
         "an untagged target group of the same name is not taken over: {refused:?}"
+    );
+    assert!(
+        !other.dir.join(".immune/state.json").exists(),
+        "refused before anything was started"
     );
     assert!(
         other.sdk().await.target_group_exists(&other.group(1)).await,

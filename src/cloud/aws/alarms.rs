@@ -49,23 +49,43 @@ impl Aws {
             .collect())
     }
 
-    /// The alarm's ARN when it exists; an error when it exists without immune's tags.
+    async fn alarm_holder(&self, alarm: &MetricAlarm) -> CloudResult<Holder> {
+        let tags = self
+            .cloudwatch
+            .list_tags_for_resource()
+            .resource_arn(alarm.alarm_arn().unwrap_or_default())
+            .send()
+            .await
+            .map_err(|e| sdk_error("ListTagsForResource", e))?;
+        Ok(self.holder(tags.tags().iter().map(|t| (t.key(), t.value()))))
+    }
+
+    /// Who holds each of these alarms that exists.
+    pub(super) async fn alarm_holders(
+        &self,
+        names: &[String],
+    ) -> CloudResult<Vec<(String, Holder)>> {
+        let mut holders = Vec::new();
+        if names.is_empty() {
+            return Ok(holders);
+        }
+        for alarm in self.describe_alarms(names).await? {
+            let holder = self.alarm_holder(&alarm).await?;
+            holders.push((alarm.alarm_name().unwrap_or_default().to_string(), holder));
+        }
+        Ok(holders)
+    }
+
+    /// The alarm's ARN when it exists; an error when it exists and is not this
+    /// configuration's.
     async fn owned_alarm(&self, name: &str) -> CloudResult<Option<String>> {
         let Some(alarm) = self.describe_alarms(&[name.to_string()]).await?.pop() else {
             return Ok(None);
         };
-        let arn = alarm.alarm_arn().unwrap_or_default().to_string();
-        let tags = self
-            .cloudwatch
-            .list_tags_for_resource()
-            .resource_arn(&arn)
-            .send()
-            .await
-            .map_err(|e| sdk_error("ListTagsForResource", e))?;
-        if !is_managed(tags.tags().iter().map(|t| (t.key(), t.value()))) {
-            return Err(CloudError::NotManaged(format!("alarm {name}")));
+        match self.alarm_holder(&alarm).await? {
+            Holder::Ours => Ok(Some(alarm.alarm_arn().unwrap_or_default().to_string())),
+            other => Err(CloudError::not_ours(format!("alarm {name}"), other)),
         }
-        Ok(Some(arn))
     }
 
     pub(super) async fn put_alarm(&self, request: &AlarmRequest) -> CloudResult<()> {

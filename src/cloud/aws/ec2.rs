@@ -20,8 +20,12 @@ fn tag_spec(resource: ResourceType, tags: Vec<Tag>) -> TagSpecification {
         .build()
 }
 
-fn ec2_managed(tags: &[Tag]) -> bool {
-    is_managed(tags.iter().map(|t| (t.key(), t.value())))
+fn pairs(tags: &[Tag]) -> impl Iterator<Item = (Option<&str>, Option<&str>)> {
+    tags.iter().map(|t| (t.key(), t.value()))
+}
+
+fn filter(name: impl Into<String>, value: &str) -> Filter {
+    Filter::builder().name(name).values(value).build()
 }
 
 fn tag_value(tags: &[Tag], key: &str) -> String {
@@ -56,11 +60,13 @@ impl Aws {
         fleet: &str,
         bake: &str,
     ) -> CloudResult<Option<Image>> {
-        let filter = |name: String, value: &str| Filter::builder().name(name).values(value).build();
+        // Only this configuration's images: another one's may be deregistered by it at any
+        // time (its image.keep), and was never checked against this one's spec.
         let out = self
             .ec2
             .describe_images()
             .owners("self")
+            .filters(filter(format!("tag:{TAG_LINEAGE}"), &self.lineage))
             .filters(filter(format!("tag:{TAG_FLEET}"), fleet))
             .filters(filter(format!("tag:{TAG_BAKE}"), bake))
             .send()
@@ -69,7 +75,7 @@ impl Aws {
         Ok(out
             .images()
             .iter()
-            .filter(|i| ec2_managed(i.tags()))
+            .filter(|i| self.holder(pairs(i.tags())) == Holder::Ours)
             .map(|i| Image {
                 id: i.image_id().unwrap_or_default().to_string(),
                 state: image_state(i.state()),
@@ -82,19 +88,15 @@ impl Aws {
             .ec2
             .describe_images()
             .owners("self")
-            .filters(
-                Filter::builder()
-                    .name(format!("tag:{TAG_FLEET}"))
-                    .values(fleet)
-                    .build(),
-            )
+            .filters(filter(format!("tag:{TAG_LINEAGE}"), &self.lineage))
+            .filters(filter(format!("tag:{TAG_FLEET}"), fleet))
             .send()
             .await
             .map_err(|e| sdk_error("DescribeImages", e))?;
         let mut images: Vec<BakedImage> = out
             .images()
             .iter()
-            .filter(|i| ec2_managed(i.tags()))
+            .filter(|i| self.holder(pairs(i.tags())) == Holder::Ours)
             .map(|i| BakedImage {
                 id: i.image_id().unwrap_or_default().to_string(),
                 name: tag_value(i.tags(), "Name"),
@@ -115,9 +117,7 @@ impl Aws {
         let Some(image) = self.describe_image(image_id).await? else {
             return Ok(());
         };
-        if !ec2_managed(image.tags()) {
-            return Err(CloudError::NotManaged(format!("image {image_id}")));
-        }
+        self.ensure_ours(format!("image {image_id}"), pairs(image.tags()))?;
         let snapshots: Vec<String> = image
             .block_device_mappings()
             .iter()
@@ -142,6 +142,8 @@ impl Aws {
     }
 
     pub(super) async fn launch_builder(&self, request: &BuilderRequest) -> CloudResult<String> {
+        let mut builder_tags = ec2_tags(&request.tags);
+        builder_tags.push(Tag::builder().key(TAG_ROLE).value("builder").build());
         let out = self
             .ec2
             .run_instances()
@@ -152,7 +154,7 @@ impl Aws {
             .subnet_id(&request.subnet)
             .set_security_group_ids(Some(request.security_groups.clone()))
             .set_user_data(request.user_data.as_deref().map(base64))
-            .tag_specifications(tag_spec(ResourceType::Instance, ec2_tags(&request.tags)))
+            .tag_specifications(tag_spec(ResourceType::Instance, builder_tags))
             .send()
             .await
             .map_err(|e| sdk_error("RunInstances", e))?;
@@ -285,9 +287,7 @@ impl Aws {
             Err(e) if code_of(&e) == Some("InvalidInstanceID.NotFound") => return Ok(()),
             Err(e) => return Err(e),
         };
-        if !ec2_managed(&tags) {
-            return Err(CloudError::NotManaged(format!("instance {instance_id}")));
-        }
+        self.ensure_ours(format!("instance {instance_id}"), pairs(&tags))?;
         self.ec2
             .terminate_instances()
             .instance_ids(instance_id)
@@ -342,19 +342,7 @@ impl Aws {
                     .build(),
             )
             .build();
-        let existing = self
-            .ec2
-            .describe_launch_templates()
-            .launch_template_names(&request.template_name)
-            .send()
-            .await
-            .map_err(|e| sdk_error("DescribeLaunchTemplates", e));
-        let existing = match existing {
-            Ok(out) => out.launch_templates().first().cloned(),
-            Err(e) if code_of(&e).is_some_and(|c| c.contains("NotFound")) => None,
-            Err(e) => return Err(e),
-        };
-        match existing {
+        match self.launch_template(&request.template_name).await? {
             None => {
                 let mut template_tags = ec2_tags(&request.tags);
                 template_tags.retain(|t| t.key() != Some(TAG_RELEASE));
@@ -380,12 +368,10 @@ impl Aws {
                 })
             }
             Some(template) => {
-                if !ec2_managed(template.tags()) {
-                    return Err(CloudError::NotManaged(format!(
-                        "launch template {}",
-                        request.template_name
-                    )));
-                }
+                self.ensure_ours(
+                    format!("launch template {}", request.template_name),
+                    pairs(template.tags()),
+                )?;
                 let id = template
                     .launch_template_id()
                     .unwrap_or_default()
@@ -430,6 +416,123 @@ impl Aws {
             Ok(_) => Ok(()),
             Err(e) if code_of(&e).is_some_and(|c| c.contains("NotFound")) => Ok(()),
             Err(e) => Err(e),
+        }
+    }
+
+    pub(super) async fn builders(&self, fleet: &str) -> CloudResult<Vec<Builder>> {
+        let out = self
+            .ec2
+            .describe_instances()
+            .filters(filter(format!("tag:{TAG_LINEAGE}"), &self.lineage))
+            .filters(filter(format!("tag:{TAG_FLEET}"), fleet))
+            .filters(filter(format!("tag:{TAG_ROLE}"), "builder"))
+            .filters(
+                Filter::builder()
+                    .name("instance-state-name")
+                    .values("pending")
+                    .values("running")
+                    .values("stopping")
+                    .values("stopped")
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| sdk_error("DescribeInstances", e))?;
+        Ok(out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter(|i| self.holder(pairs(i.tags())) == Holder::Ours)
+            .filter_map(|i| {
+                Some(Builder {
+                    id: i.instance_id()?.to_string(),
+                    name: tag_value(i.tags(), "Name"),
+                })
+            })
+            .collect())
+    }
+
+    pub(super) async fn image_named(&self, name: &str) -> CloudResult<Option<(Image, Holder)>> {
+        let out = self
+            .ec2
+            .describe_images()
+            .owners("self")
+            .filters(filter("name", name))
+            .send()
+            .await
+            .map_err(|e| sdk_error("DescribeImages", e))?;
+        Ok(out
+            .images()
+            .iter()
+            .find(|i| i.state() != Some(&aws_sdk_ec2::types::ImageState::Deregistered))
+            .map(|i| {
+                let image = Image {
+                    id: i.image_id().unwrap_or_default().to_string(),
+                    state: image_state(i.state()),
+                };
+                (image, self.holder(pairs(i.tags())))
+            }))
+    }
+
+    async fn launch_template(
+        &self,
+        name: &str,
+    ) -> CloudResult<Option<aws_sdk_ec2::types::LaunchTemplate>> {
+        let out = self
+            .ec2
+            .describe_launch_templates()
+            .launch_template_names(name)
+            .send()
+            .await
+            .map_err(|e| sdk_error("DescribeLaunchTemplates", e));
+        match out {
+            Ok(out) => Ok(out.launch_templates().first().cloned()),
+            Err(e) if code_of(&e).is_some_and(|c| c.contains("NotFound")) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(super) async fn launch_template_holder(&self, name: &str) -> CloudResult<Option<Holder>> {
+        Ok(self
+            .launch_template(name)
+            .await?
+            .map(|t| self.holder(pairs(t.tags()))))
+    }
+
+    pub(super) async fn launch_template_version_named(
+        &self,
+        template: &str,
+        description: &str,
+    ) -> CloudResult<Option<LaunchTemplateRef>> {
+        let Some(found) = self.launch_template(template).await? else {
+            return Ok(None);
+        };
+        if self.holder(pairs(found.tags())) != Holder::Ours {
+            return Ok(None);
+        }
+        let id = found.launch_template_id().unwrap_or_default().to_string();
+        let mut token = None;
+        loop {
+            let out = self
+                .ec2
+                .describe_launch_template_versions()
+                .launch_template_id(&id)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| sdk_error("DescribeLaunchTemplateVersions", e))?;
+            if let Some(version) = out
+                .launch_template_versions()
+                .iter()
+                .find(|v| v.version_description() == Some(description))
+                .and_then(|v| v.version_number())
+            {
+                return Ok(Some(LaunchTemplateRef { id, version }));
+            }
+            token = out.next_token().map(str::to_string);
+            if token.is_none() {
+                return Ok(None);
+            }
         }
     }
 }

@@ -6,6 +6,11 @@ use aws_sdk_elasticloadbalancingv2::types::{
     TargetGroupTuple, TargetHealthStateEnum, TargetTypeEnum,
 };
 
+fn tag_pairs(tags: &[(String, String)]) -> impl Iterator<Item = (Option<&str>, Option<&str>)> {
+    tags.iter()
+        .map(|(k, v)| (Some(k.as_str()), Some(v.as_str())))
+}
+
 impl Aws {
     pub(super) async fn resolve_listener(&self, listener: &ListenerRef) -> CloudResult<Listener> {
         let not_found = || CloudError::NotFound(listener.to_string());
@@ -313,12 +318,39 @@ impl Aws {
             tags.iter()
                 .any(|(k, v)| k.as_str() == key && v.as_str() == value)
         };
-        let ours = is_managed(
-            tags.iter()
-                .map(|(k, v)| (Some(k.as_str()), Some(v.as_str()))),
-        ) && has(TAG_FLEET, &request.tags.fleet)
+        let ours = self.holder(tag_pairs(&tags)) == Holder::Ours
+            && has(TAG_FLEET, &request.tags.fleet)
             && has(TAG_RELEASE, &request.tags.release);
         Ok(ours.then(|| arn.to_string()))
+    }
+
+    /// The target group of this name, if it exists, with who holds it.
+    pub(super) async fn target_group_named(
+        &self,
+        name: &str,
+    ) -> CloudResult<Option<(String, Holder)>> {
+        let out = self
+            .elb
+            .describe_target_groups()
+            .names(name)
+            .send()
+            .await
+            .map_err(|e| sdk_error("DescribeTargetGroups", e));
+        let arn = match out {
+            Ok(out) => out
+                .target_groups()
+                .first()
+                .and_then(|t| t.target_group_arn())
+                .map(str::to_string),
+            Err(e) if code_of(&e).is_some_and(|c| c.contains("NotFound")) => None,
+            Err(e) => return Err(e),
+        };
+        let Some(arn) = arn else {
+            return Ok(None);
+        };
+        let tags = self.target_group_tags(&arn).await?;
+        let holder = self.holder(tag_pairs(&tags));
+        Ok(Some((arn, holder)))
     }
 
     /// The target group's tags as (key, value) pairs.
@@ -342,16 +374,10 @@ impl Aws {
     }
 
     pub(super) async fn delete_target_group(&self, arn: &str) -> CloudResult<()> {
-        let managed = match self.target_group_tags(arn).await {
-            Ok(tags) => is_managed(
-                tags.iter()
-                    .map(|(k, v)| (Some(k.as_str()), Some(v.as_str()))),
-            ),
+        match self.target_group_tags(arn).await {
+            Ok(tags) => self.ensure_ours(format!("target group {arn}"), tag_pairs(&tags))?,
             Err(e) if code_of(&e).is_some_and(|c| c.contains("NotFound")) => return Ok(()),
             Err(e) => return Err(e),
-        };
-        if !managed {
-            return Err(CloudError::NotManaged(format!("target group {arn}")));
         }
         match self
             .elb

@@ -92,8 +92,8 @@ impl Aws {
         Ok(found)
     }
 
-    /// Whether the group exists; an error when it exists without immune's tags.
-    async fn owned_group(&self, name: &str) -> CloudResult<bool> {
+    /// Who holds the group of this name, if it exists.
+    pub(super) async fn group_holder(&self, name: &str) -> CloudResult<Option<Holder>> {
         let out = self
             .autoscaling
             .describe_auto_scaling_groups()
@@ -101,13 +101,22 @@ impl Aws {
             .send()
             .await
             .map_err(|e| sdk_error("DescribeAutoScalingGroups", e))?;
-        let Some(group) = out.auto_scaling_groups().first() else {
-            return Ok(false);
-        };
-        if !is_managed(group.tags().iter().map(|t| (t.key(), t.value()))) {
-            return Err(CloudError::NotManaged(format!("Auto Scaling group {name}")));
+        Ok(out
+            .auto_scaling_groups()
+            .first()
+            .map(|g| self.holder(g.tags().iter().map(|t| (t.key(), t.value())))))
+    }
+
+    /// Whether the group exists; an error when it exists and is not this configuration's.
+    async fn owned_group(&self, name: &str) -> CloudResult<bool> {
+        match self.group_holder(name).await? {
+            None => Ok(false),
+            Some(Holder::Ours) => Ok(true),
+            Some(other) => Err(CloudError::not_ours(
+                format!("Auto Scaling group {name}"),
+                other,
+            )),
         }
-        Ok(true)
     }
 
     pub(super) async fn delete_group(&self, name: &str) -> CloudResult<()> {

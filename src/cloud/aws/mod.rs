@@ -14,6 +14,8 @@ use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 
 pub struct Aws {
     region: String,
+    /// The state's lineage: only resources tagged with it are modified or deleted.
+    lineage: String,
     ec2: aws_sdk_ec2::Client,
     elb: aws_sdk_elasticloadbalancingv2::Client,
     autoscaling: aws_sdk_autoscaling::Client,
@@ -21,8 +23,9 @@ pub struct Aws {
 }
 
 impl Aws {
-    /// Connects with the standard configuration chain. `region` overrides it.
-    pub async fn connect(region: Option<String>) -> CloudResult<Aws> {
+    /// Connects with the standard configuration chain. `region` overrides it. `lineage`
+    /// is the state's: what it tags is this configuration's, everything else is left alone.
+    pub async fn connect(region: Option<String>, lineage: &str) -> CloudResult<Aws> {
         let config = sdk_config(region).await;
         let region = config.region().map(|r| r.to_string()).ok_or_else(|| {
             CloudError::Invalid(
@@ -31,6 +34,7 @@ impl Aws {
         })?;
         Ok(Aws {
             region,
+            lineage: lineage.to_string(),
             ec2: aws_sdk_ec2::Client::new(&config),
             elb: aws_sdk_elasticloadbalancingv2::Client::new(&config),
             autoscaling: aws_sdk_autoscaling::Client::new(&config),
@@ -93,11 +97,73 @@ pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// The one test for immune's ownership, over any SDK's tags as (key, value) pairs:
-/// nothing without `immune:managed = true` is modified or deleted.
-fn is_managed<'a>(tags: impl IntoIterator<Item = (Option<&'a str>, Option<&'a str>)>) -> bool {
-    tags.into_iter()
-        .any(|(k, v)| k == Some(TAG_MANAGED) && v == Some("true"))
+impl Aws {
+    /// Who holds a resource with these tags (any SDK's, as (key, value) pairs).
+    fn holder<'a>(
+        &self,
+        tags: impl IntoIterator<Item = (Option<&'a str>, Option<&'a str>)>,
+    ) -> Holder {
+        Holder::of(tags, &self.lineage)
+    }
+
+    /// The one test for immune's ownership: nothing without this state's lineage is
+    /// modified or deleted.
+    fn ensure_ours<'a>(
+        &self,
+        resource: impl Into<String>,
+        tags: impl IntoIterator<Item = (Option<&'a str>, Option<&'a str>)>,
+    ) -> CloudResult<()> {
+        match self.holder(tags) {
+            Holder::Ours => Ok(()),
+            other => Err(CloudError::not_ours(resource, other)),
+        }
+    }
+
+    /// Every name of `claim` held by anything but this configuration, read side by side.
+    async fn claim_conflicts(&self, claim: &Claim) -> CloudResult<Vec<Conflict>> {
+        let group = async {
+            self.group_holder(&claim.group)
+                .await
+                .map(|h| h.map(|h| (format!("Auto Scaling group {}", claim.group), h)))
+        };
+        let target_group = async {
+            self.target_group_named(&claim.group)
+                .await
+                .map(|t| t.map(|(_, h)| (format!("target group {}", claim.group), h)))
+        };
+        let template = async {
+            self.launch_template_holder(&claim.launch_template)
+                .await
+                .map(|h| h.map(|h| (format!("launch template {}", claim.launch_template), h)))
+        };
+        let image = async {
+            let Some(name) = &claim.image else {
+                return Ok(None);
+            };
+            // Image names are unique in the account: even one of ours cannot be baked
+            // again under the same name.
+            Ok(self
+                .image_named(name)
+                .await?
+                .map(|(image, holder)| (format!("image name \"{name}\" ({})", image.id), holder)))
+        };
+        let alarms = self.alarm_holders(&claim.alarms);
+        let (group, target_group, template, image, alarms) =
+            tokio::try_join!(group, target_group, template, image, alarms)?;
+        let image = image.map(|(resource, holder)| Conflict { resource, holder });
+        Ok([group, target_group, template]
+            .into_iter()
+            .flatten()
+            .chain(
+                alarms
+                    .into_iter()
+                    .map(|(name, h)| (format!("alarm {name}"), h)),
+            )
+            .filter(|(_, holder)| *holder != Holder::Ours)
+            .map(|(resource, holder)| Conflict { resource, holder })
+            .chain(image)
+            .collect())
+    }
 }
 
 fn code_of(err: &CloudError) -> Option<&str> {
@@ -217,6 +283,29 @@ impl Cloud for Aws {
 
     async fn alarms(&self, names: &[String]) -> CloudResult<BTreeMap<String, AlarmReading>> {
         self.alarms(names).await
+    }
+    async fn claim_conflicts(&self, claim: &Claim) -> CloudResult<Vec<Conflict>> {
+        self.claim_conflicts(claim).await
+    }
+    async fn group_holder(&self, name: &str) -> CloudResult<Option<Holder>> {
+        self.group_holder(name).await
+    }
+    async fn target_group_named(&self, name: &str) -> CloudResult<Option<(String, Holder)>> {
+        self.target_group_named(name).await
+    }
+    async fn builders(&self, fleet: &str) -> CloudResult<Vec<Builder>> {
+        self.builders(fleet).await
+    }
+    async fn image_named(&self, name: &str) -> CloudResult<Option<(Image, Holder)>> {
+        self.image_named(name).await
+    }
+    async fn launch_template_version_named(
+        &self,
+        template: &str,
+        description: &str,
+    ) -> CloudResult<Option<LaunchTemplateRef>> {
+        self.launch_template_version_named(template, description)
+            .await
     }
     async fn put_alarm(&self, request: &AlarmRequest) -> CloudResult<()> {
         self.put_alarm(request).await
