@@ -26,10 +26,10 @@ pub async fn connect(
     let aws = Aws::connect(region, &state.lineage)
         .await
         .map_err(|e| CliError::Message(format!("error: {e}")))?;
-    Ok(match Faulty::<Aws>::from_env() {
+    Ok(match Faulty::from_env() {
         Some((rate, seed)) => {
             eprintln!("warning: IMMUNE_INJECT_FAULTS is set: {rate} of AWS calls fail on purpose");
-            Box::new(Faulty::new(aws, rate, seed))
+            Box::new(Faulty::new(std::sync::Arc::new(aws), rate, seed))
         }
         None => Box::new(aws),
     })

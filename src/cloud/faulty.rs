@@ -5,10 +5,10 @@
 //! binary for fault-injection runs against LocalStack.
 
 use super::*;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-pub struct Faulty<C> {
-    inner: C,
+pub struct Faulty {
+    inner: Arc<dyn Cloud>,
     /// Share of calls that fail, 0.0 to 1.0.
     rate: f64,
     rng: Mutex<u64>,
@@ -16,18 +16,14 @@ pub struct Faulty<C> {
     pub injected: Mutex<Vec<&'static str>>,
 }
 
-impl<C: Cloud> Faulty<C> {
-    pub fn new(inner: C, rate: f64, seed: u64) -> Self {
+impl Faulty {
+    pub fn new(inner: Arc<dyn Cloud>, rate: f64, seed: u64) -> Self {
         Faulty {
             inner,
             rate,
             rng: Mutex::new(seed.max(1)),
             injected: Mutex::new(Vec::new()),
         }
-    }
-
-    pub fn inner(&self) -> &C {
-        &self.inner
     }
 
     /// Reads `IMMUNE_INJECT_FAULTS=RATE[:SEED]`, e.g. `0.1:7`.
@@ -99,7 +95,7 @@ enum Fault {
 use std::future::Future;
 
 #[async_trait]
-impl<C: Cloud> Cloud for Faulty<C> {
+impl Cloud for Faulty {
     fn region(&self) -> String {
         self.inner.region()
     }

@@ -239,17 +239,20 @@ impl Engine<'_> {
         self.drive(fleet).await
     }
 
-    /// The listener and the weights traffic goes back to. A listener that forwards nowhere
-    /// is refused: a rollback would have nowhere to send traffic.
+    /// The listener and the weights traffic goes back to, read through transient faults.
+    /// A listener that forwards nowhere is refused: a rollback would have nowhere to send
+    /// traffic.
     async fn live_weights(&self, fleet: &Fleet) -> Result<(String, Vec<Weight>), EngineError> {
-        let cloud_error = |e: CloudError| EngineError::Cloud {
-            fleet: fleet.name.clone(),
-            message: e.to_string(),
+        let read = || async {
+            let route = resolve_route(self.cloud, &fleet.traffic).await?;
+            let weights = self.cloud.listener_weights(&route).await?;
+            Ok::<_, Halt>((route, weights))
         };
-        let route = resolve_route(self.cloud, &fleet.traffic)
-            .await
-            .map_err(cloud_error)?;
-        let weights = self.forwarding(fleet, &route).await?;
+        let (route, weights) =
+            actions::with_retries(fleet.rollout.poll_interval, self.retry_budget, read)
+                .await
+                .map_err(|halt| self.not_started(fleet, halt))?;
+        let weights: Vec<Weight> = weights.into_iter().filter(|w| w.weight > 0).collect();
         if weights.is_empty() {
             let action = match fleet.traffic.rule_priority {
                 Some(_) => "the rule's action",
@@ -266,23 +269,32 @@ impl Engine<'_> {
         Ok((route, weights))
     }
 
-    /// The target groups the listener sends traffic to now, with their weights.
-    async fn forwarding(
-        &self,
-        fleet: &Fleet,
-        listener_arn: &str,
-    ) -> Result<Vec<Weight>, EngineError> {
-        Ok(self
-            .cloud
-            .listener_weights(listener_arn)
-            .await
-            .map_err(|e| EngineError::Cloud {
+    /// A read before a rollout started failed: nothing to undo, nothing locked.
+    fn not_started(&self, fleet: &Fleet, halt: Halt) -> EngineError {
+        match halt {
+            Halt::Fault(message) => EngineError::Fault {
                 fleet: fleet.name.clone(),
-                message: e.to_string(),
-            })?
-            .into_iter()
-            .filter(|w| w.weight > 0)
-            .collect())
+                message,
+                undone: "nothing was started; ".into(),
+            },
+            other => EngineError::Cloud {
+                fleet: fleet.name.clone(),
+                message: other.message(),
+            },
+        }
+    }
+
+    /// The target groups the route sends traffic to now, with their weights.
+    async fn forwarding(&self, fleet: &Fleet, route_arn: &str) -> Result<Vec<Weight>, EngineError> {
+        let read = || async { Ok::<_, Halt>(self.cloud.listener_weights(route_arn).await?) };
+        Ok(
+            actions::with_retries(fleet.rollout.poll_interval, self.retry_budget, read)
+                .await
+                .map_err(|halt| self.not_started(fleet, halt))?
+                .into_iter()
+                .filter(|w| w.weight > 0)
+                .collect(),
+        )
     }
 
     /// Continues the fleet's unfinished rollout from its recorded phase.

@@ -874,3 +874,86 @@ async fn a_fleet_removed_from_the_configuration_gives_its_traffic_back_and_is_de
         "nothing is left to retire"
     );
 }
+
+/// Applies `release` through a cloud that fails `rate` of its calls (throttling, 5xx and
+/// timeouts after the call took effect), with a short retry budget so that some faults
+/// outlive it.
+async fn apply_under_faults(
+    s: &mut Setup,
+    release: &str,
+    rate: f64,
+    seed: u64,
+) -> (Result<Outcome, EngineError>, usize) {
+    let faulty = crate::cloud::faulty::Faulty::new(s.cloud.clone(), rate, seed);
+    let config = s.config(release);
+    let change = plan(&config, &s.state, &BTreeMap::new()).changes.remove(0);
+    let mut engine = Engine::new(&faulty, &s.backend, &mut s.state, &Quiet, &s.signals);
+    engine.retry_budget = Duration::from_millis(40);
+    let result = match change.action {
+        PlanAction::Release(release) => engine.release(&config.fleets[0], &release).await,
+        PlanAction::Resume { .. } => engine.resume(&config.fleets[0]).await,
+        other => panic!("unexpected plan {other:?}"),
+    };
+    let injected = faulty.injected.lock().unwrap().len();
+    (result, injected)
+}
+
+#[tokio::test]
+async fn releases_under_injected_faults_never_lock_and_one_clean_apply_repairs_any_stop() {
+    let mut injected = 0;
+    let mut stops = 0;
+    for rate in [0.05, 0.1, 0.2] {
+        for seed in 1..=6 {
+            let mut s = setup_with("0s", &gate("enforce", "pass"));
+            s.set_alarm("web-5xx", AlarmState::Ok);
+            for (seq, release) in [(1, "v1"), (2, "v2")] {
+                let (result, n) = apply_under_faults(&mut s, release, rate, seed).await;
+                injected += n;
+                match &result {
+                    Ok(Outcome::Released { .. }) => {}
+                    Err(EngineError::Fault { .. } | EngineError::Unfinished { .. }) => {
+                        stops += 1;
+                        assert!(
+                            s.state.fleets["web"].rollout.is_some(),
+                            "a stop is resumable"
+                        );
+                    }
+                    other => panic!("rate {rate} seed {seed} {release}: {other:?}"),
+                }
+                assert!(
+                    s.state.fleets["web"].lock.is_none(),
+                    "rate {rate} seed {seed} {release}: a fault locked the fleet"
+                );
+                if result.is_err() {
+                    assert_eq!(
+                        s.apply(release).await.unwrap(),
+                        Outcome::Released {
+                            group: format!("web-v{seq:03}")
+                        },
+                        "rate {rate} seed {seed}: one clean apply repairs the stop"
+                    );
+                }
+                let group = format!("web-v{seq:03}");
+                assert_eq!(s.weights(), [(format!("arn:tg/{group}"), 100)]);
+                let w = s.cloud.world.lock().unwrap();
+                assert_eq!(w.groups.keys().collect::<Vec<_>>(), [&group]);
+                assert_eq!(w.target_groups.values().collect::<Vec<_>>(), [&group]);
+                assert_eq!(w.images.len(), 1, "one bake, adopted rather than repeated");
+                assert_eq!(
+                    w.templates["web"].1.len(),
+                    seq as usize,
+                    "one launch template version per release: {:?}",
+                    w.templates
+                );
+                let running: Vec<_> = w
+                    .builders
+                    .keys()
+                    .filter(|id| w.instances[*id] != crate::cloud::InstanceState::Terminated)
+                    .collect();
+                assert!(running.is_empty(), "builders left running: {running:?}");
+            }
+        }
+    }
+    assert!(injected > 20, "faults were injected: {injected}");
+    assert!(stops > 0, "some faults outlived the budget");
+}

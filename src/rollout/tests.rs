@@ -463,3 +463,180 @@ mod properties {
         }
     }
 }
+
+/// Crashes between any two saves. The engine saves the rollout after `begin` (the intent
+/// to create) and after every recorded event; a crash loses everything since the last
+/// save but not what the cloud did. The model cloud counts what exists of the new
+/// release; in the end nothing may be left that the state does not know of.
+mod crashes {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    #[derive(Debug, Clone, Copy)]
+    enum Outcome {
+        Ok,
+        /// The call failed before it did anything.
+        Fail,
+        /// The process died before the call.
+        CrashBefore,
+        /// The call did its work, then the process died.
+        CrashAfter,
+        /// The gate saw ALARM.
+        Alarm,
+    }
+
+    fn outcome() -> impl Strategy<Value = Outcome> {
+        prop_oneof![
+            8 => Just(Outcome::Ok),
+            1 => Just(Outcome::Fail),
+            1 => Just(Outcome::CrashBefore),
+            2 => Just(Outcome::CrashAfter),
+            1 => Just(Outcome::Alarm),
+        ]
+    }
+
+    /// What exists of the new release.
+    #[derive(Debug, Default)]
+    struct Made {
+        things: BTreeSet<&'static str>,
+    }
+
+    /// The action's effect on the model cloud, and the event it reports. Creates adopt
+    /// what exists, as the real actions look by name and lineage first.
+    fn perform(r: &Rollout, action: &Action, made: &mut Made, alarm: bool) -> Event {
+        let mut create = |what: &'static str| made.things.insert(what);
+        match action {
+            Action::FindImageOrLaunchBuilder => {
+                create("builder");
+                Event::BuilderLaunched("i-1".into())
+            }
+            Action::CaptureImage { .. } => Event::ImageReady("ami-1".into()),
+            Action::TerminateBuilder { .. } => {
+                made.things.remove("builder");
+                Event::BuilderTerminated
+            }
+            Action::CreateLaunchTemplateVersion { .. } => {
+                create("template");
+                Event::LaunchTemplateCreated(lt())
+            }
+            Action::CreateTargetGroup => {
+                create("target group");
+                Event::TargetGroupCreated("new".into())
+            }
+            Action::CreateAlarms { .. } => {
+                create("alarm");
+                Event::AlarmsCreated(vec!["new-latency".into()])
+            }
+            Action::CreateGroup { .. } => {
+                create("group");
+                Event::GroupCreated
+            }
+            Action::Adopt { intent } => {
+                let has = |what| made.things.contains(what);
+                Event::Adopted(match intent {
+                    Intent::Builder if has("builder") => Found::Builder("i-1".into()),
+                    Intent::LaunchTemplate if has("template") => Found::LaunchTemplate(lt()),
+                    Intent::TargetGroup if has("target group") => Found::TargetGroup("new".into()),
+                    Intent::Alarms => Found::Alarms(vec!["new-latency".into()]),
+                    Intent::Group if has("group") => Found::Group,
+                    _ => Found::Nothing,
+                })
+            }
+            Action::WaitHealthy { .. } => Event::Healthy,
+            Action::SetWeights { percent, .. } => Event::WeightsSet(*percent),
+            Action::Observe { step } if alarm => {
+                Event::Failed(format!("gate errors: ALARM at step {}", step + 1))
+            }
+            Action::Observe { .. } => Event::StepPassed,
+            Action::RetirePrevious { .. } => Event::PreviousRetired,
+            Action::RestoreWeights { .. } => Event::WeightsRestored,
+            Action::DeleteGroup => {
+                made.things.remove("group");
+                Event::GroupDeleted
+            }
+            Action::DeleteAlarms { .. } => {
+                made.things.remove("alarm");
+                Event::AlarmsDeleted
+            }
+            Action::DeleteTargetGroup { .. } => {
+                made.things.remove("target group");
+                Event::TargetGroupDeleted
+            }
+            Action::DeleteLaunchTemplateVersion { .. } => {
+                made.things.remove("template");
+                Event::LaunchTemplateDeleted
+            }
+            other => panic!("a release does not {other:?} ({:?})", r.phase),
+        }
+    }
+
+    /// The state document's round trip: what the next process reads.
+    fn reread(saved: &str) -> Rollout {
+        serde_json::from_str(saved).expect("the saved rollout reads back")
+    }
+
+    proptest! {
+        #[test]
+        fn crashes_at_any_point_leave_nothing_the_state_does_not_know(
+            outcomes in proptest::collection::vec(outcome(), 0..80),
+        ) {
+            let mut r = rollout(true);
+            let mut saved = serde_json::to_string(&r).unwrap();
+            let mut made = Made::default();
+            let mut outcomes = outcomes.into_iter();
+            let mut moves = 0;
+            let mut decided_rollback = false;
+            loop {
+                moves += 1;
+                prop_assert!(moves < 400, "the rollout must terminate");
+                let action = r.next_action();
+                if action == Action::Finished {
+                    break;
+                }
+                // Save, then act.
+                if r.begin(&action) {
+                    saved = serde_json::to_string(&r).unwrap();
+                }
+                let outcome = outcomes.next().unwrap_or(Outcome::Ok);
+                match outcome {
+                    Outcome::CrashBefore => {
+                        r = reread(&saved);
+                        continue;
+                    }
+                    Outcome::CrashAfter => {
+                        perform(&r, &action, &mut made, false);
+                        r = reread(&saved);
+                        continue;
+                    }
+                    Outcome::Fail => r.record(Event::Failed("injected".into())),
+                    Outcome::Ok | Outcome::Alarm => {
+                        let event = perform(&r, &action, &mut made, matches!(outcome, Outcome::Alarm));
+                        r.record(event);
+                    }
+                }
+                saved = serde_json::to_string(&r).unwrap();
+                // A rollback once saved is never reversed by a later process.
+                if matches!(reread(&saved).phase, Phase::RollBack { .. }) {
+                    decided_rollback = true;
+                }
+                if decided_rollback {
+                    prop_assert!(
+                        matches!(r.phase, Phase::RollBack { .. } | Phase::RolledBack { .. }),
+                        "a decided rollback was reversed: {:?}", r.phase
+                    );
+                }
+            }
+            match &r.phase {
+                Phase::Done => {
+                    prop_assert!(!made.things.contains("builder"), "builder left: {:?}", made);
+                    prop_assert!(r.group_created && r.target_group.is_some() && r.launch_template.is_some());
+                }
+                Phase::RolledBack { .. } => {
+                    prop_assert!(made.things.is_empty(), "left behind by a crash: {:?}", made);
+                }
+                other => prop_assert!(false, "ended in {:?}", other),
+            }
+        }
+    }
+}
