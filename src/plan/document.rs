@@ -57,11 +57,18 @@ impl Plan {
 }
 
 /// What the configuration asks for, as a hash: every fleet as evaluated, so a changed
-/// file or variable changes it while formatting and comments do not.
+/// file or variable changes it while formatting and comments do not. User data and the
+/// bake script are left out of the serialized fleet (they may hold secrets), so their
+/// hashes, the fingerprint and bake id, are added: they make the release too.
 pub fn config_hash(config: &Config) -> String {
     let fleets = serde_json::to_string(&config.fleets).expect("fleets serialize");
-    let digest = Sha256::digest(fleets.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    let mut hash = Sha256::new();
+    hash.update(fleets.as_bytes());
+    for fleet in &config.fleets {
+        hash.update(super::fingerprint(fleet).as_bytes());
+        hash.update(super::bake_id(fleet).as_bytes());
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Document {

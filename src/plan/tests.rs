@@ -384,6 +384,13 @@ fn a_saved_plan_is_stale_once_the_state_or_the_configuration_moves_on() {
         .stale(&state, &config("v2"))
         .unwrap()
         .contains("configuration"));
+    // User data and the bake script make the release, though no plan shows them.
+    let mut user_data = v1.clone();
+    user_data.fleets[0].instances.user_data = Some("#!/bin/sh\necho changed".into());
+    assert!(document.stale(&state, &user_data).is_some());
+    let mut script = v1.clone();
+    script.fleets[0].image.provision = Some("#!/bin/sh\necho changed".into());
+    assert!(document.stale(&state, &script).is_some());
     state.serial += 1;
     assert!(document
         .stale(&state, &v1)

@@ -1,0 +1,217 @@
+//! Ownership on LocalStack: what another configuration, another tool or a person made
+//! stands in the way of a release only as a conflict that `plan` names, with its holder;
+//! nothing of it is touched, and the fleet goes on once the obstacle is gone.
+
+use crate::harness::{immune_in, World, ENDPOINT};
+
+fn config(w: &World) -> String {
+    let s = &w.surroundings;
+    w.fleet_config(&s.source_ami, &s.load_balancer, "")
+}
+
+fn lineage(w: &World) -> String {
+    w.state()["lineage"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_configuration_with_the_same_fleet_name_is_refused_at_plan_and_touches_nothing() {
+    let w = World::new();
+    w.write("main.hcl", &config(&w));
+    let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
+    assert_eq!(v1.code, 0, "{v1:?}");
+    let first = lineage(&w);
+
+    // Another directory, its own state, the same fleet name in the same account.
+    let second = w.dir.join("second");
+    std::fs::create_dir_all(&second).unwrap();
+    std::fs::write(second.join("main.hcl"), config(&w)).unwrap();
+    let plan = immune_in(&second, &["plan", "--var", "release=v1"], ENDPOINT);
+    assert_eq!(plan.code, 1, "{plan:?}");
+    for held in [
+        format!(
+            "Auto Scaling group {} is held by another immune configuration (state lineage {first})",
+            w.group(1)
+        ),
+        format!(
+            "launch template {} is held by another immune configuration (state lineage {first})",
+            w.prefix
+        ),
+    ] {
+        assert!(plan.stderr.contains(&held), "{held}\n{plan:?}");
+    }
+    assert!(plan.stderr.contains("migrate"), "the way out: {plan:?}");
+    assert!(
+        !plan.stdout.contains("reusing") && !plan.stdout.contains("reuse"),
+        "another configuration's image is never reused: {plan:?}"
+    );
+
+    let apply = immune_in(
+        &second,
+        &["apply", "--auto-approve", "--var", "release=v2"],
+        ENDPOINT,
+    );
+    assert_eq!(apply.code, 1, "{apply:?}");
+    assert!(
+        !second.join(".immune/state.json").exists(),
+        "refused before anything started"
+    );
+    let sdk = w.sdk().await;
+    assert_eq!(
+        sdk.weights(&w.surroundings.listener_arn).await,
+        [(w.group(1), 100)],
+        "the first configuration's fleet is untouched"
+    );
+    assert_eq!(sdk.groups_with_prefix(&w.prefix).await, [w.group(1)]);
+    let again = w.immune(&["plan", "--detailed-exitcode", "--var", "release=v1"]);
+    assert_eq!(
+        again.code, 0,
+        "the first configuration sees no change: {again:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_switched_under_a_live_fleet_is_refused_at_plan() {
+    let w = World::new();
+    let sdk = w.sdk().await;
+    w.write("main.hcl", &config(&w));
+    let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
+    assert_eq!(v1.code, 0, "{v1:?}");
+    let first = lineage(&w);
+
+    // The operator adds an S3 backend, whose bucket holds no state yet, and moves the
+    // local state out of the way.
+    let bucket = format!("{}-state", w.prefix);
+    sdk.bucket(&bucket).await;
+    std::fs::rename(
+        w.dir.join(".immune/state.json"),
+        w.dir.join("old-state.json"),
+    )
+    .unwrap();
+    w.write(
+        "backend.hcl",
+        &format!("immune {{\n  backend \"s3\" {{\n    bucket = \"{bucket}\"\n    key    = \"state.json\"\n    region = \"us-east-1\"\n  }}\n}}\n"),
+    );
+    let plan = w.immune(&["plan", "--var", "release=v2"]);
+    assert_eq!(plan.code, 1, "{plan:?}");
+    assert!(
+        plan.stderr.contains(&format!("state lineage {first}")),
+        "the holder is named: {plan:?}"
+    );
+    let rollback = w.immune(&["rollback", &w.prefix]);
+    assert_ne!(rollback.code, 0, "{rollback:?}");
+    assert_eq!(
+        sdk.weights(&w.surroundings.listener_arn).await,
+        [(w.group(1), 100)],
+        "the live fleet is untouched"
+    );
+    assert!(sdk.group_exists(&w.group(1)).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_foreign_target_group_holding_the_next_name_is_refused_until_it_is_gone() {
+    use aws_sdk_elasticloadbalancingv2::types::ProtocolEnum;
+    let w = World::new();
+    let sdk = w.sdk().await;
+    w.write("main.hcl", &config(&w));
+    let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
+    assert_eq!(v1.code, 0, "{v1:?}");
+
+    let foreign = sdk
+        .elb
+        .create_target_group()
+        .name(w.group(2))
+        .protocol(ProtocolEnum::Http)
+        .port(8080)
+        .vpc_id(&w.surroundings.vpc_id)
+        .send()
+        .await
+        .expect("CreateTargetGroup");
+    let foreign = foreign.target_groups()[0]
+        .target_group_arn()
+        .unwrap()
+        .to_string();
+    let plan = w.immune(&["plan", "--var", "release=v2"]);
+    assert_eq!(plan.code, 1, "{plan:?}");
+    assert!(
+        plan.stderr.contains(&format!(
+            "target group {} is held by something not created by immune",
+            w.group(2)
+        )),
+        "{plan:?}"
+    );
+    let apply = w.immune(&["apply", "--auto-approve", "--var", "release=v2"]);
+    assert_eq!(apply.code, 1, "{apply:?}");
+    assert!(sdk.target_group_exists(&w.group(2)).await, "left alone");
+    assert!(!sdk.group_exists(&w.group(2)).await, "nothing was launched");
+
+    // Once the obstacle is gone the fleet goes on: it was never stuck.
+    sdk.elb
+        .delete_target_group()
+        .target_group_arn(&foreign)
+        .send()
+        .await
+        .expect("DeleteTargetGroup");
+    let v2 = w.immune(&["apply", "--auto-approve", "--var", "release=v2"]);
+    assert_eq!(v2.code, 0, "{v2:?}");
+    assert_eq!(
+        sdk.weights(&w.surroundings.listener_arn).await,
+        [(w.group(2), 100)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_untagged_launch_template_of_the_fleets_name_is_refused_and_left_alone() {
+    use aws_sdk_ec2::types::RequestLaunchTemplateData;
+    let w = World::new();
+    let sdk = w.sdk().await;
+    w.write("main.hcl", &config(&w));
+    let made = sdk
+        .ec2
+        .create_launch_template()
+        .launch_template_name(&w.prefix)
+        .launch_template_data(
+            RequestLaunchTemplateData::builder()
+                .image_id(&w.surroundings.source_ami)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("CreateLaunchTemplate");
+    let id = made
+        .launch_template()
+        .and_then(|t| t.launch_template_id())
+        .unwrap()
+        .to_string();
+    let plan = w.immune(&["plan", "--var", "release=v1"]);
+    assert_eq!(plan.code, 1, "{plan:?}");
+    assert!(
+        plan.stderr.contains(&format!(
+            "launch template {} is held by something not created by immune",
+            w.prefix
+        )),
+        "{plan:?}"
+    );
+    let apply = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
+    assert_eq!(apply.code, 1, "{apply:?}");
+    let versions = sdk
+        .ec2
+        .describe_launch_template_versions()
+        .launch_template_id(&id)
+        .send()
+        .await
+        .expect("DescribeLaunchTemplateVersions");
+    assert_eq!(
+        versions.launch_template_versions().len(),
+        1,
+        "no version was added"
+    );
+
+    sdk.ec2
+        .delete_launch_template()
+        .launch_template_id(&id)
+        .send()
+        .await
+        .expect("DeleteLaunchTemplate");
+    let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
+    assert_eq!(v1.code, 0, "{v1:?}");
+}
