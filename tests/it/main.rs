@@ -6,6 +6,7 @@ mod harness;
 mod backends;
 mod bad_input;
 mod config_cli;
+mod crash;
 mod immune;
 mod interrupt;
 mod ownership;
