@@ -1,6 +1,7 @@
 //! The commands an operator uses on one fleet between and during rollouts: status,
 //! history, rollback, approve, reject, unlock.
 
+use super::signals::{interrupted, Interrupts};
 use super::{apply, observe, Cli, CliError, Success};
 use crate::cloud::Cloud;
 use crate::config::{Config, Fleet};
@@ -341,7 +342,7 @@ pub async fn unlock(cli: &Cli, name: &str, reason: &str) -> Result<Success, CliE
     let lock = backend.lock("unlock").await.map_err(error)?;
     let result = tokio::select! {
         result = unlock_locked(backend.as_ref(), fleet, reason) => result,
-        _ = tokio::signal::ctrl_c() => Err(error("interrupted: `immune status` shows whether the fleet is still locked")),
+        _ = interrupted() => Err(error("interrupted: `immune status` shows whether the fleet is still locked")),
     };
     apply::release(lock).await;
     result
@@ -464,12 +465,13 @@ async fn roll_back_locked(
         reporter: &Stdout,
         signals: &signals,
     };
-    // A rollback is the safe direction, so the first Ctrl-C lets it go on; the second
-    // stops at once with the last step recorded.
+    // A rollback is the safe direction, so the first Ctrl-C (or SIGTERM, SIGHUP) lets it
+    // go on; the second stops at once with the last step recorded.
+    let mut interrupts = Interrupts::new();
     let interrupts = async {
-        let _ = tokio::signal::ctrl_c().await;
-        eprintln!("\nInterrupted: the rollback goes on, it is the safe direction. Press Ctrl-C again to stop at once.");
-        let _ = tokio::signal::ctrl_c().await;
+        let name = interrupts.next().await;
+        eprintln!("\nInterrupted ({name}): the rollback goes on, it is the safe direction. Press Ctrl-C again to stop at once.");
+        interrupts.next().await;
     };
     let by = operator();
     let outcome = tokio::select! {

@@ -5,6 +5,7 @@ mod apply;
 mod fleet;
 mod fmt;
 pub(crate) mod observe;
+pub mod signals;
 
 use crate::config::{self, Config, ConfigError, VarInputs};
 use clap::{Parser, Subcommand};
