@@ -1,13 +1,14 @@
 //! `immune apply`: lock the state, plan, confirm, carry out each fleet's change.
 
 use super::signals::Interrupts;
-use super::{observe, Cli, CliError, Success};
+use super::{lock, observe, Cli, CliError, Success};
 use crate::config::{Backend, Config};
 use crate::engine::{Engine, EngineError, Outcome, Signals, Stdout};
 use crate::plan::{Action, Document};
 use crate::state::{LocalBackend, LockGuard, S3Backend};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
+use std::time::Duration;
 
 /// The configured state backend.
 pub async fn backend(
@@ -50,11 +51,11 @@ pub async fn apply(
     cli: &Cli,
     saved: Option<&Path>,
     auto_approve: bool,
+    lock_timeout: Duration,
 ) -> Result<Success, CliError> {
     let config = cli.load()?;
     let backend = backend(cli, &config).await?;
-    let lock = backend
-        .lock("apply")
+    let lock = lock::take(backend.as_ref(), "apply", lock_timeout)
         .await
         .map_err(|e| CliError::Message(format!("error: {e}")))?;
     let result = apply_locked(cli, &config, backend.as_ref(), saved, auto_approve).await;

@@ -356,9 +356,9 @@ async fn the_s3_lock_refuses_a_second_holder_and_breaks_only_with_its_id() {
     assert_eq!(stored["id"], guard.id());
     assert_eq!(stored["pid"], std::process::id());
     match backend.lock("unlock").await {
-        Err(StateError::Locked { holder, id }) => {
-            assert_eq!(id, guard.id());
-            assert!(holder.contains("(apply since "), "{holder}");
+        Err(StateError::Locked(holder)) => {
+            assert_eq!(holder.id, guard.id());
+            assert!(holder.describe().contains("(apply since "), "{holder:?}");
         }
         other => panic!(
             "expected Locked, got {:?}",
