@@ -3,8 +3,9 @@
 //! holds it. Its operations are synchronous; the [`Backend`] implementation wraps them.
 
 use super::lock::{self, Holder, LockInfo, Unlock};
-use super::{Answer, Backend, LockGuard, State, StateError};
+use super::{process, Answer, Backend, LockGuard, State, StateError};
 use async_trait::async_trait;
+use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -72,6 +73,13 @@ impl LocalBackend {
         self.path.with_extension("lock")
     }
 
+    /// `state.json.backup`, as Terraform keeps `terraform.tfstate.backup`.
+    pub fn backup_path(&self) -> PathBuf {
+        let mut name = OsString::from(self.path.as_os_str());
+        name.push(".backup");
+        PathBuf::from(name)
+    }
+
     pub fn load(&self) -> Result<State, StateError> {
         let shown = self.path.display().to_string();
         match fs::read_to_string(&self.path) {
@@ -85,8 +93,19 @@ impl LocalBackend {
     }
 
     /// Writes the next serial of `state` so that a reader sees either the old document or
-    /// the new one, never a torn write.
+    /// the new one, never a torn write. The old one is kept as the backup first, so a
+    /// document someone broke by hand (or a bad write) can be put back.
     pub fn save(&self, state: &mut State) -> Result<(), StateError> {
+        match fs::read_to_string(&self.path) {
+            Ok(previous) => write_atomically(&self.backup_path(), &previous)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(StateError::Read {
+                    path: self.path.display().to_string(),
+                    message: e.to_string(),
+                })
+            }
+        }
         state.serial += 1;
         write_atomically(&self.path, &super::encode(state))
     }
@@ -164,6 +183,7 @@ impl LocalBackend {
         // released, or broken as stale: try again, a few times.
         for _ in 0..3 {
             if self.create_lock(&info).map_err(failed)? {
+                self.remove_leftovers();
                 let file = LockFile {
                     path,
                     id: info.id.clone(),
@@ -219,6 +239,31 @@ impl LocalBackend {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
                 Err(e) => Err(e),
             },
+        }
+    }
+
+    /// Removes temp files (`state.tmp.PID`, `answers/web.tmp.PID`, ...) left by processes
+    /// killed while writing. A live process's are left alone: it may be writing them.
+    fn remove_leftovers(&self) {
+        if !process::can_check() {
+            return;
+        }
+        let stem = self.path.file_stem().unwrap_or_default().to_string_lossy();
+        let ours = format!("{stem}.");
+        for (dir, prefix) in [(self.dir(), ours.as_str()), (self.answers_dir(), "")] {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let left_by = Some(&name)
+                    .filter(|name| name.starts_with(prefix))
+                    .and_then(|name| name.rsplit_once(".tmp."))
+                    .and_then(|(_, pid)| pid.parse::<u32>().ok());
+                if left_by.is_some_and(|pid| !process::exists(pid)) {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
         }
     }
 }
@@ -313,18 +358,35 @@ mod tests {
     }
 
     #[test]
-    fn saves_atomically_with_increasing_serial_and_private_mode() {
+    fn saves_atomically_with_increasing_serial_private_mode_and_a_backup() {
         let (dir, backend) = scratch("state");
         let mut state = backend.load().unwrap();
         assert_eq!(state.serial, 0);
         backend.save(&mut state).unwrap();
+        assert!(!backend.backup_path().exists(), "nothing to back up yet");
         backend.save(&mut state).unwrap();
         let read = backend.load().unwrap();
         assert_eq!((read.serial, &read.lineage), (2, &state.lineage));
+        let backup = LocalBackend::new(backend.backup_path()).load().unwrap();
+        assert_eq!(
+            backup.serial, 1,
+            "the backup is the document before the last save"
+        );
         #[cfg(unix)]
-        assert_eq!(mode(backend.path()), 0o600);
-        let leftovers = fs::read_dir(&dir).unwrap().count();
-        assert_eq!(leftovers, 1, "no temporary files are left behind");
+        {
+            assert_eq!(mode(backend.path()), 0o600);
+            assert_eq!(mode(&backend.backup_path()), 0o600);
+        }
+        let mut left: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["state.json", "state.json.backup"],
+            "no temporary files are left behind"
+        );
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -436,6 +498,33 @@ mod tests {
         ));
         backend.force_unlock(lock::CORRUPT_ID).unwrap();
         assert!(backend.lock("apply").is_ok());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn taking_the_lock_removes_temp_files_of_gone_processes_only() {
+        let (dir, backend) = scratch("leftovers");
+        fs::create_dir_all(dir.join("answers")).unwrap();
+        let gone = gone_pid();
+        let live = std::process::id();
+        let files = [
+            format!("state.tmp.{gone}"),
+            format!("state.json.tmp.{gone}"),
+            format!("answers/web.tmp.{gone}"),
+            format!("state.tmp.{live}"),
+            format!("other.tmp.{gone}"),
+            "state.json".to_string(),
+        ];
+        for name in &files {
+            fs::write(dir.join(name), "{}").unwrap();
+        }
+        drop(backend.lock("apply").unwrap());
+        let left: Vec<&String> = files.iter().filter(|n| dir.join(n).exists()).collect();
+        assert_eq!(
+            left,
+            [&files[3], &files[4], &files[5]],
+            "a live process's temp file, another file's and the state stay"
+        );
         fs::remove_dir_all(dir).unwrap();
     }
 }
