@@ -8,6 +8,7 @@ mod bad_input;
 mod config_cli;
 mod immune;
 mod interrupt;
+mod locks;
 mod plans;
 mod release;
 mod schema;
