@@ -617,3 +617,52 @@ pub async fn state_show(cli: &Cli, name: &str, json: bool) -> Result<Success, Cl
     );
     Ok(Success::Done)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::LocalBackend;
+
+    #[tokio::test]
+    async fn an_answer_says_who_acts_on_it_by_whether_the_lock_holder_runs() {
+        let dir = std::env::temp_dir().join(format!("immune-answer-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let backend = LocalBackend::new(dir.join("state.json"));
+        let said = || delivery(&backend, "gate errors of web-v002", AnswerKind::Approve);
+
+        assert_eq!(
+            said().await,
+            "gate errors of web-v002 approved, but no apply is running to act on it; the next `immune apply` picks the answer up (answers are kept)."
+        );
+
+        let held = backend.lock("apply").unwrap();
+        assert_eq!(
+            said().await,
+            "gate errors of web-v002 approved: the release goes on at the rollout's next poll."
+        );
+        drop(held);
+
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = LockInfo {
+            pid: child.id(),
+            ..LockInfo::new("apply")
+        };
+        child.wait().unwrap();
+        std::fs::write(dir.join("state.lock"), gone.to_json()).unwrap();
+        let told = said().await;
+        assert!(
+            told.contains("but no apply is running to act on it (the state lock was left by"),
+            "{told}"
+        );
+        assert!(told.contains("whose process is gone"), "{told}");
+
+        let elsewhere = LockInfo {
+            host: "another-host".into(),
+            ..gone
+        };
+        std::fs::write(dir.join("state.lock"), elsewhere.to_json()).unwrap();
+        let told = said().await;
+        assert!(told.contains(", on host another-host, so immune cannot tell from here whether that apply still runs: if it does, the release goes on at its next poll; if not, the next `immune apply` picks the answer up"), "{told}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

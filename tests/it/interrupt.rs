@@ -67,3 +67,71 @@ async fn ctrl_c_releases_the_lock_and_the_next_apply_resumes() {
     );
     assert_eq!(w.state()["fleets"][&w.prefix]["active"]["name"], w.group(1));
 }
+
+/// Waits until the fleet's rollout observes a step and `apply` holds the lock.
+fn observing(w: &World, apply: &crate::harness::Background) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let held = std::fs::read_to_string(w.dir.join(".immune/state.lock")).unwrap_or_default();
+        let state = std::fs::read_to_string(w.dir.join(".immune/state.json")).unwrap_or_default();
+        if state.contains("\"observe\"") && held.contains(&format!("\"pid\":{}", apply.pid())) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the apply never reached a step");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// SIGTERM (what CI runners and `timeout` send) stops an apply like Ctrl-C: the lock is
+/// released and the rollout resumable. SIGKILL leaves the lock behind, and `immune
+/// rollback` on this host takes it over and rolls back itself, without `force-unlock`.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_like_ctrl_c_and_a_killed_applys_lock_is_taken_over_by_rollback() {
+    let w = World::new();
+    let s = &w.surroundings;
+    let slow = w
+        .fleet_config(&s.source_ami, &s.load_balancer, "")
+        .replace("pause          = \"1s\"", "pause          = \"30s\"");
+    w.write("main.hcl", &slow);
+
+    let first = w.spawn(&["apply", "--auto-approve", "--var", "release=v1"]);
+    observing(&w, &first);
+    first.signal("TERM");
+    let out = first.wait(Duration::from_secs(60));
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("Interrupted (SIGTERM)"), "{out:?}");
+    assert!(out.stderr.contains("interrupted during"), "{out:?}");
+    assert!(
+        !w.dir.join(".immune/state.lock").exists(),
+        "the lock is released"
+    );
+
+    let resumed = w.spawn(&["apply", "--auto-approve", "--var", "release=v1"]);
+    observing(&w, &resumed);
+    resumed.signal("KILL");
+    let killed = resumed.wait(Duration::from_secs(30));
+    assert!(
+        w.dir.join(".immune/state.lock").exists(),
+        "a killed apply leaves its lock: {killed:?}"
+    );
+
+    let rollback = w.immune(&["rollback", &w.prefix]);
+    assert_eq!(rollback.code, 0, "{rollback:?}");
+    assert!(
+        rollback.stderr.contains("note: took over the state lock")
+            && rollback.stderr.contains("whose process is gone"),
+        "{rollback:?}"
+    );
+    assert!(
+        !rollback.stdout.contains("asked the running apply"),
+        "{rollback:?}"
+    );
+    assert!(rollback.stdout.contains("rolled back"), "{rollback:?}");
+    assert!(!w.dir.join(".immune/state.lock").exists());
+    assert!(
+        w.fleet_state()["rollout"].is_null(),
+        "{:?}",
+        w.fleet_state()
+    );
+    assert!(!w.sdk().await.group_exists(&w.group(1)).await);
+}
