@@ -17,14 +17,6 @@ pub struct LockArgs {
     pub lock_timeout: Duration,
 }
 
-impl Default for LockArgs {
-    fn default() -> Self {
-        LockArgs {
-            lock_timeout: Duration::ZERO,
-        }
-    }
-}
-
 /// Takes the lock for `operation`, asking again every second while another process
 /// holds it, for up to `wait`. A lock that cannot be read is not waited for: it will
 /// not go away by itself.
