@@ -1,9 +1,10 @@
 use clap::Parser;
-use immune::cli::{self, Cli, Success};
+use immune::cli::{self, signals, Cli, Success};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    signals::quiet_on_broken_pipe();
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
@@ -24,9 +25,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(cli::run(cli));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(cli::run(cli))
+    }));
     // A prompt still reading the terminal after Ctrl-C must not hold up the exit.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    let result = match result {
+        Ok(result) => result,
+        Err(panic)
+            if signals::panic_message(panic.as_ref()).is_some_and(signals::is_broken_pipe) =>
+        {
+            return ExitCode::from(signals::BROKEN_PIPE_EXIT)
+        }
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
     match result {
         Ok(Success::Done) => ExitCode::SUCCESS,
         Ok(Success::Changes) => ExitCode::from(2),

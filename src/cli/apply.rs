@@ -1,12 +1,14 @@
 //! `immune apply`: lock the state, plan, confirm, carry out each fleet's change.
 
-use super::{observe, Cli, CliError, Success};
+use super::signals::Interrupts;
+use super::{lock, observe, Cli, CliError, Success};
 use crate::config::{Backend, Config};
 use crate::engine::{Engine, EngineError, Outcome, Signals, Stdout};
 use crate::plan::{Action, Document};
 use crate::state::{LocalBackend, LockGuard, S3Backend};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
+use std::time::Duration;
 
 /// The configured state backend.
 pub async fn backend(
@@ -49,11 +51,11 @@ pub async fn apply(
     cli: &Cli,
     saved: Option<&Path>,
     auto_approve: bool,
+    lock_timeout: Duration,
 ) -> Result<Success, CliError> {
     let config = cli.load()?;
     let backend = backend(cli, &config).await?;
-    let lock = backend
-        .lock("apply")
+    let lock = lock::take(backend.as_ref(), "apply", lock_timeout)
         .await
         .map_err(|e| CliError::Message(format!("error: {e}")))?;
     let result = apply_locked(cli, &config, backend.as_ref(), saved, auto_approve).await;
@@ -85,8 +87,9 @@ async fn apply_locked(
         }
         None => None,
     };
-    // Until the engine starts nothing changes, so Ctrl-C simply cancels (and the caller
-    // releases the lock).
+    // Heard from here on, while the lock is held; until the engine starts nothing
+    // changes, so an interrupt simply cancels (and the caller releases the lock).
+    let mut interrupts = Interrupts::new();
     let prepared = async {
         let cloud = observe::connect(cli, config, &state).await?;
         let plan = match &document {
@@ -110,7 +113,7 @@ async fn apply_locked(
     };
     let prepared = tokio::select! {
         prepared = prepared => prepared?,
-        _ = tokio::signal::ctrl_c() => return Err(CliError::Cancelled),
+        _ = interrupts.next() => return Err(CliError::Cancelled),
     };
     let Some((cloud, plan)) = prepared else {
         return Ok(Success::Done);
@@ -120,16 +123,16 @@ async fn apply_locked(
         interactive: std::io::stdin().is_terminal() && std::io::stdout().is_terminal(),
         ..Signals::default()
     };
-    // The first Ctrl-C asks the engine to stop at the next safe point (and offers a
-    // rollback there); the second stops at once. Either way state holds the last
-    // transition and the caller releases the lock on the way out.
+    // The first Ctrl-C (or SIGTERM, SIGHUP) asks the engine to stop at the next safe
+    // point (and offers a rollback there); the second stops at once. Either way state
+    // holds the last transition and the caller releases the lock on the way out.
     let interrupts = async {
-        let _ = tokio::signal::ctrl_c().await;
+        let name = interrupts.next().await;
         signals.interrupt();
         eprintln!(
-            "\nInterrupted: stopping at the next safe point. Press Ctrl-C again to stop at once."
+            "\nInterrupted ({name}): stopping at the next safe point. Press Ctrl-C again to stop at once."
         );
-        let _ = tokio::signal::ctrl_c().await;
+        interrupts.next().await;
     };
     tokio::select! {
         result = run(config, cloud.as_ref(), backend, &mut state, &plan, &signals) => result,

@@ -1,15 +1,18 @@
 //! The commands an operator uses on one fleet between and during rollouts: status,
 //! history, rollback, approve, reject, unlock.
 
-use super::{apply, observe, Cli, CliError, Success};
+use super::signals::{interrupted, Interrupts};
+use super::{apply, lock, observe, Cli, CliError, Success};
 use crate::cloud::Cloud;
 use crate::config::{Config, Fleet};
 use crate::engine::{Engine, Outcome, Signals, Stdout};
 use crate::plan;
 use crate::state::{
-    now, operator, Answer, AnswerKind, Backend, Decision, FleetState, State, StateError,
+    now, operator, Answer, AnswerKind, Backend, Decision, FleetState, Holder, LockInfo, State,
+    StateError,
 };
 use serde::Serialize;
+use std::time::Duration;
 
 fn error(e: impl std::fmt::Display) -> CliError {
     CliError::Message(format!("error: {e}"))
@@ -317,19 +320,48 @@ pub async fn answer(cli: &Cli, name: &str, kind: AnswerKind) -> Result<Success, 
         )
         .await
         .map_err(error)?;
-    let verb = match kind {
-        AnswerKind::Approve => "approved: the release goes on",
-        _ => "rejected: the release will be rolled back",
-    };
+    let gate = format!("gate {} of {}", waiting.gate, rollout.group);
     println!(
-        "fleet.{name}: gate {} of {} {verb} at the rollout's next poll.",
-        waiting.gate, rollout.group
+        "fleet.{name}: {}",
+        delivery(backend.as_ref(), &gate, kind).await
     );
     Ok(Success::Done)
 }
 
+/// Who will act on an answer: the apply holding the lock if it runs, else the next one.
+/// Saying "at the next poll" when no apply runs would leave an operator waiting.
+async fn delivery(backend: &dyn Backend, gate: &str, kind: AnswerKind) -> String {
+    let (verb, goes) = match kind {
+        AnswerKind::Approve => ("approved", "the release goes on"),
+        _ => ("rejected", "the release will be rolled back"),
+    };
+    let later = "the next `immune apply` picks the answer up (answers are kept)";
+    match backend.lock_holder().await {
+        Ok(Some(held)) => match held.holder() {
+            Holder::Running => format!("{gate} {verb}: {goes} at the rollout's next poll."),
+            Holder::Gone => format!(
+                "{gate} {verb}, but no apply is running to act on it (the state lock was left by {}, whose process is gone); {later}.",
+                held.describe()
+            ),
+            Holder::Unknown(place) => format!(
+                "{gate} {verb}. The state lock is held by {}, {place}, so immune cannot tell from here whether that apply still runs: if it does, {goes} at its next poll; if not, {later}.",
+                held.describe()
+            ),
+        },
+        Ok(None) => format!("{gate} {verb}, but no apply is running to act on it; {later}."),
+        Err(e) => format!(
+            "{gate} {verb}; whether an apply is running to act on it is unknown ({e}); if none is, {later}."
+        ),
+    }
+}
+
 /// `immune unlock FLEET --reason TEXT`.
-pub async fn unlock(cli: &Cli, name: &str, reason: &str) -> Result<Success, CliError> {
+pub async fn unlock(
+    cli: &Cli,
+    name: &str,
+    reason: &str,
+    lock_timeout: Duration,
+) -> Result<Success, CliError> {
     if reason.trim().is_empty() {
         return Err(error(
             "--reason must say why the fleet may be released again",
@@ -338,10 +370,12 @@ pub async fn unlock(cli: &Cli, name: &str, reason: &str) -> Result<Success, CliE
     let config = cli.load_known()?;
     let fleet = find(&config, name)?;
     let backend = apply::backend(cli, &config).await?;
-    let lock = backend.lock("unlock").await.map_err(error)?;
+    let lock = lock::take(backend.as_ref(), "unlock", lock_timeout)
+        .await
+        .map_err(error)?;
     let result = tokio::select! {
         result = unlock_locked(backend.as_ref(), fleet, reason) => result,
-        _ = tokio::signal::ctrl_c() => Err(error("interrupted: `immune status` shows whether the fleet is still locked")),
+        _ = interrupted() => Err(error("interrupted: `immune status` shows whether the fleet is still locked")),
     };
     apply::release(lock).await;
     result
@@ -385,15 +419,17 @@ async fn unlock_locked(
 }
 
 /// `immune rollback FLEET`: back to the previous group now. With an apply running the
-/// rollout, it is asked to roll back at its next poll; otherwise this process does it.
-pub async fn rollback(cli: &Cli, name: &str) -> Result<Success, CliError> {
+/// rollout, it is asked to roll back at its next poll; otherwise this process does it,
+/// also when the apply that held the lock is gone from this machine (its lock is taken
+/// over).
+pub async fn rollback(cli: &Cli, name: &str, lock_timeout: Duration) -> Result<Success, CliError> {
     let config = cli.load_known()?;
     let fleet = find(&config, name)?;
     let backend = apply::backend(cli, &config).await?;
-    let lock = match backend.lock("rollback").await {
+    let lock = match lock::take(backend.as_ref(), "rollback", lock_timeout).await {
         Ok(lock) => lock,
-        Err(StateError::Locked { holder, .. }) => {
-            return ask_running_apply(backend.as_ref(), name, &holder).await
+        Err(StateError::Locked(held)) => {
+            return ask_running_apply(backend.as_ref(), name, &held).await
         }
         Err(e) => return Err(error(e)),
     };
@@ -403,12 +439,25 @@ pub async fn rollback(cli: &Cli, name: &str) -> Result<Success, CliError> {
 }
 
 /// Another process holds the lock: if it runs the fleet's rollout, leave it a request
-/// to roll back.
+/// to roll back. A holder on another machine may be gone without immune knowing, so the
+/// messages then say how to go on without it.
 async fn ask_running_apply(
     backend: &dyn Backend,
     name: &str,
-    holder: &str,
+    held: &LockInfo,
 ) -> Result<Success, CliError> {
+    let holder = held.describe();
+    let unverified = match held.holder() {
+        Holder::Unknown(place) => Some(format!(
+            "{holder} is {place}, so immune cannot tell from here whether it still runs; if it is gone, run `immune state force-unlock {}` then `immune rollback {name}`",
+            held.id
+        )),
+        Holder::Running | Holder::Gone => None,
+    };
+    let hint = unverified
+        .as_ref()
+        .map(|u| format!("\n  {u}"))
+        .unwrap_or_default();
     let state = backend.load().await.map_err(error)?;
     let rollout = state
         .fleets
@@ -417,14 +466,14 @@ async fn ask_running_apply(
         .filter(|r| !r.phase.is_finished())
         .ok_or_else(|| {
             error(format!(
-                "state is locked by {holder} and fleet `{name}` has no rollout in progress to ask it to roll back; try again when it finishes"
+                "state is locked by {holder} and fleet `{name}` has no rollout in progress to ask it to roll back; try again when it finishes{hint}"
             ))
         })?;
     if rollout.phase == crate::rollout::Phase::Retire {
         // Every step passed: the running apply finishes the release whatever
         // it is asked, so do not pretend otherwise.
         return Err(error(format!(
-            "release {} of fleet `{name}` passed every step and {holder} is retiring the previous group; wait for it to finish, then run `immune rollback {name}` (needs keep_previous >= 1)",
+            "release {} of fleet `{name}` passed every step and {holder} is retiring the previous group; wait for it to finish, then run `immune rollback {name}` (needs keep_previous >= 1){hint}",
             rollout.release
         )));
     }
@@ -440,10 +489,16 @@ async fn ask_running_apply(
         )
         .await
         .map_err(error)?;
-    println!(
-        "fleet.{name}: asked the running apply ({holder}) to roll {} back; it does so at its next poll and exits 3.",
-        rollout.group
-    );
+    match unverified {
+        None => println!(
+            "fleet.{name}: asked the running apply ({holder}) to roll {} back; it does so at its next poll and exits 3.",
+            rollout.group
+        ),
+        Some(unverified) => println!(
+            "fleet.{name}: left a request to roll {} back for the apply holding the state lock: if it runs, it rolls back at its next poll and exits 3.\n  {unverified}",
+            rollout.group
+        ),
+    }
     Ok(Success::Done)
 }
 
@@ -458,12 +513,13 @@ async fn roll_back_locked(
     let cloud = observe::connect(cli, config, &state).await?;
     let signals = Signals::default();
     let mut engine = Engine::new(cloud.as_ref(), backend, &mut state, &Stdout, &signals);
-    // A rollback is the safe direction, so the first Ctrl-C lets it go on; the second
-    // stops at once with the last step recorded.
+    // A rollback is the safe direction, so the first Ctrl-C (or SIGTERM, SIGHUP) lets it
+    // go on; the second stops at once with the last step recorded.
+    let mut interrupts = Interrupts::new();
     let interrupts = async {
-        let _ = tokio::signal::ctrl_c().await;
-        eprintln!("\nInterrupted: the rollback goes on, it is the safe direction. Press Ctrl-C again to stop at once.");
-        let _ = tokio::signal::ctrl_c().await;
+        let name = interrupts.next().await;
+        eprintln!("\nInterrupted ({name}): the rollback goes on, it is the safe direction. Press Ctrl-C again to stop at once.");
+        interrupts.next().await;
     };
     let by = operator();
     let outcome = tokio::select! {
@@ -554,4 +610,53 @@ pub async fn state_show(cli: &Cli, name: &str, json: bool) -> Result<Success, Cl
         if recorded.history.len() == 1 { "" } else { "s" }
     );
     Ok(Success::Done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::LocalBackend;
+
+    #[tokio::test]
+    async fn an_answer_says_who_acts_on_it_by_whether_the_lock_holder_runs() {
+        let dir = std::env::temp_dir().join(format!("immune-answer-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let backend = LocalBackend::new(dir.join("state.json"));
+        let said = || delivery(&backend, "gate errors of web-v002", AnswerKind::Approve);
+
+        assert_eq!(
+            said().await,
+            "gate errors of web-v002 approved, but no apply is running to act on it; the next `immune apply` picks the answer up (answers are kept)."
+        );
+
+        let held = backend.lock("apply").unwrap();
+        assert_eq!(
+            said().await,
+            "gate errors of web-v002 approved: the release goes on at the rollout's next poll."
+        );
+        drop(held);
+
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = LockInfo {
+            pid: child.id(),
+            ..LockInfo::new("apply")
+        };
+        child.wait().unwrap();
+        std::fs::write(dir.join("state.lock"), gone.to_json()).unwrap();
+        let told = said().await;
+        assert!(
+            told.contains("but no apply is running to act on it (the state lock was left by"),
+            "{told}"
+        );
+        assert!(told.contains("whose process is gone"), "{told}");
+
+        let elsewhere = LockInfo {
+            host: "another-host".into(),
+            ..gone
+        };
+        std::fs::write(dir.join("state.lock"), elsewhere.to_json()).unwrap();
+        let told = said().await;
+        assert!(told.contains(", on host another-host, so immune cannot tell from here whether that apply still runs: if it does, the release goes on at its next poll; if not, the next `immune apply` picks the answer up"), "{told}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -4,10 +4,13 @@
 mod apply;
 mod fleet;
 mod fmt;
+mod lock;
 pub(crate) mod observe;
+pub mod signals;
 
 use crate::config::{self, Config, ConfigError, VarInputs};
 use clap::{Parser, Subcommand};
+use lock::LockArgs;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -69,6 +72,8 @@ pub enum Command {
         /// Do not ask for confirmation.
         #[arg(long)]
         auto_approve: bool,
+        #[command(flatten)]
+        lock: LockArgs,
     },
     /// Each fleet: active group, weights, health, lock, rollout in progress.
     Status {
@@ -84,7 +89,11 @@ pub enum Command {
         json: bool,
     },
     /// Send traffic back to the previous group now.
-    Rollback { fleet: String },
+    Rollback {
+        fleet: String,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
     /// Let a release go on past a manual gate that is waiting.
     Approve { fleet: String },
     /// Roll a release back at a manual gate that is waiting.
@@ -95,6 +104,8 @@ pub enum Command {
         /// Why the fleet may be released again (kept in its history).
         #[arg(long)]
         reason: String,
+        #[command(flatten)]
+        lock: LockArgs,
     },
     /// Inspect the state, break a stale state lock.
     #[command(subcommand)]
@@ -113,7 +124,8 @@ pub enum StateCommand {
     },
     /// Break the state lock left by a process that is gone.
     ForceUnlock {
-        /// The lock's ID, as shown when a command was refused.
+        /// The lock's ID, as shown when a command was refused; `corrupt` for a lock
+        /// that cannot be read.
         id: String,
     },
 }
@@ -243,12 +255,16 @@ pub async fn run(cli: Cli) -> Result<Success, CliError> {
                 Success::Done
             })
         }
-        Command::Apply { plan, auto_approve } => {
-            apply::apply(&cli, plan.as_deref(), *auto_approve).await
-        }
+        Command::Apply {
+            plan,
+            auto_approve,
+            lock,
+        } => apply::apply(&cli, plan.as_deref(), *auto_approve, lock.lock_timeout).await,
         Command::Status { fleet: only, json } => fleet::status(&cli, only.as_deref(), *json).await,
         Command::History { fleet: name, json } => fleet::history(&cli, name, *json).await,
-        Command::Rollback { fleet: name } => fleet::rollback(&cli, name).await,
+        Command::Rollback { fleet: name, lock } => {
+            fleet::rollback(&cli, name, lock.lock_timeout).await
+        }
         Command::Approve { fleet: name } => {
             fleet::answer(&cli, name, crate::state::AnswerKind::Approve).await
         }
@@ -258,7 +274,8 @@ pub async fn run(cli: Cli) -> Result<Success, CliError> {
         Command::Unlock {
             fleet: name,
             reason,
-        } => fleet::unlock(&cli, name, reason).await,
+            lock,
+        } => fleet::unlock(&cli, name, reason, lock.lock_timeout).await,
         Command::State(StateCommand::List) => {
             let config = cli.load_known()?;
             let state = apply::read_state(&cli, &config).await?;

@@ -42,9 +42,12 @@ impl Answer {
 }
 
 impl LocalBackend {
+    pub(super) fn answers_dir(&self) -> PathBuf {
+        self.dir().join("answers")
+    }
+
     fn answer_path(&self, fleet: &str) -> PathBuf {
-        let dir = self.path().parent().map(PathBuf::from).unwrap_or_default();
-        dir.join("answers").join(format!("{fleet}.json"))
+        self.answers_dir().join(format!("{fleet}.json"))
     }
 
     pub fn post_answer(&self, fleet: &str, answer: &Answer) -> Result<(), StateError> {

@@ -4,12 +4,13 @@
 mod answers;
 mod local;
 mod lock;
+mod process;
 mod s3;
 mod upgrade;
 
 pub use answers::{Answer, AnswerKind};
 pub use local::LocalBackend;
-pub use lock::{LockGuard, LockInfo};
+pub use lock::{Holder, LockGuard, LockInfo, CORRUPT_ID};
 pub use s3::S3Backend;
 
 use crate::cloud::{LaunchTemplateRef, Weight};
@@ -61,10 +62,14 @@ pub trait Backend: Send + Sync {
     /// Writes the next serial of `state`. A reader sees the old document or the new one,
     /// never a torn write.
     async fn save(&self, state: &mut State) -> Result<(), StateError>;
-    /// Takes the lock for `operation` or says who holds it.
+    /// Takes the lock for `operation` or says who holds it. A lock whose holder is a
+    /// process gone from this machine is taken over (see [`LockGuard::taken_over`]).
     async fn lock(&self, operation: &str) -> Result<LockGuard, StateError>;
+    /// Who holds the lock now, without taking it: `None` when nobody does.
+    async fn lock_holder(&self) -> Result<Option<LockInfo>, StateError>;
     /// Breaks a lock left by a process that is gone. The ID must match, so that a lock
-    /// taken since the operator looked is not broken by mistake.
+    /// taken since the operator looked is not broken by mistake; [`CORRUPT_ID`] breaks
+    /// a lock that cannot be read.
     async fn force_unlock(&self, id: &str) -> Result<(), StateError>;
     /// Leaves an answer for the apply that runs the fleet's rollout; a newer answer
     /// replaces an older one.
@@ -216,8 +221,12 @@ pub enum StateError {
     NotLocked,
     #[error("the state lock is held with ID {held}, not {given}; nothing was unlocked")]
     WrongLockId { given: String, held: String },
-    #[error("state is locked by {holder}\n  run `immune state force-unlock {id}` if that process is gone")]
-    Locked { holder: String, id: String },
+    #[error("state is locked by {}\n  run `immune state force-unlock {}` if that process is gone", .0.describe(), .0.id)]
+    Locked(Box<LockInfo>),
+    /// Something stands where the lock is kept but it is not a lock immune wrote (or its
+    /// write was cut short): it names no holder, so it is broken by a fixed ID.
+    #[error("the state lock {path} cannot be read, so it names no holder\n  if no immune command is running on this state, run `immune state force-unlock {}` to remove it", lock::CORRUPT_ID)]
+    CorruptLock { path: String },
     /// A conditional write found a different document than the one this process read:
     /// another writer got there first (possibly after breaking this process's lock).
     #[error("state {path} was changed by another process since this one read it; nothing was written\n  check `immune status` and whether someone ran `immune state force-unlock`, then run the command again")]

@@ -3,9 +3,14 @@
 //! There is no lock table: S3's conditional writes do the work. The lock is created only
 //! if it is absent (`If-None-Match: *`), and the state is replaced only if it is still
 //! the version this process read (`If-Match` on its ETag), so two writers never
-//! interleave, even when someone breaks a lock that was still in use.
+//! interleave, even when someone breaks a lock that was still in use. A lock whose holder
+//! is gone from this machine is replaced with `If-Match` on its ETag, so of two processes
+//! taking it over only one succeeds.
+//!
+//! Unlike the local backend this one keeps no backup of the previous document: turn on
+//! the bucket's versioning for that, which keeps every version, not only the last.
 
-use super::lock::{LockInfo, Unlock};
+use super::lock::{self, Holder, LockInfo, Unlock};
 use super::{Answer, Backend, LockGuard, State, StateError};
 use crate::cloud::aws::{error_chain, sdk_config};
 use async_trait::async_trait;
@@ -76,6 +81,17 @@ impl S3Backend {
             client: &self.client,
             bucket: &self.bucket,
         }
+    }
+
+    /// The guard for the lock `info` this process wrote, replacing `stale` if it did.
+    fn guard(&self, info: &LockInfo, stale: Option<LockInfo>) -> LockGuard {
+        let object = LockObject {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: self.lock_key(),
+            id: info.id.clone(),
+        };
+        LockGuard::new(info.id.clone(), Box::new(object)).replacing(stale)
     }
 
     fn remember(&self, etag: Option<&str>) {
@@ -272,27 +288,37 @@ impl Backend for S3Backend {
         let key = self.lock_key();
         let info = LockInfo::new(operation);
         let place = self.place();
+        let mut taken_over = None;
         // A lock that vanishes between the refused write and the read was just
-        // released: try again, a few times.
+        // released, and one replaced under a takeover was taken by another process:
+        // read again, a few times.
         for _ in 0..3 {
-            let held = match place.put(&key, &info.to_json(), Condition::Absent).await? {
-                Put::Written { .. } => None,
+            let (text, etag) = match place.put(&key, &info.to_json(), Condition::Absent).await? {
+                Put::Written { .. } => return Ok(self.guard(&info, taken_over)),
                 Put::Refused => match place.get(&key).await? {
-                    Some((text, _)) => Some(LockInfo::parse(&text)),
+                    Some(found) => found,
                     None => continue,
                 },
             };
-            // Ours when written, or when a retried write found its own first attempt.
-            if let Some(held) = held.filter(|h| h.id != info.id) {
-                return Err(held.held());
+            let held = LockInfo::read(&text).ok_or_else(|| StateError::CorruptLock {
+                path: place.url(&key),
+            })?;
+            // A retried write that found its own first attempt.
+            if held.id == info.id {
+                return Ok(self.guard(&info, taken_over));
             }
-            let object = LockObject {
-                client: self.client.clone(),
-                bucket: self.bucket.clone(),
-                key,
-                id: info.id.clone(),
+            let (Holder::Gone, Some(etag)) = (held.holder(), etag) else {
+                return Err(held.held());
             };
-            return Ok(LockGuard::new(info.id, Box::new(object)));
+            // Remembered before the write: if its answer is lost and the SDK's retry is
+            // refused, the next round finds this process's lock and reports it.
+            taken_over = Some(held);
+            if let Put::Written { .. } = place
+                .put(&key, &info.to_json(), Condition::Matches(&etag))
+                .await?
+            {
+                return Ok(self.guard(&info, taken_over));
+            }
         }
         Err(StateError::Write {
             path: place.url(&key),
@@ -300,18 +326,24 @@ impl Backend for S3Backend {
         })
     }
 
+    async fn lock_holder(&self) -> Result<Option<LockInfo>, StateError> {
+        let key = self.lock_key();
+        let Some((text, _)) = self.place().get(&key).await? else {
+            return Ok(None);
+        };
+        LockInfo::read(&text)
+            .map(Some)
+            .ok_or_else(|| StateError::CorruptLock {
+                path: self.place().url(&key),
+            })
+    }
+
     async fn force_unlock(&self, id: &str) -> Result<(), StateError> {
         let key = self.lock_key();
         let Some((text, _)) = self.place().get(&key).await? else {
             return Err(StateError::NotLocked);
         };
-        let held = LockInfo::parse(&text);
-        if held.id != id {
-            return Err(StateError::WrongLockId {
-                given: id.to_string(),
-                held: held.id,
-            });
-        }
+        lock::may_break(&text, id, &self.place().url(&key))?;
         self.place().delete(&key).await
     }
 
@@ -363,7 +395,7 @@ impl Unlock for LockObject {
             bucket: &self.bucket,
         };
         match place.get(&self.key).await? {
-            Some((text, _)) if LockInfo::parse(&text).id == self.id => {
+            Some((text, _)) if LockInfo::read(&text).is_some_and(|held| held.id == self.id) => {
                 place.delete(&self.key).await
             }
             _ => Ok(()),

@@ -356,9 +356,9 @@ async fn the_s3_lock_refuses_a_second_holder_and_breaks_only_with_its_id() {
     assert_eq!(stored["id"], guard.id());
     assert_eq!(stored["pid"], std::process::id());
     match backend.lock("unlock").await {
-        Err(StateError::Locked { holder, id }) => {
-            assert_eq!(id, guard.id());
-            assert!(holder.contains("(apply since "), "{holder}");
+        Err(StateError::Locked(holder)) => {
+            assert_eq!(holder.id, guard.id());
+            assert!(holder.describe().contains("(apply since "), "{holder:?}");
         }
         other => panic!(
             "expected Locked, got {:?}",
@@ -451,4 +451,93 @@ async fn answers_travel_through_the_bucket() {
         None,
         "a cleared answer is gone"
     );
+}
+
+/// A lock object as an apply on this host leaves it when it is killed.
+async fn leave_s3_lock(sdk: &Sdk, bucket: &str, text: &str) {
+    sdk.s3
+        .put_object()
+        .bucket(bucket)
+        .key(format!("{KEY}.lock"))
+        .body(text.as_bytes().to_vec().into())
+        .send()
+        .await
+        .expect("PutObject");
+}
+
+fn dead_holder() -> immune::state::LockInfo {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    immune::state::LockInfo {
+        pid,
+        ..immune::state::LockInfo::new("apply")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn of_processes_taking_over_a_dead_holders_s3_lock_exactly_one_gets_it() {
+    const TAKERS: usize = 6;
+    let (sdk, bucket) = fresh_bucket().await;
+    let stale = dead_holder();
+    leave_s3_lock(&sdk, &bucket, &stale.to_json()).await;
+    let alone = s3_backend(&sdk, &bucket).await;
+    assert_eq!(alone.lock_holder().await.unwrap(), Some(stale.clone()));
+    let guard = alone.lock("apply").await.unwrap();
+    assert_eq!(guard.taken_over(), Some(&stale));
+    guard.release().await.unwrap();
+
+    leave_s3_lock(&sdk, &bucket, &dead_holder().to_json()).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..TAKERS {
+        let backend = s3_backend(&sdk, &bucket).await;
+        tasks.spawn(async move {
+            backend
+                .lock("apply")
+                .await
+                .map(|guard| std::mem::ManuallyDrop::new(guard).id().to_string())
+        });
+    }
+    let mut winners = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined.unwrap() {
+            Ok(id) => winners.push(id),
+            Err(StateError::Locked(_)) => {}
+            Err(e) => panic!("a refused taker is told who holds it, not {e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one of {TAKERS} takes it over");
+    let stored: Value =
+        serde_json::from_str(&sdk.object(&bucket, &format!("{KEY}.lock")).await.unwrap()).unwrap();
+    assert_eq!(stored["id"], winners[0]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_s3_lock_refuses_and_force_unlock_corrupt_removes_it() {
+    let (sdk, bucket) = fresh_bucket().await;
+    let backend = s3_backend(&sdk, &bucket).await;
+    leave_s3_lock(&sdk, &bucket, "not a lock").await;
+    let err = backend.lock("apply").await.err().expect("refused");
+    assert!(matches!(err, StateError::CorruptLock { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("s3://{bucket}/{KEY}.lock cannot be read")),
+        "{err}"
+    );
+    assert!(matches!(
+        backend.lock_holder().await,
+        Err(StateError::CorruptLock { .. })
+    ));
+    backend
+        .force_unlock(immune::state::CORRUPT_ID)
+        .await
+        .unwrap();
+    assert!(sdk.object(&bucket, &format!("{KEY}.lock")).await.is_none());
+    backend
+        .lock("apply")
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
 }

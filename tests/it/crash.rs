@@ -82,7 +82,10 @@ async fn killed_at(at: At) {
     let slow = base
         .replace("echo baked", "echo baked v2")
         .replace("pause          = \"1s\"", "pause          = \"20s\"")
-        .replace("deregistration_delay = \"0s\"", "deregistration_delay = \"20s\"");
+        .replace(
+            "deregistration_delay = \"0s\"",
+            "deregistration_delay = \"20s\"",
+        );
     let slow = match at {
         At::Retire => slow.replace("pause          = \"20s\"", "pause          = \"1s\""),
         _ => slow,
@@ -101,7 +104,10 @@ async fn killed_at(at: At) {
             break;
         }
         let (finished, run) = running.peek();
-        assert!(!finished, "the apply finished before the kill point: {run:?}");
+        assert!(
+            !finished,
+            "the apply finished before the kill point: {run:?}"
+        );
         assert!(Instant::now() < deadline, "never reached the kill point");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -114,10 +120,21 @@ async fn killed_at(at: At) {
         set_alarm(&sdk, &s.alarm, StateValue::Ok).await;
     }
 
-    w.write("main.hcl", &slow.replace("pause          = \"20s\"", "pause          = \"1s\"").replace("deregistration_delay = \"20s\"", "deregistration_delay = \"0s\""));
+    w.write(
+        "main.hcl",
+        &slow
+            .replace("pause          = \"20s\"", "pause          = \"1s\"")
+            .replace(
+                "deregistration_delay = \"20s\"",
+                "deregistration_delay = \"0s\"",
+            ),
+    );
     let next = w.immune(&["apply", "--auto-approve", "--var", "release=v2"]);
     let (active, gone) = if decided_rollback {
-        assert_eq!(next.code, 3, "the rollback is finished, not reversed: {next:?}");
+        assert_eq!(
+            next.code, 3,
+            "the rollback is finished, not reversed: {next:?}"
+        );
         assert!(
             !w.fleet_state()["lock"].is_null(),
             "a failed gate locks the fleet"

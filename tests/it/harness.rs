@@ -460,6 +460,11 @@ impl Background {
         interrupt(self.pid());
     }
 
+    /// Another signal by name (`TERM`, `KILL`).
+    pub fn signal(&self, name: &str) {
+        signal(self.pid(), name);
+    }
+
     /// Its output so far with exit code -1, or everything once it has exited.
     pub fn peek(&mut self) -> (bool, Run) {
         match self.child.try_wait().expect("poll immune") {
@@ -519,9 +524,14 @@ fn forward_weights(action: &aws_sdk_elasticloadbalancingv2::types::Action) -> Ve
 
 /// Sends SIGINT (Ctrl-C) to a process.
 pub fn interrupt(pid: u32) {
+    signal(pid, "INT");
+}
+
+/// Sends a signal by name (`TERM`, `KILL`) to a process.
+pub fn signal(pid: u32, name: &str) {
     let status = Command::new("kill")
-        .args(["-INT", &pid.to_string()])
+        .args([&format!("-{name}"), &pid.to_string()])
         .status()
         .expect("run kill");
-    assert!(status.success(), "kill -INT {pid}");
+    assert!(status.success(), "kill -{name} {pid}");
 }

@@ -9,6 +9,7 @@ mod config_cli;
 mod crash;
 mod immune;
 mod interrupt;
+mod locks;
 mod ownership;
 mod plans;
 mod release;
