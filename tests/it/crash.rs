@@ -145,7 +145,7 @@ async fn killed_at(at: At) {
         (w.group(2), w.group(1))
     };
     assert_eq!(sdk.weights(&s.listener_arn).await, [(active.clone(), 100)]);
-    assert_eq!(sdk.groups_with_prefix(&w.prefix).await, [active.clone()]);
+    assert_eq!(sdk.groups_with_prefix(&w.prefix).await, [active.as_str()]);
     assert!(!sdk.target_group_exists(&gone).await, "{gone} is deleted");
     assert_eq!(
         sdk.live_instances(&w.prefix).await,
