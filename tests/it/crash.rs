@@ -22,13 +22,19 @@ enum At {
 }
 
 impl At {
+    /// The phases before the first observation pass in a blink on LocalStack, so a kill
+    /// aimed at one lands there or a little later, never earlier.
     fn reached(self, fleet: &Value) -> bool {
         let rollout = &fleet["rollout"];
         let phase = rollout["phase"]["name"].as_str().unwrap_or_default();
+        let or_later = |from: &[&str]| from.contains(&phase);
         match self {
-            At::Bake => phase == "bake" && !rollout["builder"].is_null(),
-            At::Launch => phase == "launch",
-            At::WaitHealthy => phase == "wait_healthy",
+            At::Bake => {
+                (phase == "bake" && !rollout["builder"].is_null())
+                    || or_later(&["launch", "wait_healthy", "shift", "observe"])
+            }
+            At::Launch => or_later(&["launch", "wait_healthy", "shift", "observe"]),
+            At::WaitHealthy => or_later(&["wait_healthy", "shift", "observe"]),
             At::Observe => phase == "observe",
             At::Retire => phase == "retire",
             At::RollBack => phase == "roll_back",

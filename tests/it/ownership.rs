@@ -39,7 +39,10 @@ async fn a_second_configuration_with_the_same_fleet_name_is_refused_at_plan_and_
     ] {
         assert!(plan.stderr.contains(&held), "{held}\n{plan:?}");
     }
-    assert!(plan.stderr.contains("keeping its lineage"), "the way out: {plan:?}");
+    assert!(
+        plan.stderr.contains("keeping its lineage"),
+        "the way out: {plan:?}"
+    );
     assert!(
         !plan.stdout.contains("reusing") && !plan.stdout.contains("reuse"),
         "another configuration's image is never reused: {plan:?}"
