@@ -131,7 +131,7 @@ pub async fn plan(cloud: &dyn Cloud, config: &Config, state: &State) -> Result<P
         // The names the next release takes: held by anything but this configuration,
         // they block the fleet here, before apply creates anything.
         let seq = state.fleets.get(&fleet.name).map_or(0, |f| f.seq) + 1;
-        let group = plan::group_name(&fleet.name, seq);
+        let group = plan::group_name(&fleet.resource_name(), seq);
         let claim = Claim {
             group: group.clone(),
             launch_template: plan::template_name(fleet),

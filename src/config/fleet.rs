@@ -140,6 +140,7 @@ pub fn read_fleet(
 
     Fleet {
         name,
+        namespace: None,
         region,
         release,
         image,

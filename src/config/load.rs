@@ -181,12 +181,27 @@ fn load_files(
     let mut diags = program.diags.into_inner();
     let config = root.map(|root| {
         check_fleet_names(&sources, &root.value.fleets, &mut diags);
+        let (backend, namespace) = match root.settings {
+            Some(Settings { backend, namespace }) => (backend, namespace),
+            None => (
+                Backend::Local {
+                    path: dir.join(".immune/state.json"),
+                },
+                None,
+            ),
+        };
+        let mut fleets: Vec<Fleet> = root.value.fleets.into_iter().map(|(f, _)| f).collect();
+        if let Some((namespace, span)) = &namespace {
+            check_name_budget(namespace, span, &fleets, &mut diags);
+            for fleet in &mut fleets {
+                fleet.namespace = Some(namespace.clone());
+            }
+        }
         Config {
             dir: dir.to_path_buf(),
-            backend: root.backend.unwrap_or_else(|| Backend::Local {
-                path: dir.join(".immune/state.json"),
-            }),
-            fleets: root.value.fleets.into_iter().map(|(f, _)| f).collect(),
+            backend,
+            namespace: namespace.map(|(n, _)| n),
+            fleets,
             outputs: root.outputs,
         }
     });
@@ -238,7 +253,15 @@ fn check_fleet_names(sources: &Sources, fleets: &[(Fleet, Option<Span>)], diags:
 pub struct UnitResult {
     pub value: ModuleValue,
     pub outputs: Vec<Output>,
-    pub backend: Option<Backend>,
+    /// The root's `immune` block; `None` in a module.
+    pub settings: Option<Settings>,
+}
+
+/// What the root's `immune` block says.
+pub struct Settings {
+    pub backend: Backend,
+    /// `namespace = "staging"` and where it is written.
+    pub namespace: Option<(String, Option<Span>)>,
 }
 
 /// Evaluates one unit (the root or a module instance).
@@ -416,7 +439,7 @@ pub fn read_unit<'a>(
         r.finish();
     }
 
-    let backend = (!in_module).then(|| read_backend(&eval, &mut diags, &immune));
+    let settings = (!in_module).then(|| read_immune(&eval, &mut diags, &immune));
     let mut own_fleets = Vec::new();
     for (file, block, label) in fleets {
         let name = fleet_name(&module_path, &label);
@@ -518,7 +541,7 @@ pub fn read_unit<'a>(
     Some(UnitResult {
         value,
         outputs: listed,
-        backend,
+        settings,
     })
 }
 
@@ -572,11 +595,51 @@ fn fleet_value(fleet: &Fleet) -> Value {
     Value::Object(map)
 }
 
-fn read_backend(eval: &Evaluator, diags: &mut Diagnostics, blocks: &[(FileId, &Block)]) -> Backend {
+/// Target group names, `<namespace>-<fleet>-v001`, may have at most 32 characters.
+const TARGET_GROUP_NAME_MAX: usize = 32;
+
+/// A namespace makes every name longer: each fleet's names must still fit AWS's limits.
+fn check_name_budget(
+    namespace: &str,
+    span: &Option<Span>,
+    fleets: &[Fleet],
+    diags: &mut Diagnostics,
+) {
+    for fleet in fleets {
+        let length = namespace.len() + 1 + fleet.name.len() + "-v001".len();
+        if length > TARGET_GROUP_NAME_MAX {
+            diags.push(
+                Diagnostic::new(
+                    format!(
+                        "namespace `{namespace}` and fleet `{}` make names of {length} characters (`{namespace}-{}-v001`), over the 32 AWS allows for a target group",
+                        fleet.name, fleet.name
+                    ),
+                    span.clone(),
+                )
+                .with_hint(format!(
+                    "namespace and fleet name together may have at most {} characters",
+                    TARGET_GROUP_NAME_MAX - 1 - "-v001".len()
+                )),
+            );
+        }
+    }
+}
+
+fn valid_namespace(name: &str) -> bool {
+    (1..=20).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.ends_with('-')
+}
+
+fn read_immune(eval: &Evaluator, diags: &mut Diagnostics, blocks: &[(FileId, &Block)]) -> Settings {
     let dir = eval.program.dir;
     let mut backend = Backend::Local {
         path: dir.join(".immune/state.json"),
     };
+    let mut namespace = None;
     for (i, (file, block)) in blocks.iter().enumerate() {
         if i > 0 {
             diags.error(
@@ -586,6 +649,20 @@ fn read_backend(eval: &Evaluator, diags: &mut Diagnostics, blocks: &[(FileId, &B
             continue;
         }
         let mut r = BlockReader::new(eval, diags, *file, block, "immune".into());
+        if let Some((value, span)) = r.value("namespace") {
+            match value {
+                hcl::Value::String(name) if valid_namespace(&name) => {
+                    namespace = Some((name, span));
+                }
+                other => r.diags.push(
+                    Diagnostic::new(
+                        format!("namespace {other} is not a valid name prefix"),
+                        span,
+                    )
+                    .with_hint("use 1 to 20 lowercase letters, digits and dashes, starting with a letter, e.g. namespace = \"staging\""),
+                ),
+            }
+        }
         if let Some(b) = r.block("backend") {
             match b.labels.first().map(|l| l.as_str()) {
                 Some("local") => {
@@ -625,5 +702,5 @@ fn read_backend(eval: &Evaluator, diags: &mut Diagnostics, blocks: &[(FileId, &B
         }
         r.finish();
     }
-    backend
+    Settings { backend, namespace }
 }

@@ -9,6 +9,9 @@ use std::time::Duration;
 pub struct Config {
     pub dir: PathBuf,
     pub backend: Backend,
+    /// `immune { namespace = "staging" }`: the prefix of every name this configuration
+    /// gives a resource, so two configurations can each run a fleet `web` in one account.
+    pub namespace: Option<String>,
     pub fleets: Vec<Fleet>,
     /// The root's `output` blocks, in the order written.
     pub outputs: Vec<Output>,
@@ -42,6 +45,9 @@ pub enum Backend {
 #[derive(Debug, Clone, Serialize)]
 pub struct Fleet {
     pub name: String,
+    /// The configuration's namespace, the first part of every resource name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     pub region: Option<String>,
     /// The operator's name for this release (`release = var.release`); when absent the
     /// release is named after its fingerprint.
@@ -153,6 +159,16 @@ pub struct Gate {
     pub check: GateCheck,
     pub insufficient_data: OnInsufficientData,
     pub mode: GateMode,
+}
+
+impl Fleet {
+    /// What the fleet's resource names start with: `staging-web`, or `web`.
+    pub fn resource_name(&self) -> String {
+        match &self.namespace {
+            Some(namespace) => format!("{namespace}-{}", self.name),
+            None => self.name.clone(),
+        }
+    }
 }
 
 impl Gate {

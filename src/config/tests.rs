@@ -443,3 +443,43 @@ immune {
         "the backend block is pointed at: {err}"
     );
 }
+
+#[test]
+fn a_namespace_prefixes_every_name_and_must_leave_room_for_it() {
+    let fleet = fleet_with_rollout("steps = [100]");
+    let config = load_text(&format!(
+        "immune {{\n  namespace = \"staging\"\n}}\n{fleet}"
+    ))
+    .unwrap();
+    assert_eq!(config.namespace.as_deref(), Some("staging"));
+    let web = &config.fleets[0];
+    assert_eq!(web.resource_name(), "staging-web");
+    assert_eq!(crate::plan::template_name(web), "staging-web");
+    assert_eq!(
+        crate::plan::group_name(&web.resource_name(), 2),
+        "staging-web-v002"
+    );
+
+    let long = fleet.replace("fleet \"web\"", "fleet \"checkout-payments-eu\"");
+    let err = load_text(&format!(
+        "immune {{\n  namespace = \"staging-blue\"\n}}\n{long}"
+    ))
+    .unwrap_err();
+    assert!(
+        err.contains(
+            "namespace `staging-blue` and fleet `checkout-payments-eu` make names of 38 characters"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("main.hcl:2:"),
+        "points at the namespace: {err}"
+    );
+    assert!(err.contains("at most 26 characters"), "{err}");
+
+    let err = load_text(&format!(
+        "immune {{\n  namespace = \"Staging_1\"\n}}\n{fleet}"
+    ))
+    .unwrap_err();
+    assert!(err.contains("not a valid name prefix"), "{err}");
+}

@@ -238,7 +238,7 @@ pub fn group_name(fleet: &str, seq: u32) -> String {
 
 /// The fleet's launch template: one per fleet, a version per release.
 pub fn template_name(fleet: &Fleet) -> String {
-    fleet.name.clone()
+    fleet.resource_name()
 }
 
 /// The builder instance that bakes the release's image.
@@ -311,7 +311,7 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
         }
     }
     let seq = recorded.seq + 1;
-    let group = group_name(&fleet.name, seq);
+    let group = group_name(&fleet.resource_name(), seq);
     let lost = live.and_then(lost);
     let reason = match (&recorded.active, lost) {
         (None, _) => format!("first release {release}"),
@@ -716,7 +716,7 @@ pub fn image_name(fleet: &Fleet, seq: u32) -> String {
         .image
         .name
         .clone()
-        .unwrap_or_else(|| group_name(&fleet.name, seq))
+        .unwrap_or_else(|| group_name(&fleet.resource_name(), seq))
 }
 
 #[cfg(test)]

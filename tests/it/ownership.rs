@@ -218,3 +218,41 @@ async fn an_untagged_launch_template_of_the_fleets_name_is_refused_and_left_alon
     let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
     assert_eq!(v1.code, 0, "{v1:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_configurations_run_a_fleet_of_the_same_name_side_by_side_in_namespaces() {
+    let first = World::new();
+    first.write("main.hcl", &config(&first));
+    let v1 = first.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
+    assert_eq!(v1.code, 0, "{v1:?}");
+
+    // A second configuration, behind its own load balancer, names its fleet the same.
+    let second = World::new();
+    let name = &first.prefix;
+    let text = config(&second).replace(
+        &format!("fleet \"{}\"", second.prefix),
+        &format!("fleet \"{name}\""),
+    );
+    second.write(
+        "main.hcl",
+        &format!("immune {{\n  namespace = \"b\"\n}}\n{text}"),
+    );
+    let plan = second.immune(&["plan", "--var", "release=v1"]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert!(plan.stdout.contains(&format!("b-{name}-v001")), "{plan:?}");
+    let apply = second.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
+    assert_eq!(apply.code, 0, "{apply:?}");
+
+    let sdk = first.sdk().await;
+    assert_eq!(
+        sdk.weights(&second.surroundings.listener_arn).await,
+        [(format!("b-{name}-v001"), 100)]
+    );
+    assert_eq!(
+        sdk.weights(&first.surroundings.listener_arn).await,
+        [(first.group(1), 100)],
+        "the first configuration's fleet is untouched"
+    );
+    let again = first.immune(&["plan", "--detailed-exitcode", "--var", "release=v1"]);
+    assert_eq!(again.code, 0, "{again:?}");
+}
