@@ -72,6 +72,7 @@ async fn apply_locked(
 ) -> Result<Success, CliError> {
     let message = |e: &dyn std::fmt::Display| CliError::Message(format!("error: {e}"));
     let mut state = backend.load().await.map_err(|e| message(&e))?;
+    super::init::check_location(cli, config, &state).await?;
     // A saved plan was read and approved already: it runs as it is, or not at all.
     let document = match saved {
         Some(path) => {

@@ -510,6 +510,7 @@ async fn roll_back_locked(
 ) -> Result<Success, CliError> {
     let name = &fleet.name;
     let mut state = backend.load().await.map_err(error)?;
+    super::init::check_location(cli, config, &state).await?;
     let cloud = observe::connect(cli, config, &state).await?;
     let signals = Signals::default();
     let mut engine = Engine::new(cloud.as_ref(), backend, &mut state, &Stdout, &signals);

@@ -4,6 +4,7 @@
 mod apply;
 mod fleet;
 mod fmt;
+mod init;
 mod lock;
 pub(crate) mod observe;
 pub mod signals;
@@ -50,6 +51,16 @@ pub struct Cli {
 pub enum Command {
     /// Check the configuration offline; every problem is reported at once.
     Validate,
+    /// Check the configuration and its backend and say what was found; with
+    /// --migrate-state, move the state to the configured backend.
+    Init {
+        /// Move this directory's state from where it lives to the configured backend,
+        /// keeping its lineage and serial.
+        #[arg(long)]
+        migrate_state: bool,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
     /// Rewrite the directory's *.hcl files in the canonical layout.
     Fmt(fmt::FmtArgs),
     /// Show what apply would do.
@@ -212,6 +223,10 @@ pub async fn run(cli: Cli) -> Result<Success, CliError> {
             );
             Ok(Success::Done)
         }
+        Command::Init {
+            migrate_state,
+            lock,
+        } => init::init(&cli, *migrate_state, lock.lock_timeout).await,
         Command::Plan {
             detailed_exitcode,
             out,
@@ -219,6 +234,7 @@ pub async fn run(cli: Cli) -> Result<Success, CliError> {
         } => {
             let config = cli.load()?;
             let state = apply::read_state(&cli, &config).await?;
+            init::check_location(&cli, &config, &state).await?;
             let cloud = observe::connect(&cli, &config, &state).await?;
             let plan = observe::plan(cloud.as_ref(), &config, &state).await?;
             let document = crate::plan::Document::new(&plan, &state, &config);

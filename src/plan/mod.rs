@@ -424,10 +424,10 @@ fn conflict_reason(fleet: &str, group: &str, conflicts: &[crate::cloud::Conflict
         .iter()
         .any(|c| matches!(c.holder, Holder::OtherState { .. }))
     {
-        text += "\n  another state manages a fleet of this name in this account: if it is this configuration's own state that moved (a new backend, a deleted state file), copy that state to the configured backend as it is, keeping its lineage, instead of starting a new one; if it is another configuration, give this fleet another name";
+        text += "\n  another state manages a fleet of this name in this account: if it is this configuration's own state that moved, bring it back (`immune init --migrate-state` moves a state between backends, keeping its lineage) instead of starting a new one; if it is another configuration, set `immune { namespace = \"...\" }` or give this fleet another name";
     }
     if conflicts.iter().any(|c| c.holder == Holder::Foreign) {
-        text += "\n  rename or remove what holds the name outside immune, or give this fleet another name";
+        text += "\n  rename or remove what holds the name outside immune, or set `immune { namespace = \"...\" }` so that this configuration's names differ";
     }
     if conflicts.iter().any(|c| c.holder == Holder::Ours) {
         text += "\n  image names are unique in an account: set image.name so that each bake has its own, or deregister the old image";

@@ -256,3 +256,71 @@ async fn two_configurations_run_a_fleet_of_the_same_name_side_by_side_in_namespa
     let again = first.immune(&["plan", "--detailed-exitcode", "--var", "release=v1"]);
     assert_eq!(again.code, 0, "{again:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_s3_backend_added_beside_local_state_is_refused_until_the_state_is_migrated() {
+    let w = World::new();
+    let sdk = w.sdk().await;
+    w.write("main.hcl", &config(&w));
+    let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
+    assert_eq!(v1.code, 0, "{v1:?}");
+    let state = w.state();
+
+    let bucket = format!("{}-state", w.prefix);
+    sdk.bucket(&bucket).await;
+    let backend = format!("immune {{\n  backend \"s3\" {{\n    bucket = \"{bucket}\"\n    key    = \"web/state.json\"\n    region = \"us-east-1\"\n  }}\n}}\n");
+    w.write("backend.hcl", &backend);
+    for args in [
+        vec!["plan", "--var", "release=v2"],
+        vec!["apply", "--auto-approve", "--var", "release=v2"],
+        vec!["rollback", w.prefix.as_str()],
+    ] {
+        let refused = w.immune(&args);
+        assert_eq!(refused.code, 1, "{args:?}: {refused:?}");
+        assert!(
+            refused.stderr.contains("immune init --migrate-state"),
+            "{args:?}: {refused:?}"
+        );
+        assert!(
+            refused.stderr.contains(&format!(
+                "s3://{bucket}/web/state.json, which holds no state"
+            )),
+            "{args:?}: {refused:?}"
+        );
+    }
+    assert!(
+        sdk.object(&bucket, "web/state.json").await.is_none(),
+        "nothing written"
+    );
+
+    let init = w.immune(&["init", "--migrate-state"]);
+    assert_eq!(init.code, 0, "{init:?}");
+    let moved: serde_json::Value =
+        serde_json::from_str(&sdk.object(&bucket, "web/state.json").await.unwrap()).unwrap();
+    assert_eq!(moved["lineage"], state["lineage"]);
+    assert_eq!(moved["serial"], state["serial"], "the serial is kept");
+    assert!(w.dir.join(".immune/state.json.migrated").exists());
+    let plan = w.immune(&["plan", "--detailed-exitcode", "--var", "release=v1"]);
+    assert_eq!(plan.code, 0, "the live fleet is known again: {plan:?}");
+
+    // Back to the local file: refused again until the state comes back.
+    std::fs::remove_file(w.dir.join("backend.hcl")).unwrap();
+    let refused = w.immune(&["plan", "--var", "release=v1"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("s3://{bucket}/web/state.json holds")),
+        "{refused:?}"
+    );
+    let back = w.immune(&["init", "--migrate-state"]);
+    assert_eq!(back.code, 0, "{back:?}");
+    let plan = w.immune(&["plan", "--detailed-exitcode", "--var", "release=v1"]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert_eq!(w.state()["lineage"], state["lineage"]);
+    assert_eq!(
+        sdk.weights(&w.surroundings.listener_arn).await,
+        [(w.group(1), 100)],
+        "the fleet was never touched"
+    );
+}
