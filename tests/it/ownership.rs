@@ -324,3 +324,74 @@ async fn an_s3_backend_added_beside_local_state_is_refused_until_the_state_is_mi
         "the fleet was never touched"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_foreign_auto_scaling_group_holding_the_next_name_is_never_taken_over() {
+    use aws_sdk_autoscaling::types::LaunchTemplateSpecification;
+    use aws_sdk_ec2::types::RequestLaunchTemplateData;
+    let w = World::new();
+    let sdk = w.sdk().await;
+    w.write("main.hcl", &config(&w));
+    let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
+    assert_eq!(v1.code, 0, "{v1:?}");
+
+    // Someone else's group, under the name immune's next release would take.
+    let template = format!("{}-someone-else", w.prefix);
+    sdk.ec2
+        .create_launch_template()
+        .launch_template_name(&template)
+        .launch_template_data(
+            RequestLaunchTemplateData::builder()
+                .image_id(&w.surroundings.source_ami)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("CreateLaunchTemplate");
+    sdk.autoscaling
+        .create_auto_scaling_group()
+        .auto_scaling_group_name(w.group(2))
+        .launch_template(
+            LaunchTemplateSpecification::builder()
+                .launch_template_name(&template)
+                .build(),
+        )
+        .min_size(0)
+        .max_size(1)
+        .desired_capacity(0)
+        .vpc_zone_identifier(w.surroundings.subnets.join(","))
+        .send()
+        .await
+        .expect("CreateAutoScalingGroup");
+
+    let plan = w.immune(&["plan", "--var", "release=v2"]);
+    assert_eq!(plan.code, 1, "{plan:?}");
+    assert!(
+        plan.stderr.contains(&format!(
+            "Auto Scaling group {} is held by something not created by immune",
+            w.group(2)
+        )),
+        "{plan:?}"
+    );
+    let apply = w.immune(&["apply", "--auto-approve", "--var", "release=v2"]);
+    assert_eq!(apply.code, 1, "{apply:?}");
+    assert!(sdk.group_exists(&w.group(2)).await, "left alone");
+    assert!(!sdk.target_group_exists(&w.group(2)).await, "nothing was created");
+    let rollback = w.immune(&["rollback", &w.prefix]);
+    assert_ne!(rollback.code, 0, "{rollback:?}");
+    assert!(sdk.group_exists(&w.group(2)).await, "a rollback does not touch it either");
+
+    sdk.autoscaling
+        .delete_auto_scaling_group()
+        .auto_scaling_group_name(w.group(2))
+        .force_delete(true)
+        .send()
+        .await
+        .expect("DeleteAutoScalingGroup");
+    let v2 = w.immune(&["apply", "--auto-approve", "--var", "release=v2"]);
+    assert_eq!(v2.code, 0, "the fleet was never stuck: {v2:?}");
+    assert_eq!(
+        sdk.weights(&w.surroundings.listener_arn).await,
+        [(w.group(2), 100)]
+    );
+}
