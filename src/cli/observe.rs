@@ -5,7 +5,7 @@
 use super::{Cli, CliError};
 use crate::cloud::aws::Aws;
 use crate::cloud::faulty::Faulty;
-use crate::cloud::{resolve_route, Claim, Cloud, CloudError, Weight};
+use crate::cloud::{resolve_route, retry_reads, Claim, Cloud, CloudError, Weight};
 use crate::config::{Config, GateCheck, ListenerRef};
 use crate::plan::{self, Live, Observed, Plan};
 use crate::state::{Group, State};
@@ -36,6 +36,8 @@ pub async fn connect(
 }
 
 pub async fn plan(cloud: &dyn Cloud, config: &Config, state: &State) -> Result<Plan, CliError> {
+    // Every call here only reads: a transient fault is asked again within the budget.
+    let budget = crate::engine::retry_budget();
     let mut observed = BTreeMap::new();
     let mut problems = Vec::new();
     for fleet in &config.fleets {
@@ -47,6 +49,9 @@ pub async fn plan(cloud: &dyn Cloud, config: &Config, state: &State) -> Result<P
                         "error: cannot reach AWS: {e}\n  check the network, AWS_ENDPOINT_URL ({}) and your credentials",
                         std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "not set".into())
                     ),
+                    e if e.is_transient() => format!(
+                        "error: AWS kept failing while reading {at}: {e}\n  nothing was changed; try again in a moment"
+                    ),
                     _ => format!("error: {at}: {e}\n  {fix}"),
                 });
                 false
@@ -54,7 +59,9 @@ pub async fn plan(cloud: &dyn Cloud, config: &Config, state: &State) -> Result<P
                 true
             }
         };
-        let listener = resolve_route(cloud, &fleet.traffic).await.map(|_| ());
+        let listener = retry_reads(budget, || resolve_route(cloud, &fleet.traffic))
+            .await
+            .map(|_| ());
         let fix = match (&fleet.traffic.listener, fleet.traffic.rule_priority) {
             (_, Some(_)) => {
                 "check traffic.rule_priority: the listener needs a rule with that priority whose action forwards to a target group"
@@ -67,7 +74,11 @@ pub async fn plan(cloud: &dyn Cloud, config: &Config, state: &State) -> Result<P
         if !check(listener, fix) {
             continue;
         }
-        let source = match cloud.source_image_exists(&fleet.image.source_ami).await {
+        let source = match retry_reads(budget, || {
+            cloud.source_image_exists(&fleet.image.source_ami)
+        })
+        .await
+        {
             Ok(true) => Ok(()),
             Ok(false) => Err(CloudError::NotFound(format!(
                 "source image {}",
@@ -81,8 +92,7 @@ pub async fn plan(cloud: &dyn Cloud, config: &Config, state: &State) -> Result<P
         ) {
             continue;
         }
-        let subnets = cloud
-            .vpc_of_subnets(&fleet.instances.subnets)
+        let subnets = retry_reads(budget, || cloud.vpc_of_subnets(&fleet.instances.subnets))
             .await
             .map(|_| ());
         if !check(subnets, "check instances.subnets") {
@@ -100,7 +110,7 @@ pub async fn plan(cloud: &dyn Cloud, config: &Config, state: &State) -> Result<P
             .collect();
         if !alarms.is_empty() {
             let names: Vec<String> = alarms.iter().map(|(_, a)| a.clone()).collect();
-            match cloud.alarms(&names).await {
+            match retry_reads(budget, || cloud.alarms(&names)).await {
                 Ok(found) => {
                     for (gate, alarm) in &alarms {
                         if !found.contains_key(alarm) {
@@ -118,10 +128,8 @@ pub async fn plan(cloud: &dyn Cloud, config: &Config, state: &State) -> Result<P
                 }
             }
         }
-        let baked = match cloud
-            .find_baked_image(&fleet.name, &plan::bake_id(fleet))
-            .await
-        {
+        let bake = plan::bake_id(fleet);
+        let baked = match retry_reads(budget, || cloud.find_baked_image(&fleet.name, &bake)).await {
             Ok(baked) => baked.map(|i| i.id),
             Err(e) => {
                 check(Err(e), "");
@@ -144,7 +152,7 @@ pub async fn plan(cloud: &dyn Cloud, config: &Config, state: &State) -> Result<P
                 .collect(),
             image: baked.is_none().then(|| plan::image_name(fleet, seq)),
         };
-        match cloud.claim_conflicts(&claim).await {
+        match retry_reads(budget, || cloud.claim_conflicts(&claim)).await {
             Ok(conflicts) => {
                 observed.insert(
                     fleet.name.clone(),
@@ -164,7 +172,7 @@ pub async fn plan(cloud: &dyn Cloud, config: &Config, state: &State) -> Result<P
         problems.dedup();
         return Err(CliError::Message(problems.join("\n\n")));
     }
-    let live = refresh(cloud, state).await.map_err(|e| {
+    let live = retry_reads(budget, || refresh(cloud, state)).await.map_err(|e| {
         CliError::Message(format!(
             "error: reading what runs now: {e}\n  check the network and your credentials, then plan again"
         ))

@@ -165,6 +165,28 @@ impl CloudError {
     }
 }
 
+/// Asks again while AWS answers a read with a transient fault, backing off, for at most
+/// `budget`. Only for calls that change nothing: a create whose answer was lost must be
+/// looked for, not repeated (the engine does that).
+pub async fn retry_reads<T, F, Fut>(budget: Duration, mut read: F) -> CloudResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = CloudResult<T>>,
+{
+    let start = tokio::time::Instant::now();
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match read().await {
+            Err(e) if e.is_transient() && start.elapsed() < budget => {
+                tracing::info!("asking again after a transient fault: {e}");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// AWS error codes that mean "not now" rather than "no".
 fn is_transient_code(code: &str) -> bool {
     matches!(

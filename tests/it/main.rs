@@ -7,6 +7,7 @@ mod backends;
 mod bad_input;
 mod config_cli;
 mod crash;
+mod faults;
 mod immune;
 mod interrupt;
 mod locks;

@@ -376,10 +376,16 @@ async fn a_foreign_auto_scaling_group_holding_the_next_name_is_never_taken_over(
     let apply = w.immune(&["apply", "--auto-approve", "--var", "release=v2"]);
     assert_eq!(apply.code, 1, "{apply:?}");
     assert!(sdk.group_exists(&w.group(2)).await, "left alone");
-    assert!(!sdk.target_group_exists(&w.group(2)).await, "nothing was created");
+    assert!(
+        !sdk.target_group_exists(&w.group(2)).await,
+        "nothing was created"
+    );
     let rollback = w.immune(&["rollback", &w.prefix]);
     assert_ne!(rollback.code, 0, "{rollback:?}");
-    assert!(sdk.group_exists(&w.group(2)).await, "a rollback does not touch it either");
+    assert!(
+        sdk.group_exists(&w.group(2)).await,
+        "a rollback does not touch it either"
+    );
 
     sdk.autoscaling
         .delete_auto_scaling_group()
