@@ -8,8 +8,7 @@ use crate::config::{Config, Fleet};
 use crate::engine::{Engine, Outcome, Signals, Stdout};
 use crate::plan;
 use crate::state::{
-    now, operator, Answer, AnswerKind, Backend, Decision, FleetState, Holder, LockInfo, State,
-    StateError,
+    now, operator, Answer, AnswerKind, Backend, FleetState, Holder, LockInfo, State, StateError,
 };
 use serde::Serialize;
 use std::time::Duration;
@@ -393,20 +392,9 @@ async fn unlock_locked(
         .get_mut(name)
         .filter(|f| f.lock.is_some())
         .ok_or_else(|| error(format!("fleet `{name}` is not locked")))?;
-    let lock = recorded.lock.take().expect("checked above");
-    let what = format!(
-        "unlocked by {}: {reason} (was locked since {}: {})",
-        operator(),
-        lock.at,
-        lock.reason
-    );
-    if let Some(entry) = recorded.history.last_mut() {
-        entry.decisions.push(Decision {
-            at: now(),
-            what: what.clone(),
-            evidence: None,
-        });
-    }
+    let (lock, what) = recorded
+        .unlock(&operator(), reason, &now())
+        .expect("checked above");
     backend.save(&mut state).await.map_err(error)?;
     println!("fleet.{name}: {what}");
     if plan::release_name(fleet) == lock.release {

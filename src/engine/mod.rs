@@ -10,10 +10,8 @@ use crate::cloud::{resolve_route, Cloud, CloudError, Weight};
 use crate::config::Fleet;
 use crate::plan::{self, Release};
 use crate::rollout::gates::Evidence;
-use crate::rollout::{Action, Event, Found, Identity, Kind, Phase, Previous, Rollout};
-use crate::state::{
-    now, Answer, AnswerKind, Backend, Decision, FleetLock, Group, HistoryEntry, State, StateError,
-};
+use crate::rollout::{Action, Event, Found, Identity, Kind, Phase, Rollout};
+use crate::state::{now, Answer, AnswerKind, Backend, Decision, State, StateError};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -49,20 +47,7 @@ impl Signals {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Released {
-        group: String,
-    },
-    RolledBack {
-        reason: String,
-        locked: bool,
-    },
-    /// `immune rollback` after a finished release brought the kept group back.
-    Restored {
-        group: String,
-    },
-}
+pub use crate::rollout::Outcome;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -210,26 +195,10 @@ impl Engine<'_> {
             fleet.rollout.steps.clone(),
             listener_arn,
             previous_weights,
-            recorded.active.as_ref().map(|a| Previous {
-                group: a.name.clone(),
-                target_group: a.target_group.clone(),
-                alarms: a.alarms.clone(),
-            }),
+            recorded.replaced(),
         );
         rollout.keep_previous = fleet.rollout.keep_previous > 0;
-        if recorded.active.is_none() && recorded.original_weights.is_empty() {
-            recorded.original_weights = rollout.previous_weights.clone();
-        }
-        recorded.seq = release.seq;
-        recorded.rollout = Some(rollout);
-        recorded.history.push(HistoryEntry {
-            group: release.group.clone(),
-            release: release.release.clone(),
-            started_at: now(),
-            finished_at: None,
-            outcome: "in_progress".into(),
-            decisions: Vec::new(),
-        });
+        recorded.start_release(rollout, &now());
         self.note(
             &fleet.name,
             format!("starting release {} as {}", release.release, release.group),
@@ -345,54 +314,21 @@ impl Engine<'_> {
             }
         }
         let recorded = self.state.fleets.entry(fleet.name.clone()).or_default();
-        let (Some(active), Some(kept)) =
-            (recorded.active.clone(), recorded.previous.first().cloned())
-        else {
-            return Err(EngineError::Cloud {
-                fleet: fleet.name.clone(),
-                message: "there is no previous group to go back to: set `keep_previous = 1` in the rollout block so that the next release keeps the one it replaces".into(),
-            });
+        let nothing_kept = || {
+            EngineError::Cloud {
+            fleet: fleet.name.clone(),
+            message: "there is no previous group to go back to: set `keep_previous = 1` in the rollout block so that the next release keeps the one it replaces".into(),
+        }
         };
-        // The listener immune recorded, not the configuration's: under pressure the
-        // operator may run this without the variables that name it.
-        let previous_weights = self.forwarding(fleet, &active.listener_arn).await?;
-        let listener_arn = active.listener_arn.clone();
-        let mut rollout = Rollout::new(
-            Identity {
-                group: kept.name.clone(),
-                seq: kept.seq,
-                release: kept.release.clone(),
-                fingerprint: kept.fingerprint.clone(),
-                bake: String::new(),
-            },
-            vec![100],
-            listener_arn,
-            previous_weights,
-            Some(Previous {
-                group: active.name.clone(),
-                target_group: active.target_group.clone(),
-                alarms: active.alarms.clone(),
-            }),
-        );
-        rollout.kind = Kind::Restore;
-        rollout.phase = Phase::ScaleUp;
-        rollout.image = Some(kept.image.clone());
-        rollout.launch_template = Some(kept.launch_template.clone());
-        rollout.target_group = Some(kept.target_group.clone());
-        rollout.alarms = kept.alarms.clone();
-        rollout.alarms_created = true;
-        rollout.group_created = true;
-        rollout.requested_by = Some(by.to_string());
+        let route = match (&recorded.active, recorded.previous.first()) {
+            (Some(active), Some(_)) => active.listener_arn.clone(),
+            _ => return Err(nothing_kept()),
+        };
+        let weights = self.forwarding(fleet, &route).await?;
         let recorded = self.state.fleets.entry(fleet.name.clone()).or_default();
-        recorded.rollout = Some(rollout);
-        recorded.history.push(HistoryEntry {
-            group: kept.name.clone(),
-            release: kept.release.clone(),
-            started_at: now(),
-            finished_at: None,
-            outcome: "in_progress".into(),
-            decisions: Vec::new(),
-        });
+        let (active, kept) = recorded
+            .start_restore(weights, by, &now())
+            .ok_or_else(nothing_kept)?;
         self.note(
             &fleet.name,
             format!(
@@ -479,7 +415,7 @@ impl Engine<'_> {
             let rollout = self.rollout(&fleet.name).clone();
             let action = rollout.next_action();
             if action == Action::Finished {
-                return self.finish(fleet, rollout).await;
+                return self.finish(fleet).await;
             }
             let rolling_back = matches!(rollout.phase, Phase::RollBack { .. });
             // Safe point: the last transition is saved. A rollback is already the safe
@@ -650,79 +586,11 @@ impl Engine<'_> {
         }
     }
 
-    async fn finish(&mut self, fleet: &Fleet, rollout: Rollout) -> Result<Outcome, EngineError> {
+    async fn finish(&mut self, fleet: &Fleet) -> Result<Outcome, EngineError> {
         let recorded = self.state.fleets.get_mut(&fleet.name).expect("fleet state");
-        recorded.rollout = None;
-        let outcome = match (&rollout.phase, rollout.kind) {
-            (Phase::Done, Kind::Release) => {
-                let replaced = recorded.active.replace(Group {
-                    name: rollout.group.clone(),
-                    seq: rollout.seq,
-                    release: rollout.release.clone(),
-                    fingerprint: rollout.fingerprint.clone(),
-                    image: rollout.image.clone().unwrap_or_default(),
-                    launch_template: rollout.launch_template.clone().expect("launched"),
-                    target_group: rollout.target_group.clone().expect("launched"),
-                    listener_arn: rollout.listener_arn.clone(),
-                    created_at: now(),
-                    alarms: rollout.alarms.clone(),
-                    capacity: Some(fleet.instances.capacity),
-                });
-                if rollout.keep_previous {
-                    recorded.previous.splice(0..0, replaced);
-                }
-                Outcome::Released {
-                    group: rollout.group.clone(),
-                }
-            }
-            (Phase::Done, Kind::Restore) => {
-                let position = recorded
-                    .previous
-                    .iter()
-                    .position(|g| g.name == rollout.group);
-                let restored = position.map(|i| Group {
-                    capacity: Some(fleet.instances.capacity),
-                    ..recorded.previous.remove(i)
-                });
-                let replaced = std::mem::replace(&mut recorded.active, restored);
-                let from = replaced.map(|g| g.release).unwrap_or_default();
-                recorded.lock = Some(FleetLock {
-                    reason: format!(
-                        "{} rolled release {from} back to {} ({})",
-                        rollout.requested_by.as_deref().unwrap_or("an operator"),
-                        rollout.release,
-                        rollout.group
-                    ),
-                    release: from,
-                    at: now(),
-                });
-                Outcome::Restored {
-                    group: rollout.group.clone(),
-                }
-            }
-            (Phase::RolledBack { reason }, _) => {
-                if rollout.lock_after_rollback {
-                    recorded.lock = Some(FleetLock {
-                        reason: reason.clone(),
-                        release: rollout.release.clone(),
-                        at: now(),
-                    });
-                }
-                Outcome::RolledBack {
-                    reason: reason.clone(),
-                    locked: rollout.lock_after_rollback,
-                }
-            }
-            (other, _) => unreachable!("finish() in phase {other:?}"),
-        };
-        if let Some(entry) = recorded.history.last_mut() {
-            entry.finished_at = Some(now());
-            entry.outcome = match outcome {
-                Outcome::Released { .. } => "done".into(),
-                Outcome::RolledBack { .. } => "rolled_back".into(),
-                Outcome::Restored { .. } => "restored".into(),
-            };
-        }
+        let outcome = recorded
+            .finish(fleet.instances.capacity, &now())
+            .expect("drive finishes a rollout that has ended");
         self.save().await?;
         // Housekeeping after the fleet is safe: a failure here is reported and retried by
         // the next apply, it does not undo the release.

@@ -101,11 +101,7 @@ impl Engine<'_> {
             .await
             .map_err(|h| unfinished(h.message()))?;
             let recorded = self.state.fleets.get_mut(name).expect("fleet state");
-            if recorded.active.as_ref() == Some(&group) {
-                recorded.active = None;
-            } else {
-                recorded.previous.remove(0);
-            }
+            recorded.forget(&group);
             self.backend.save(self.state).await?;
             let what = format!("{} deleted: the fleet left the configuration", group.name);
             self.reporter.line(name, &what);

@@ -133,6 +133,22 @@ pub enum Intent {
     Group,
 }
 
+/// How a rollout ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Released {
+        group: String,
+    },
+    RolledBack {
+        reason: String,
+        locked: bool,
+    },
+    /// `immune rollback` after a finished release brought the kept group back.
+    Restored {
+        group: String,
+    },
+}
+
 /// What a lost create call turned out to have made, found by name and tags.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Found {
@@ -492,6 +508,46 @@ impl Rollout {
             return true;
         }
         false
+    }
+
+    /// Brings a rollout read from a state document into a shape `next_action` can act
+    /// on, or says what is wrong with it. A document someone edited by hand gets a clear
+    /// error here instead of a panic in the middle of a rollout.
+    pub fn check(&mut self) -> Result<(), String> {
+        if self.steps.is_empty() || self.steps.iter().any(|s| !(1..=100).contains(s)) {
+            return Err(format!("its steps {:?} are not percentages", self.steps));
+        }
+        if self.weight > 100 {
+            return Err(format!("its weight {} is over 100", self.weight));
+        }
+        self.settle();
+        let launched = self.launch_template.is_some() && self.target_group.is_some();
+        let problem = match &self.phase {
+            Phase::Shift { step } | Phase::Observe { step } if *step >= self.steps.len() => {
+                Some(format!("step {} of {}", step + 1, self.steps.len()))
+            }
+            Phase::Launch if self.image.is_none() => Some("launch without an image".into()),
+            Phase::WaitHealthy
+            | Phase::Shift { .. }
+            | Phase::Observe { .. }
+            | Phase::Retire
+            | Phase::Done
+                if !launched =>
+            {
+                Some(format!(
+                    "{} without a launch template and target group",
+                    self.phase.name()
+                ))
+            }
+            Phase::ScaleUp if self.kind != Kind::Restore || !launched => {
+                Some("scale_up outside a restore of a kept group".into())
+            }
+            _ => None,
+        };
+        match problem {
+            Some(problem) => Err(format!("the rollout of {} is at {problem}", self.group)),
+            None => Ok(()),
+        }
     }
 
     /// What the action may create, saved as the intent before it runs.

@@ -5,6 +5,7 @@ mod answers;
 mod local;
 mod lock;
 mod process;
+mod record;
 mod s3;
 mod upgrade;
 
@@ -99,7 +100,18 @@ pub fn decode(text: &str, shown: &str) -> Result<State, StateError> {
     }
     // Older documents are brought up to date on read; the next save writes them so.
     let document = upgrade::upgrade(document, VERSION).map_err(invalid)?;
-    serde_json::from_value(document).map_err(|e| invalid(e.to_string()))
+    let mut state: State = serde_json::from_value(document).map_err(|e| invalid(e.to_string()))?;
+    for (name, fleet) in &mut state.fleets {
+        if let Some(rollout) = fleet.rollout.as_mut() {
+            rollout.check().map_err(|problem| StateError::Read {
+                path: shown.to_string(),
+                message: format!(
+                    "fleet {name}: {problem}, which no rollout can reach; the document was changed by hand or by another tool\n  restore the previous document (a local state keeps it as state.json.backup) or fix the fleet's `rollout`"
+                ),
+            })?;
+        }
+    }
+    Ok(state)
 }
 
 /// The document as written by every backend.
@@ -248,6 +260,47 @@ mod tests {
         assert!(matches!(err, StateError::TooNew { .. }), "{err}");
         assert!(err.to_string().contains("s3://b/k"), "{err}");
         assert!(err.to_string().contains("upgrade immune"), "{err}");
+    }
+
+    #[test]
+    fn a_rollout_edited_out_of_shape_is_refused_with_the_fleet_named() {
+        let mut state = State::new();
+        let mut rollout = crate::rollout::Rollout::new(
+            crate::rollout::Identity {
+                group: "web-v002".into(),
+                seq: 2,
+                release: "v2".into(),
+                fingerprint: "f".into(),
+                bake: "b".into(),
+            },
+            vec![50, 100],
+            "arn:listener".into(),
+            Vec::new(),
+            None,
+        );
+        rollout.phase = crate::rollout::Phase::Observe { step: 5 };
+        state.fleets.insert(
+            "web".into(),
+            FleetState {
+                rollout: Some(rollout.clone()),
+                ..FleetState::default()
+            },
+        );
+        let err = decode(&encode(&state), "state.json")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("fleet web: the rollout of web-v002 is at step 6 of 2"),
+            "{err}"
+        );
+        assert!(err.contains("state.json.backup"), "{err}");
+
+        rollout.phase = crate::rollout::Phase::Launch;
+        state.fleets.get_mut("web").unwrap().rollout = Some(rollout);
+        let err = decode(&encode(&state), "state.json")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("launch without an image"), "{err}");
     }
 
     #[test]
