@@ -25,7 +25,8 @@ pub async fn connect(
         .or_else(|| config.fleets.iter().find_map(|f| f.region.clone()));
     let aws = Aws::connect(region, &state.lineage)
         .await
-        .map_err(|e| CliError::Message(format!("error: {e}")))?;
+        .map_err(|e| CliError::Message(format!("error: {e}")))?
+        .with_legacy_ownership(state.legacy_ownership);
     Ok(match Faulty::from_env() {
         Some((rate, seed)) => {
             eprintln!("warning: IMMUNE_INJECT_FAULTS is set: {rate} of AWS calls fail on purpose");

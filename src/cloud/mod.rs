@@ -60,10 +60,13 @@ pub enum Holder {
 }
 
 impl Holder {
-    /// Reads the holder from a resource's tags as (key, value) pairs.
+    /// Reads the holder from a resource's tags as (key, value) pairs. `lineage` is the
+    /// state's; `legacy` also claims what an immune from before lineage tags made
+    /// (`immune:managed` without a lineage), for a state upgraded from then.
     pub fn of<'a>(
         tags: impl IntoIterator<Item = (Option<&'a str>, Option<&'a str>)>,
         lineage: &str,
+        legacy: bool,
     ) -> Holder {
         let mut managed = false;
         let mut found = None;
@@ -76,6 +79,7 @@ impl Holder {
         }
         match (managed, found) {
             (true, Some(l)) if l == lineage => Holder::Ours,
+            (true, None) if legacy => Holder::Ours,
             (true, lineage) => Holder::OtherState { lineage },
             (false, _) => Holder::Foreign,
         }
@@ -510,4 +514,53 @@ pub enum AlarmState {
     Ok,
     Alarm,
     InsufficientData,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resource_is_ours_only_with_our_lineage_or_by_legacy() {
+        let tags = |pairs: &[(&'static str, &'static str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (Some(*k), Some(*v)))
+                .collect::<Vec<_>>()
+        };
+        let ours = tags(&[(TAG_MANAGED, "true"), (TAG_LINEAGE, "l1")]);
+        let other = tags(&[(TAG_MANAGED, "true"), (TAG_LINEAGE, "l2")]);
+        let old = tags(&[(TAG_MANAGED, "true")]);
+        let foreign = tags(&[("Name", "web-v002")]);
+        assert_eq!(Holder::of(ours.clone(), "l1", false), Holder::Ours);
+        assert_eq!(
+            Holder::of(other, "l1", true),
+            Holder::OtherState {
+                lineage: Some("l2".into())
+            }
+        );
+        assert_eq!(
+            Holder::of(old.clone(), "l1", false),
+            Holder::OtherState { lineage: None }
+        );
+        assert_eq!(
+            Holder::of(old, "l1", true),
+            Holder::Ours,
+            "made for this state before lineage tags"
+        );
+        assert_eq!(Holder::of(foreign, "l1", true), Holder::Foreign);
+        let forged = tags(&[(TAG_LINEAGE, "l1")]);
+        assert_eq!(
+            Holder::of(forged, "l1", false),
+            Holder::Foreign,
+            "not managed"
+        );
+        assert!(CloudError::Service {
+            operation: "x",
+            code: "Throttling".into(),
+            message: String::new()
+        }
+        .is_transient());
+        assert!(!CloudError::not_ours("group", Holder::Foreign).is_transient());
+    }
 }

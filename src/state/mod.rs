@@ -22,8 +22,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Version 2 added each group's capacity and the fleet's traffic before immune.
-pub const VERSION: u32 = 2;
+/// Version 2 added each group's capacity and the fleet's traffic before immune; version
+/// 3 ownership by lineage.
+pub const VERSION: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct State {
@@ -32,6 +33,11 @@ pub struct State {
     pub serial: u64,
     #[serde(default)]
     pub fleets: BTreeMap<String, FleetState>,
+    /// Upgraded from a version before lineage tags with fleets in it: resources tagged
+    /// `immune:managed` without any lineage are this state's too (an older immune made
+    /// them for it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub legacy_ownership: bool,
 }
 
 impl State {
@@ -41,6 +47,7 @@ impl State {
             lineage: uuid::Uuid::new_v4().to_string(),
             serial: 0,
             fleets: BTreeMap::new(),
+            legacy_ownership: false,
         }
     }
 }

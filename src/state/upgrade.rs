@@ -15,6 +15,7 @@ pub fn upgrade(mut document: Value, to: u32) -> Result<Value, String> {
         }
         document = match version {
             1 => v1_to_v2(document),
+            2 => v2_to_v3(document),
             other => return Err(format!("no upgrade from version {other}")),
         };
     }
@@ -42,6 +43,19 @@ fn v1_to_v2(mut document: Value) -> Value {
     document
 }
 
+/// Version 3 tags everything immune creates with the state's lineage and owns only
+/// that. What an older immune made carries `immune:managed` alone, so a state that
+/// already released something keeps owning such resources (`legacy_ownership`): an
+/// upgrade must not leave a live fleet behind as someone else's.
+fn v2_to_v3(mut document: Value) -> Value {
+    let released = document["fleets"]
+        .as_object()
+        .is_some_and(|fleets| !fleets.is_empty());
+    document["legacy_ownership"] = json!(released);
+    document["version"] = json!(3);
+    document
+}
+
 fn groups(fleet: &mut Value) -> Vec<&mut Value> {
     let Some(f) = fleet.as_object_mut() else {
         return Vec::new();
@@ -65,6 +79,11 @@ mod tests {
     fn a_version_1_state_reads_as_version_2_with_nothing_lost() {
         let v1: Value = serde_json::from_str(include_str!("../../tests/state/v1.json")).unwrap();
         let v2 = upgrade(v1.clone(), 2).unwrap();
+        assert_eq!(
+            upgrade(v2.clone(), 3).unwrap()["legacy_ownership"],
+            true,
+            "what the older immune made stays this state's"
+        );
         assert_eq!(v2["version"], 2);
         assert_eq!(v2["lineage"], v1["lineage"]);
         assert_eq!(v2["serial"], v1["serial"]);
@@ -95,8 +114,10 @@ mod tests {
 
     #[test]
     fn a_current_document_is_left_as_it_is_and_an_unknown_one_is_refused() {
-        let v2 = json!({"version": 2, "lineage": "x", "serial": 1, "fleets": {}});
-        assert_eq!(upgrade(v2.clone(), 2).unwrap(), v2);
+        let v3 = json!({"version": 3, "lineage": "x", "serial": 1, "fleets": {}});
+        assert_eq!(upgrade(v3.clone(), 3).unwrap(), v3);
+        let empty_v2 = json!({"version": 2, "lineage": "x", "serial": 1, "fleets": {}});
+        assert_eq!(upgrade(empty_v2, 3).unwrap()["legacy_ownership"], false);
         assert!(upgrade(json!({"version": 0}), 2).is_err());
         assert!(upgrade(json!({}), 2).is_err());
     }

@@ -16,6 +16,8 @@ pub struct Aws {
     region: String,
     /// The state's lineage: only resources tagged with it are modified or deleted.
     lineage: String,
+    /// Also own resources an immune from before lineage tags made (`State::legacy_ownership`).
+    legacy: bool,
     ec2: aws_sdk_ec2::Client,
     elb: aws_sdk_elasticloadbalancingv2::Client,
     autoscaling: aws_sdk_autoscaling::Client,
@@ -35,6 +37,7 @@ impl Aws {
         Ok(Aws {
             region,
             lineage: lineage.to_string(),
+            legacy: false,
             ec2: aws_sdk_ec2::Client::new(&config),
             elb: aws_sdk_elasticloadbalancingv2::Client::new(&config),
             autoscaling: aws_sdk_autoscaling::Client::new(&config),
@@ -103,7 +106,14 @@ impl Aws {
         &self,
         tags: impl IntoIterator<Item = (Option<&'a str>, Option<&'a str>)>,
     ) -> Holder {
-        Holder::of(tags, &self.lineage)
+        Holder::of(tags, &self.lineage, self.legacy)
+    }
+
+    /// Claims what an immune from before lineage tags made, for a state upgraded from
+    /// then.
+    pub fn with_legacy_ownership(mut self, legacy: bool) -> Self {
+        self.legacy = legacy;
+        self
     }
 
     /// The one test for immune's ownership: nothing without this state's lineage is
