@@ -1,6 +1,6 @@
 //! An in-memory cloud for unit and property tests of the planner and the rollout. It keeps
 //! state like AWS does (so tests assert on outcomes, not on call scripts) and can be told
-//! to fail an operation or to report targets unhealthy.
+//! to report targets unhealthy; failures come from wrapping it in [`super::faulty`].
 
 use super::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -36,9 +36,6 @@ pub struct World {
     pub image_names: BTreeMap<String, String>,
     /// (template id, version) -> version description.
     pub version_descriptions: BTreeMap<(String, i64), String>,
-    /// Operations that fail (by name), with how many more times and whether the failure
-    /// is transient (a timeout) or AWS saying no.
-    pub failures: BTreeMap<&'static str, (u32, bool)>,
     pub calls: Vec<&'static str>,
     counter: u64,
 }
@@ -78,44 +75,9 @@ impl FakeCloud {
         cloud
     }
 
-    /// Makes the next `times` calls of `operation` fail with a transient fault.
-    pub fn fail(&self, operation: &'static str, times: u32) {
-        self.world
-            .lock()
-            .unwrap()
-            .failures
-            .insert(operation, (times, true));
-    }
-
-    /// Makes the next `times` calls of `operation` refused by AWS for good.
-    pub fn refuse(&self, operation: &'static str, times: u32) {
-        self.world
-            .lock()
-            .unwrap()
-            .failures
-            .insert(operation, (times, false));
-    }
-
     fn enter(&self, operation: &'static str) -> CloudResult<std::sync::MutexGuard<'_, World>> {
         let mut w = self.world.lock().unwrap();
         w.calls.push(operation);
-        if let Some((left, transient)) = w.failures.get_mut(operation) {
-            if *left > 0 {
-                *left -= 1;
-                return Err(if *transient {
-                    CloudError::Transport {
-                        operation,
-                        message: "injected failure".into(),
-                    }
-                } else {
-                    CloudError::Service {
-                        operation,
-                        code: "ValidationError".into(),
-                        message: "injected refusal".into(),
-                    }
-                });
-            }
-        }
         Ok(w)
     }
 }

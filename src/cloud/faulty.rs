@@ -12,6 +12,9 @@ pub struct Faulty {
     /// Share of calls that fail, 0.0 to 1.0.
     rate: f64,
     rng: Mutex<u64>,
+    /// Failures asked for by name: the next calls of an AWS operation fail this many
+    /// times, transiently (a timeout) or for good (AWS says no).
+    scripted: Mutex<BTreeMap<&'static str, (u32, bool)>>,
     /// Calls failed so far, by operation, for tests to show faults were injected.
     pub injected: Mutex<Vec<&'static str>>,
 }
@@ -22,8 +25,40 @@ impl Faulty {
             inner,
             rate,
             rng: Mutex::new(seed.max(1)),
+            scripted: Mutex::new(BTreeMap::new()),
             injected: Mutex::new(Vec::new()),
         }
+    }
+
+    /// A cloud that fails only the calls scripted with [`Faulty::fail`] and
+    /// [`Faulty::refuse`].
+    pub fn scripted(inner: Arc<dyn Cloud>) -> Self {
+        Faulty::new(inner, 0.0, 1)
+    }
+
+    /// The next `times` calls of the AWS `operation` (`CreateAutoScalingGroup`) time out.
+    pub fn fail(&self, operation: &'static str, times: u32) {
+        self.script(operation, times, true);
+    }
+
+    /// The next `times` calls of the AWS `operation` are refused for good.
+    pub fn refuse(&self, operation: &'static str, times: u32) {
+        self.script(operation, times, false);
+    }
+
+    /// No more scripted failures.
+    pub fn heal(&self) {
+        self.scripted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    fn script(&self, operation: &'static str, times: u32, transient: bool) {
+        self.scripted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(operation, (times, transient));
     }
 
     /// Reads `IMMUNE_INJECT_FAULTS=RATE[:SEED]`, e.g. `0.1:7`.
@@ -44,7 +79,21 @@ impl Faulty {
 
     /// Whether this call fails, and how.
     fn roll(&self, operation: &'static str) -> Option<Fault> {
-        if self.next() >= self.rate {
+        if let Some((left, transient)) = self
+            .scripted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(operation)
+            .filter(|(left, _)| *left > 0)
+        {
+            *left -= 1;
+            return Some(if *transient {
+                Fault::TimedOut
+            } else {
+                Fault::Refused
+            });
+        }
+        if self.rate <= 0.0 || self.next() >= self.rate {
             return None;
         }
         self.injected
@@ -74,6 +123,15 @@ impl Faulty {
                 code: "ServiceUnavailable".into(),
                 message: "Service unavailable (injected)".into(),
             }),
+            Some(Fault::TimedOut) => Err(CloudError::Transport {
+                operation,
+                message: "operation timed out (injected)".into(),
+            }),
+            Some(Fault::Refused) => Err(CloudError::Service {
+                operation,
+                code: "ValidationError".into(),
+                message: "refused (injected)".into(),
+            }),
             Some(Fault::LostAnswer) => {
                 // The request reached AWS and did its work; the answer never came back.
                 let _ = call.await;
@@ -90,6 +148,8 @@ enum Fault {
     Throttled,
     Unavailable,
     LostAnswer,
+    TimedOut,
+    Refused,
 }
 
 use std::future::Future;

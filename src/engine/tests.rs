@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::cloud::fake::FakeCloud;
+use crate::cloud::faulty::Faulty;
 use crate::cloud::AlarmState;
 use crate::config::{load, Capacity, VarInputs};
 use crate::plan::{plan, Action as PlanAction};
@@ -21,6 +22,8 @@ struct Setup {
     signals: Signals,
     dir: std::path::PathBuf,
     cloud: std::sync::Arc<FakeCloud>,
+    /// The fake seen through scripted faults: what the engine talks to.
+    faults: std::sync::Arc<Faulty>,
     backend: LocalBackend,
     state: State,
 }
@@ -76,12 +79,14 @@ fleet "web" {
         .replace("EXTRA", extra),
     )
     .unwrap();
+    let cloud = std::sync::Arc::new(FakeCloud::with_surroundings());
     Setup {
         pause: pause.into(),
         signals: Signals::default(),
         backend: LocalBackend::new(dir.join(".immune/state.json")),
         dir,
-        cloud: std::sync::Arc::new(FakeCloud::with_surroundings()),
+        faults: std::sync::Arc::new(Faulty::scripted(cloud.clone())),
+        cloud,
         state: State::new(),
     }
 }
@@ -185,7 +190,7 @@ async fn two_releases_leave_all_traffic_on_the_second_and_the_first_gone() {
 async fn a_transient_fault_on_launch_is_retried_and_the_release_goes_on() {
     let mut s = setup();
     s.apply("v1").await.unwrap();
-    s.cloud.fail("create_group", 2);
+    s.faults.fail("CreateAutoScalingGroup", 2);
     assert_eq!(
         s.apply("v2").await.unwrap(),
         Outcome::Released {
@@ -199,7 +204,7 @@ async fn a_transient_fault_on_launch_is_retried_and_the_release_goes_on() {
 async fn a_refused_launch_leaves_nothing_behind_and_does_not_lock_the_fleet() {
     let mut s = setup();
     s.apply("v1").await.unwrap();
-    s.cloud.refuse("create_group", 1);
+    s.faults.refuse("CreateAutoScalingGroup", 1);
     let outcome = s.apply("v2").await.unwrap();
     assert!(
         matches!(outcome, Outcome::RolledBack { locked: false, .. }),
@@ -261,7 +266,7 @@ async fn a_fault_that_outlives_the_budget_stops_resumably_with_traffic_back() {
     s.set_alarm("web-5xx", AlarmState::Ok);
     s.apply("v1").await.unwrap();
     s.pause = "10s".into();
-    s.cloud.fail("alarms", 1_000_000);
+    s.faults.fail("DescribeAlarms", 1_000_000);
     let config = s.config("v2");
     let change = plan(&config, &s.state, &BTreeMap::new()).changes.remove(0);
     let PlanAction::Release(release) = change.action else {
@@ -285,7 +290,7 @@ async fn a_fault_that_outlives_the_budget_stops_resumably_with_traffic_back() {
         (&Phase::Shift { step: 0 }, 0)
     );
 
-    s.cloud.world.lock().unwrap().failures.clear();
+    s.faults.heal();
     s.pause = "0s".into();
     assert_eq!(
         s.apply("v2").await.unwrap(),
@@ -299,7 +304,7 @@ async fn a_fault_that_outlives_the_budget_stops_resumably_with_traffic_back() {
 async fn a_failure_while_retiring_is_finished_by_the_next_apply() {
     let mut s = setup();
     s.apply("v1").await.unwrap();
-    s.cloud.refuse("delete_group", 1);
+    s.faults.refuse("DeleteAutoScalingGroup", 1);
     let err = s.apply("v2").await.unwrap_err();
     assert!(matches!(err, EngineError::Unfinished { .. }), "{err}");
     // Traffic already moved and stays on the new release.
@@ -471,7 +476,7 @@ async fn a_missing_gate_alarm_is_retried_then_fails_in_enforce_mode() {
     let mut s = setup_with("0s", &gate("enforce", "pass"));
     s.set_alarm("web-5xx", AlarmState::Ok);
     // A few failed reads: retried, the release goes on.
-    s.cloud.fail("alarms", 3);
+    s.faults.fail("DescribeAlarms", 3);
     assert!(matches!(
         s.apply("v1").await.unwrap(),
         Outcome::Released { .. }
@@ -797,7 +802,7 @@ impl Setup {
 
     fn engine(&mut self) -> Engine<'_> {
         Engine::new(
-            &*self.cloud,
+            &*self.faults,
             &self.backend,
             &mut self.state,
             &Quiet,
