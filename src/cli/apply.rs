@@ -156,6 +156,9 @@ async fn run(
     let mut rolled_back = Vec::new();
     let mut locked = Vec::new();
     let mut blocked = Vec::new();
+    // Undone without a lock: the release was never to blame (a gate already failing, a
+    // name held by someone else, a refusal by AWS).
+    let mut stopped = Vec::new();
     for change in &plan.changes {
         let name = &change.fleet;
         // A retired fleet is the one without a configuration.
@@ -220,6 +223,16 @@ async fn run(
             Outcome::Restored { group } => {
                 println!("fleet.{}: traffic back on {group}\n", fleet.name)
             }
+            Outcome::RolledBack {
+                reason,
+                locked: false,
+            } => {
+                println!("fleet.{}: stopped and undone: {reason}\n", fleet.name);
+                stopped.push(format!(
+                    "fleet {} was not released: {reason}\n  everything it had created is undone and the fleet is not locked: run `immune apply` again once the cause is fixed",
+                    fleet.name
+                ));
+            }
             Outcome::RolledBack { reason, locked } => {
                 println!("fleet.{}: ROLLED BACK: {reason}\n", fleet.name);
                 rolled_back.push(format!(
@@ -243,6 +256,7 @@ async fn run(
     if !locked.is_empty() {
         return Err(CliError::Locked(locked.join("\n")));
     }
+    blocked.extend(stopped);
     if !blocked.is_empty() {
         return Err(CliError::Message(format!("error: {}", blocked.join("\n"))));
     }

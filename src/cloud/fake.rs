@@ -25,6 +25,15 @@ pub struct World {
     pub groups: BTreeMap<String, (GroupRequest, Vec<String>)>,
     pub unhealthy: BTreeSet<String>,
     pub alarms: BTreeMap<String, AlarmState>,
+    /// Every alarm's transitions into ALARM: (alarm, RFC 3339 time).
+    pub alarm_history: Vec<(String, String)>,
+    /// Alarms that go into ALARM as soon as traffic moves to a target group that had
+    /// none: a bad release caught at its first step.
+    pub fire_on_shift: BTreeSet<String>,
+    /// Alarms that go into ALARM and straight out again when traffic next moves.
+    pub pulse_on_shift: BTreeSet<String>,
+    /// Group name -> alarm that goes into ALARM when that group is created.
+    pub fire_on_create: BTreeMap<String, String>,
     /// Alarms immune created, by name.
     pub created_alarms: BTreeMap<String, AlarmRequest>,
     /// Names held by someone else, by resource as conflicts name it
@@ -73,6 +82,42 @@ impl FakeCloud {
             );
         }
         cloud
+    }
+
+    /// Sets an alarm's state; going into ALARM is kept in its history.
+    pub fn set_alarm(&self, name: &str, state: AlarmState) {
+        let mut w = self.world.lock().unwrap();
+        if state == AlarmState::Alarm && w.alarms.get(name) != Some(&AlarmState::Alarm) {
+            w.alarm_history
+                .push((name.to_string(), crate::state::now()));
+        }
+        w.alarms.insert(name.to_string(), state);
+    }
+
+    /// The alarm goes into ALARM when traffic next moves to a new target group.
+    pub fn fire_on_next_shift(&self, name: &str) {
+        self.world
+            .lock()
+            .unwrap()
+            .fire_on_shift
+            .insert(name.to_string());
+    }
+
+    /// The alarm goes into ALARM and out again, between two polls, when traffic next
+    /// moves: only its history knows.
+    pub fn pulse_on_next_shift(&self, name: &str) {
+        self.world
+            .lock()
+            .unwrap()
+            .pulse_on_shift
+            .insert(name.to_string());
+    }
+
+    /// The alarm goes into ALARM and out again now.
+    pub fn pulse_alarm(&self, name: &str) {
+        let mut w = self.world.lock().unwrap();
+        w.alarm_history
+            .push((name.to_string(), crate::state::now()));
     }
 
     fn enter(&self, operation: &'static str) -> CloudResult<std::sync::MutexGuard<'_, World>> {
@@ -242,6 +287,21 @@ impl Cloud for FakeCloud {
                 )));
             }
         }
+        let before = w.weights.get(listener_arn).cloned().unwrap_or_default();
+        let had_traffic = |tg: &str| before.iter().any(|b| b.target_group == tg && b.weight > 0);
+        if weights
+            .iter()
+            .any(|x| x.weight > 0 && !had_traffic(&x.target_group))
+        {
+            let now = crate::state::now();
+            for alarm in std::mem::take(&mut w.fire_on_shift) {
+                w.alarm_history.push((alarm.clone(), now.clone()));
+                w.alarms.insert(alarm, AlarmState::Alarm);
+            }
+            for alarm in std::mem::take(&mut w.pulse_on_shift) {
+                w.alarm_history.push((alarm, now.clone()));
+            }
+        }
         w.weights.insert(listener_arn.to_string(), weights.to_vec());
         Ok(())
     }
@@ -324,6 +384,11 @@ impl Cloud for FakeCloud {
                 code: "AlreadyExists".into(),
                 message: request.name.clone(),
             });
+        }
+        if let Some(alarm) = w.fire_on_create.remove(&request.name) {
+            let now = crate::state::now();
+            w.alarm_history.push((alarm.clone(), now));
+            w.alarms.insert(alarm, AlarmState::Alarm);
         }
         let instances: Vec<String> = (0..request.capacity.desired).map(|_| w.id("i")).collect();
         for i in &instances {
@@ -454,6 +519,27 @@ impl Cloud for FakeCloud {
                     since: None,
                 };
                 Some((n.clone(), reading))
+            })
+            .collect())
+    }
+
+    async fn alarm_transitions(
+        &self,
+        names: &[String],
+        since: &str,
+    ) -> CloudResult<Vec<AlarmTransition>> {
+        let w = self.enter("alarm_transitions")?;
+        let since = crate::state::parse_time(since)
+            .ok_or_else(|| CloudError::Invalid(format!("`{since}` is not a time")))?;
+        Ok(w.alarm_history
+            .iter()
+            .filter(|(name, at)| {
+                names.contains(name) && crate::state::parse_time(at).is_some_and(|t| t >= since)
+            })
+            .map(|(alarm, at)| AlarmTransition {
+                alarm: alarm.clone(),
+                at: at.clone(),
+                reason: format!("fake alarm {alarm} went into ALARM"),
             })
             .collect())
     }

@@ -304,6 +304,17 @@ impl Cloud for Faulty {
     async fn alarms(&self, names: &[String]) -> CloudResult<BTreeMap<String, AlarmReading>> {
         self.call("DescribeAlarms", self.inner.alarms(names)).await
     }
+    async fn alarm_transitions(
+        &self,
+        names: &[String],
+        since: &str,
+    ) -> CloudResult<Vec<AlarmTransition>> {
+        self.call(
+            "DescribeAlarmHistory",
+            self.inner.alarm_transitions(names, since),
+        )
+        .await
+    }
     async fn put_alarm(&self, request: &AlarmRequest) -> CloudResult<()> {
         self.call("PutMetricAlarm", self.inner.put_alarm(request))
             .await

@@ -406,6 +406,14 @@ pub trait Cloud: Send + Sync {
     // Gates.
     /// Each named CloudWatch alarm's state and why; absent names are missing from the map.
     async fn alarms(&self, names: &[String]) -> CloudResult<BTreeMap<String, AlarmReading>>;
+    /// Each time one of the named alarms went into ALARM at or after `since` (RFC 3339),
+    /// from its state history: a pulse between two polls is seen here, though the state
+    /// read at the next poll is OK again.
+    async fn alarm_transitions(
+        &self,
+        names: &[String],
+        since: &str,
+    ) -> CloudResult<Vec<AlarmTransition>>;
     /// Creates the per-release alarm of a metric gate, or replaces one immune created.
     async fn put_alarm(&self, request: &AlarmRequest) -> CloudResult<()>;
     /// Deletes an alarm immune created; one already gone is fine.
@@ -464,6 +472,15 @@ pub struct AlarmReading {
     pub reason: String,
     /// When the alarm entered this state (RFC 3339), when known.
     pub since: Option<String>,
+}
+
+/// An alarm going into ALARM, as its history records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlarmTransition {
+    pub alarm: String,
+    /// RFC 3339.
+    pub at: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]

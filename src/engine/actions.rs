@@ -261,14 +261,21 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
             Ok(Event::WeightsSet(*percent))
         }
         Action::Observe { .. } => unreachable!("the engine observes steps itself"),
-        Action::RetirePrevious { previous, keep } => {
+        Action::Drain => unreachable!("the engine watches the drain itself"),
+        Action::RetirePrevious {
+            previous,
+            keep,
+            drain,
+        } => {
             if let Some(previous) = previous {
-                let drain = fleet.traffic.deregistration_delay;
-                reporter.line(
-                    &fleet.name,
-                    &format!("draining {} for {}", previous.group, show_duration(drain)),
-                );
-                pause(drain, poll, stop).await?;
+                if *drain {
+                    let drain = fleet.traffic.deregistration_delay;
+                    reporter.line(
+                        &fleet.name,
+                        &format!("draining {} for {}", previous.group, show_duration(drain)),
+                    );
+                    pause(drain, poll, stop).await?;
+                }
                 if *keep {
                     // Kept with its target group, template version and alarms, so that
                     // `immune rollback` can scale it back up.

@@ -7,7 +7,7 @@ use crate::config::Fleet;
 use std::collections::BTreeSet;
 
 impl Engine<'_> {
-    pub(super) async fn tidy(&mut self, fleet: &Fleet) -> Result<(), String> {
+    pub(super) async fn tidy(&mut self, fleet: &Fleet, promoted: bool) -> Result<(), String> {
         let keep = fleet.rollout.keep_previous as usize;
         let poll = fleet.rollout.poll_interval;
         loop {
@@ -38,7 +38,9 @@ impl Engine<'_> {
             );
             self.save().await.map_err(|e| e.to_string())?;
         }
-        self.drop_old_images(fleet).await?;
+        if promoted {
+            self.drop_old_images(fleet).await?;
+        }
         self.terminate_leftover_builders(fleet).await
     }
 

@@ -4,6 +4,8 @@
 mod actions;
 mod keep;
 mod observe;
+
+use observe::Window;
 mod update;
 
 use crate::cloud::{resolve_route, Cloud, CloudError, Weight};
@@ -64,6 +66,9 @@ pub enum EngineError {
         /// What was put back before stopping, as a sentence, or empty.
         undone: String,
     },
+    /// The release did not start: a gate was already failing. Nothing changed.
+    #[error("fleet {fleet}: not released: {message}")]
+    NotStarted { fleet: String, message: String },
     /// A step that cannot be undone by rolling back failed; the next apply retries it.
     #[error("fleet {fleet}: {message}\n  state records where it stopped: run `immune apply` again to finish")]
     Unfinished { fleet: String, message: String },
@@ -183,6 +188,20 @@ impl Engine<'_> {
         release: &Release,
     ) -> Result<Outcome, EngineError> {
         let (listener_arn, previous_weights) = self.live_weights(fleet).await?;
+        // Baseline: a gate failing before anything starts is not this release's doing.
+        let failing = self
+            .gates_already_failing(fleet, &release.group, true)
+            .await
+            .map_err(|halt| self.not_started(fleet, halt))?;
+        if let Some(why) = failing {
+            return Err(EngineError::NotStarted {
+                fleet: fleet.name.clone(),
+                message: format!(
+                    "{why} before release {} started; it is not the release's fault, so nothing was launched, no traffic moved and the fleet is not locked\n  run `immune apply` again once the alarm is OK",
+                    release.release
+                ),
+            });
+        }
         let recorded = self.state.fleets.entry(fleet.name.clone()).or_default();
         let mut rollout = Rollout::new(
             Identity {
@@ -423,15 +442,42 @@ impl Engine<'_> {
             if !rolling_back && self.signals.is_interrupted() {
                 return Err(self.interrupted(fleet, &rollout).await);
             }
+            // The gates' window opens just before traffic first moves; each passed step
+            // moves it on to the poll that passed it, so no moment goes unjudged.
+            if matches!(action, Action::SetWeights { .. })
+                && self.rollout(&fleet.name).window_from.is_none()
+            {
+                self.rollout(&fleet.name).window_from = Some(now());
+            }
             // Save, then act: what the call may create is in the state before the call,
             // so a crash in between leaves a rollout that finds it again.
             if self.rollout(&fleet.name).begin(&action) {
                 self.save().await?;
             }
             let rollout = self.rollout(&fleet.name).clone();
-            let result = match &action {
-                Action::Observe { step } => self.observe(fleet, *step).await,
-                _ => {
+            // Just before traffic first moves, the gates are read once more: one that is
+            // already failing stops the release, which is not to blame for it.
+            let first_shift = rollout.kind == Kind::Release
+                && rollout.phase == Phase::Shift { step: 0 }
+                && rollout.weight == 0;
+            let baseline = match first_shift {
+                true => {
+                    self.gates_already_failing(fleet, &rollout.group, false)
+                        .await
+                }
+                false => Ok(None),
+            };
+            let result = match (baseline, &action) {
+                (Err(halt), _) => Err(halt),
+                (Ok(Some(why)), _) => Err(Halt::Refused(format!(
+                    "{why} before any traffic moved to {}: the release is not to blame",
+                    rollout.group
+                ))),
+                (Ok(None), Action::Observe { step }) => {
+                    self.observe(fleet, Window::Step(*step)).await
+                }
+                (Ok(None), Action::Drain) => self.observe(fleet, Window::Drain).await,
+                (Ok(None), _) => {
                     let asked = std::sync::Mutex::new(None);
                     let stop = || {
                         if rolling_back {
@@ -487,7 +533,7 @@ impl Engine<'_> {
                     let (since, attempt) = faults.get_or_insert((tokio::time::Instant::now(), 0));
                     *attempt += 1;
                     // A step's observation keeps its own budget for the reads it makes.
-                    let observing = matches!(action, Action::Observe { .. });
+                    let observing = matches!(action, Action::Observe { .. } | Action::Drain);
                     if !observing && since.elapsed() < budget {
                         tracing::info!(fleet = %fleet.name, "retrying after a transient fault: {message}");
                         tokio::time::sleep(backoff(fleet.rollout.poll_interval, *attempt)).await;
@@ -516,6 +562,47 @@ impl Engine<'_> {
                 }
             }
         }
+    }
+
+    /// The first enforce gate whose alarm is in ALARM now, in words, if any. Before the
+    /// release started only the operator's alarms exist (`existing_only`); before the
+    /// first shift the release's own metric alarms are read too.
+    async fn gates_already_failing(
+        &self,
+        fleet: &Fleet,
+        group: &str,
+        existing_only: bool,
+    ) -> Result<Option<String>, Halt> {
+        use crate::config::{GateCheck, GateMode};
+        let gates: Vec<(&str, String)> = fleet
+            .rollout
+            .gates
+            .iter()
+            .filter(|g| g.mode == GateMode::Enforce)
+            .filter(|g| !existing_only || matches!(g.check, GateCheck::Alarm(_)))
+            .map(|g| (g.name.as_str(), g.alarm_name(group)))
+            .collect();
+        if gates.is_empty() {
+            return Ok(None);
+        }
+        let names: Vec<String> = gates.iter().map(|(_, alarm)| alarm.clone()).collect();
+        let read = || async { Ok::<_, Halt>(self.cloud.alarms(&names).await?) };
+        let found =
+            actions::with_retries(fleet.rollout.poll_interval, self.retry_budget, read).await?;
+        Ok(gates.iter().find_map(|(gate, alarm)| {
+            let reading = found.get(alarm)?;
+            (reading.state == crate::cloud::AlarmState::Alarm).then(|| {
+                let since = reading
+                    .since
+                    .as_ref()
+                    .map(|s| format!(" since {s}"))
+                    .unwrap_or_default();
+                format!(
+                    "gate {gate}: alarm {alarm} is ALARM ({}){since}",
+                    reading.reason
+                )
+            })
+        }))
     }
 
     /// AWS kept failing past the retry budget: the rollout stops where the next apply can
@@ -594,7 +681,9 @@ impl Engine<'_> {
         self.save().await?;
         // Housekeeping after the fleet is safe: a failure here is reported and retried by
         // the next apply, it does not undo the release.
-        if let Err(message) = self.tidy(fleet).await {
+        // Images are pruned when a release is promoted, never during a rollback.
+        let promoted = matches!(outcome, Outcome::Released { .. });
+        if let Err(message) = self.tidy(fleet, promoted).await {
             self.note(&fleet.name, format!("tidying up failed: {message}"), None);
             self.save().await?;
         }
@@ -618,7 +707,8 @@ fn describe(event: &Event) -> Option<String> {
         Event::ScaledUp => "kept group scaled back up".into(),
         Event::Healthy => "all instances InService and healthy".into(),
         Event::WeightsSet(p) => format!("listener weights set and verified: {p}% on the new group"),
-        Event::StepPassed => "step passed: every gate OK".into(),
+        // Observing says what the gates saw.
+        Event::StepPassed | Event::Drained => return None,
         Event::PreviousRetired => "previous group retired".into(),
         Event::Failed(reason) => format!("FAILED: {reason}; rolling back"),
         Event::Refused(reason) => {

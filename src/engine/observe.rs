@@ -1,10 +1,13 @@
-//! Observing one canary step: every gate and the new group's health at each poll, the
-//! decision table applied (rollout::gates), dry-run findings recorded, manual gates
-//! waiting for a person, and answers from `immune approve`, `reject` and `rollback`.
+//! Observing one canary step, or the drain of the replaced group: every gate and the new
+//! group's health at each poll, the decision table applied (rollout::gates), dry-run
+//! findings recorded, manual gates waiting for a person, and answers from `immune
+//! approve`, `reject` and `rollback`. A gate is judged on everything its alarm did in the
+//! window, read from the alarm's history, not only on the state seen at a poll: an
+//! ALARM that came and went between two polls fails it too.
 
 use super::actions::health;
 use super::{Engine, Halt};
-use crate::cloud::AlarmReading;
+use crate::cloud::{AlarmReading, AlarmState, AlarmTransition};
 use crate::config::{show_duration, Fleet};
 use crate::rollout::gates::{decide, step_state, Evidence, Reading, StepState, Verdict};
 use crate::rollout::{Awaiting, Event};
@@ -12,7 +15,7 @@ use crate::state::{now, AnswerKind};
 use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::time::Duration;
-use tokio::time::{sleep, Instant};
+use tokio::time::{sleep_until, Instant};
 
 /// The reads of one step (alarms, health, answers) share one budget for transient
 /// faults: a streak of failed polls longer than it stops the rollout resumably.
@@ -35,21 +38,52 @@ impl Faults {
     }
 }
 
+/// What is being observed: a canary step, or the drain after the last one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Window {
+    Step(usize),
+    Drain,
+}
+
 impl Engine<'_> {
-    pub(super) async fn observe(&mut self, fleet: &Fleet, step: usize) -> Result<Event, Halt> {
+    pub(super) async fn observe(&mut self, fleet: &Fleet, window: Window) -> Result<Event, Halt> {
         let rollout = self.rollout(&fleet.name).clone();
         let spec = &fleet.rollout;
-        self.reporter.line(
-            &fleet.name,
-            &format!(
-                "step {}/{}: {}% on {}, observing for {}",
-                step + 1,
-                rollout.steps.len(),
-                rollout.steps[step],
-                rollout.group,
-                show_duration(spec.pause)
-            ),
-        );
+        let (pause, during, passed) = match window {
+            Window::Step(step) => {
+                self.reporter.line(
+                    &fleet.name,
+                    &format!(
+                        "step {}/{}: {}% on {}, observing for {}",
+                        step + 1,
+                        rollout.steps.len(),
+                        rollout.steps[step],
+                        rollout.group,
+                        show_duration(spec.pause)
+                    ),
+                );
+                (spec.pause, format!("step {}", step + 1), Event::StepPassed)
+            }
+            Window::Drain => {
+                let drain = fleet.traffic.deregistration_delay;
+                let previous = rollout.previous.as_ref().map_or("", |p| p.group.as_str());
+                self.reporter.line(
+                    &fleet.name,
+                    &format!(
+                        "draining {previous} for {}, the gates still watched",
+                        show_duration(drain)
+                    ),
+                );
+                (drain, format!("the drain of {previous}"), Event::Drained)
+            }
+        };
+        let step = match window {
+            Window::Step(step) => step,
+            Window::Drain => rollout.steps.len().saturating_sub(1),
+        };
+        // The window opened at the shift (or the drain's start) as recorded; a resumed
+        // observation keeps judging everything since then.
+        let since = rollout.window_from.clone().unwrap_or_else(now);
         let alarms: Vec<String> = spec
             .gates
             .iter()
@@ -67,15 +101,21 @@ impl Engine<'_> {
             since: None,
             budget: self.retry_budget,
         };
+        let mut poll_started;
         loop {
+            // Polls keep a fixed schedule: the interval counts from the previous poll's
+            // start, not from the end of its work.
+            poll_started = Instant::now();
+            let poll_time = now();
+            let next_poll = poll_started + spec.poll_interval;
             if self.signals.is_interrupted() {
                 return Err(Halt::Interrupted);
             }
-            let readings = match self.read_gates(&alarms).await {
+            let readings = match self.read_gates(&alarms, &since).await {
                 Ok(readings) => readings,
                 Err(fault) => {
                     faults.hit(fault)?;
-                    sleep(spec.poll_interval).await;
+                    sleep_until(next_poll).await;
                     continue;
                 }
             };
@@ -104,25 +144,37 @@ impl Engine<'_> {
                 }
                 verdicts.push(verdict);
             }
-            let (healthy, wanted) = match health(self.cloud, &rollout.group, &target_group).await {
-                Ok(counts) => counts,
-                Err(Halt::Fault(fault)) => {
-                    faults.hit(fault)?;
-                    sleep(spec.poll_interval).await;
-                    continue;
+            // The gates decide first: a failing one needs no slower health read.
+            let state = step_state(&verdicts, started.elapsed(), pause);
+            if !matches!(state, StepState::Failed(_)) {
+                let (healthy, wanted) =
+                    match health(self.cloud, &rollout.group, &target_group).await {
+                        Ok(counts) => counts,
+                        Err(Halt::Fault(fault)) => {
+                            faults.hit(fault)?;
+                            sleep_until(next_poll).await;
+                            continue;
+                        }
+                        Err(halt) => return Err(halt),
+                    };
+                if healthy < wanted {
+                    return Err(Halt::Failed(format!(
+                        "only {healthy} of {wanted} new instances are healthy during {during}"
+                    )));
                 }
-                Err(halt) => return Err(halt),
-            };
-            if healthy < wanted {
-                return Err(Halt::Failed(format!(
-                    "only {healthy} of {wanted} new instances are healthy during step {}",
-                    step + 1
-                )));
             }
-            match step_state(&verdicts, started.elapsed(), spec.pause) {
+            match state {
                 StepState::Passed => {
                     self.clear_awaiting(fleet).await?;
-                    return Ok(Event::StepPassed);
+                    // The next window starts where this poll looked from.
+                    self.rollout(&fleet.name).window_from = Some(poll_time);
+                    let summary = passed_summary(spec, &readings, &verdicts);
+                    let what = match window {
+                        Window::Step(_) => format!("step passed: {summary}"),
+                        Window::Drain => format!("drained: {summary}"),
+                    };
+                    self.note(&fleet.name, what, None);
+                    return Ok(passed);
                 }
                 StepState::Failed(i) => {
                     let evidence = Evidence::of(&spec.gates[i], &alarms[i], &readings[i]);
@@ -178,7 +230,7 @@ impl Engine<'_> {
                 Ok(answer) => answer,
                 Err(e) => {
                     faults.hit(format!("reading answers: {e}"))?;
-                    sleep(spec.poll_interval).await;
+                    sleep_until(next_poll).await;
                     continue;
                 }
             };
@@ -198,7 +250,7 @@ impl Engine<'_> {
                     format!("{} at the terminal", crate::state::operator()),
                 ),
                 (None, None) => {
-                    sleep(spec.poll_interval).await;
+                    sleep_until(next_poll).await;
                     continue;
                 }
             };
@@ -237,17 +289,22 @@ impl Engine<'_> {
         }
     }
 
-    /// Every gate's reading, or the transient fault that kept them from being read. An
-    /// error that asking again will not change (access denied) is a reading of its own,
-    /// judged by the decision table.
-    async fn read_gates(&self, alarms: &[String]) -> Result<Vec<Reading>, String> {
+    /// Every gate's reading over the window since `since`, or the transient fault that
+    /// kept them from being read. An alarm that is not in ALARM now but went into it
+    /// since `since` reads as ALARM at that time. An error that asking again will not
+    /// change (access denied) is a reading of its own, judged by the decision table.
+    async fn read_gates(&self, alarms: &[String], since: &str) -> Result<Vec<Reading>, String> {
         if alarms.is_empty() {
             return Ok(Vec::new());
         }
-        match self.cloud.alarms(alarms).await {
-            Ok(mut found) => Ok(alarms
+        let read = tokio::try_join!(
+            self.cloud.alarms(alarms),
+            self.cloud.alarm_transitions(alarms, since)
+        );
+        match read {
+            Ok((mut found, transitions)) => Ok(alarms
                 .iter()
-                .map(|name| reading(&mut found, name))
+                .map(|name| in_window(reading(&mut found, name), name, &transitions))
                 .collect()),
             Err(e) if e.is_transient() => Err(e.to_string()),
             Err(e) => Ok(alarms
@@ -262,6 +319,68 @@ impl Engine<'_> {
             self.save().await?;
         }
         Ok(())
+    }
+}
+
+/// The reading over the window: the state now, or the first ALARM the window saw when
+/// the alarm has left it again.
+fn in_window(now: Reading, alarm: &str, transitions: &[AlarmTransition]) -> Reading {
+    let Reading::Alarm(current) = &now else {
+        return now;
+    };
+    if current.state == AlarmState::Alarm {
+        return now;
+    }
+    match transitions.iter().find(|t| t.alarm == alarm) {
+        Some(t) => Reading::Alarm(AlarmReading {
+            state: AlarmState::Alarm,
+            reason: format!(
+                "went into ALARM at {} ({}) and is {} again",
+                t.at,
+                t.reason,
+                match current.state {
+                    AlarmState::Ok => "OK",
+                    _ => "INSUFFICIENT_DATA",
+                }
+            ),
+            since: Some(t.at.clone()),
+        }),
+        None => now,
+    }
+}
+
+/// What a passed step saw, truthfully: "every gate OK" only when every gate was OK.
+fn passed_summary(
+    spec: &crate::config::RolloutSpec,
+    readings: &[Reading],
+    verdicts: &[Verdict],
+) -> String {
+    let mut notes = Vec::new();
+    for ((gate, reading), verdict) in spec.gates.iter().zip(readings).zip(verdicts) {
+        let state = match reading {
+            Reading::Alarm(r) => r.state,
+            Reading::Unreadable(_) => AlarmState::InsufficientData,
+        };
+        match (verdict, state) {
+            (Verdict::Pass, AlarmState::Ok) => {}
+            (Verdict::WouldFail, _) => notes.push(format!(
+                "gate {} would have rolled back (dry-run)",
+                gate.name
+            )),
+            (Verdict::Pass, AlarmState::InsufficientData) => notes.push(format!(
+                "gate {} had no data (insufficient_data = \"pass\")",
+                gate.name
+            )),
+            (Verdict::Pass, AlarmState::Alarm) => {
+                notes.push(format!("gate {} was approved by a person", gate.name))
+            }
+            _ => {}
+        }
+    }
+    match (spec.gates.is_empty(), notes.is_empty()) {
+        (true, _) => "no gates to watch".into(),
+        (false, true) => "every gate OK".into(),
+        (false, false) => notes.join("; "),
     }
 }
 

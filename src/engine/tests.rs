@@ -112,12 +112,7 @@ impl Setup {
     }
 
     fn set_alarm(&self, name: &str, state: AlarmState) {
-        self.cloud
-            .world
-            .lock()
-            .unwrap()
-            .alarms
-            .insert(name.into(), state);
+        self.cloud.set_alarm(name, state);
     }
 
     /// Every decision recorded in the fleet's last rollout.
@@ -266,7 +261,7 @@ async fn a_fault_that_outlives_the_budget_stops_resumably_with_traffic_back() {
     s.set_alarm("web-5xx", AlarmState::Ok);
     s.apply("v1").await.unwrap();
     s.pause = "10s".into();
-    s.faults.fail("DescribeAlarms", 1_000_000);
+    s.faults.fail("DescribeAlarmHistory", 1_000_000);
     let config = s.config("v2");
     let change = plan(&config, &s.state, &BTreeMap::new()).changes.remove(0);
     let PlanAction::Release(release) = change.action else {
@@ -378,7 +373,7 @@ async fn an_alarm_in_enforce_mode_rolls_back_with_evidence_and_locks() {
     let mut s = setup_with("0s", &gate("enforce", "pass"));
     s.set_alarm("web-5xx", AlarmState::Ok);
     s.apply("v1").await.unwrap();
-    s.set_alarm("web-5xx", AlarmState::Alarm);
+    s.cloud.fire_on_next_shift("web-5xx");
     let outcome = s.apply("v2").await.unwrap();
     let Outcome::RolledBack { reason, locked } = outcome else {
         panic!("{outcome:?}")
@@ -613,24 +608,9 @@ async fn metric_gates_get_an_alarm_per_release_deleted_with_it() {
         assert_eq!(alarm.dimensions["TargetGroup"], "arn:tg/web-v001");
         assert_eq!(alarm.tags.release, "v1");
     }
-    // v2's alarm goes into ALARM once immune has created it, during a step long enough
-    // to see it.
-    s.pause = "200ms".into();
-    let cloud = s.cloud.clone();
-    let fires = async {
-        loop {
-            {
-                let mut w = cloud.world.lock().unwrap();
-                if w.created_alarms.contains_key("web-v002-latency") {
-                    w.alarms
-                        .insert("web-v002-latency".into(), AlarmState::Alarm);
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    };
-    let (outcome, ()) = tokio::join!(s.apply("v2"), fires);
+    // v2's own alarm goes into ALARM once traffic reaches v2.
+    s.cloud.fire_on_next_shift("web-v002-latency");
+    let outcome = s.apply("v2").await;
     let Outcome::RolledBack { reason, .. } = outcome.unwrap() else {
         panic!("rolled back")
     };
@@ -751,7 +731,7 @@ async fn a_rule_chosen_by_priority_is_shifted_and_the_default_action_left_alone(
         "the default action is not immune's"
     );
 
-    s.set_alarm("web-5xx", AlarmState::Alarm);
+    s.cloud.fire_on_next_shift("web-5xx");
     assert!(matches!(
         s.apply("v2").await.unwrap(),
         Outcome::RolledBack { .. }
@@ -961,4 +941,149 @@ async fn releases_under_injected_faults_never_lock_and_one_clean_apply_repairs_a
     }
     assert!(injected > 20, "faults were injected: {injected}");
     assert!(stops > 0, "some faults outlived the budget");
+}
+
+#[tokio::test]
+async fn an_alarm_that_comes_and_goes_between_two_polls_fails_the_step() {
+    let mut s = setup_with("0s", &gate("enforce", "pass"));
+    s.set_alarm("web-5xx", AlarmState::Ok);
+    s.apply("v1").await.unwrap();
+    // The alarm's state reads OK at every poll; only its history holds the ALARM.
+    s.cloud.pulse_on_next_shift("web-5xx");
+    let outcome = s.apply("v2").await.unwrap();
+    let Outcome::RolledBack { reason, locked } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(locked, "a gate failed: the release is to blame");
+    assert!(reason.contains("went into ALARM at"), "{reason}");
+    assert!(reason.contains("and is OK again"), "{reason}");
+    assert_eq!(s.weights(), [("arn:tg/web-v001".to_string(), 100)]);
+}
+
+#[tokio::test]
+async fn an_alarm_already_firing_stops_the_release_before_anything_is_launched() {
+    let mut s = setup_with("0s", &gate("enforce", "pass"));
+    s.set_alarm("web-5xx", AlarmState::Ok);
+    s.apply("v1").await.unwrap();
+    let calls = s.cloud.world.lock().unwrap().calls.len();
+    s.set_alarm("web-5xx", AlarmState::Alarm);
+    let err = s.apply("v2").await.unwrap_err();
+    assert!(matches!(err, EngineError::NotStarted { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("gate errors: alarm web-5xx is ALARM"),
+        "{err}"
+    );
+    {
+        let w = s.cloud.world.lock().unwrap();
+        let made: Vec<_> = w.calls[calls..]
+            .iter()
+            .filter(|c| c.starts_with("create") || c.starts_with("launch"))
+            .collect();
+        assert!(made.is_empty(), "nothing was created: {made:?}");
+    }
+    let saved = s.backend.load().unwrap();
+    assert!(
+        saved.fleets["web"].lock.is_none(),
+        "not the release's fault"
+    );
+    assert!(saved.fleets["web"].rollout.is_none());
+    assert_eq!(s.weights(), [("arn:tg/web-v001".to_string(), 100)]);
+
+    s.set_alarm("web-5xx", AlarmState::Ok);
+    assert_eq!(
+        s.apply("v2").await.unwrap(),
+        Outcome::Released {
+            group: "web-v002".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_gate_that_fires_after_launch_but_before_traffic_moves_tears_down_without_a_lock() {
+    let mut s = setup_with("0s", &gate("enforce", "pass"));
+    s.set_alarm("web-5xx", AlarmState::Ok);
+    s.apply("v1").await.unwrap();
+    // Fires while the new group comes up: before the first shift.
+    s.cloud
+        .world
+        .lock()
+        .unwrap()
+        .fire_on_create
+        .insert("web-v002".into(), "web-5xx".into());
+    let outcome = s.apply("v2").await;
+    let Outcome::RolledBack { reason, locked } = outcome.unwrap() else {
+        panic!("rolled back")
+    };
+    assert!(!locked, "{reason}");
+    assert!(reason.contains("before any traffic moved"), "{reason}");
+    assert_eq!(s.weights(), [("arn:tg/web-v001".to_string(), 100)]);
+    assert_eq!(
+        s.cloud
+            .world
+            .lock()
+            .unwrap()
+            .groups
+            .keys()
+            .collect::<Vec<_>>(),
+        ["web-v001"]
+    );
+}
+
+#[tokio::test]
+async fn an_alarm_during_the_drain_sends_traffic_back_to_the_old_group() {
+    let mut s = setup_with("0s", &gate("enforce", "pass"));
+    let text = std::fs::read_to_string(s.dir.join("main.hcl"))
+        .unwrap()
+        .replace(
+            "deregistration_delay = \"0s\"",
+            "deregistration_delay = \"2s\"",
+        );
+    std::fs::write(s.dir.join("main.hcl"), text).unwrap();
+    s.set_alarm("web-5xx", AlarmState::Ok);
+    s.apply("v1").await.unwrap();
+    let state_file = s.dir.join(".immune/state.json");
+    let cloud = s.cloud.clone();
+    let fires = async {
+        loop {
+            let text = std::fs::read_to_string(&state_file).unwrap_or_default();
+            if text.contains("\"drain\"") {
+                cloud.set_alarm("web-5xx", AlarmState::Alarm);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let (outcome, ()) = tokio::join!(s.apply("v2"), fires);
+    let Outcome::RolledBack { reason, locked } = outcome.unwrap() else {
+        panic!("rolled back")
+    };
+    assert!(locked);
+    assert!(reason.contains("gate errors failed"), "{reason}");
+    assert_eq!(
+        s.weights(),
+        [("arn:tg/web-v001".to_string(), 100)],
+        "the old group still existed and serves again"
+    );
+    let w = s.cloud.world.lock().unwrap();
+    assert_eq!(w.groups.keys().collect::<Vec<_>>(), ["web-v001"]);
+}
+
+#[tokio::test]
+async fn a_passed_step_says_what_its_gates_saw() {
+    let mut s = setup_with("0s", &gate("dry-run", "pass"));
+    s.set_alarm("web-5xx", AlarmState::Alarm);
+    s.apply("v1").await.unwrap();
+    let passed: Vec<String> = s
+        .decisions()
+        .into_iter()
+        .filter(|d| d.starts_with("step passed"))
+        .collect();
+    assert_eq!(passed.len(), 2, "{passed:?}");
+    assert!(
+        passed
+            .iter()
+            .all(|d| d == "step passed: gate errors would have rolled back (dry-run)"),
+        "a step with dry-run findings is not 'every gate OK': {passed:?}"
+    );
 }

@@ -36,8 +36,11 @@ pub enum Phase {
     Observe {
         step: usize,
     },
-    /// All traffic is on the new group: drain the previous one, then keep it scaled to
-    /// zero or delete it.
+    /// All traffic is on the new group and the previous one drains, its instances still
+    /// running: the gates and the new group's health are watched until the drain ends,
+    /// and a failure sends traffic back to the previous group, which can still serve.
+    Drain,
+    /// The previous group has drained: keep it scaled to zero or delete it.
     Retire,
     Done,
     /// Undo the release: traffic back first, then tear down what was created.
@@ -108,6 +111,10 @@ pub struct Rollout {
     pub alarms: Vec<String>,
     #[serde(default)]
     pub alarms_created: bool,
+    /// When the window the gates are judged over began (RFC 3339): the last shift, or the
+    /// start of the drain. Any ALARM in the alarm's history since then fails the gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_from: Option<String>,
     /// A manual gate waiting for `immune approve` or `immune reject`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub awaiting: Option<Awaiting>,
@@ -208,9 +215,14 @@ pub enum Action {
     Observe {
         step: usize,
     },
+    /// Watch the gates while the previous group drains.
+    Drain,
     RetirePrevious {
         previous: Option<Previous>,
         keep: bool,
+        /// Wait the deregistration delay first (a restore, whose replaced group was not
+        /// watched while it drained).
+        drain: bool,
     },
     RestoreWeights {
         weights: Vec<Weight>,
@@ -244,6 +256,8 @@ pub enum Event {
     Healthy,
     WeightsSet(u8),
     StepPassed,
+    /// The previous group drained with every gate passing.
+    Drained,
     PreviousRetired,
     /// The release failed (health, gates, a person's rollback): before all traffic is on
     /// the new group this rolls back, and a release that got as far as launching locks
@@ -331,6 +345,7 @@ impl Rollout {
             awaiting: None,
             requested_by: None,
             intent: None,
+            window_from: None,
         }
     }
 
@@ -367,9 +382,11 @@ impl Rollout {
                 }
             }
             Phase::Observe { step } => Action::Observe { step: *step },
+            Phase::Drain => Action::Drain,
             Phase::Retire => Action::RetirePrevious {
                 previous: self.previous.clone(),
                 keep: self.kind == Kind::Release && self.keep_previous,
+                drain: self.kind == Kind::Restore,
             },
             Phase::RollBack { .. } => {
                 if let Some(intent) = self.intent {
@@ -439,9 +456,16 @@ impl Rollout {
                 if let Phase::Observe { step } = self.phase {
                     self.phase = if step + 1 < self.steps.len() {
                         Phase::Shift { step: step + 1 }
+                    } else if self.previous.is_some() {
+                        Phase::Drain
                     } else {
                         Phase::Retire
                     };
+                }
+            }
+            Event::Drained => {
+                if self.phase == Phase::Drain {
+                    self.phase = Phase::Retire;
                 }
             }
             Event::PreviousRetired => self.phase = Phase::Done,
@@ -530,6 +554,7 @@ impl Rollout {
             Phase::WaitHealthy
             | Phase::Shift { .. }
             | Phase::Observe { .. }
+            | Phase::Drain
             | Phase::Retire
             | Phase::Done
                 if !launched =>

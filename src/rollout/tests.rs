@@ -54,6 +54,7 @@ fn a_clean_rollout_walks_every_phase_in_order() {
             Action::WaitHealthy { .. } => Event::Healthy,
             Action::SetWeights { percent, .. } => Event::WeightsSet(percent),
             Action::Observe { .. } => Event::StepPassed,
+            Action::Drain => Event::Drained,
             Action::RetirePrevious { .. } => Event::PreviousRetired,
             Action::Finished => break,
             other => panic!("a clean rollout does not {other:?}"),
@@ -76,6 +77,7 @@ fn a_clean_rollout_walks_every_phase_in_order() {
             "Observe",
             "SetWeights",
             "Observe",
+            "Drain",
             "RetirePrevious",
             "Finished"
         ]
@@ -213,6 +215,7 @@ mod properties {
                 Event::WeightsSet(percent)
             }
             Action::Observe { .. } => Event::StepPassed,
+            Action::Drain => Event::Drained,
             Action::RetirePrevious { .. } => Event::PreviousRetired,
             Action::RestoreWeights { weights } => {
                 *listener = weights;
@@ -351,7 +354,8 @@ mod properties {
                 Event::WeightsSet(percent)
             }
             Action::Observe { .. } => Event::StepPassed,
-            Action::RetirePrevious { previous, keep } => {
+            Action::Drain => Event::Drained,
+            Action::RetirePrevious { previous, keep, .. } => {
                 if let Some(p) = previous {
                     assert!(
                         !cloud.carries_traffic(&p.target_group),
@@ -549,6 +553,7 @@ mod crashes {
                 Event::Failed(format!("gate errors: ALARM at step {}", step + 1))
             }
             Action::Observe { .. } => Event::StepPassed,
+            Action::Drain => Event::Drained,
             Action::RetirePrevious { .. } => Event::PreviousRetired,
             Action::RestoreWeights { .. } => Event::WeightsRestored,
             Action::DeleteGroup => {

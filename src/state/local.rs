@@ -226,7 +226,13 @@ impl LocalBackend {
     /// exists. Where links are not supported the file is created, then written.
     fn create_lock(&self, info: &LockInfo) -> io::Result<bool> {
         let path = self.lock_path();
-        let temp = path.with_extension(format!("lock.tmp.{}", std::process::id()));
+        // Named for this lock too, not only this process: two takers in one process
+        // (threads) must not write each other's file.
+        let temp = path.with_extension(format!(
+            "lock-{}.tmp.{}",
+            info.id.get(..8).unwrap_or(&info.id),
+            std::process::id()
+        ));
         let written = private_file(&temp, true)
             .and_then(|mut file| file.write_all(info.to_json().as_bytes()))
             .and_then(|()| fs::hard_link(&temp, &path));

@@ -221,6 +221,11 @@ pub fn hostname() -> String {
         .unwrap_or_default()
 }
 
+/// An RFC 3339 time, as `now` writes it and AWS answers.
+pub fn parse_time(text: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+}
+
 /// RFC 3339 time now, for state and history.
 pub fn now() -> String {
     time::OffsetDateTime::now_utc()

@@ -267,3 +267,40 @@ def immune_fix_moto_group_lifecycle() -> None:
             self.update_attached_target_groups(name)
 
     AutoScalingBackend.notify_terminate_instances = notify_terminate_instances
+
+
+@hooks.on_infra_start()
+def immune_fix_cloudwatch_alarm_history() -> None:
+    """DescribeAlarmHistory (LocalStack's own CloudWatch, not moto) compares the
+    request's StartDate and EndDate, which arrive without a time zone, with the
+    history's aware timestamps and fails with a 500 ("can't compare offset-naive and
+    offset-aware datetimes"); it also ignores HistoryItemType. Dates are read as UTC,
+    as AWS reads them, and the item type is filtered."""
+    import datetime
+
+    from localstack.services.cloudwatch.provider_v2 import CloudwatchProvider
+
+    original = CloudwatchProvider.describe_alarm_history
+
+    def aware(date):
+        if date is not None and date.tzinfo is None:
+            return date.replace(tzinfo=datetime.timezone.utc)
+        return date
+
+    def describe_alarm_history(self, context, alarm_name=None, alarm_contributor_id=None,
+                               alarm_types=None, history_item_type=None, start_date=None,
+                               end_date=None, max_records=None, next_token=None,
+                               scan_by=None, **kwargs):
+        out = original(
+            self, context, alarm_name=alarm_name, alarm_contributor_id=alarm_contributor_id,
+            alarm_types=alarm_types, history_item_type=history_item_type,
+            start_date=aware(start_date), end_date=aware(end_date), max_records=max_records,
+            next_token=next_token, scan_by=scan_by, **kwargs)
+        if history_item_type:
+            out["AlarmHistoryItems"] = [
+                h for h in out.get("AlarmHistoryItems", [])
+                if h.get("HistoryItemType", history_item_type) == history_item_type
+            ]
+        return out
+
+    CloudwatchProvider.describe_alarm_history = describe_alarm_history

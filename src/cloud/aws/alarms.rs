@@ -1,9 +1,9 @@
 //! CloudWatch alarms: read for every gate, created and deleted per release for metric gates.
 
 use super::*;
-use aws_sdk_cloudwatch::primitives::DateTimeFormat;
+use aws_sdk_cloudwatch::primitives::{DateTime, DateTimeFormat};
 use aws_sdk_cloudwatch::types::{
-    ComparisonOperator, Dimension, MetricAlarm, StateValue, Statistic, Tag,
+    ComparisonOperator, Dimension, HistoryItemType, MetricAlarm, StateValue, Statistic, Tag,
 };
 
 impl Aws {
@@ -47,6 +47,66 @@ impl Aws {
                 Some((alarm.alarm_name()?.to_string(), reading))
             })
             .collect())
+    }
+
+    /// DescribeAlarmHistory takes one alarm name a call; the calls are made side by side.
+    pub(super) async fn alarm_transitions(
+        &self,
+        names: &[String],
+        since: &str,
+    ) -> CloudResult<Vec<AlarmTransition>> {
+        let start = DateTime::from_str(since, DateTimeFormat::DateTime)
+            .map_err(|e| CloudError::Invalid(format!("`{since}` is not an RFC 3339 time: {e}")))?;
+        let calls = names.iter().map(|name| self.transitions_of(name, start));
+        let found = futures_util::future::try_join_all(calls).await?;
+        Ok(found.into_iter().flatten().collect())
+    }
+
+    async fn transitions_of(
+        &self,
+        name: &str,
+        start: DateTime,
+    ) -> CloudResult<Vec<AlarmTransition>> {
+        let mut transitions = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .cloudwatch
+                .describe_alarm_history()
+                .alarm_name(name)
+                .history_item_type(HistoryItemType::StateUpdate)
+                .start_date(start)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| sdk_error("DescribeAlarmHistory", e))?;
+            for item in out.alarm_history_items() {
+                // HistoryData is JSON: {"oldState": {...}, "newState": {"stateValue":
+                // "ALARM", "stateReason": "..."}}.
+                let data: serde_json::Value = item
+                    .history_data()
+                    .and_then(|d| serde_json::from_str(d).ok())
+                    .unwrap_or_default();
+                if data["newState"]["stateValue"] != "ALARM" {
+                    continue;
+                }
+                transitions.push(AlarmTransition {
+                    alarm: name.to_string(),
+                    at: item
+                        .timestamp()
+                        .and_then(|t| t.fmt(DateTimeFormat::DateTime).ok())
+                        .unwrap_or_default(),
+                    reason: data["newState"]["stateReason"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                });
+            }
+            token = out.next_token().map(str::to_string);
+            if token.is_none() {
+                return Ok(transitions);
+            }
+        }
     }
 
     async fn alarm_holder(&self, alarm: &MetricAlarm) -> CloudResult<Holder> {

@@ -317,6 +317,13 @@ impl Cloud for Aws {
         self.launch_template_version_named(template, description)
             .await
     }
+    async fn alarm_transitions(
+        &self,
+        names: &[String],
+        since: &str,
+    ) -> CloudResult<Vec<AlarmTransition>> {
+        self.alarm_transitions(names, since).await
+    }
     async fn put_alarm(&self, request: &AlarmRequest) -> CloudResult<()> {
         self.put_alarm(request).await
     }
