@@ -109,10 +109,12 @@ pub async fn plan(cloud: &dyn Cloud, config: &Config, state: &State) -> Result<P
                 GateCheck::Metric(_) => None,
             })
             .collect();
+        let mut gate_alarms = BTreeMap::new();
         if !alarms.is_empty() {
             let names: Vec<String> = alarms.iter().map(|(_, a)| a.clone()).collect();
             match retry_reads(budget, || cloud.alarms(&names)).await {
                 Ok(found) => {
+                    gate_alarms = found.clone();
                     for (gate, alarm) in &alarms {
                         if !found.contains_key(alarm) {
                             check(
@@ -161,6 +163,7 @@ pub async fn plan(cloud: &dyn Cloud, config: &Config, state: &State) -> Result<P
                         baked_image: baked,
                         live: None,
                         conflicts,
+                        gate_alarms,
                     },
                 );
             }

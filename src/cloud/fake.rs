@@ -517,6 +517,7 @@ impl Cloud for FakeCloud {
                     state,
                     reason: format!("fake alarm {n} is {state:?}"),
                     since: None,
+                    needs: None,
                 };
                 Some((n.clone(), reading))
             })

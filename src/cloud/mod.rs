@@ -472,6 +472,10 @@ pub struct AlarmReading {
     pub reason: String,
     /// When the alarm entered this state (RFC 3339), when known.
     pub since: Option<String>,
+    /// How much data the alarm needs before it can go into ALARM (period times the
+    /// datapoints to alarm), when known: a step shorter than this cannot see it fire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needs: Option<Duration>,
 }
 
 /// An alarm going into ALARM, as its history records it.

@@ -344,6 +344,7 @@ fn in_window(now: Reading, alarm: &str, transitions: &[AlarmTransition]) -> Read
                 }
             ),
             since: Some(t.at.clone()),
+            needs: current.needs,
         }),
         None => now,
     }

@@ -773,6 +773,7 @@ impl Setup {
                     baked_image: None,
                     live: Some(live),
                     conflicts: Vec::new(),
+                    gate_alarms: BTreeMap::new(),
                 };
                 (name, observed)
             })

@@ -35,6 +35,10 @@ pub struct Change {
     pub reason: String,
     /// What changed outside immune since the last apply.
     pub drift: Vec<Drift>,
+    /// What the operator should know before applying: a gate in ALARM now, a pause too
+    /// short for a gate to change state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// One difference between what immune recorded and what runs.
@@ -168,6 +172,8 @@ pub struct Observed {
     pub live: Option<Live>,
     /// Names the next release would take that someone else holds.
     pub conflicts: Vec<crate::cloud::Conflict>,
+    /// The operator's gate alarms as they read now, by alarm name.
+    pub gate_alarms: BTreeMap<String, crate::cloud::AlarmReading>,
 }
 
 /// The active release as it runs now, refreshed for the three-way comparison.
@@ -272,6 +278,7 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
         action,
         reason,
         drift: drift.clone(),
+        warnings: Vec::new(),
     };
     if let Some(lock) = &recorded.lock {
         return change(
@@ -405,7 +412,52 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
             .collect(),
         keep_previous: fleet.rollout.keep_previous,
     };
-    change(Action::Release(Box::new(release_plan)), reason)
+    Change {
+        warnings: gate_warnings(fleet, &group, observed),
+        ..change(Action::Release(Box::new(release_plan)), reason)
+    }
+}
+
+/// Before a release: each enforce gate already in ALARM (apply will not start while it
+/// is), and each gate whose alarm cannot change state within one pause.
+fn gate_warnings(fleet: &Fleet, group: &str, observed: Option<&Observed>) -> Vec<String> {
+    use crate::config::{show_duration, GateCheck, GateMode};
+    let pause = fleet.rollout.pause;
+    let mut warnings = Vec::new();
+    for gate in &fleet.rollout.gates {
+        let alarm = gate.alarm_name(group);
+        let reading = observed.and_then(|o| o.gate_alarms.get(&alarm));
+        if let Some(r) = reading.filter(|r| r.state == crate::cloud::AlarmState::Alarm) {
+            let since = r
+                .since
+                .as_deref()
+                .map(|s| format!(" since {s}"))
+                .unwrap_or_default();
+            warnings.push(match gate.mode {
+                GateMode::Enforce => format!(
+                    "gate {}: alarm {alarm} is in ALARM now{since}; apply will not start the release until it is OK",
+                    gate.name
+                ),
+                _ => format!(
+                    "gate {}: alarm {alarm} is in ALARM now{since}",
+                    gate.name
+                ),
+            });
+        }
+        let needs = match &gate.check {
+            GateCheck::Metric(m) => Some(m.period * m.evaluation_periods.max(1)),
+            GateCheck::Alarm(_) => reading.and_then(|r| r.needs),
+        };
+        if let Some(needs) = needs.filter(|needs| *needs > pause) {
+            warnings.push(format!(
+                "gate {}: its alarm needs {} of data before it can go into ALARM, longer than the pause of {}: a step can pass before the gate could fail",
+                gate.name,
+                show_duration(needs),
+                show_duration(pause)
+            ));
+        }
+    }
+    warnings
 }
 
 /// Why a release cannot start: each name it needs and who holds it, with the way out.
@@ -559,6 +611,7 @@ fn plan_removed(name: &str, recorded: &FleetState, observed: Option<&Observed>) 
         action,
         reason,
         drift: Vec::new(),
+        warnings: Vec::new(),
     };
     if let Some(rollout) = recorded.rollout.as_ref().filter(|r| !r.phase.is_finished()) {
         return Some(change(

@@ -217,6 +217,9 @@ pub fn render(plan: &Plan, color: bool) -> String {
             }
             Action::NoOp => {}
         }
+        for warning in &change.warnings {
+            let _ = writeln!(out, "      {} warning: {warning}", style.paint("35", "!"));
+        }
         out.push('\n');
     }
     let s = plan.summary();

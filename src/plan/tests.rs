@@ -99,6 +99,7 @@ fn observed(live: Live) -> BTreeMap<String, Observed> {
             baked_image: None,
             live: Some(live),
             conflicts: Vec::new(),
+            gate_alarms: BTreeMap::new(),
         },
     )])
 }
@@ -407,4 +408,48 @@ fn a_saved_plan_is_stale_once_the_state_or_the_configuration_moves_on() {
     let mut another = State::new();
     another.serial = 1;
     assert!(document.stale(&another, &v1).unwrap().contains("lineage"));
+}
+
+#[test]
+fn a_release_warns_of_a_gate_in_alarm_now_and_of_a_pause_too_short_for_a_gate() {
+    use crate::cloud::{AlarmReading, AlarmState};
+    let mut v1 = config("v1");
+    let fleet = &mut v1.fleets[0];
+    fleet.rollout.pause = std::time::Duration::from_secs(30);
+    fleet.rollout.gates = vec![crate::config::Gate {
+        name: "errors".into(),
+        check: crate::config::GateCheck::Alarm("web-5xx".into()),
+        insufficient_data: crate::config::OnInsufficientData::Pass,
+        mode: crate::config::GateMode::Enforce,
+    }];
+    let reading = AlarmReading {
+        state: AlarmState::Alarm,
+        reason: "Threshold Crossed".into(),
+        since: Some("2026-12-01T10:00:00Z".into()),
+        needs: Some(std::time::Duration::from_secs(300)),
+    };
+    let observed = BTreeMap::from([(
+        "web".to_string(),
+        Observed {
+            gate_alarms: BTreeMap::from([("web-5xx".to_string(), reading)]),
+            ..Observed::default()
+        },
+    )]);
+    let plan = plan(&v1, &State::new(), &observed);
+    let warnings = &plan.changes[0].warnings;
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings[0].contains(
+            "alarm web-5xx is in ALARM now since 2026-12-01T10:00:00Z; apply will not start"
+        ),
+        "{warnings:?}"
+    );
+    assert!(warnings[1].contains("needs 5m of data"), "{warnings:?}");
+    let text = render(&plan, false);
+    assert!(
+        text.contains("! warning: gate errors: alarm web-5xx is in ALARM now"),
+        "{text}"
+    );
+    let json = serde_json::to_value(Document::new(&plan, &State::new(), &v1)).unwrap();
+    assert_eq!(schema_errors(&json), Vec::<String>::new());
 }

@@ -166,6 +166,7 @@ mod tests {
             state,
             reason: String::new(),
             since: None,
+            needs: None,
         })
     }
 

@@ -37,12 +37,20 @@ impl Aws {
                     Some(StateValue::Ok) => AlarmState::Ok,
                     _ => AlarmState::InsufficientData,
                 };
+                let datapoints = alarm
+                    .datapoints_to_alarm()
+                    .or(alarm.evaluation_periods())
+                    .unwrap_or(1)
+                    .max(1) as u64;
                 let reading = AlarmReading {
                     state,
                     reason: alarm.state_reason().unwrap_or_default().to_string(),
                     since: alarm
                         .state_updated_timestamp()
                         .and_then(|t| t.fmt(DateTimeFormat::DateTime).ok()),
+                    needs: alarm
+                        .period()
+                        .map(|p| Duration::from_secs(p.max(0) as u64 * datapoints)),
                 };
                 Some((alarm.alarm_name()?.to_string(), reading))
             })
