@@ -60,9 +60,8 @@ pub async fn plan(cloud: &dyn Cloud, config: &Config, state: &State) -> Result<P
                 true
             }
         };
-        let listener = retry_reads(budget, || resolve_route(cloud, &fleet.traffic))
-            .await
-            .map(|_| ());
+        let route = retry_reads(budget, || resolve_route(cloud, &fleet.traffic)).await;
+        let listener = route.as_ref().map(|_| ()).map_err(Clone::clone);
         let fix = match (&fleet.traffic.listener, fleet.traffic.rule_priority) {
             (_, Some(_)) => {
                 "check traffic.rule_priority: the listener needs a rule with that priority whose action forwards to a target group"
@@ -154,6 +153,49 @@ pub async fn plan(cloud: &dyn Cloud, config: &Config, state: &State) -> Result<P
                 .map(|g| g.alarm_name(&group))
                 .collect(),
             image: baked.is_none().then(|| plan::image_name(fleet, seq)),
+            route: None,
+        };
+        // The route's target groups now: one of another configuration's means two
+        // configurations would shift the same traffic.
+        let Ok(route) = route else {
+            continue;
+        };
+        let forwards = match retry_reads(budget, || cloud.listener_weights(&route)).await {
+            Ok(weights) => weights,
+            Err(e) => {
+                check(Err(e), "");
+                continue;
+            }
+        };
+        // One preflight with apply: a route must forward somewhere, or answer with the
+        // fixed response or redirect of a fresh load balancer, to have somewhere to send
+        // traffic back to.
+        let mut stand_in = None;
+        if forwards.iter().all(|w| w.weight == 0) {
+            match retry_reads(budget, || cloud.stand_in(&route)).await {
+                Ok(Some(found)) => stand_in = Some(found),
+                Ok(None) => {
+                    check(
+                        Err(CloudError::Invalid(format!(
+                            "{} neither forwards to a target group nor answers with a fixed response or a redirect, so a rollback would have nowhere to send traffic",
+                            fleet.traffic.route()
+                        ))),
+                        "point the route's action at a target group, a fixed response or a redirect first",
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    check(Err(e), "");
+                    continue;
+                }
+            }
+        }
+        let claim = Claim {
+            route: Some((
+                fleet.traffic.route(),
+                forwards.into_iter().map(|w| w.target_group).collect(),
+            )),
+            ..claim
         };
         match retry_reads(budget, || cloud.claim_conflicts(&claim)).await {
             Ok(conflicts) => {
@@ -164,6 +206,7 @@ pub async fn plan(cloud: &dyn Cloud, config: &Config, state: &State) -> Result<P
                         live: None,
                         conflicts,
                         gate_alarms,
+                        stand_in,
                     },
                 );
             }

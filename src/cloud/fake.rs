@@ -15,6 +15,8 @@ pub struct World {
     /// (listener ARN, priority) -> rule ARN.
     pub rules: BTreeMap<(String, u32), String>,
     pub weights: BTreeMap<String, Vec<Weight>>,
+    /// Routes that answer with a fixed response or redirect instead of forwarding.
+    pub stand_ins: BTreeMap<String, StandIn>,
     pub instances: BTreeMap<String, InstanceState>,
     /// image id -> (fleet, bake)
     pub images: BTreeMap<String, (String, String)>,
@@ -302,7 +304,20 @@ impl Cloud for FakeCloud {
                 w.alarm_history.push((alarm, now.clone()));
             }
         }
+        w.stand_ins.remove(listener_arn);
         w.weights.insert(listener_arn.to_string(), weights.to_vec());
+        Ok(())
+    }
+
+    async fn stand_in(&self, route_arn: &str) -> CloudResult<Option<StandIn>> {
+        let w = self.enter("stand_in")?;
+        Ok(w.stand_ins.get(route_arn).cloned())
+    }
+
+    async fn set_stand_in(&self, route_arn: &str, stand_in: &StandIn) -> CloudResult<()> {
+        let mut w = self.enter("set_stand_in")?;
+        w.weights.insert(route_arn.to_string(), Vec::new());
+        w.stand_ins.insert(route_arn.to_string(), stand_in.clone());
         Ok(())
     }
 
@@ -586,6 +601,13 @@ impl Cloud for FakeCloud {
                 Some(Conflict { resource, holder })
             })
             .collect();
+        // A group or target group of this state's under the next name: a stale state.
+        if w.groups.contains_key(&claim.group) {
+            conflicts.push(Conflict {
+                resource: format!("Auto Scaling group {}", claim.group),
+                holder: Holder::Ours,
+            });
+        }
         if let Some(name) = &claim.image {
             if let Some((id, _)) = w.image_names.iter().find(|(_, n)| *n == name) {
                 conflicts.push(Conflict {

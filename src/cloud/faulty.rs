@@ -14,7 +14,7 @@ pub struct Faulty {
     rng: Mutex<u64>,
     /// Failures asked for by name: the next calls of an AWS operation fail this many
     /// times, transiently (a timeout) or for good (AWS says no).
-    scripted: Mutex<BTreeMap<&'static str, (u32, bool)>>,
+    scripted: Mutex<BTreeMap<&'static str, Script>>,
     /// Calls failed so far, by operation, for tests to show faults were injected.
     pub injected: Mutex<Vec<&'static str>>,
 }
@@ -38,12 +38,17 @@ impl Faulty {
 
     /// The next `times` calls of the AWS `operation` (`CreateAutoScalingGroup`) time out.
     pub fn fail(&self, operation: &'static str, times: u32) {
-        self.script(operation, times, true);
+        self.script(operation, 0, times, true);
+    }
+
+    /// After `skip` calls that succeed, the next `times` calls of `operation` time out.
+    pub fn fail_after(&self, operation: &'static str, skip: u32, times: u32) {
+        self.script(operation, skip, times, true);
     }
 
     /// The next `times` calls of the AWS `operation` are refused for good.
     pub fn refuse(&self, operation: &'static str, times: u32) {
-        self.script(operation, times, false);
+        self.script(operation, 0, times, false);
     }
 
     /// No more scripted failures.
@@ -54,11 +59,18 @@ impl Faulty {
             .clear();
     }
 
-    fn script(&self, operation: &'static str, times: u32, transient: bool) {
+    fn script(&self, operation: &'static str, skip: u32, times: u32, transient: bool) {
         self.scripted
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(operation, (times, transient));
+            .insert(
+                operation,
+                Script {
+                    skip,
+                    times,
+                    transient,
+                },
+            );
     }
 
     /// Reads `IMMUNE_INJECT_FAULTS=RATE[:SEED]`, e.g. `0.1:7`.
@@ -79,19 +91,22 @@ impl Faulty {
 
     /// Whether this call fails, and how.
     fn roll(&self, operation: &'static str) -> Option<Fault> {
-        if let Some((left, transient)) = self
+        if let Some(script) = self
             .scripted
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get_mut(operation)
-            .filter(|(left, _)| *left > 0)
         {
-            *left -= 1;
-            return Some(if *transient {
-                Fault::TimedOut
-            } else {
-                Fault::Refused
-            });
+            if script.skip > 0 {
+                script.skip -= 1;
+            } else if script.times > 0 {
+                script.times -= 1;
+                return Some(if script.transient {
+                    Fault::TimedOut
+                } else {
+                    Fault::Refused
+                });
+            }
         }
         if self.rate <= 0.0 || self.next() >= self.rate {
             return None;
@@ -142,6 +157,13 @@ impl Faulty {
             }
         }
     }
+}
+
+/// Scripted failures of one operation.
+struct Script {
+    skip: u32,
+    times: u32,
+    transient: bool,
 }
 
 enum Fault {
@@ -226,6 +248,17 @@ impl Cloud for Faulty {
         self.call(
             "ModifyListener",
             self.inner.set_listener_weights(route_arn, weights),
+        )
+        .await
+    }
+    async fn stand_in(&self, route_arn: &str) -> CloudResult<Option<StandIn>> {
+        self.call("DescribeListeners", self.inner.stand_in(route_arn))
+            .await
+    }
+    async fn set_stand_in(&self, route_arn: &str, stand_in: &StandIn) -> CloudResult<()> {
+        self.call(
+            "ModifyListener",
+            self.inner.set_stand_in(route_arn, stand_in),
         )
         .await
     }

@@ -124,6 +124,9 @@ pub struct Claim {
     pub alarms: Vec<String>,
     /// The image name, when the release bakes one.
     pub image: Option<String>,
+    /// The route the fleet's traffic goes through, with the target groups it forwards to
+    /// now: one of another configuration's means two configurations share the route.
+    pub route: Option<(String, Vec<String>)>,
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -325,6 +328,52 @@ pub struct Listener {
     pub load_balancer_arn: String,
 }
 
+/// What a route answers with when it forwards to no target group: the fixed response
+/// (or redirect) of a fresh load balancer before anything is deployed. Recorded before
+/// the fleet's first release, and put back when that release is undone or the fleet
+/// retired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StandIn {
+    FixedResponse {
+        status_code: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        content_type: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message_body: Option<String>,
+    },
+    Redirect {
+        status_code: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        protocol: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        query: Option<String>,
+    },
+}
+
+impl StandIn {
+    /// In words, for plans and history: `a fixed response 404`.
+    pub fn describe(&self) -> String {
+        match self {
+            StandIn::FixedResponse { status_code, .. } => format!("a fixed response {status_code}"),
+            StandIn::Redirect {
+                status_code, host, ..
+            } => format!(
+                "a redirect {status_code}{}",
+                host.as_deref()
+                    .map(|h| format!(" to {h}"))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+}
+
 /// One target group's share of a listener's traffic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Weight {
@@ -366,6 +415,10 @@ pub trait Cloud: Send + Sync {
     /// Sets all of the forward weights of a listener's default action, or of a rule's
     /// action, in one call.
     async fn set_listener_weights(&self, route_arn: &str, weights: &[Weight]) -> CloudResult<()>;
+    /// The route's fixed response or redirect when it forwards to no target group.
+    async fn stand_in(&self, route_arn: &str) -> CloudResult<Option<StandIn>>;
+    /// Puts a fixed response or redirect back as the route's action, in one call.
+    async fn set_stand_in(&self, route_arn: &str, stand_in: &StandIn) -> CloudResult<()>;
 
     // Launch.
     /// A new version of the fleet's launch template, creating the template on first use.

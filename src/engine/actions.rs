@@ -23,6 +23,9 @@ pub struct Context<'a> {
     pub fleet: &'a Fleet,
     /// The state's lineage, tagged on everything created.
     pub lineage: &'a str,
+    /// The action has not been tried before (no intent was saved for it): anything of
+    /// this state's lineage found under its name was not made by this rollout.
+    pub first_attempt: bool,
     pub rollout: &'a Rollout,
     pub reporter: &'a dyn Reporter,
     /// Asked at every poll of a wait: Ctrl-C or `immune rollback` end the wait early.
@@ -34,10 +37,20 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
         cloud,
         fleet,
         lineage,
+        first_attempt,
         rollout,
         reporter,
         stop,
     } = *context;
+    // What a create finds of this lineage under its name: its own lost work when the
+    // action was tried before, else someone else's (a stale copy of the state).
+    let adopt_or_refuse = |what: String| -> Result<(), Halt> {
+        if first_attempt {
+            Err(stale(&what))
+        } else {
+            Ok(())
+        }
+    };
     let poll = fleet.rollout.poll_interval;
     let tags = Tags {
         lineage: lineage.to_string(),
@@ -57,6 +70,7 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
             }
             let name = builder_name(&rollout.group);
             if let Some(builder) = find_builder(cloud, &fleet.name, &name).await? {
+                adopt_or_refuse(format!("builder {builder} ({name})"))?;
                 reporter.line(
                     &fleet.name,
                     &format!("found builder {builder} launched before an interruption"),
@@ -113,6 +127,10 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
                 .launch_template_version_named(&template, &rollout.group)
                 .await?
             {
+                adopt_or_refuse(format!(
+                    "launch template {template} version {} ({})",
+                    version.version, rollout.group
+                ))?;
                 return Ok(Event::LaunchTemplateCreated(version));
             }
             let request = LaunchRequest {
@@ -129,7 +147,10 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
         }
         Action::CreateTargetGroup => {
             match cloud.target_group_named(&rollout.group).await? {
-                Some((arn, Holder::Ours)) => return Ok(Event::TargetGroupCreated(arn)),
+                Some((arn, Holder::Ours)) => {
+                    adopt_or_refuse(format!("target group {}", rollout.group))?;
+                    return Ok(Event::TargetGroupCreated(arn));
+                }
                 Some((_, holder)) => {
                     return Err(held(format!("target group {}", rollout.group), holder))
                 }
@@ -213,7 +234,10 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
             // An apply stopped between creating the group and recording it finds it here;
             // a group of the name that is not this configuration's is never taken over.
             match cloud.group_holder(&rollout.group).await? {
-                Some(Holder::Ours) => return Ok(Event::GroupCreated),
+                Some(Holder::Ours) => {
+                    adopt_or_refuse(format!("Auto Scaling group {}", rollout.group))?;
+                    return Ok(Event::GroupCreated);
+                }
                 Some(holder) => {
                     return Err(held(
                         format!("Auto Scaling group {}", rollout.group),
@@ -299,6 +323,10 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
         }
         Action::RestoreWeights { weights } => {
             set_weights(cloud, &rollout.listener_arn, weights).await?;
+            Ok(Event::WeightsRestored)
+        }
+        Action::RestoreStandIn { stand_in } => {
+            set_stand_in(cloud, &rollout.listener_arn, stand_in).await?;
             Ok(Event::WeightsRestored)
         }
         Action::DeleteGroup => {
@@ -436,6 +464,23 @@ pub(super) async fn set_weights(
     Ok(())
 }
 
+/// Puts a fixed response or redirect back as the route's action and reads it back.
+pub(super) async fn set_stand_in(
+    cloud: &dyn Cloud,
+    route: &str,
+    stand_in: &StandIn,
+) -> Result<(), Halt> {
+    cloud.set_stand_in(route, stand_in).await?;
+    match cloud.stand_in(route).await? {
+        Some(read) if read == *stand_in => Ok(()),
+        other => Err(Halt::Refused(format!(
+            "route {route} reads back {} after setting {}",
+            other.map_or("a forward".into(), |s| s.describe()),
+            stand_in.describe()
+        ))),
+    }
+}
+
 /// Deletes a retired release for good: its group (waiting until it is gone), its gate
 /// alarms, then its target group.
 pub(super) async fn delete_release(
@@ -488,6 +533,15 @@ where
             other => return other,
         }
     }
+}
+
+/// Something of this state's lineage holds a name this rollout is about to take, though
+/// the rollout never tried to make it: another copy of this state made it. Never taken
+/// over (a rollback would delete it).
+fn stale(what: &str) -> Halt {
+    Halt::NotMine(format!(
+        "{what} already exists with this state's lineage, but this rollout did not make it: another copy of this state (a restored backup, a copied directory, a *.migrated file) is in use; immune leaves it alone\n  use the newest state, then run `immune plan`"
+    ))
 }
 
 /// A name this release needs, held by someone else: refused, never taken over.

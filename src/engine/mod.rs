@@ -8,7 +8,7 @@ mod observe;
 use observe::Window;
 mod update;
 
-use crate::cloud::{resolve_route, Cloud, CloudError, Weight};
+use crate::cloud::{resolve_route, Cloud, CloudError, StandIn, Weight};
 use crate::config::Fleet;
 use crate::plan::{self, Release};
 use crate::rollout::gates::Evidence;
@@ -92,6 +92,9 @@ pub enum Halt {
     GateFailed(String, Box<Evidence>),
     /// AWS said no for good: a name held by someone else, a parameter it rejects.
     Refused(String),
+    /// What this rollout was about to create already exists with this state's lineage,
+    /// though this rollout never asked for it: a stale copy of the state.
+    NotMine(String),
     /// Throttling, a 5xx, a timeout: asked again within the retry budget.
     Fault(String),
     /// The state could not be saved: nothing more may be done that it would not record.
@@ -124,6 +127,7 @@ impl Halt {
             Halt::Failed(m)
             | Halt::GateFailed(m, _)
             | Halt::Refused(m)
+            | Halt::NotMine(m)
             | Halt::Fault(m)
             | Halt::State(m) => m.clone(),
             Halt::Interrupted => "interrupted".into(),
@@ -187,7 +191,7 @@ impl Engine<'_> {
         fleet: &Fleet,
         release: &Release,
     ) -> Result<Outcome, EngineError> {
-        let (listener_arn, previous_weights) = self.live_weights(fleet).await?;
+        let (listener_arn, previous_weights, stand_in) = self.live_weights(fleet).await?;
         // Baseline: a gate failing before anything starts is not this release's doing.
         let failing = self
             .gates_already_failing(fleet, &release.group, true)
@@ -217,6 +221,7 @@ impl Engine<'_> {
             recorded.replaced(),
         );
         rollout.keep_previous = fleet.rollout.keep_previous > 0;
+        rollout.stand_in = stand_in;
         recorded.start_release(rollout, &now());
         self.note(
             &fleet.name,
@@ -230,18 +235,32 @@ impl Engine<'_> {
     /// The listener and the weights traffic goes back to, read through transient faults.
     /// A listener that forwards nowhere is refused: a rollback would have nowhere to send
     /// traffic.
-    async fn live_weights(&self, fleet: &Fleet) -> Result<(String, Vec<Weight>), EngineError> {
+    async fn live_weights(
+        &self,
+        fleet: &Fleet,
+    ) -> Result<(String, Vec<Weight>, Option<StandIn>), EngineError> {
         let read = || async {
             let route = resolve_route(self.cloud, &fleet.traffic).await?;
-            let weights = self.cloud.listener_weights(&route).await?;
-            Ok::<_, Halt>((route, weights))
+            let weights: Vec<Weight> = self
+                .cloud
+                .listener_weights(&route)
+                .await?
+                .into_iter()
+                .filter(|w| w.weight > 0)
+                .collect();
+            // A fresh load balancer answers with a fixed response (or a redirect) until
+            // something is deployed: a valid start, put back if the release is undone.
+            let stand_in = match weights.is_empty() {
+                true => self.cloud.stand_in(&route).await?,
+                false => None,
+            };
+            Ok::<_, Halt>((route, weights, stand_in))
         };
-        let (route, weights) =
+        let (route, weights, stand_in) =
             actions::with_retries(fleet.rollout.poll_interval, self.retry_budget, read)
                 .await
                 .map_err(|halt| self.not_started(fleet, halt))?;
-        let weights: Vec<Weight> = weights.into_iter().filter(|w| w.weight > 0).collect();
-        if weights.is_empty() {
+        if weights.is_empty() && stand_in.is_none() {
             let action = match fleet.traffic.rule_priority {
                 Some(_) => "the rule's action",
                 None => "its default action",
@@ -249,12 +268,12 @@ impl Engine<'_> {
             return Err(EngineError::Cloud {
                 fleet: fleet.name.clone(),
                 message: format!(
-                    "{} does not forward to any target group, so there would be nothing to send traffic back to; point {action} at a target group first",
+                    "{} neither forwards to a target group nor answers with a fixed response or a redirect, so there would be nothing to send traffic back to; point {action} at a target group, a fixed response or a redirect first",
                     fleet.traffic.route()
                 ),
             });
         }
-        Ok((route, weights))
+        Ok((route, weights, stand_in))
     }
 
     /// A read before a rollout started failed: nothing to undo, nothing locked.
@@ -451,7 +470,8 @@ impl Engine<'_> {
             }
             // Save, then act: what the call may create is in the state before the call,
             // so a crash in between leaves a rollout that finds it again.
-            if self.rollout(&fleet.name).begin(&action) {
+            let first_attempt = self.rollout(&fleet.name).begin(&action);
+            if first_attempt {
                 self.save().await?;
             }
             let rollout = self.rollout(&fleet.name).clone();
@@ -493,6 +513,7 @@ impl Engine<'_> {
                         cloud: self.cloud,
                         fleet,
                         lineage: &self.state.lineage,
+                        first_attempt,
                         rollout: &rollout,
                         reporter: self.reporter,
                         stop: &stop,
@@ -551,6 +572,12 @@ impl Engine<'_> {
                     });
                 }
                 Halt::Refused(message) => self.record(fleet, Event::Refused(message)).await?,
+                Halt::NotMine(message) => {
+                    // Nothing was made by this rollout: the rollback must not go looking
+                    // for it under that name, where it would find the other one.
+                    self.rollout(&fleet.name).intent = None;
+                    self.record(fleet, Event::Refused(message)).await?
+                }
                 Halt::Failed(message) => self.record(fleet, Event::Failed(message)).await?,
                 Halt::GateFailed(message, evidence) => {
                     self.note(
@@ -621,8 +648,20 @@ impl Engine<'_> {
         let mut undone = String::new();
         if moved {
             let poll = fleet.rollout.poll_interval;
-            let back = actions::with_retries(poll, self.retry_budget, || {
-                actions::set_weights(self.cloud, &rollout.listener_arn, &rollout.previous_weights)
+            let back = actions::with_retries(poll, self.retry_budget, || async {
+                match (&rollout.stand_in, rollout.previous_weights.is_empty()) {
+                    (Some(stand_in), true) => {
+                        actions::set_stand_in(self.cloud, &rollout.listener_arn, stand_in).await
+                    }
+                    _ => {
+                        actions::set_weights(
+                            self.cloud,
+                            &rollout.listener_arn,
+                            &rollout.previous_weights,
+                        )
+                        .await
+                    }
+                }
             })
             .await;
             match back {

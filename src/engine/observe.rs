@@ -114,6 +114,7 @@ impl Engine<'_> {
             let readings = match self.read_gates(&alarms, &since).await {
                 Ok(readings) => readings,
                 Err(fault) => {
+                    self.rollback_asked(fleet, &rollout.group).await?;
                     faults.hit(fault)?;
                     sleep_until(next_poll).await;
                     continue;
@@ -151,6 +152,7 @@ impl Engine<'_> {
                     match health(self.cloud, &rollout.group, &target_group).await {
                         Ok(counts) => counts,
                         Err(Halt::Fault(fault)) => {
+                            self.rollback_asked(fleet, &rollout.group).await?;
                             faults.hit(fault)?;
                             sleep_until(next_poll).await;
                             continue;
@@ -297,20 +299,47 @@ impl Engine<'_> {
         if alarms.is_empty() {
             return Ok(Vec::new());
         }
-        let read = tokio::try_join!(
+        let (states, history) = tokio::join!(
             self.cloud.alarms(alarms),
             self.cloud.alarm_transitions(alarms, since)
         );
-        match read {
-            Ok((mut found, transitions)) => Ok(alarms
-                .iter()
-                .map(|name| in_window(reading(&mut found, name), name, &transitions))
-                .collect()),
-            Err(e) if e.is_transient() => Err(e.to_string()),
-            Err(e) => Ok(alarms
-                .iter()
-                .map(|_| Reading::Unreadable(e.to_string()))
-                .collect()),
+        let mut found = match states {
+            Ok(found) => found,
+            Err(e) if e.is_transient() => return Err(e.to_string()),
+            Err(e) => {
+                return Ok(alarms
+                    .iter()
+                    .map(|_| Reading::Unreadable(e.to_string()))
+                    .collect())
+            }
+        };
+        // The states alone still decide when the history cannot be read: an alarm in
+        // ALARM now fails its gate whatever the history call does. Only a pulse between
+        // two polls goes unseen until the history answers again.
+        let transitions = match history {
+            Ok(transitions) => transitions,
+            Err(e) => {
+                tracing::warn!("alarm history unreadable, judging the alarms by their state: {e}");
+                Vec::new()
+            }
+        };
+        Ok(alarms
+            .iter()
+            .map(|name| in_window(reading(&mut found, name), name, &transitions))
+            .collect())
+    }
+
+    /// While reads fail: a rollback asked for by `immune rollback` is still heard.
+    async fn rollback_asked(&self, fleet: &Fleet, group: &str) -> Result<(), Halt> {
+        match self.backend.pending_answer(&fleet.name, group).await {
+            Ok(Some(answer)) if answer.kind == AnswerKind::Rollback => {
+                let _ = self.backend.clear_answer(&fleet.name).await;
+                Err(Halt::Failed(format!(
+                    "rolled back by {} (immune rollback)",
+                    answer.by
+                )))
+            }
+            _ => Ok(()),
         }
     }
 

@@ -261,7 +261,8 @@ async fn a_fault_that_outlives_the_budget_stops_resumably_with_traffic_back() {
     s.set_alarm("web-5xx", AlarmState::Ok);
     s.apply("v1").await.unwrap();
     s.pause = "10s".into();
-    s.faults.fail("DescribeAlarmHistory", 1_000_000);
+    // Readable for the baselines at the start and before the first shift, then not.
+    s.faults.fail_after("DescribeAlarms", 2, 1_000_000);
     let config = s.config("v2");
     let change = plan(&config, &s.state, &BTreeMap::new()).changes.remove(0);
     let PlanAction::Release(release) = change.action else {
@@ -774,6 +775,7 @@ impl Setup {
                     live: Some(live),
                     conflicts: Vec::new(),
                     gate_alarms: BTreeMap::new(),
+                    stand_in: None,
                 };
                 (name, observed)
             })
@@ -1087,4 +1089,90 @@ async fn a_passed_step_says_what_its_gates_saw() {
             .all(|d| d == "step passed: gate errors would have rolled back (dry-run)"),
         "a step with dry-run findings is not 'every gate OK': {passed:?}"
     );
+}
+
+#[tokio::test]
+async fn an_alarm_in_alarm_fails_its_gate_even_when_its_history_cannot_be_read() {
+    let mut s = setup_with("0s", &gate("enforce", "pass"));
+    s.set_alarm("web-5xx", AlarmState::Ok);
+    s.apply("v1").await.unwrap();
+    s.faults.fail("DescribeAlarmHistory", 1_000_000);
+    s.cloud.fire_on_next_shift("web-5xx");
+    let outcome = s.apply("v2").await.unwrap();
+    assert!(
+        matches!(outcome, Outcome::RolledBack { locked: true, .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(s.weights(), [("arn:tg/web-v001".to_string(), 100)]);
+}
+
+fn fixed_response() -> crate::cloud::StandIn {
+    crate::cloud::StandIn::FixedResponse {
+        status_code: "404".into(),
+        content_type: Some("text/plain".into()),
+        message_body: Some("nothing here yet".into()),
+    }
+}
+
+/// A fresh load balancer: the listener answers with a fixed response, forwarding nowhere.
+fn fresh_listener(s: &Setup) {
+    let mut w = s.cloud.world.lock().unwrap();
+    w.weights.insert("arn:listener/web/80".into(), Vec::new());
+    w.stand_ins
+        .insert("arn:listener/web/80".into(), fixed_response());
+}
+
+#[tokio::test]
+async fn a_bad_first_release_on_a_fresh_load_balancer_puts_its_fixed_response_back() {
+    let mut s = setup_with("0s", &gate("enforce", "pass"));
+    s.set_alarm("web-5xx", AlarmState::Ok);
+    fresh_listener(&s);
+    s.cloud.fire_on_next_shift("web-5xx");
+    let outcome = s.apply("v1").await.unwrap();
+    assert!(
+        matches!(outcome, Outcome::RolledBack { locked: true, .. }),
+        "{outcome:?}"
+    );
+    let w = s.cloud.world.lock().unwrap();
+    assert_eq!(
+        w.stand_ins.get("arn:listener/web/80"),
+        Some(&fixed_response()),
+        "the listener answers as it did before immune"
+    );
+    assert!(w.groups.is_empty());
+}
+
+#[tokio::test]
+async fn a_first_release_on_a_fresh_load_balancer_goes_out_and_retiring_puts_the_response_back() {
+    let mut s = setup();
+    fresh_listener(&s);
+    assert_eq!(
+        s.apply("v1").await.unwrap(),
+        Outcome::Released {
+            group: "web-v001".into()
+        }
+    );
+    assert_eq!(s.weights(), [("arn:tg/web-v001".to_string(), 100)]);
+    assert!(s.cloud.world.lock().unwrap().stand_ins.is_empty());
+    assert_eq!(
+        s.state.fleets["web"].original_stand_in,
+        Some(fixed_response())
+    );
+
+    let config = crate::config::Config {
+        fleets: Vec::new(),
+        ..s.config("v1")
+    };
+    let plan = s.plan_live(&config).await;
+    let PlanAction::Retire(retire) = &plan.changes[0].action else {
+        panic!("expected a retire: {plan:?}");
+    };
+    assert_eq!(retire.stand_in, Some(fixed_response()));
+    s.engine().retire("web", retire).await.unwrap();
+    let w = s.cloud.world.lock().unwrap();
+    assert_eq!(
+        w.stand_ins.get("arn:listener/web/80"),
+        Some(&fixed_response())
+    );
+    assert!(w.groups.is_empty());
 }

@@ -1,7 +1,7 @@
 //! Changes that need no new release: the running group brought back to the configured
 //! capacity and traffic, and a fleet removed from the configuration retired.
 
-use super::actions::{delete_release, set_weights};
+use super::actions::{delete_release, set_stand_in, set_weights};
 use super::{Engine, EngineError};
 use crate::config::Fleet;
 use crate::plan::{capacity_change, show_weights, Retire, Update};
@@ -58,6 +58,15 @@ impl Engine<'_> {
             fleet: name.to_string(),
             message,
         };
+        if let Some(stand_in) = &retire.stand_in {
+            set_stand_in(self.cloud, &retire.route, stand_in)
+                .await
+                .map_err(|h| unfinished(h.message()))?;
+            self.reporter.line(
+                name,
+                &format!("the route answers with {} again", stand_in.describe()),
+            );
+        }
         if !retire.restore.is_empty() {
             set_weights(self.cloud, &retire.route, &retire.restore)
                 .await

@@ -104,6 +104,10 @@ pub struct Retire {
     pub route: String,
     /// Where the traffic goes first; empty when the route no longer sends any to the fleet.
     pub restore: Vec<Weight>,
+    /// Or, for a route that forwarded nowhere before immune, the fixed response or
+    /// redirect it answered with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stand_in: Option<crate::cloud::StandIn>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -174,6 +178,8 @@ pub struct Observed {
     pub conflicts: Vec<crate::cloud::Conflict>,
     /// The operator's gate alarms as they read now, by alarm name.
     pub gate_alarms: BTreeMap<String, crate::cloud::AlarmReading>,
+    /// What the route answers with when it forwards nowhere (a fresh load balancer).
+    pub stand_in: Option<crate::cloud::StandIn>,
 }
 
 /// The active release as it runs now, refreshed for the three-way comparison.
@@ -412,8 +418,16 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
             .collect(),
         keep_previous: fleet.rollout.keep_previous,
     };
+    let mut warnings = gate_warnings(fleet, &group, observed);
+    if let Some(stand_in) = observed.and_then(|o| o.stand_in.as_ref()) {
+        warnings.push(format!(
+            "the route answers with {} now, which cannot share traffic with a target group: the first step sends all of it to {group}; undoing the release puts {} back",
+            stand_in.describe(),
+            stand_in.describe()
+        ));
+    }
     Change {
-        warnings: gate_warnings(fleet, &group, observed),
+        warnings,
         ..change(Action::Release(Box::new(release_plan)), reason)
     }
 }
@@ -462,16 +476,25 @@ fn gate_warnings(fleet: &Fleet, group: &str, observed: Option<&Observed>) -> Vec
 
 /// Why a release cannot start: each name it needs and who holds it, with the way out.
 fn conflict_reason(fleet: &str, group: &str, conflicts: &[crate::cloud::Conflict]) -> String {
-    use crate::cloud::Holder;
+    use crate::cloud::{Conflict, Holder};
+    let image = |c: &Conflict| c.resource.starts_with("image name");
+    let held = |c: &Conflict| match (&c.holder, image(c)) {
+        (Holder::Ours, true) => {
+            format!("{} is taken by an image of this configuration", c.resource)
+        }
+        (Holder::Ours, false) => format!(
+            "{} already exists with this state's lineage, though this state has not made it",
+            c.resource
+        ),
+        _ => c.describe(),
+    };
     let mut text = format!(
-        "{reason} cannot be released as {group}: {held}; immune never modifies or deletes what is not this configuration's",
-        reason = format_args!("fleet {fleet}"),
-        held = conflicts
-            .iter()
-            .map(|c| c.describe())
-            .collect::<Vec<_>>()
-            .join("; ")
+        "fleet {fleet} cannot be released as {group}: {}",
+        conflicts.iter().map(held).collect::<Vec<_>>().join("; ")
     );
+    if conflicts.iter().any(|c| c.holder != Holder::Ours) {
+        text += "; immune never modifies or deletes what is not this configuration's";
+    }
     if conflicts
         .iter()
         .any(|c| matches!(c.holder, Holder::OtherState { .. }))
@@ -481,8 +504,17 @@ fn conflict_reason(fleet: &str, group: &str, conflicts: &[crate::cloud::Conflict
     if conflicts.iter().any(|c| c.holder == Holder::Foreign) {
         text += "\n  rename or remove what holds the name outside immune, or set `immune { namespace = \"...\" }` so that this configuration's names differ";
     }
-    if conflicts.iter().any(|c| c.holder == Holder::Ours) {
-        text += "\n  image names are unique in an account: set image.name so that each bake has its own, or deregister the old image";
+    if conflicts
+        .iter()
+        .any(|c| c.holder == Holder::Ours && !image(c))
+    {
+        text += "\n  this state is older than what runs: another copy of it (a restored backup, a copied directory, a *.migrated file) went further; use the newest state";
+    }
+    if conflicts
+        .iter()
+        .any(|c| c.holder == Holder::Ours && image(c))
+    {
+        text += "\n  image names are unique in an account: set image.name so that each bake has a name of its own";
     }
     text
 }
@@ -649,7 +681,11 @@ fn plan_removed(name: &str, recorded: &FleetState, observed: Option<&Observed>) 
             .iter()
             .all(|w| l.original_target_groups.contains(&w.target_group))
     });
-    let restore = if !sends_to_fleet {
+    let stand_in = recorded
+        .original_stand_in
+        .clone()
+        .filter(|_| sends_to_fleet && recorded.original_weights.is_empty());
+    let restore = if !sends_to_fleet || stand_in.is_some() {
         Vec::new()
     } else if !recorded.original_weights.is_empty() && originals_exist {
         recorded.original_weights.clone()
@@ -664,7 +700,13 @@ fn plan_removed(name: &str, recorded: &FleetState, observed: Option<&Observed>) 
             ),
         ));
     };
-    let reason = if restore.is_empty() {
+    let reason = if let Some(stand_in) = &stand_in {
+        format!(
+            "fleet {name} is no longer in the configuration: the route answers with {} again, as before immune, then {} deleted",
+            stand_in.describe(),
+            groups.join(", ")
+        )
+    } else if restore.is_empty() {
         format!(
             "fleet {name} is no longer in the configuration: {} deleted",
             groups.join(", ")
@@ -681,6 +723,7 @@ fn plan_removed(name: &str, recorded: &FleetState, observed: Option<&Observed>) 
             groups,
             route: active.listener_arn.clone(),
             restore,
+            stand_in,
         }),
         reason,
     ))

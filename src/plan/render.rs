@@ -198,6 +198,9 @@ pub fn render(plan: &Plan, color: bool) -> String {
             }
             Action::Retire(retire) => {
                 let _ = writeln!(out, "  {minus} fleet.{}: {}", change.fleet, change.reason);
+                if let Some(stand_in) = &retire.stand_in {
+                    let _ = writeln!(out, "      {tilde} traffic back to {}", stand_in.describe());
+                }
                 if !retire.restore.is_empty() {
                     let _ = writeln!(
                         out,

@@ -100,6 +100,7 @@ fn observed(live: Live) -> BTreeMap<String, Observed> {
             live: Some(live),
             conflicts: Vec::new(),
             gate_alarms: BTreeMap::new(),
+            stand_in: None,
         },
     )])
 }

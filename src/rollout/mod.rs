@@ -4,7 +4,7 @@
 
 pub mod gates;
 
-use crate::cloud::{LaunchTemplateRef, Weight};
+use crate::cloud::{LaunchTemplateRef, StandIn, Weight};
 use serde::{Deserialize, Serialize};
 
 /// A rollout either brings a new release in, or brings a kept previous group back
@@ -87,6 +87,10 @@ pub struct Rollout {
     pub listener_arn: String,
     /// The listener's weights when the rollout started: where traffic goes back to.
     pub previous_weights: Vec<Weight>,
+    /// What the route answered with when it forwarded nowhere (a fresh load balancer's
+    /// fixed response): put back when this first release is undone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stand_in: Option<StandIn>,
     /// The immune group being replaced, if any (the first release replaces nothing).
     pub previous: Option<Previous>,
     pub phase: Phase,
@@ -227,6 +231,11 @@ pub enum Action {
     RestoreWeights {
         weights: Vec<Weight>,
     },
+    /// A first release undone on a route that forwarded nowhere: its fixed response or
+    /// redirect goes back.
+    RestoreStandIn {
+        stand_in: StandIn,
+    },
     DeleteGroup,
     /// Restore only: the kept group goes back to zero, kept as it was.
     ScaleToZero,
@@ -346,6 +355,7 @@ impl Rollout {
             requested_by: None,
             intent: None,
             window_from: None,
+            stand_in: None,
         }
     }
 
@@ -392,8 +402,13 @@ impl Rollout {
                 if let Some(intent) = self.intent {
                     Action::Adopt { intent }
                 } else if self.weight > 0 {
-                    Action::RestoreWeights {
-                        weights: self.previous_weights.clone(),
+                    match (&self.stand_in, self.previous_weights.is_empty()) {
+                        (Some(stand_in), true) => Action::RestoreStandIn {
+                            stand_in: stand_in.clone(),
+                        },
+                        _ => Action::RestoreWeights {
+                            weights: self.previous_weights.clone(),
+                        },
                     }
                 } else if self.group_created {
                     match self.kind {

@@ -233,6 +233,7 @@ mod properties {
             Action::DeleteTargetGroup { .. } => Event::TargetGroupDeleted,
             Action::DeleteLaunchTemplateVersion { .. } => Event::LaunchTemplateDeleted,
             Action::Adopt { .. } => Event::Adopted(Found::Nothing),
+            Action::RestoreStandIn { .. } => Event::WeightsRestored,
             Action::Finished => unreachable!(),
         };
         r.record(event);
@@ -386,6 +387,7 @@ mod properties {
             Action::DeleteTargetGroup { .. } => Event::TargetGroupDeleted,
             Action::DeleteLaunchTemplateVersion { .. } => Event::LaunchTemplateDeleted,
             Action::Adopt { .. } => Event::Adopted(Found::Nothing),
+            Action::RestoreStandIn { .. } => Event::WeightsRestored,
             Action::Finished => unreachable!(),
         };
         match outcome {

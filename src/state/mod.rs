@@ -14,7 +14,7 @@ pub use local::LocalBackend;
 pub use lock::{Holder, LockGuard, LockInfo, CORRUPT_ID};
 pub use s3::S3Backend;
 
-use crate::cloud::{LaunchTemplateRef, Weight};
+use crate::cloud::{LaunchTemplateRef, StandIn, Weight};
 use crate::config::Capacity;
 use crate::rollout::gates::Evidence;
 use crate::rollout::Rollout;
@@ -147,6 +147,10 @@ pub struct FleetState {
     /// gives its traffic back there.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub original_weights: Vec<Weight>,
+    /// What the route answered with before the fleet's first release when it forwarded
+    /// nowhere (a fresh load balancer's fixed response or redirect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_stand_in: Option<StandIn>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

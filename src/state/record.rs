@@ -12,8 +12,12 @@ impl FleetState {
     /// A release starts: it takes its sequence number, and the fleet's first release
     /// remembers where the route sent traffic before immune.
     pub fn start_release(&mut self, rollout: Rollout, at: &str) {
-        if self.active.is_none() && self.original_weights.is_empty() {
+        if self.active.is_none()
+            && self.original_weights.is_empty()
+            && self.original_stand_in.is_none()
+        {
             self.original_weights = rollout.previous_weights.clone();
+            self.original_stand_in = rollout.stand_in.clone();
         }
         self.seq = rollout.seq;
         self.open_history(&rollout, at);

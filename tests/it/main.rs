@@ -8,6 +8,7 @@ mod bad_input;
 mod config_cli;
 mod crash;
 mod faults;
+mod gates;
 mod immune;
 mod interrupt;
 mod locks;

@@ -271,36 +271,52 @@ def immune_fix_moto_group_lifecycle() -> None:
 
 @hooks.on_infra_start()
 def immune_fix_cloudwatch_alarm_history() -> None:
-    """DescribeAlarmHistory (LocalStack's own CloudWatch, not moto) compares the
-    request's StartDate and EndDate, which arrive without a time zone, with the
-    history's aware timestamps and fails with a 500 ("can't compare offset-naive and
-    offset-aware datetimes"); it also ignores HistoryItemType. Dates are read as UTC,
-    as AWS reads them, and the item type is filtered."""
+    """DescribeAlarmHistory (LocalStack's own CloudWatch, not moto) is wrong three ways:
+    a history item is stamped with the time the *previous* state began instead of the
+    time of the change; stamps are naive local times, so comparing them with a
+    request's StartDate (which arrives with a time zone) fails with a 500 ("can't
+    compare offset-naive and offset-aware datetimes"); and HistoryItemType is ignored.
+    Items are stamped with the change's time in UTC, and the filters applied here."""
     import datetime
 
     from localstack.services.cloudwatch.provider_v2 import CloudwatchProvider
 
-    original = CloudwatchProvider.describe_alarm_history
+    original_update = CloudwatchProvider._update_state
 
-    def aware(date):
-        if date is not None and date.tzinfo is None:
-            return date.replace(tzinfo=datetime.timezone.utc)
+    def utc(date):
+        if date is None:
+            return None
+        if date.tzinfo is None:
+            return date.astimezone(datetime.timezone.utc)
         return date
+
+    def _update_state(self, context, alarm, *args, **kwargs):
+        store = self.get_store(context.account_id, context.region)
+        before = len(store.histories)
+        result = original_update(self, context, alarm, *args, **kwargs)
+        for item in store.histories[before:]:
+            item["Timestamp"] = utc(alarm.alarm["StateUpdatedTimestamp"])
+        return result
 
     def describe_alarm_history(self, context, alarm_name=None, alarm_contributor_id=None,
                                alarm_types=None, history_item_type=None, start_date=None,
                                end_date=None, max_records=None, next_token=None,
                                scan_by=None, **kwargs):
-        out = original(
-            self, context, alarm_name=alarm_name, alarm_contributor_id=alarm_contributor_id,
-            alarm_types=alarm_types, history_item_type=history_item_type,
-            start_date=aware(start_date), end_date=aware(end_date), max_records=max_records,
-            next_token=next_token, scan_by=scan_by, **kwargs)
-        if history_item_type:
-            out["AlarmHistoryItems"] = [
-                h for h in out.get("AlarmHistoryItems", [])
-                if h.get("HistoryItemType", history_item_type) == history_item_type
-            ]
-        return out
+        store = self.get_store(context.account_id, context.region)
+        start, end = utc(start_date), utc(end_date)
+        items = []
+        for item in store.histories:
+            stamp = utc(item.get("Timestamp"))
+            if alarm_name and item.get("AlarmName") != alarm_name:
+                continue
+            if history_item_type and item.get("HistoryItemType") != history_item_type:
+                continue
+            if start and (stamp is None or stamp < start):
+                continue
+            if end and (stamp is None or stamp > end):
+                continue
+            items.append({**item, "Timestamp": stamp})
+        return {"AlarmHistoryItems": items}
 
+    CloudwatchProvider._update_state = _update_state
     CloudwatchProvider.describe_alarm_history = describe_alarm_history

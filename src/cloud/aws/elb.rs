@@ -2,7 +2,8 @@
 
 use super::*;
 use aws_sdk_elasticloadbalancingv2::types::{
-    Action, ActionTypeEnum, ForwardActionConfig, ProtocolEnum, Tag, TargetGroupAttribute,
+    Action, ActionTypeEnum, FixedResponseActionConfig, ForwardActionConfig, ProtocolEnum,
+    RedirectActionConfig, RedirectActionStatusCodeEnum, Tag, TargetGroupAttribute,
     TargetGroupTuple, TargetHealthStateEnum, TargetTypeEnum,
 };
 
@@ -160,6 +161,86 @@ impl Aws {
             .unwrap_or_default())
     }
 
+    pub(super) async fn stand_in(&self, route_arn: &str) -> CloudResult<Option<StandIn>> {
+        let actions = self.route_actions(route_arn).await?;
+        if actions
+            .iter()
+            .any(|a| a.r#type() == Some(&ActionTypeEnum::Forward))
+        {
+            return Ok(None);
+        }
+        let text = |s: Option<&str>| s.map(str::to_string);
+        Ok(actions.iter().find_map(|a| match a.r#type() {
+            Some(ActionTypeEnum::FixedResponse) => {
+                let c = a.fixed_response_config()?;
+                Some(StandIn::FixedResponse {
+                    status_code: c.status_code().unwrap_or("200").to_string(),
+                    content_type: text(c.content_type()),
+                    message_body: text(c.message_body()),
+                })
+            }
+            Some(ActionTypeEnum::Redirect) => {
+                let c = a.redirect_config()?;
+                Some(StandIn::Redirect {
+                    status_code: c
+                        .status_code()
+                        .map_or("HTTP_302", |s| s.as_str())
+                        .to_string(),
+                    protocol: text(c.protocol()),
+                    host: text(c.host()),
+                    port: text(c.port()),
+                    path: text(c.path()),
+                    query: text(c.query()),
+                })
+            }
+            _ => None,
+        }))
+    }
+
+    pub(super) async fn set_stand_in(
+        &self,
+        route_arn: &str,
+        stand_in: &StandIn,
+    ) -> CloudResult<()> {
+        let action = match stand_in {
+            StandIn::FixedResponse {
+                status_code,
+                content_type,
+                message_body,
+            } => Action::builder()
+                .r#type(ActionTypeEnum::FixedResponse)
+                .fixed_response_config(
+                    FixedResponseActionConfig::builder()
+                        .status_code(status_code)
+                        .set_content_type(content_type.clone())
+                        .set_message_body(message_body.clone())
+                        .build(),
+                )
+                .build(),
+            StandIn::Redirect {
+                status_code,
+                protocol,
+                host,
+                port,
+                path,
+                query,
+            } => Action::builder()
+                .r#type(ActionTypeEnum::Redirect)
+                .redirect_config(
+                    RedirectActionConfig::builder()
+                        .status_code(RedirectActionStatusCodeEnum::from(status_code.as_str()))
+                        .set_protocol(protocol.clone())
+                        .set_host(host.clone())
+                        .set_port(port.clone())
+                        .set_path(path.clone())
+                        .set_query(query.clone())
+                        .build(),
+                )
+                .build(),
+        };
+        self.set_route_action(route_arn, action).await
+    }
+
     /// One ModifyListener (default action) or ModifyRule (a rule's action; its conditions
     /// stay as they are) call.
     pub(super) async fn set_listener_weights(
@@ -184,6 +265,10 @@ impl Aws {
                     .build(),
             )
             .build();
+        self.set_route_action(route_arn, action).await
+    }
+
+    async fn set_route_action(&self, route_arn: &str, action: Action) -> CloudResult<()> {
         if is_rule_arn(route_arn) {
             self.elb
                 .modify_rule()
@@ -351,6 +436,31 @@ impl Aws {
         let tags = self.target_group_tags(&arn).await?;
         let holder = self.holder(tag_pairs(&tags));
         Ok(Some((arn, holder)))
+    }
+
+    /// Who holds each of these target groups (DescribeTags takes 20 ARNs a call).
+    pub(super) async fn target_group_holders(
+        &self,
+        arns: &[String],
+    ) -> CloudResult<Vec<(String, Holder)>> {
+        let mut holders = Vec::new();
+        for chunk in arns.chunks(20) {
+            let out = self
+                .elb
+                .describe_tags()
+                .set_resource_arns(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(|e| sdk_error("DescribeTags", e))?;
+            for description in out.tag_descriptions() {
+                let tags = description.tags().iter().map(|t| (t.key(), t.value()));
+                holders.push((
+                    description.resource_arn().unwrap_or_default().to_string(),
+                    self.holder(tags),
+                ));
+            }
+        }
+        Ok(holders)
     }
 
     /// The target group's tags as (key, value) pairs.

@@ -158,10 +158,32 @@ impl Aws {
                 .map(|(image, holder)| (format!("image name \"{name}\" ({})", image.id), holder)))
         };
         let alarms = self.alarm_holders(&claim.alarms);
-        let (group, target_group, template, image, alarms) =
-            tokio::try_join!(group, target_group, template, image, alarms)?;
-        let image = image.map(|(resource, holder)| Conflict { resource, holder });
-        Ok([group, target_group, template]
+        let route = async {
+            let Some((route, target_groups)) = &claim.route else {
+                return Ok(Vec::new());
+            };
+            let holders = self.target_group_holders(target_groups).await?;
+            Ok::<_, CloudError>(
+                holders
+                    .into_iter()
+                    .filter(|(_, h)| matches!(h, Holder::OtherState { .. }))
+                    .map(|(arn, holder)| Conflict {
+                        resource: format!(
+                            "the route {route}, which forwards to target group {}",
+                            crate::plan::target_group_name(&arn)
+                        ),
+                        holder,
+                    })
+                    .collect(),
+            )
+        };
+        let (group, target_group, template, image, alarms, shared_route) =
+            tokio::try_join!(group, target_group, template, image, alarms, route)?;
+        // The fleet's launch template and alarms of this lineage are its own. A group or
+        // target group of this lineage under the next release's name was made by another
+        // copy of this state (this one has not reached that release): a conflict too.
+        let own = [group, target_group].into_iter().flatten();
+        let shared = [template]
             .into_iter()
             .flatten()
             .chain(
@@ -169,9 +191,13 @@ impl Aws {
                     .into_iter()
                     .map(|(name, h)| (format!("alarm {name}"), h)),
             )
-            .filter(|(_, holder)| *holder != Holder::Ours)
+            .filter(|(_, holder)| *holder != Holder::Ours);
+        let image = image.map(|(resource, holder)| Conflict { resource, holder });
+        Ok(own
+            .chain(shared)
             .map(|(resource, holder)| Conflict { resource, holder })
             .chain(image)
+            .chain(shared_route)
             .collect())
     }
 }
@@ -242,6 +268,12 @@ impl Cloud for Aws {
         weights: &[Weight],
     ) -> CloudResult<()> {
         self.set_listener_weights(listener_arn, weights).await
+    }
+    async fn stand_in(&self, route_arn: &str) -> CloudResult<Option<StandIn>> {
+        self.stand_in(route_arn).await
+    }
+    async fn set_stand_in(&self, route_arn: &str, stand_in: &StandIn) -> CloudResult<()> {
+        self.set_stand_in(route_arn, stand_in).await
     }
     async fn create_launch_template_version(
         &self,

@@ -1,0 +1,237 @@
+//! Gates that never miss, on LocalStack: an ALARM between two polls, an alarm already
+//! firing before the release, an ALARM during the drain, and a fresh load balancer that
+//! answers with a fixed response.
+
+use crate::harness::{Sdk, World};
+use aws_sdk_cloudwatch::types::StateValue;
+use std::time::{Duration, Instant};
+
+async fn set_alarm(sdk: &Sdk, alarm: &str, state: StateValue) {
+    sdk.cloudwatch
+        .set_alarm_state()
+        .alarm_name(alarm)
+        .state_value(state)
+        .state_reason("set by the gate test")
+        .send()
+        .await
+        .expect("SetAlarmState");
+}
+
+/// The fleet with an enforce gate on the surroundings' alarm, `pause` and `poll`.
+fn gated(w: &World, pause: &str, poll: &str, drain: &str) -> String {
+    let s = &w.surroundings;
+    let gate = format!("gate \"errors\" {{\n      alarm = \"{}\"\n    }}", s.alarm);
+    w.fleet_config(&s.source_ami, &s.load_balancer, &gate)
+        .replace(
+            "pause          = \"1s\"",
+            &format!("pause          = \"{pause}\""),
+        )
+        .replace(
+            "poll_interval  = \"200ms\"",
+            &format!("poll_interval  = \"{poll}\""),
+        )
+        .replace(
+            "deregistration_delay = \"0s\"",
+            &format!("deregistration_delay = \"{drain}\""),
+        )
+}
+
+/// Waits until the fleet's recorded rollout is in `phase`.
+fn wait_for(w: &World, phase: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while w.fleet_state()["rollout"]["phase"]["name"] != phase {
+        assert!(Instant::now() < deadline, "never reached {phase}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alarm_that_starts_and_ends_between_two_polls_is_caught_and_rolled_back() {
+    let w = World::new();
+    let sdk = w.sdk().await;
+    let alarm = w.surroundings.alarm.clone();
+    set_alarm(&sdk, &alarm, StateValue::Ok).await;
+    w.write("main.hcl", &gated(&w, "1s", "200ms", "0s"));
+    let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
+    assert_eq!(v1.code, 0, "{v1:?}");
+
+    // Polls 5 s apart; the alarm is in ALARM from 1 s to 4 s after the first one.
+    w.write("main.hcl", &gated(&w, "12s", "5s", "0s"));
+    let v2 = w.spawn(&["apply", "--auto-approve", "--var", "release=v2"]);
+    wait_for(&w, "observe");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    set_alarm(&sdk, &alarm, StateValue::Alarm).await;
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    set_alarm(&sdk, &alarm, StateValue::Ok).await;
+    let out = v2.wait(Duration::from_secs(60));
+    assert_eq!(out.code, 3, "caught and rolled back: {out:?}");
+    assert!(
+        out.stdout.contains("went into ALARM at"),
+        "the evidence names the transition: {out:?}"
+    );
+    assert_eq!(
+        sdk.weights(&w.surroundings.listener_arn).await,
+        [(w.group(1), 100)]
+    );
+    let history = w.fleet_state()["history"].clone();
+    let last = history.as_array().unwrap().last().unwrap().clone();
+    let evidence = last["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|d| d.get("evidence").filter(|e| !e.is_null()).cloned())
+        .expect("the gate failure keeps its evidence");
+    assert_eq!(evidence["state"], "ALARM", "{evidence}");
+    assert!(
+        evidence["since"].is_string(),
+        "the transition's time: {evidence}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alarm_already_firing_stops_apply_before_anything_is_launched_and_locks_nothing() {
+    let w = World::new();
+    let sdk = w.sdk().await;
+    let alarm = w.surroundings.alarm.clone();
+    set_alarm(&sdk, &alarm, StateValue::Ok).await;
+    w.write("main.hcl", &gated(&w, "1s", "200ms", "0s"));
+    let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
+    assert_eq!(v1.code, 0, "{v1:?}");
+
+    set_alarm(&sdk, &alarm, StateValue::Alarm).await;
+    let plan = w.immune(&["plan", "--var", "release=v2"]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert!(
+        plan.stdout.contains("is in ALARM now") && plan.stdout.contains("apply will not start"),
+        "plan warns: {plan:?}"
+    );
+    let v2 = w.immune(&["apply", "--auto-approve", "--var", "release=v2"]);
+    assert_eq!(v2.code, 1, "{v2:?}");
+    assert!(v2.stderr.contains("not released"), "{v2:?}");
+    assert!(v2.stderr.contains("the fleet is not locked"), "{v2:?}");
+    assert!(!sdk.group_exists(&w.group(2)).await, "nothing was launched");
+    assert!(w.fleet_state()["lock"].is_null());
+    assert_eq!(
+        sdk.weights(&w.surroundings.listener_arn).await,
+        [(w.group(1), 100)]
+    );
+
+    set_alarm(&sdk, &alarm, StateValue::Ok).await;
+    let again = w.immune(&["apply", "--auto-approve", "--var", "release=v2"]);
+    assert_eq!(
+        again.code, 0,
+        "once it clears the release goes out: {again:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alarm_during_the_drain_sends_traffic_back_to_the_old_group() {
+    let w = World::new();
+    let sdk = w.sdk().await;
+    let alarm = w.surroundings.alarm.clone();
+    set_alarm(&sdk, &alarm, StateValue::Ok).await;
+    w.write("main.hcl", &gated(&w, "1s", "200ms", "0s"));
+    let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
+    assert_eq!(v1.code, 0, "{v1:?}");
+
+    w.write("main.hcl", &gated(&w, "1s", "200ms", "20s"));
+    let v2 = w.spawn(&["apply", "--auto-approve", "--var", "release=v2"]);
+    wait_for(&w, "drain");
+    set_alarm(&sdk, &alarm, StateValue::Alarm).await;
+    let out = v2.wait(Duration::from_secs(60));
+    assert_eq!(out.code, 3, "{out:?}");
+    assert_eq!(
+        sdk.weights(&w.surroundings.listener_arn).await,
+        [(w.group(1), 100)],
+        "traffic is back on the old group, which was still there"
+    );
+    assert_eq!(
+        sdk.groups_with_prefix(&w.prefix).await,
+        [w.group(1).as_str()]
+    );
+    assert!(!w.fleet_state()["lock"].is_null(), "a failed gate locks");
+}
+
+/// A listener on port 81 of the test's load balancer that answers 404, as a fresh one
+/// does before anything is deployed.
+async fn fixed_response_listener(w: &World, sdk: &Sdk) -> String {
+    use aws_sdk_elasticloadbalancingv2::types::{
+        Action, ActionTypeEnum, FixedResponseActionConfig, ProtocolEnum,
+    };
+    let out = sdk
+        .elb
+        .create_listener()
+        .load_balancer_arn(&w.surroundings.load_balancer_arn)
+        .protocol(ProtocolEnum::Http)
+        .port(81)
+        .default_actions(
+            Action::builder()
+                .r#type(ActionTypeEnum::FixedResponse)
+                .fixed_response_config(
+                    FixedResponseActionConfig::builder()
+                        .status_code("404")
+                        .content_type("text/plain")
+                        .message_body("nothing here yet")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("CreateListener");
+    out.listeners()[0].listener_arn().unwrap().to_string()
+}
+
+async fn answers_404(sdk: &Sdk, listener: &str) -> bool {
+    let out = sdk
+        .elb
+        .describe_listeners()
+        .listener_arns(listener)
+        .send()
+        .await
+        .expect("DescribeListeners");
+    out.listeners()[0].default_actions().iter().any(|a| {
+        a.fixed_response_config()
+            .is_some_and(|c| c.status_code() == Some("404"))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fresh_load_balancer_that_answers_404_gets_its_response_back_when_a_first_release_fails()
+{
+    let w = World::new();
+    let sdk = w.sdk().await;
+    let listener = fixed_response_listener(&w, &sdk).await;
+    let alarm = w.surroundings.alarm.clone();
+    set_alarm(&sdk, &alarm, StateValue::Ok).await;
+    let config = gated(&w, "8s", "200ms", "0s")
+        .replace("listener_port        = 80", "listener_port        = 81");
+    w.write("main.hcl", &config);
+    let plan = w.immune(&["plan", "--detailed-exitcode", "--var", "release=v1"]);
+    assert_eq!(plan.code, 2, "a fixed response is a valid start: {plan:?}");
+    assert!(plan.stdout.contains("a fixed response 404"), "{plan:?}");
+
+    let bad = w.spawn(&["apply", "--auto-approve", "--var", "release=v1"]);
+    wait_for(&w, "observe");
+    assert_eq!(sdk.weights(&listener).await, [(w.group(1), 100)]);
+    set_alarm(&sdk, &alarm, StateValue::Alarm).await;
+    let out = bad.wait(Duration::from_secs(60));
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(
+        answers_404(&sdk, &listener).await,
+        "the fixed response is back"
+    );
+    assert!(!sdk.group_exists(&w.group(1)).await);
+
+    // Unlocked and with the alarm clear, a first release goes out.
+    set_alarm(&sdk, &alarm, StateValue::Ok).await;
+    let unlock = w.immune(&["unlock", &w.prefix, "--reason", "the test"]);
+    assert_eq!(unlock.code, 0, "{unlock:?}");
+    w.write(
+        "main.hcl",
+        &config.replace("pause          = \"8s\"", "pause          = \"1s\""),
+    );
+    let good = w.immune(&["apply", "--auto-approve", "--var", "release=v2"]);
+    assert_eq!(good.code, 0, "{good:?}");
+    assert_eq!(sdk.weights(&listener).await, [(w.group(2), 100)]);
+}
