@@ -1,5 +1,6 @@
 use clap::Parser;
 use immune::cli::{self, signals, Cli, Success};
+use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -43,7 +44,8 @@ fn main() -> ExitCode {
         Ok(Success::Done) => ExitCode::SUCCESS,
         Ok(Success::Changes) => ExitCode::from(2),
         Err(e) => {
-            eprintln!("{e}");
+            // Outside the unwind guard: a closed stderr must not turn into a panic.
+            let _ = writeln!(std::io::stderr(), "{e}");
             ExitCode::from(e.exit_code())
         }
     }

@@ -307,7 +307,11 @@ pub async fn run(cli: Cli) -> Result<Success, CliError> {
                     });
                 let mut line = format!("fleet.{name}: {active}");
                 if let Some(r) = &fleet.rollout {
-                    line += &format!(", unfinished rollout of {} ({:?})", r.group, r.phase);
+                    line += &format!(
+                        ", unfinished rollout of {} (at {})",
+                        r.group,
+                        r.phase.name()
+                    );
                 }
                 if let Some(lock) = &fleet.lock {
                     line += &format!(", LOCKED: {}", lock.reason);

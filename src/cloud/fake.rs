@@ -619,6 +619,23 @@ impl Cloud for FakeCloud {
         Ok(conflicts)
     }
 
+    async fn alarm_holders(&self, names: &[String]) -> CloudResult<Vec<(String, Holder)>> {
+        let w = self.enter("alarm_holders")?;
+        Ok(names
+            .iter()
+            .filter_map(|name| {
+                let holder = if w.created_alarms.contains_key(name) {
+                    Holder::Ours
+                } else if w.alarms.contains_key(name) {
+                    Holder::Foreign
+                } else {
+                    return None;
+                };
+                Some((name.clone(), holder))
+            })
+            .collect())
+    }
+
     async fn group_holder(&self, name: &str) -> CloudResult<Option<Holder>> {
         let w = self.enter("group_holder")?;
         if let Some(holder) = w.held.get(&format!("Auto Scaling group {name}")) {

@@ -360,6 +360,10 @@ impl Cloud for Faulty {
         self.call("DescribeTags", self.inner.claim_conflicts(claim))
             .await
     }
+    async fn alarm_holders(&self, names: &[String]) -> CloudResult<Vec<(String, Holder)>> {
+        self.call("DescribeAlarms", self.inner.alarm_holders(names))
+            .await
+    }
     async fn group_holder(&self, name: &str) -> CloudResult<Option<Holder>> {
         self.call("DescribeAutoScalingGroups", self.inner.group_holder(name))
             .await

@@ -475,6 +475,8 @@ pub trait Cloud: Send + Sync {
     // Ownership and crash adoption.
     /// The names of `claim` that are held by anything but this configuration.
     async fn claim_conflicts(&self, claim: &Claim) -> CloudResult<Vec<Conflict>>;
+    /// Who holds each of the named alarms that exist.
+    async fn alarm_holders(&self, names: &[String]) -> CloudResult<Vec<(String, Holder)>>;
     /// Who holds the Auto Scaling group of this name, if it exists.
     async fn group_holder(&self, name: &str) -> CloudResult<Option<Holder>>;
     /// The target group of this name, if it exists: its ARN and who holds it.

@@ -458,7 +458,9 @@ pub(super) async fn set_weights(
     wanted.sort_by(|a, b| a.target_group.cmp(&b.target_group));
     if read != wanted {
         return Err(Halt::Refused(format!(
-            "listener {listener} reads back weights {read:?} after setting {wanted:?}"
+            "listener {listener} reads back {} after setting {}",
+            crate::plan::show_weights(&read),
+            crate::plan::show_weights(&wanted)
         )));
     }
     Ok(())
@@ -615,15 +617,24 @@ async fn adopt(
             Some((arn, Holder::Ours)) => Some(Found::TargetGroup(arn)),
             _ => None,
         },
-        Intent::Alarms => Some(Found::Alarms(
-            fleet
+        Intent::Alarms => {
+            let names: Vec<String> = fleet
                 .rollout
                 .gates
                 .iter()
                 .filter(|g| matches!(g.check, GateCheck::Metric(_)))
                 .map(|g| g.alarm_name(&rollout.group))
-                .collect(),
-        )),
+                .collect();
+            // Only this configuration's: one of the name made by someone else stays.
+            let ours = cloud
+                .alarm_holders(&names)
+                .await?
+                .into_iter()
+                .filter(|(_, holder)| *holder == Holder::Ours)
+                .map(|(name, _)| name)
+                .collect();
+            Some(Found::Alarms(ours))
+        }
         Intent::Group => match cloud.group_holder(&rollout.group).await? {
             Some(Holder::Ours) => Some(Found::Group),
             _ => None,

@@ -401,3 +401,84 @@ async fn a_foreign_auto_scaling_group_holding_the_next_name_is_never_taken_over(
         [(w.group(2), 100)]
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_configuration_on_the_same_listener_is_refused_at_plan() {
+    let w = World::new();
+    w.write("main.hcl", &config(&w));
+    let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
+    assert_eq!(v1.code, 0, "{v1:?}");
+
+    // Another directory, another fleet name, but the same listener's default action.
+    let second = w.dir.join("other");
+    std::fs::create_dir_all(&second).unwrap();
+    let text = config(&w).replace(
+        &format!("fleet \"{}\"", w.prefix),
+        &format!("fleet \"{}b\"", w.prefix),
+    );
+    std::fs::write(second.join("main.hcl"), text).unwrap();
+    let plan = immune_in(&second, &["plan", "--var", "release=v1"], ENDPOINT);
+    assert_eq!(plan.code, 1, "{plan:?}");
+    assert!(
+        plan.stderr.contains(&format!(
+            "which forwards to target group {} is held by another immune configuration",
+            w.group(1)
+        )),
+        "{plan:?}"
+    );
+    let apply = immune_in(
+        &second,
+        &["apply", "--auto-approve", "--var", "release=v1"],
+        ENDPOINT,
+    );
+    assert_eq!(apply.code, 1, "{apply:?}");
+    assert_eq!(
+        w.sdk().await.weights(&w.surroundings.listener_arn).await,
+        [(w.group(1), 100)],
+        "the first configuration keeps its traffic"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_copy_of_the_state_is_refused_and_never_touches_the_live_group() {
+    let w = World::new();
+    w.write("main.hcl", &config(&w));
+    let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
+    assert_eq!(v1.code, 0, "{v1:?}");
+    // A copy of the state as it was after v1, kept aside (a backup, a copied directory).
+    let stale = w.dir.join("stale");
+    std::fs::create_dir_all(stale.join(".immune")).unwrap();
+    std::fs::copy(
+        w.dir.join(".immune/state.json"),
+        stale.join(".immune/state.json"),
+    )
+    .unwrap();
+    std::fs::write(stale.join("main.hcl"), config(&w)).unwrap();
+    let v2 = w.immune(&["apply", "--auto-approve", "--var", "release=v2"]);
+    assert_eq!(v2.code, 0, "{v2:?}");
+
+    let plan = immune_in(&stale, &["plan", "--var", "release=v3"], ENDPOINT);
+    assert_eq!(plan.code, 1, "{plan:?}");
+    assert!(
+        plan.stderr.contains(
+            "already exists with this state's lineage, though this state has not made it"
+        ),
+        "{plan:?}"
+    );
+    assert!(plan.stderr.contains("use the newest state"), "{plan:?}");
+    let apply = immune_in(
+        &stale,
+        &["apply", "--auto-approve", "--var", "release=v3"],
+        ENDPOINT,
+    );
+    assert_eq!(apply.code, 1, "{apply:?}");
+    let rollback = immune_in(&stale, &["rollback", &w.prefix], ENDPOINT);
+    assert_ne!(rollback.code, 0, "{rollback:?}");
+    let sdk = w.sdk().await;
+    assert_eq!(
+        sdk.weights(&w.surroundings.listener_arn).await,
+        [(w.group(2), 100)],
+        "the live release keeps its traffic"
+    );
+    assert!(sdk.group_exists(&w.group(2)).await, "and its group");
+}

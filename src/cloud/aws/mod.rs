@@ -329,6 +329,9 @@ impl Cloud for Aws {
     async fn claim_conflicts(&self, claim: &Claim) -> CloudResult<Vec<Conflict>> {
         self.claim_conflicts(claim).await
     }
+    async fn alarm_holders(&self, names: &[String]) -> CloudResult<Vec<(String, Holder)>> {
+        self.alarm_holders(names).await
+    }
     async fn group_holder(&self, name: &str) -> CloudResult<Option<Holder>> {
         self.group_holder(name).await
     }
