@@ -2,9 +2,13 @@
 //! all traffic being back on the previous group, measured end to end against LocalStack
 //! with the real binary (SDK calls, state writes and all).
 //!
+//! Side by side, the detection rate of ALARM pulses shorter than the poll interval: the
+//! alarm goes into ALARM and out again between two polls, and only its history shows it.
+//!
 //! `cargo bench --bench rollback_response` (LocalStack is started when it is not running).
 //! IMMUNE_BENCH_SAMPLES (default 5) rollbacks per poll interval; IMMUNE_BENCH_POLLS
-//! (default "1s,5s") the poll intervals to measure.
+//! (default "1s,5s") the poll intervals to measure; pulses of IMMUNE_BENCH_PULSE
+//! (default "1s") are sent with the last poll interval.
 
 #[allow(dead_code)]
 #[path = "../tests/it/harness.rs"]
@@ -38,6 +42,110 @@ fn main() {
             )
         );
     }
+    let poll = polls.split(',').next_back().unwrap_or("5s").trim().to_string();
+    let pulse = std::env::var("IMMUNE_BENCH_PULSE").unwrap_or_else(|_| "1s".into());
+    let caught = runtime.block_on(measure_pulses(&poll, &pulse, samples));
+    println!(
+        "ALARM pulses of {pulse} with poll_interval {poll}: {caught} of {samples} caught and rolled back ({:.0}%)",
+        100.0 * caught as f64 / samples as f64
+    );
+}
+
+/// Releases that each see one ALARM pulse of `pulse`, starting somewhere between two
+/// polls; how many were rolled back (the others would have been promoted).
+async fn measure_pulses(poll: &str, pulse: &str, samples: usize) -> usize {
+    let w = World::new();
+    let s = &w.surroundings;
+    let sdk = w.sdk().await;
+    let alarm = bench_alarm(&w, &sdk).await;
+    let config = w
+        .fleet_config(
+            &s.source_ami,
+            &s.load_balancer,
+            &format!("gate \"errors\" {{\n      alarm = \"{alarm}\"\n    }}"),
+        )
+        .replace(
+            "poll_interval  = \"200ms\"",
+            &format!("poll_interval  = \"{poll}\""),
+        );
+    w.write("main.hcl", &config);
+    let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
+    assert_eq!(v1.code, 0, "{v1:?}");
+    // Two polls per step: a pulse the gates miss lets the step pass.
+    let pause = parse_duration(poll) * 2;
+    w.write(
+        "main.hcl",
+        &config.replace(
+            "pause          = \"1s\"",
+            &format!("pause          = \"{}ms\"", pause.as_millis()),
+        ),
+    );
+    let set_alarm = |state: aws_sdk_cloudwatch::types::StateValue| {
+        sdk.cloudwatch
+            .set_alarm_state()
+            .alarm_name(&alarm)
+            .state_value(state)
+            .state_reason("bench pulse")
+            .send()
+    };
+    let mut caught = 0;
+    for sample in 0..samples {
+        let apply = w.spawn(&["apply", "--auto-approve", "--var", &format!("release=p{sample}")]);
+        wait_for(
+            Duration::from_secs(120),
+            "the release to observe its first step",
+            || {
+                std::fs::read_to_string(w.dir.join(".immune/state.json"))
+                    .is_ok_and(|s| s.contains("\"observe\""))
+            },
+        )
+        .await;
+        // Start the pulse at a different point between two polls each time, and end it
+        // before the next poll.
+        let poll_length = parse_duration(poll);
+        let length = parse_duration(pulse).min(poll_length / 2);
+        let room = poll_length.saturating_sub(length) / 2;
+        let offset = Duration::from_millis(100) + room.mul_f64(sample as f64 / samples as f64);
+        tokio::time::sleep(offset).await;
+        set_alarm(aws_sdk_cloudwatch::types::StateValue::Alarm)
+            .await
+            .unwrap();
+        tokio::time::sleep(length).await;
+        set_alarm(aws_sdk_cloudwatch::types::StateValue::Ok)
+            .await
+            .unwrap();
+        let run = apply.wait(Duration::from_secs(180));
+        match run.code {
+            3 => {
+                caught += 1;
+                let unlock = w.immune(&["unlock", &w.prefix, "--reason", "bench"]);
+                assert_eq!(unlock.code, 0, "{unlock:?}");
+            }
+            0 => {}
+            _ => panic!("neither rolled back nor promoted: {run:?}"),
+        }
+    }
+    caught
+}
+
+/// An alarm of the bench's own on a metric nobody feeds, evaluated once a day, so the
+/// states the bench sets stay until it changes them.
+async fn bench_alarm(w: &World, sdk: &harness::Sdk) -> String {
+    let alarm = format!("{}-bench", w.prefix);
+    sdk.cloudwatch
+        .put_metric_alarm()
+        .alarm_name(&alarm)
+        .namespace("Immune/Bench")
+        .metric_name("Failures")
+        .statistic(aws_sdk_cloudwatch::types::Statistic::Sum)
+        .period(86_400)
+        .evaluation_periods(1)
+        .threshold(1.0)
+        .comparison_operator(aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanThreshold)
+        .send()
+        .await
+        .expect("create the bench alarm");
+    alarm
 }
 
 /// `min / median / max`.
@@ -57,22 +165,7 @@ async fn measure(poll: &str, samples: usize) -> (Vec<Duration>, Vec<Duration>) {
     let w = World::new();
     let s = &w.surroundings;
     let sdk = w.sdk().await;
-    // An alarm of the bench's own on a metric nobody feeds, evaluated once a day, so the
-    // states the bench sets stay until it changes them.
-    let alarm = format!("{}-bench", w.prefix);
-    sdk.cloudwatch
-        .put_metric_alarm()
-        .alarm_name(&alarm)
-        .namespace("Immune/Bench")
-        .metric_name("Failures")
-        .statistic(aws_sdk_cloudwatch::types::Statistic::Sum)
-        .period(86_400)
-        .evaluation_periods(1)
-        .threshold(1.0)
-        .comparison_operator(aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanThreshold)
-        .send()
-        .await
-        .expect("create the bench alarm");
+    let alarm = bench_alarm(&w, &sdk).await;
     let config = w
         .fleet_config(
             &s.source_ami,
