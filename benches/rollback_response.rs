@@ -42,7 +42,12 @@ fn main() {
             )
         );
     }
-    let poll = polls.split(',').next_back().unwrap_or("5s").trim().to_string();
+    let poll = polls
+        .split(',')
+        .next_back()
+        .unwrap_or("5s")
+        .trim()
+        .to_string();
     let pulse = std::env::var("IMMUNE_BENCH_PULSE").unwrap_or_else(|_| "1s".into());
     let caught = runtime.block_on(measure_pulses(&poll, &pulse, samples));
     println!(
@@ -90,7 +95,12 @@ async fn measure_pulses(poll: &str, pulse: &str, samples: usize) -> usize {
     };
     let mut caught = 0;
     for sample in 0..samples {
-        let apply = w.spawn(&["apply", "--auto-approve", "--var", &format!("release=p{sample}")]);
+        let apply = w.spawn(&[
+            "apply",
+            "--auto-approve",
+            "--var",
+            &format!("release=p{sample}"),
+        ]);
         wait_for(
             Duration::from_secs(120),
             "the release to observe its first step",

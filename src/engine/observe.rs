@@ -94,8 +94,13 @@ impl Engine<'_> {
         let mut unreadable = vec![0u32; spec.gates.len()];
         // What was last recorded per gate, so a finding is written once, not every poll.
         let mut recorded: Vec<Option<String>> = vec![None; spec.gates.len()];
-        // Manual gates a person let through: they pass for the rest of this step.
-        let mut approved = vec![false; spec.gates.len()];
+        // Manual gates a person let through: they pass for the rest of this step (and,
+        // after the last one, through the drain), also across a resumed apply.
+        let mut approved: Vec<bool> = spec
+            .gates
+            .iter()
+            .map(|g| rollout.approved.contains(&g.name))
+            .collect();
         let mut terminal: Option<mpsc::Receiver<bool>> = None;
         let mut faults = Faults {
             since: None,
@@ -272,6 +277,9 @@ impl Engine<'_> {
                 (AnswerKind::Approve, Some(waiting)) => {
                     if let Some(i) = spec.gates.iter().position(|g| g.name == waiting.gate) {
                         approved[i] = true;
+                        self.rollout(&fleet.name)
+                            .approved
+                            .push(waiting.gate.clone());
                     }
                     terminal = None;
                     self.rollout(&fleet.name).awaiting = None;
@@ -402,7 +410,7 @@ fn passed_summary(
                 gate.name
             )),
             (Verdict::Pass, AlarmState::Alarm) => {
-                notes.push(format!("gate {} was approved by a person", gate.name))
+                notes.push(format!("gate {} was let through by a person", gate.name))
             }
             _ => {}
         }

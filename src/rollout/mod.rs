@@ -119,6 +119,10 @@ pub struct Rollout {
     /// start of the drain. Any ALARM in the alarm's history since then fails the gate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_from: Option<String>,
+    /// Manual gates a person let through in the current step; they stay approved for the
+    /// rest of it and through the drain that follows the last step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approved: Vec<String>,
     /// A manual gate waiting for `immune approve` or `immune reject`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub awaiting: Option<Awaiting>,
@@ -356,6 +360,7 @@ impl Rollout {
             intent: None,
             window_from: None,
             stand_in: None,
+            approved: Vec::new(),
         }
     }
 
@@ -459,6 +464,8 @@ impl Rollout {
             Event::Healthy => self.phase = Phase::Shift { step: 0 },
             Event::WeightsSet(percent) => {
                 self.weight = percent;
+                // A new step: what a person approved at the last one is asked again.
+                self.approved.clear();
                 if let Phase::Shift { step } = self.phase {
                     // Bringing a known-good group back is urgent: no observation.
                     self.phase = match self.kind {

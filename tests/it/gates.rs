@@ -4,7 +4,7 @@
 
 use crate::harness::{Sdk, World};
 use aws_sdk_cloudwatch::types::StateValue;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 async fn set_alarm(sdk: &Sdk, alarm: &str, state: StateValue) {
     sdk.cloudwatch
@@ -36,15 +36,6 @@ fn gated(w: &World, pause: &str, poll: &str, drain: &str) -> String {
         )
 }
 
-/// Waits until the fleet's recorded rollout is in `phase`.
-fn wait_for(w: &World, phase: &str) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while w.fleet_state()["rollout"]["phase"]["name"] != phase {
-        assert!(Instant::now() < deadline, "never reached {phase}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_alarm_that_starts_and_ends_between_two_polls_is_caught_and_rolled_back() {
     let w = World::new();
@@ -58,7 +49,7 @@ async fn an_alarm_that_starts_and_ends_between_two_polls_is_caught_and_rolled_ba
     // Polls 5 s apart; the alarm is in ALARM from 1 s to 4 s after the first one.
     w.write("main.hcl", &gated(&w, "12s", "5s", "0s"));
     let v2 = w.spawn(&["apply", "--auto-approve", "--var", "release=v2"]);
-    wait_for(&w, "observe");
+    w.wait_for_phase("observe");
     tokio::time::sleep(Duration::from_millis(1000)).await;
     set_alarm(&sdk, &alarm, StateValue::Alarm).await;
     tokio::time::sleep(Duration::from_millis(3000)).await;
@@ -136,7 +127,7 @@ async fn an_alarm_during_the_drain_sends_traffic_back_to_the_old_group() {
 
     w.write("main.hcl", &gated(&w, "1s", "200ms", "20s"));
     let v2 = w.spawn(&["apply", "--auto-approve", "--var", "release=v2"]);
-    wait_for(&w, "drain");
+    w.wait_for_phase("drain");
     set_alarm(&sdk, &alarm, StateValue::Alarm).await;
     let out = v2.wait(Duration::from_secs(60));
     assert_eq!(out.code, 3, "{out:?}");
@@ -212,7 +203,7 @@ async fn a_fresh_load_balancer_that_answers_404_gets_its_response_back_when_a_fi
     assert!(plan.stdout.contains("a fixed response 404"), "{plan:?}");
 
     let bad = w.spawn(&["apply", "--auto-approve", "--var", "release=v1"]);
-    wait_for(&w, "observe");
+    w.wait_for_phase("observe");
     assert_eq!(sdk.weights(&listener).await, [(w.group(1), 100)]);
     set_alarm(&sdk, &alarm, StateValue::Alarm).await;
     let out = bad.wait(Duration::from_secs(60));

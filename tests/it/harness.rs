@@ -432,6 +432,18 @@ impl World {
         }
     }
 
+    /// Waits until the fleet's recorded rollout is in `phase` (`observe`, `drain`, ...).
+    pub fn wait_for_phase(&self, phase: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        while self.fleet_state()["rollout"]["phase"]["name"] != phase {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the rollout never reached {phase}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// The fleet's recorded state (`fleets.<prefix>`), or null before the first save.
     pub fn fleet_state(&self) -> serde_json::Value {
         std::fs::read_to_string(self.dir.join(".immune/state.json"))

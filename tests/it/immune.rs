@@ -746,8 +746,16 @@ async fn a_listener_rule_chosen_by_priority_carries_the_canary_and_the_rollback(
         "the listener's default action is not immune's and stays as it was"
     );
 
+    // The alarm fires once v2 carries traffic: one already firing would stop v2 before
+    // it started.
+    w.write(
+        "main.hcl",
+        &on_rule(10).replace("pause          = \"1s\"", "pause          = \"20s\""),
+    );
+    let running = apply_in_background(&w, "v2");
+    w.wait_for_phase("observe");
     let firing = keep_alarm_firing(&w).await;
-    let v2 = apply(&w, "v2");
+    let v2 = running.wait(APPLY);
     drop(firing);
     assert_eq!(v2.code, 3, "{v2:?}");
     assert_eq!(sdk.rule_weights(&rule_arn).await, [(w.group(1), 100)]);

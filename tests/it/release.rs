@@ -92,6 +92,15 @@ async fn a_gate_in_alarm_rolls_back_and_locks_the_fleet() {
     assert_eq!(v1.code, 0, "{v1:?}");
 
     let sdk = w.sdk().await;
+    // The alarm fires once traffic reached v2 (one already firing would stop the release
+    // before it started, not roll it back).
+    w.write(
+        "main.hcl",
+        &w.fleet_config(&s.source_ami, &s.load_balancer, &gate)
+            .replace("pause          = \"1s\"", "pause          = \"20s\""),
+    );
+    let running = w.spawn(&["apply", "--auto-approve", "--var", "release=v2"]);
+    w.wait_for_phase("observe");
     // LocalStack re-evaluates alarms every period and would overwrite a state that is only
     // set: the metric data keeps it in ALARM, SetAlarmState makes it so at once.
     sdk.put_5xx(&s.load_balancer_dimension(), std::time::SystemTime::now())
@@ -105,7 +114,7 @@ async fn a_gate_in_alarm_rolls_back_and_locks_the_fleet() {
         .await
         .unwrap();
 
-    let v2 = w.immune(&["apply", "--auto-approve", "--var", "release=v2"]);
+    let v2 = running.wait(std::time::Duration::from_secs(60));
     assert_eq!(v2.code, 3, "a rolled-back release exits 3: {v2:?}");
     assert!(
         v2.stderr
@@ -205,26 +214,34 @@ async fn leftover_target_group(w: &World, owner: Option<(&str, &str)>) -> String
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_target_group_left_by_a_stopped_apply_is_adopted_and_a_foreign_one_is_not() {
+async fn a_target_group_under_the_next_name_is_taken_over_only_by_the_rollout_that_made_it() {
     let w = World::new();
     let s = &w.surroundings;
     w.write(
         "main.hcl",
         &w.fleet_config(&s.source_ami, &s.load_balancer, ""),
     );
-    // The stopped apply had saved its state (and with it the lineage) first.
+    // This state's lineage on a target group no rollout of this state started (another
+    // copy of the state made it): not this state's to take. What a stopped rollout made
+    // is adopted when it resumes (crash::killed_during_launch...).
     std::fs::create_dir_all(w.dir.join(".immune")).unwrap();
     w.write(
         ".immune/state.json",
-        r#"{"version": 2, "lineage": "lineage-of-the-stopped-apply", "serial": 1, "fleets": {}}"#,
+        r#"{"version": 2, "lineage": "lineage-of-this-state", "serial": 1, "fleets": {}}"#,
     );
-    let leftover = leftover_target_group(&w, Some(("lineage-of-the-stopped-apply", "v1"))).await;
-    let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
-    assert_eq!(v1.code, 0, "{v1:?}");
-    assert_eq!(
-        w.state()["fleets"][&w.prefix]["active"]["target_group"],
-        leftover.as_str(),
-        "the leftover target group carries the release"
+    leftover_target_group(&w, Some(("lineage-of-this-state", "v1"))).await;
+    let refused = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains(&format!(
+            "target group {} already exists with this state's lineage, though this state has not made it",
+            w.group(1)
+        )),
+        "{refused:?}"
+    );
+    assert!(
+        w.sdk().await.target_group_exists(&w.group(1)).await,
+        "left alone"
     );
 
     let other = World::new();
