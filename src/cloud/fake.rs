@@ -352,6 +352,12 @@ impl Cloud for FakeCloud {
         Ok(())
     }
 
+    async fn delete_launch_template(&self, id: &str) -> CloudResult<()> {
+        let mut w = self.enter("delete_launch_template")?;
+        w.templates.retain(|_, (template, _)| template != id);
+        Ok(())
+    }
+
     async fn create_target_group(&self, request: &TargetGroupRequest) -> CloudResult<String> {
         let mut w = self.enter("create_target_group")?;
         let held = format!("target group {}", request.name);

@@ -282,6 +282,13 @@ impl Cloud for Faulty {
         )
         .await
     }
+    async fn delete_launch_template(&self, id: &str) -> CloudResult<()> {
+        self.call(
+            "DeleteLaunchTemplate",
+            self.inner.delete_launch_template(id),
+        )
+        .await
+    }
     async fn create_target_group(&self, request: &TargetGroupRequest) -> CloudResult<String> {
         self.call("CreateTargetGroup", self.inner.create_target_group(request))
             .await

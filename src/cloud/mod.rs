@@ -428,6 +428,9 @@ pub trait Cloud: Send + Sync {
     ) -> CloudResult<LaunchTemplateRef>;
     async fn delete_launch_template_version(&self, template: &LaunchTemplateRef)
         -> CloudResult<()>;
+    /// Deletes the fleet's launch template (by id) with every version, once the fleet is
+    /// retired; one already gone is fine, one not this configuration's is refused.
+    async fn delete_launch_template(&self, id: &str) -> CloudResult<()>;
     async fn create_target_group(&self, request: &TargetGroupRequest) -> CloudResult<String>;
     async fn delete_target_group(&self, arn: &str) -> CloudResult<()>;
     async fn create_group(&self, request: &GroupRequest) -> CloudResult<()>;

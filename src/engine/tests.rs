@@ -852,6 +852,11 @@ async fn a_fleet_removed_from_the_configuration_gives_its_traffic_back_and_is_de
         let w = s.cloud.world.lock().unwrap();
         assert!(w.groups.is_empty(), "{:?}", w.groups.keys());
         assert!(w.target_groups.is_empty());
+        assert!(
+            w.templates.is_empty(),
+            "the launch template goes with the fleet: {:?}",
+            w.templates
+        );
     }
     let saved = s.backend.load().unwrap();
     let fleet = &saved.fleets["web"];

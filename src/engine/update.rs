@@ -77,6 +77,12 @@ impl Engine<'_> {
             );
         }
         let recorded = self.state.fleets.get_mut(name).expect("fleet state");
+        let templates: std::collections::BTreeSet<String> = recorded
+            .active
+            .iter()
+            .chain(&recorded.previous)
+            .map(|g| g.launch_template.id.clone())
+            .collect();
         let mut entry = HistoryEntry {
             group: recorded
                 .active
@@ -113,6 +119,21 @@ impl Engine<'_> {
             recorded.forget(&group);
             self.backend.save(self.state).await?;
             let what = format!("{} deleted: the fleet left the configuration", group.name);
+            self.reporter.line(name, &what);
+            entry.decisions.push(Decision {
+                at: now(),
+                what,
+                evidence: None,
+            });
+        }
+        // With every group gone the fleet's launch template has nothing left to launch;
+        // left in place it would hold the fleet's name for good.
+        for template in &templates {
+            self.cloud
+                .delete_launch_template(template)
+                .await
+                .map_err(|e| unfinished(e.to_string()))?;
+            let what = format!("launch template {template} deleted");
             self.reporter.line(name, &what);
             entry.decisions.push(Decision {
                 at: now(),

@@ -492,6 +492,36 @@ impl Aws {
         }
     }
 
+    pub(super) async fn delete_launch_template(&self, id: &str) -> CloudResult<()> {
+        let out = self
+            .ec2
+            .describe_launch_templates()
+            .launch_template_ids(id)
+            .send()
+            .await
+            .map_err(|e| sdk_error("DescribeLaunchTemplates", e));
+        let template = match out {
+            Ok(out) => out.launch_templates().first().cloned(),
+            Err(e) if code_of(&e).is_some_and(|c| c.contains("NotFound")) => None,
+            Err(e) => return Err(e),
+        };
+        let Some(template) = template else {
+            return Ok(());
+        };
+        self.ensure_ours(format!("launch template {id}"), pairs(template.tags()))?;
+        match self
+            .ec2
+            .delete_launch_template()
+            .launch_template_id(id)
+            .send()
+            .await
+            .map_err(|e| sdk_error("DeleteLaunchTemplate", e))
+        {
+            Err(e) if code_of(&e).is_some_and(|c| c.contains("NotFound")) => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
     pub(super) async fn launch_template_holder(&self, name: &str) -> CloudResult<Option<Holder>> {
         Ok(self
             .launch_template(name)

@@ -287,6 +287,9 @@ impl Cloud for Aws {
     ) -> CloudResult<()> {
         self.delete_launch_template_version(template).await
     }
+    async fn delete_launch_template(&self, id: &str) -> CloudResult<()> {
+        self.delete_launch_template(id).await
+    }
     async fn create_target_group(&self, request: &TargetGroupRequest) -> CloudResult<String> {
         self.create_target_group(request).await
     }
