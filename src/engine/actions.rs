@@ -73,7 +73,7 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
                 adopt_or_refuse(format!("builder {builder} ({name})"))?;
                 reporter.line(
                     &fleet.name,
-                    &format!("found builder {builder} launched before an interruption"),
+                    &format!("found builder {builder} launched by an earlier attempt (cut off or timed out)"),
                 );
                 return Ok(Event::BuilderLaunched(builder));
             }
@@ -94,7 +94,7 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
             if let Some(image) = adoptable_image(cloud, fleet, rollout, &name).await? {
                 reporter.line(
                     &fleet.name,
-                    &format!("found image {image} (\"{name}\") created before an interruption"),
+                    &format!("found image {image} (\"{name}\") created by an earlier attempt (cut off or timed out)"),
                 );
                 wait_image(cloud, &image, poll, stop).await?;
                 return Ok(Event::ImageReady(image));

@@ -755,17 +755,17 @@ fn describe(event: &Event) -> Option<String> {
         }
         Event::Suspended => return None,
         Event::Adopted(found) => match found {
-            Found::Builder(id) => format!("found builder {id} left by an interrupted apply"),
+            Found::Builder(id) => format!("found builder {id} made by an earlier attempt"),
             Found::LaunchTemplate(lt) => format!(
-                "found launch template {} version {} left by an interrupted apply",
+                "found launch template {} version {} made by an earlier attempt",
                 lt.id, lt.version
             ),
             Found::TargetGroup(arn) => {
-                format!("found target group {arn} left by an interrupted apply")
+                format!("found target group {arn} made by an earlier attempt")
             }
             Found::Alarms(names) if names.is_empty() => return None,
             Found::Alarms(names) => format!("gate alarms to delete: {}", names.join(", ")),
-            Found::Group => "found the Auto Scaling group left by an interrupted apply".into(),
+            Found::Group => "found the Auto Scaling group made by an earlier attempt".into(),
             Found::Nothing => return None,
         },
         Event::WeightsRestored => "traffic restored to the previous group".into(),
