@@ -2,10 +2,10 @@
 
 use super::signals::Interrupts;
 use super::{lock, observe, Cli, CliError, Success};
-use crate::config::{Backend, Config};
+use crate::config::Config;
 use crate::engine::{Engine, EngineError, Outcome, Signals, Stdout};
 use crate::plan::{Action, Document};
-use crate::state::{LocalBackend, LockGuard, S3Backend};
+use crate::state::LockGuard;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 use std::time::Duration;
@@ -15,18 +15,7 @@ pub async fn backend(
     cli: &Cli,
     config: &Config,
 ) -> Result<Box<dyn crate::state::Backend>, CliError> {
-    Ok(match &config.backend {
-        Backend::Local { path } => Box::new(LocalBackend::new(path)),
-        Backend::S3 {
-            bucket,
-            key,
-            region,
-        } => Box::new(
-            S3Backend::connect(bucket, key, region.clone(), cli.region.clone())
-                .await
-                .map_err(|e| CliError::Message(format!("error: {e}")))?,
-        ),
-    })
+    super::init::open(cli, &config.backend).await
 }
 
 /// The state as the configured backend holds it, for commands that only read it.

@@ -45,20 +45,40 @@ impl Place {
         }
     }
 
-    async fn open(&self, cli: &Cli) -> Result<Box<dyn Backend>, CliError> {
-        Ok(match self {
-            Place::Local { path } => Box::new(LocalBackend::new(path)),
+    fn configured(&self) -> Configured {
+        match self.clone() {
+            Place::Local { path } => Configured::Local { path },
             Place::S3 {
                 bucket,
                 key,
                 region,
-            } => Box::new(
-                S3Backend::connect(bucket, key, region.clone(), cli.region.clone())
-                    .await
-                    .map_err(error)?,
-            ),
-        })
+            } => Configured::S3 {
+                bucket,
+                key,
+                region,
+            },
+        }
     }
+
+    async fn open(&self, cli: &Cli) -> Result<Box<dyn Backend>, CliError> {
+        open(cli, &self.configured()).await
+    }
+}
+
+/// The backend a configuration (or a migration's record) names.
+pub async fn open(cli: &Cli, backend: &Configured) -> Result<Box<dyn Backend>, CliError> {
+    Ok(match backend {
+        Configured::Local { path } => Box::new(LocalBackend::new(path)),
+        Configured::S3 {
+            bucket,
+            key,
+            region,
+        } => Box::new(
+            S3Backend::connect(bucket, key, region.clone(), cli.region.clone())
+                .await
+                .map_err(error)?,
+        ),
+    })
 }
 
 fn error(e: impl std::fmt::Display) -> CliError {

@@ -22,7 +22,7 @@ pub fn read_fleet(
     let what = format!("fleet \"{label}\"");
     let location = span_of(file, &block.ident);
     let mut r = BlockReader::new(eval, diags, file, block, what);
-    if !valid_fleet_name(&name) {
+    if !valid_name_part(&name) {
         let d = Diagnostic::new(
             format!("fleet name `{name}` must be 1 to 20 lowercase letters, digits or hyphens, starting with a letter"),
             span_of(file, &block.labels[0]),
@@ -156,8 +156,9 @@ pub fn read_fleet(
     }
 }
 
-fn valid_fleet_name(name: &str) -> bool {
-    // Group names are `<fleet>-v001`; target group names are limited to 32 characters.
+/// A fleet name, or a namespace: both become parts of AWS resource names
+/// (`<namespace>-<fleet>-v001`), whose target group form has at most 32 characters.
+pub(super) fn valid_name_part(name: &str) -> bool {
     (1..=20).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name

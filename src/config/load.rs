@@ -625,15 +625,6 @@ fn check_name_budget(
     }
 }
 
-fn valid_namespace(name: &str) -> bool {
-    (1..=20).contains(&name.len())
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !name.ends_with('-')
-}
-
 fn read_immune(eval: &Evaluator, diags: &mut Diagnostics, blocks: &[(FileId, &Block)]) -> Settings {
     let dir = eval.program.dir;
     let mut backend = Backend::Local {
@@ -651,7 +642,7 @@ fn read_immune(eval: &Evaluator, diags: &mut Diagnostics, blocks: &[(FileId, &Bl
         let mut r = BlockReader::new(eval, diags, *file, block, "immune".into());
         if let Some((value, span)) = r.value("namespace") {
             match value {
-                hcl::Value::String(name) if valid_namespace(&name) => {
+                hcl::Value::String(name) if super::fleet::valid_name_part(&name) => {
                     namespace = Some((name, span));
                 }
                 other => r.diags.push(
