@@ -1181,3 +1181,34 @@ async fn a_first_release_on_a_fresh_load_balancer_goes_out_and_retiring_puts_the
     );
     assert!(w.groups.is_empty());
 }
+
+#[tokio::test]
+async fn immune_rollback_is_heard_while_the_gates_cannot_be_read() {
+    let mut s = setup_with("10s", &gate("enforce", "pass"));
+    s.pause = "0s".into();
+    s.set_alarm("web-5xx", AlarmState::Ok);
+    s.apply("v1").await.unwrap();
+    s.pause = "10s".into();
+    // Readable for the two baselines, then not at all.
+    s.faults.fail_after("DescribeAlarms", 2, 1_000_000);
+    let state_file = s.dir.join(".immune/state.json");
+    let backend = LocalBackend::new(&state_file);
+    let asks = async {
+        loop {
+            let text = std::fs::read_to_string(&state_file).unwrap_or_default();
+            if text.contains("\"observe\"") {
+                backend
+                    .post_answer("web", &answer(AnswerKind::Rollback, "web-v002"))
+                    .unwrap();
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let (outcome, ()) = tokio::join!(s.apply("v2"), asks);
+    let Outcome::RolledBack { reason, .. } = outcome.unwrap() else {
+        panic!("rolled back")
+    };
+    assert!(reason.contains("rolled back by ops"), "{reason}");
+    assert_eq!(s.weights(), [("arn:tg/web-v001".to_string(), 100)]);
+}
