@@ -689,6 +689,13 @@ impl Engine<'_> {
                 }
             }
         }
+        if let (Some(builder), Phase::Bake) = (&rollout.builder, &rollout.phase) {
+            // Terminating it would throw the bake away; the next apply finishes with it.
+            undone += &format!(
+                "builder {builder} keeps running until the next apply finishes the bake (or `immune rollback {}` stops it); ",
+                fleet.name
+            );
+        }
         let _ = self.save().await;
         EngineError::Fault {
             fleet: fleet.name.clone(),

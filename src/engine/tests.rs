@@ -1212,3 +1212,34 @@ async fn immune_rollback_is_heard_while_the_gates_cannot_be_read() {
     assert!(reason.contains("rolled back by ops"), "{reason}");
     assert_eq!(s.weights(), [("arn:tg/web-v001".to_string(), 100)]);
 }
+
+#[tokio::test]
+async fn a_fault_stop_during_the_bake_says_the_builder_is_left_for_the_next_apply() {
+    let mut s = setup();
+    // The builder is looked for and launched; then its state cannot be read.
+    s.faults.fail_after("DescribeInstances", 1, 1_000_000);
+    let config = s.config("v1");
+    let change = plan(&config, &s.state, &BTreeMap::new()).changes.remove(0);
+    let PlanAction::Release(release) = change.action else {
+        panic!("a release")
+    };
+    let mut engine = s.engine();
+    engine.retry_budget = Duration::from_millis(50);
+    let err = engine
+        .release(&config.fleets[0], &release)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Fault { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("keeps running until the next apply finishes the bake"),
+        "{err}"
+    );
+    s.faults.heal();
+    assert!(matches!(
+        s.apply("v1").await.unwrap(),
+        Outcome::Released { .. }
+    ));
+    let w = s.cloud.world.lock().unwrap();
+    assert_eq!(w.builders.len(), 1, "the same builder finished the bake");
+}
