@@ -60,22 +60,8 @@ fn main() {
 /// polls; how many were rolled back (the others would have been promoted).
 async fn measure_pulses(poll: &str, pulse: &str, samples: usize) -> usize {
     let w = World::new();
-    let s = &w.surroundings;
     let sdk = w.sdk().await;
-    let alarm = bench_alarm(&w, &sdk).await;
-    let config = w
-        .fleet_config(
-            &s.source_ami,
-            &s.load_balancer,
-            &format!("gate \"errors\" {{\n      alarm = \"{alarm}\"\n    }}"),
-        )
-        .replace(
-            "poll_interval  = \"200ms\"",
-            &format!("poll_interval  = \"{poll}\""),
-        );
-    w.write("main.hcl", &config);
-    let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
-    assert_eq!(v1.code, 0, "{v1:?}");
+    let (alarm, config) = released_fleet(&w, &sdk, poll).await;
     // Two polls per step: a pulse the gates miss lets the step pass.
     let pause = parse_duration(poll) * 2;
     w.write(
@@ -138,6 +124,27 @@ async fn measure_pulses(poll: &str, pulse: &str, samples: usize) -> usize {
     caught
 }
 
+/// The fleet gated on an alarm of the bench's own, polling every `poll`, released once
+/// (v1): the alarm's name and the configuration.
+async fn released_fleet(w: &World, sdk: &harness::Sdk, poll: &str) -> (String, String) {
+    let s = &w.surroundings;
+    let alarm = bench_alarm(w, sdk).await;
+    let config = w
+        .fleet_config(
+            &s.source_ami,
+            &s.load_balancer,
+            &format!("gate \"errors\" {{\n      alarm = \"{alarm}\"\n    }}"),
+        )
+        .replace(
+            "poll_interval  = \"200ms\"",
+            &format!("poll_interval  = \"{poll}\""),
+        );
+    w.write("main.hcl", &config);
+    let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
+    assert_eq!(v1.code, 0, "{v1:?}");
+    (alarm, config)
+}
+
 /// An alarm of the bench's own on a metric nobody feeds, evaluated once a day, so the
 /// states the bench sets stay until it changes them.
 async fn bench_alarm(w: &World, sdk: &harness::Sdk) -> String {
@@ -175,20 +182,7 @@ async fn measure(poll: &str, samples: usize) -> (Vec<Duration>, Vec<Duration>) {
     let w = World::new();
     let s = &w.surroundings;
     let sdk = w.sdk().await;
-    let alarm = bench_alarm(&w, &sdk).await;
-    let config = w
-        .fleet_config(
-            &s.source_ami,
-            &s.load_balancer,
-            &format!("gate \"errors\" {{\n      alarm = \"{alarm}\"\n    }}"),
-        )
-        .replace(
-            "poll_interval  = \"200ms\"",
-            &format!("poll_interval  = \"{poll}\""),
-        );
-    w.write("main.hcl", &config);
-    let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
-    assert_eq!(v1.code, 0, "{v1:?}");
+    let (alarm, config) = released_fleet(&w, &sdk, poll).await;
     // Later releases observe long enough for the gate to fail during the step.
     w.write(
         "main.hcl",

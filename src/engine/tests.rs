@@ -93,12 +93,34 @@ fleet "web" {
 
 impl Setup {
     async fn apply(&mut self, release: &str) -> Result<Outcome, EngineError> {
+        self.apply_within(release, crate::engine::retry_budget())
+            .await
+    }
+
+    /// Applies with transient faults retried for at most `budget`.
+    async fn apply_within(
+        &mut self,
+        release: &str,
+        budget: Duration,
+    ) -> Result<Outcome, EngineError> {
+        let faults = self.faults.clone();
+        self.apply_through(&*faults, release, budget).await
+    }
+
+    /// Plans `release` and carries the plan out through `cloud`.
+    async fn apply_through(
+        &mut self,
+        cloud: &dyn Cloud,
+        release: &str,
+        budget: Duration,
+    ) -> Result<Outcome, EngineError> {
         let config = self.config(release);
         let fleet = &config.fleets[0];
         let change = plan(&config, &self.state, &BTreeMap::new())
             .changes
             .remove(0);
-        let mut engine = self.engine();
+        let mut engine = Engine::new(cloud, &self.backend, &mut self.state, &Quiet, &self.signals);
+        engine.retry_budget = budget;
         match change.action {
             PlanAction::Release(release) => engine.release(fleet, &release).await,
             PlanAction::Resume { .. } => engine.resume(fleet).await,
@@ -263,15 +285,8 @@ async fn a_fault_that_outlives_the_budget_stops_resumably_with_traffic_back() {
     s.pause = "10s".into();
     // Readable for the baselines at the start and before the first shift, then not.
     s.faults.fail_after("DescribeAlarms", 2, 1_000_000);
-    let config = s.config("v2");
-    let change = plan(&config, &s.state, &BTreeMap::new()).changes.remove(0);
-    let PlanAction::Release(release) = change.action else {
-        panic!("a release")
-    };
-    let mut engine = s.engine();
-    engine.retry_budget = Duration::from_millis(100);
-    let err = engine
-        .release(&config.fleets[0], &release)
+    let err = s
+        .apply_within("v2", Duration::from_millis(100))
         .await
         .unwrap_err();
     assert!(matches!(err, EngineError::Fault { .. }), "{err}");
@@ -878,15 +893,9 @@ async fn apply_under_faults(
     seed: u64,
 ) -> (Result<Outcome, EngineError>, usize) {
     let faulty = crate::cloud::faulty::Faulty::new(s.cloud.clone(), rate, seed);
-    let config = s.config(release);
-    let change = plan(&config, &s.state, &BTreeMap::new()).changes.remove(0);
-    let mut engine = Engine::new(&faulty, &s.backend, &mut s.state, &Quiet, &s.signals);
-    engine.retry_budget = Duration::from_millis(40);
-    let result = match change.action {
-        PlanAction::Release(release) => engine.release(&config.fleets[0], &release).await,
-        PlanAction::Resume { .. } => engine.resume(&config.fleets[0]).await,
-        other => panic!("unexpected plan {other:?}"),
-    };
+    let result = s
+        .apply_through(&faulty, release, Duration::from_millis(40))
+        .await;
     let injected = faulty.injected.lock().unwrap().len();
     (result, injected)
 }
@@ -1218,15 +1227,8 @@ async fn a_fault_stop_during_the_bake_says_the_builder_is_left_for_the_next_appl
     let mut s = setup();
     // The builder is looked for and launched; then its state cannot be read.
     s.faults.fail_after("DescribeInstances", 1, 1_000_000);
-    let config = s.config("v1");
-    let change = plan(&config, &s.state, &BTreeMap::new()).changes.remove(0);
-    let PlanAction::Release(release) = change.action else {
-        panic!("a release")
-    };
-    let mut engine = s.engine();
-    engine.retry_budget = Duration::from_millis(50);
-    let err = engine
-        .release(&config.fleets[0], &release)
+    let err = s
+        .apply_within("v1", Duration::from_millis(50))
         .await
         .unwrap_err();
     assert!(matches!(err, EngineError::Fault { .. }), "{err}");

@@ -36,15 +36,21 @@ fn gated(w: &World, pause: &str, poll: &str, drain: &str) -> String {
         )
 }
 
+/// v1 released with its gate's alarm OK; returns the alarm's name.
+async fn release_v1(w: &World, sdk: &Sdk) -> String {
+    let alarm = w.surroundings.alarm.clone();
+    set_alarm(sdk, &alarm, StateValue::Ok).await;
+    w.write("main.hcl", &gated(w, "1s", "200ms", "0s"));
+    let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
+    assert_eq!(v1.code, 0, "{v1:?}");
+    alarm
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_alarm_that_starts_and_ends_between_two_polls_is_caught_and_rolled_back() {
     let w = World::new();
     let sdk = w.sdk().await;
-    let alarm = w.surroundings.alarm.clone();
-    set_alarm(&sdk, &alarm, StateValue::Ok).await;
-    w.write("main.hcl", &gated(&w, "1s", "200ms", "0s"));
-    let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
-    assert_eq!(v1.code, 0, "{v1:?}");
+    let alarm = release_v1(&w, &sdk).await;
 
     // Polls 5 s apart; the alarm is in ALARM from 1 s to 4 s after the first one.
     w.write("main.hcl", &gated(&w, "12s", "5s", "0s"));
@@ -83,11 +89,7 @@ async fn an_alarm_that_starts_and_ends_between_two_polls_is_caught_and_rolled_ba
 async fn an_alarm_already_firing_stops_apply_before_anything_is_launched_and_locks_nothing() {
     let w = World::new();
     let sdk = w.sdk().await;
-    let alarm = w.surroundings.alarm.clone();
-    set_alarm(&sdk, &alarm, StateValue::Ok).await;
-    w.write("main.hcl", &gated(&w, "1s", "200ms", "0s"));
-    let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
-    assert_eq!(v1.code, 0, "{v1:?}");
+    let alarm = release_v1(&w, &sdk).await;
 
     set_alarm(&sdk, &alarm, StateValue::Alarm).await;
     let plan = w.immune(&["plan", "--var", "release=v2"]);
@@ -119,11 +121,7 @@ async fn an_alarm_already_firing_stops_apply_before_anything_is_launched_and_loc
 async fn an_alarm_during_the_drain_sends_traffic_back_to_the_old_group() {
     let w = World::new();
     let sdk = w.sdk().await;
-    let alarm = w.surroundings.alarm.clone();
-    set_alarm(&sdk, &alarm, StateValue::Ok).await;
-    w.write("main.hcl", &gated(&w, "1s", "200ms", "0s"));
-    let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
-    assert_eq!(v1.code, 0, "{v1:?}");
+    let alarm = release_v1(&w, &sdk).await;
 
     w.write("main.hcl", &gated(&w, "1s", "200ms", "20s"));
     let v2 = w.spawn(&["apply", "--auto-approve", "--var", "release=v2"]);

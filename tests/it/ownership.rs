@@ -9,6 +9,13 @@ fn config(w: &World) -> String {
     w.fleet_config(&s.source_ami, &s.load_balancer, "")
 }
 
+/// The fleet, released once: something live to stand in the way of.
+fn release_v1(w: &World) {
+    w.write("main.hcl", &config(w));
+    let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
+    assert_eq!(v1.code, 0, "{v1:?}");
+}
+
 fn lineage(w: &World) -> String {
     w.state()["lineage"].as_str().unwrap().to_string()
 }
@@ -16,9 +23,7 @@ fn lineage(w: &World) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_configuration_with_the_same_fleet_name_is_refused_at_plan_and_touches_nothing() {
     let w = World::new();
-    w.write("main.hcl", &config(&w));
-    let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
-    assert_eq!(v1.code, 0, "{v1:?}");
+    release_v1(&w);
     let first = lineage(&w);
 
     // Another directory, its own state, the same fleet name in the same account.
@@ -76,9 +81,7 @@ async fn a_second_configuration_with_the_same_fleet_name_is_refused_at_plan_and_
 async fn a_backend_switched_under_a_live_fleet_is_refused_at_plan() {
     let w = World::new();
     let sdk = w.sdk().await;
-    w.write("main.hcl", &config(&w));
-    let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
-    assert_eq!(v1.code, 0, "{v1:?}");
+    release_v1(&w);
     let first = lineage(&w);
 
     // The operator adds an S3 backend, whose bucket holds no state yet, and moves the
@@ -115,9 +118,7 @@ async fn a_foreign_target_group_holding_the_next_name_is_refused_until_it_is_gon
     use aws_sdk_elasticloadbalancingv2::types::ProtocolEnum;
     let w = World::new();
     let sdk = w.sdk().await;
-    w.write("main.hcl", &config(&w));
-    let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
-    assert_eq!(v1.code, 0, "{v1:?}");
+    release_v1(&w);
 
     let foreign = sdk
         .elb
@@ -261,9 +262,7 @@ async fn two_configurations_run_a_fleet_of_the_same_name_side_by_side_in_namespa
 async fn an_s3_backend_added_beside_local_state_is_refused_until_the_state_is_migrated() {
     let w = World::new();
     let sdk = w.sdk().await;
-    w.write("main.hcl", &config(&w));
-    let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
-    assert_eq!(v1.code, 0, "{v1:?}");
+    release_v1(&w);
     let state = w.state();
 
     let bucket = format!("{}-state", w.prefix);
@@ -331,9 +330,7 @@ async fn a_foreign_auto_scaling_group_holding_the_next_name_is_never_taken_over(
     use aws_sdk_ec2::types::RequestLaunchTemplateData;
     let w = World::new();
     let sdk = w.sdk().await;
-    w.write("main.hcl", &config(&w));
-    let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
-    assert_eq!(v1.code, 0, "{v1:?}");
+    release_v1(&w);
 
     // Someone else's group, under the name immune's next release would take.
     let template = format!("{}-someone-else", w.prefix);
@@ -405,9 +402,7 @@ async fn a_foreign_auto_scaling_group_holding_the_next_name_is_never_taken_over(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_configuration_on_the_same_listener_is_refused_at_plan() {
     let w = World::new();
-    w.write("main.hcl", &config(&w));
-    let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
-    assert_eq!(v1.code, 0, "{v1:?}");
+    release_v1(&w);
 
     // Another directory, another fleet name, but the same listener's default action.
     let second = w.dir.join("other");
@@ -442,9 +437,7 @@ async fn a_second_configuration_on_the_same_listener_is_refused_at_plan() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stale_copy_of_the_state_is_refused_and_never_touches_the_live_group() {
     let w = World::new();
-    w.write("main.hcl", &config(&w));
-    let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
-    assert_eq!(v1.code, 0, "{v1:?}");
+    release_v1(&w);
     // A copy of the state as it was after v1, kept aside (a backup, a copied directory).
     let stale = w.dir.join("stale");
     std::fs::create_dir_all(stale.join(".immune")).unwrap();

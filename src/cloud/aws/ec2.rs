@@ -478,10 +478,20 @@ impl Aws {
         &self,
         name: &str,
     ) -> CloudResult<Option<aws_sdk_ec2::types::LaunchTemplate>> {
+        self.describe_launch_template(Some(name), None).await
+    }
+
+    /// The launch template of this name or id, or `None` when there is none.
+    async fn describe_launch_template(
+        &self,
+        name: Option<&str>,
+        id: Option<&str>,
+    ) -> CloudResult<Option<aws_sdk_ec2::types::LaunchTemplate>> {
         let out = self
             .ec2
             .describe_launch_templates()
-            .launch_template_names(name)
+            .set_launch_template_names(name.map(|n| vec![n.to_string()]))
+            .set_launch_template_ids(id.map(|i| vec![i.to_string()]))
             .send()
             .await
             .map_err(|e| sdk_error("DescribeLaunchTemplates", e));
@@ -493,19 +503,7 @@ impl Aws {
     }
 
     pub(super) async fn delete_launch_template(&self, id: &str) -> CloudResult<()> {
-        let out = self
-            .ec2
-            .describe_launch_templates()
-            .launch_template_ids(id)
-            .send()
-            .await
-            .map_err(|e| sdk_error("DescribeLaunchTemplates", e));
-        let template = match out {
-            Ok(out) => out.launch_templates().first().cloned(),
-            Err(e) if code_of(&e).is_some_and(|c| c.contains("NotFound")) => None,
-            Err(e) => return Err(e),
-        };
-        let Some(template) = template else {
+        let Some(template) = self.describe_launch_template(None, Some(id)).await? else {
             return Ok(());
         };
         self.ensure_ours(format!("launch template {id}"), pairs(template.tags()))?;
