@@ -1,6 +1,7 @@
 //! immune: a plan/apply provisioner for immutable VM fleets on AWS, with canary rollouts
 //! gated on CloudWatch and automatic rollback.
 
+pub mod bake;
 pub mod cli;
 pub mod cloud;
 pub mod config;

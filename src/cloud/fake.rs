@@ -47,6 +47,19 @@ pub struct World {
     pub image_names: BTreeMap<String, String>,
     /// (template id, version) -> version description.
     pub version_descriptions: BTreeMap<(String, i64), String>,
+    /// Builders never power off: a provision script that hangs.
+    pub builders_hang: bool,
+    /// Builders' provision scripts fail: the bake wrapper says so on the console and
+    /// leaves the builder running.
+    pub provision_fails: bool,
+    /// Console output by instance id.
+    pub console: BTreeMap<String, String>,
+    /// Every builder launched, as asked.
+    pub builder_requests: Vec<BuilderRequest>,
+    /// Every launch template version asked for.
+    pub launch_requests: Vec<LaunchRequest>,
+    /// Scaling policies by group.
+    pub policies: BTreeMap<String, Vec<PolicyRequest>>,
     pub calls: Vec<&'static str>,
     counter: u64,
 }
@@ -165,15 +178,51 @@ impl Cloud for FakeCloud {
             id.clone(),
             (request.tags.fleet.clone(), request.tags.name.clone()),
         );
+        let console = if w.provision_fails {
+            "installing nginx\nE: Unable to locate package nginx\nimmune-bake: provision failed with exit status 100\n"
+        } else {
+            "installing nginx\n"
+        };
+        w.console.insert(id.clone(), console.into());
+        w.builder_requests.push(request.clone());
         Ok(id)
     }
 
     async fn instance_state(&self, instance_id: &str) -> CloudResult<InstanceState> {
-        let w = self.enter("instance_state")?;
-        w.instances
+        let mut w = self.enter("instance_state")?;
+        let state = w
+            .instances
             .get(instance_id)
             .copied()
-            .ok_or_else(|| CloudError::NotFound(format!("instance {instance_id}")))
+            .ok_or_else(|| CloudError::NotFound(format!("instance {instance_id}")))?;
+        // A builder whose script succeeded powers itself off: seen stopped from the
+        // second look on.
+        let finishes =
+            w.builders.contains_key(instance_id) && !w.builders_hang && !w.provision_fails;
+        if finishes && state == InstanceState::Running {
+            w.instances
+                .insert(instance_id.to_string(), InstanceState::Stopped);
+        }
+        Ok(state)
+    }
+
+    async fn console_output(&self, instance_id: &str) -> CloudResult<String> {
+        let w = self.enter("console_output")?;
+        Ok(w.console.get(instance_id).cloned().unwrap_or_default())
+    }
+
+    async fn put_scaling_policy(&self, request: &PolicyRequest) -> CloudResult<()> {
+        let mut w = self.enter("put_scaling_policy")?;
+        if !w.groups.contains_key(&request.group) {
+            return Err(CloudError::NotFound(format!(
+                "Auto Scaling group {}",
+                request.group
+            )));
+        }
+        let policies = w.policies.entry(request.group.clone()).or_default();
+        policies.retain(|p| p.name != request.name);
+        policies.push(request.clone());
+        Ok(())
     }
 
     async fn create_image(
@@ -186,6 +235,13 @@ impl Cloud for FakeCloud {
         let mut w = self.enter("create_image")?;
         if !w.instances.contains_key(builder) {
             return Err(CloudError::NotFound(format!("instance {builder}")));
+        }
+        // Not an AWS rule, but the one immune keeps: an image is taken only from a
+        // builder whose provision script finished and powered it off.
+        if w.builders.contains_key(builder) && w.instances[builder] != InstanceState::Stopped {
+            return Err(CloudError::Invalid(format!(
+                "image taken from builder {builder} before it powered off"
+            )));
         }
         if w.image_names.values().any(|n| n == name) {
             return Err(CloudError::Service {
@@ -336,6 +392,7 @@ impl Cloud for FakeCloud {
         let id = id.clone();
         w.version_descriptions
             .insert((id.clone(), version), request.tags.name.clone());
+        w.launch_requests.push(request.clone());
         Ok(LaunchTemplateRef { id, version })
     }
 

@@ -197,6 +197,10 @@ impl Cloud for Faulty {
         self.call("DescribeInstances", self.inner.instance_state(instance_id))
             .await
     }
+    async fn console_output(&self, instance_id: &str) -> CloudResult<String> {
+        self.call("GetConsoleOutput", self.inner.console_output(instance_id))
+            .await
+    }
     async fn create_image(
         &self,
         builder: &str,
@@ -299,6 +303,10 @@ impl Cloud for Faulty {
     }
     async fn create_group(&self, request: &GroupRequest) -> CloudResult<()> {
         self.call("CreateAutoScalingGroup", self.inner.create_group(request))
+            .await
+    }
+    async fn put_scaling_policy(&self, request: &PolicyRequest) -> CloudResult<()> {
+        self.call("PutScalingPolicy", self.inner.put_scaling_policy(request))
             .await
     }
     async fn groups(&self, names: &[String]) -> CloudResult<BTreeMap<String, GroupStatus>> {

@@ -6,7 +6,10 @@ pub mod aws;
 pub mod fake;
 pub mod faulty;
 
-use crate::config::{Capacity, Comparison, HealthCheck, ListenerRef, Traffic};
+use crate::config::{
+    Capacity, Comparison, HealthCheck, ListenerRef, Metadata, RootVolume, ScalingMetric, Spot,
+    Traffic,
+};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,17 +35,28 @@ pub struct Tags {
     pub release: String,
     /// The resource's own name (`web-v002`), shown as `Name` in the console.
     pub name: String,
+    /// The operator's tags (`default_tags`, and the instances' `tags` where they go).
+    /// The configuration cannot set immune's own keys, so these never overwrite them.
+    pub extra: BTreeMap<String, String>,
 }
 
 impl Tags {
-    pub fn pairs(&self) -> Vec<(&'static str, String)> {
-        vec![
+    pub fn pairs(&self) -> Vec<(String, String)> {
+        let own = [
             ("Name", self.name.clone()),
             (TAG_MANAGED, "true".into()),
             (TAG_LINEAGE, self.lineage.clone()),
             (TAG_FLEET, self.fleet.clone()),
             (TAG_RELEASE, self.release.clone()),
-        ]
+        ];
+        let mut pairs: Vec<(String, String)> = self
+            .extra
+            .iter()
+            .filter(|(k, _)| !own.iter().any(|(o, _)| o == k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        pairs.extend(own.into_iter().map(|(k, v)| (k.to_string(), v)));
+        pairs
     }
 }
 
@@ -227,6 +241,7 @@ pub enum InstanceState {
     Pending,
     Running,
     Stopping,
+    Stopped,
     Terminated,
 }
 
@@ -249,12 +264,16 @@ pub struct LaunchTemplateRef {
     pub version: i64,
 }
 
+/// A builder powers itself off when its provision script has finished (its
+/// instance-initiated shutdown stops it), which is how immune knows the image can be taken.
 #[derive(Debug, Clone)]
 pub struct BuilderRequest {
     pub source_ami: String,
     pub instance_type: String,
     pub subnet: String,
     pub security_groups: Vec<String>,
+    pub iam_instance_profile: Option<String>,
+    pub metadata: Metadata,
     pub user_data: Option<String>,
     pub tags: Tags,
 }
@@ -266,6 +285,11 @@ pub struct LaunchRequest {
     pub instance_type: String,
     pub security_groups: Vec<String>,
     pub user_data: Option<String>,
+    pub iam_instance_profile: Option<String>,
+    pub key_name: Option<String>,
+    pub root_volume: Option<RootVolume>,
+    pub metadata: Metadata,
+    /// On the template, its instances and their volumes.
     pub tags: Tags,
 }
 
@@ -287,7 +311,21 @@ pub struct GroupRequest {
     pub target_group_arn: String,
     pub capacity: Capacity,
     pub health_check_grace: Duration,
+    /// Several instance types and spot capacity: a mixed instances policy.
+    pub spot: Option<Spot>,
+    /// Propagated to the instances.
     pub tags: Tags,
+}
+
+/// A target tracking policy for one group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyRequest {
+    pub group: String,
+    pub name: String,
+    pub metric: ScalingMetric,
+    pub target: f64,
+    /// For `requests_per_target`: `app/<lb>/<id>/targetgroup/<tg>/<id>`.
+    pub resource_label: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -392,6 +430,8 @@ pub trait Cloud: Send + Sync {
     async fn find_baked_image(&self, fleet: &str, bake: &str) -> CloudResult<Option<Image>>;
     async fn launch_builder(&self, request: &BuilderRequest) -> CloudResult<String>;
     async fn instance_state(&self, instance_id: &str) -> CloudResult<InstanceState>;
+    /// What the instance wrote to its console, decoded; empty when there is nothing yet.
+    async fn console_output(&self, instance_id: &str) -> CloudResult<String>;
     async fn create_image(
         &self,
         builder: &str,
@@ -434,6 +474,9 @@ pub trait Cloud: Send + Sync {
     async fn create_target_group(&self, request: &TargetGroupRequest) -> CloudResult<String>;
     async fn delete_target_group(&self, arn: &str) -> CloudResult<()>;
     async fn create_group(&self, request: &GroupRequest) -> CloudResult<()>;
+    /// Puts (creates or replaces) a target tracking policy on one of this
+    /// configuration's groups.
+    async fn put_scaling_policy(&self, request: &PolicyRequest) -> CloudResult<()>;
     async fn group(&self, name: &str) -> CloudResult<Option<GroupStatus>> {
         Ok(self.groups(&[name.to_string()]).await?.remove(name))
     }

@@ -41,11 +41,25 @@ pub fn read_fleet(
             let mut ir = r.nested(b, "image".into());
             let spec = ImageSpec {
                 source_ami: ir.required_string("source_ami"),
-                instance_type: ir.required_string("instance_type"),
+                instance_type: instance_type(&mut ir, "instance_type"),
                 provision: ir.string("provision"),
                 name: ir.string("name"),
                 keep: ir.number("keep", 1..=100, Some(3)) as u32,
+                bake_timeout: ir.duration("bake_timeout", Duration::from_secs(30 * 60)),
+                subnet: ir.string("subnet"),
+                security_groups: ir.optional_strings("security_groups"),
+                iam_instance_profile: ir.string("iam_instance_profile"),
             };
+            if let Some(script) = &spec.provision {
+                check_provision(&mut ir, script);
+            }
+            if spec.bake_timeout.is_zero() {
+                let span = ir.body_span("bake_timeout");
+                ir.diags.push(
+                    Diagnostic::new("`bake_timeout` must be longer than zero", span)
+                        .with_hint("the builder boots, runs the provision script and powers off within it; bake_timeout = \"30m\" is the default"),
+                );
+            }
             ir.finish();
             spec
         }
@@ -55,57 +69,15 @@ pub fn read_fleet(
             provision: None,
             name: None,
             keep: 3,
+            bake_timeout: Duration::from_secs(30 * 60),
+            subnet: None,
+            security_groups: None,
+            iam_instance_profile: None,
         },
     };
 
     let instances = match r.required_block("instances") {
-        Some(b) => {
-            let mut ir = r.nested(b, "instances".into());
-            let instance_type = ir.required_string("instance_type");
-            let subnets = ir.strings("subnets");
-            let security_groups = ir.strings("security_groups");
-            let user_data = ir.string("user_data");
-            let capacity = match ir.required_block("capacity") {
-                Some(c) => {
-                    let mut cr = ir.nested(c, "capacity".into());
-                    let min = cr.try_number("min", 0..=1000);
-                    let max = cr.try_number("max", 1..=1000);
-                    let desired = cr.try_number("desired", 0..=1000);
-                    // Compared only when all three are known.
-                    if let (Some(min), Some(max), Some(desired)) = (min, max, desired) {
-                        if !(min <= desired && desired <= max) {
-                            let span = cr.span.clone();
-                            cr.diags.push(
-                                Diagnostic::new(
-                                    format!("capacity must satisfy min <= desired <= max, got min {min}, desired {desired}, max {max}"),
-                                    span,
-                                ),
-                            );
-                        }
-                    }
-                    cr.finish();
-                    let min = min.unwrap_or(1) as u32;
-                    Capacity {
-                        min,
-                        max: max.map_or(min.max(1), |m| m as u32),
-                        desired: desired.map_or(min, |d| d as u32),
-                    }
-                }
-                None => Capacity {
-                    min: 1,
-                    max: 1,
-                    desired: 1,
-                },
-            };
-            ir.finish();
-            InstanceSpec {
-                instance_type,
-                subnets,
-                security_groups,
-                user_data,
-                capacity,
-            }
-        }
+        Some(b) => read_instances(r.nested(b, "instances".into())),
         None => InstanceSpec {
             instance_type: String::new(),
             subnets: Vec::new(),
@@ -116,6 +88,13 @@ pub fn read_fleet(
                 max: 1,
                 desired: 1,
             },
+            iam_instance_profile: None,
+            key_name: None,
+            tags: Default::default(),
+            root_volume: None,
+            metadata: Metadata::default(),
+            spot: None,
+            scaling: Vec::new(),
         },
     };
 
@@ -147,6 +126,7 @@ pub fn read_fleet(
         instances,
         traffic,
         rollout,
+        default_tags: Default::default(),
         location: location
             .map(|span| {
                 let at = sources.position(&span);
@@ -165,6 +145,257 @@ pub(super) fn valid_name_part(name: &str) -> bool {
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.ends_with('-')
+}
+
+/// The provision script runs inside immune's bake wrapper (see `crate::bake`), which
+/// needs a script and room for itself in EC2's 16 KiB of user data.
+fn check_provision(ir: &mut BlockReader, script: &str) {
+    let span = ir.body_span("provision");
+    let start = script.trim_start();
+    if start.starts_with("#cloud-config") || start.to_ascii_lowercase().starts_with("content-type:")
+    {
+        ir.diags.push(
+            Diagnostic::new("`provision` must be a script, not cloud-init configuration", span)
+                .with_hint("immune runs the provision script on the builder and powers it off when the script succeeds; write the steps as a shell script (#!/bin/sh)"),
+        );
+        return;
+    }
+    let size = crate::bake::user_data(Some(script)).len();
+    if size > crate::bake::USER_DATA_MAX {
+        ir.diags.push(
+            Diagnostic::new(
+                format!(
+                    "the provision script makes {size} bytes of user data, over the {} EC2 accepts",
+                    crate::bake::USER_DATA_MAX
+                ),
+                span,
+            )
+            .with_hint("keep the script short: have it download the larger parts (from S3, with the builder's instance profile)"),
+        );
+    }
+}
+
+fn read_instances(mut ir: BlockReader) -> InstanceSpec {
+    let instance_type = instance_type(&mut ir, "instance_type");
+    let subnets = ir.strings("subnets");
+    let security_groups = ir.strings("security_groups");
+    let user_data = ir.string("user_data");
+    let iam_instance_profile = ir.string("iam_instance_profile");
+    let key_name = ir.string("key_name");
+    let tags = ir.tags("tags");
+    let capacity = match ir.required_block("capacity") {
+        Some(c) => read_capacity(ir.nested(c, "capacity".into())),
+        None => Capacity {
+            min: 1,
+            max: 1,
+            desired: 1,
+        },
+    };
+    let root_volume = ir.block("root_volume").map(|b| {
+        let mut vr = ir.nested(b, "root_volume".into());
+        let optional = |vr: &mut BlockReader, key, range| {
+            vr.has(key).then(|| vr.number(key, range, Some(0)) as u32)
+        };
+        let size = optional(&mut vr, "size", 1..=65_536);
+        let volume_type = vr.has("type").then(|| {
+            vr.choice(
+                "type",
+                &["gp3", "gp2", "io1", "io2", "st1", "sc1", "standard"],
+                "gp3",
+            )
+            .to_string()
+        });
+        let encrypted = vr.boolean("encrypted");
+        let iops = optional(&mut vr, "iops", 100..=256_000);
+        let throughput = optional(&mut vr, "throughput", 125..=2_000);
+        let kind = volume_type.as_deref().unwrap_or("gp3");
+        if iops.is_some() && !matches!(kind, "gp3" | "io1" | "io2") {
+            let span = vr.span.clone();
+            vr.diags.push(
+                Diagnostic::new(format!("`iops` does not apply to {kind} volumes"), span)
+                    .with_hint("iops can be set for gp3, io1 and io2 volumes"),
+            );
+        }
+        if matches!(kind, "io1" | "io2") && iops.is_none() && volume_type.is_some() {
+            let span = vr.span.clone();
+            vr.diags.push(
+                Diagnostic::new(format!("{kind} volumes need `iops`"), span)
+                    .with_hint("set iops, e.g. iops = 3000"),
+            );
+        }
+        if throughput.is_some() && kind != "gp3" {
+            let span = vr.span.clone();
+            vr.diags.push(
+                Diagnostic::new(
+                    format!("`throughput` does not apply to {kind} volumes"),
+                    span,
+                )
+                .with_hint("throughput can be set for gp3 volumes only"),
+            );
+        }
+        vr.finish();
+        RootVolume {
+            size,
+            volume_type,
+            encrypted,
+            iops,
+            throughput,
+        }
+    });
+    let metadata = match ir.block("metadata") {
+        Some(b) => {
+            let mut mr = ir.nested(b, "metadata".into());
+            let tokens = mr.choice("http_tokens", &["required", "optional"], "required");
+            let hop_limit = mr.number("hop_limit", 1..=64, Some(1)) as u8;
+            mr.finish();
+            Metadata {
+                tokens_required: tokens == "required",
+                hop_limit,
+            }
+        }
+        None => Metadata::default(),
+    };
+    let spot = ir.block("spot").map(|b| {
+        let mut sr = ir.nested(b, "spot".into());
+        let span = sr.span.clone();
+        let instance_types = if sr.has("instance_types") {
+            let types = sr.strings("instance_types");
+            for t in &types {
+                check_instance_type(&mut sr, "instance_types", t);
+            }
+            types
+        } else {
+            sr.diags.push(
+                Diagnostic::new("`spot` needs `instance_types`", span.clone()).with_hint(
+                    "list the types instances may have, e.g. instance_types = [\"t3.small\", \"t3a.small\"]",
+                ),
+            );
+            Vec::new()
+        };
+        if instance_types.is_empty() && sr.has("instance_types") {
+            sr.diags.error("`instance_types` must name at least one type", span);
+        }
+        let on_demand_base = sr.number("on_demand_base", 0..=1000, Some(0)) as u32;
+        let on_demand_percent = sr.number("on_demand_percent", 0..=100, Some(0)) as u8;
+        sr.finish();
+        Spot {
+            instance_types,
+            on_demand_base,
+            on_demand_percent,
+        }
+    });
+    let mut scaling: Vec<ScalingPolicy> = Vec::new();
+    for b in ir.blocks("scaling") {
+        let span = span_of(ir.file, &b.ident);
+        let Some(name) = b.labels.first().map(|l| l.as_str().to_string()) else {
+            ir.diags.push(
+                Diagnostic::new("`scaling` block needs a name", span)
+                    .with_hint("scaling \"cpu\" { metric = \"cpu\"  target = 50 }"),
+            );
+            continue;
+        };
+        if scaling.iter().any(|p| p.name == name) {
+            ir.diags
+                .error(format!("duplicate scaling policy \"{name}\""), span.clone());
+        }
+        let mut pr = ir.nested(b, format!("scaling \"{name}\""));
+        let metric = pr.choice("metric", &ScalingMetric::NAMES, "cpu");
+        if !pr.has("metric") {
+            pr.missing("metric");
+        }
+        let target = pr.float("target").unwrap_or(50.0);
+        if target <= 0.0 {
+            let span = pr.span.clone();
+            pr.diags.error("`target` must be above zero", span);
+        }
+        pr.finish();
+        scaling.push(ScalingPolicy {
+            name,
+            metric: ScalingMetric::parse(metric).unwrap_or(ScalingMetric::Cpu),
+            target,
+        });
+    }
+    if !scaling.is_empty() && capacity.min == capacity.max {
+        let span = ir.span.clone();
+        ir.diags.push(
+            Diagnostic::new(
+                format!(
+                    "scaling policies need room to scale, but capacity min and max are both {}",
+                    capacity.min
+                ),
+                span,
+            )
+            .with_hint("set capacity.max above capacity.min"),
+        );
+    }
+    ir.finish();
+    InstanceSpec {
+        instance_type,
+        subnets,
+        security_groups,
+        user_data,
+        capacity,
+        iam_instance_profile,
+        key_name,
+        tags,
+        root_volume,
+        metadata,
+        spot,
+        scaling,
+    }
+}
+
+fn read_capacity(mut cr: BlockReader) -> Capacity {
+    let min = cr.try_number("min", 0..=1000);
+    let max = cr.try_number("max", 1..=1000);
+    let desired = cr.try_number("desired", 0..=1000);
+    // Compared only when all three are known.
+    if let (Some(min), Some(max), Some(desired)) = (min, max, desired) {
+        if !(min <= desired && desired <= max) {
+            let span = cr.span.clone();
+            cr.diags.push(Diagnostic::new(
+                format!("capacity must satisfy min <= desired <= max, got min {min}, desired {desired}, max {max}"),
+                span,
+            ));
+        }
+    }
+    cr.finish();
+    let min = min.unwrap_or(1) as u32;
+    Capacity {
+        min,
+        max: max.map_or(min.max(1), |m| m as u32),
+        desired: desired.map_or(min, |d| d as u32),
+    }
+}
+
+/// A required instance type attribute, checked for the `family.size` shape.
+fn instance_type(r: &mut BlockReader, key: &'static str) -> String {
+    let text = r.required_string(key);
+    if !text.is_empty() {
+        check_instance_type(r, key, &text);
+    }
+    text
+}
+
+fn check_instance_type(r: &mut BlockReader, key: &'static str, text: &str) {
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    };
+    let valid = match text.split_once('.') {
+        Some((family, size)) => {
+            part(family) && part(size) && family.starts_with(|c: char| c.is_ascii_lowercase())
+        }
+        None => false,
+    };
+    if !valid {
+        let span = r.body_span(key);
+        r.diags.push(
+            Diagnostic::new(format!("`{text}` is not an EC2 instance type"), span)
+                .with_hint("instance types look like \"t3.small\" or \"m7g.large\""),
+        );
+    }
 }
 
 fn read_traffic(r: &mut BlockReader) -> Traffic {

@@ -181,13 +181,18 @@ fn load_files(
     let mut diags = program.diags.into_inner();
     let config = root.map(|root| {
         check_fleet_names(&sources, &root.value.fleets, &mut diags);
-        let (backend, namespace) = match root.settings {
-            Some(Settings { backend, namespace }) => (backend, namespace),
+        let (backend, namespace, default_tags) = match root.settings {
+            Some(Settings {
+                backend,
+                namespace,
+                default_tags,
+            }) => (backend, namespace, default_tags),
             None => (
                 Backend::Local {
                     path: dir.join(".immune/state.json"),
                 },
                 None,
+                Default::default(),
             ),
         };
         let mut fleets: Vec<Fleet> = root.value.fleets.into_iter().map(|(f, _)| f).collect();
@@ -197,10 +202,14 @@ fn load_files(
                 fleet.namespace = Some(namespace.clone());
             }
         }
+        for fleet in &mut fleets {
+            fleet.default_tags = default_tags.clone();
+        }
         Config {
             dir: dir.to_path_buf(),
             backend,
             namespace: namespace.map(|(n, _)| n),
+            default_tags,
             fleets,
             outputs: root.outputs,
         }
@@ -262,6 +271,8 @@ pub struct Settings {
     pub backend: Backend,
     /// `namespace = "staging"` and where it is written.
     pub namespace: Option<(String, Option<Span>)>,
+    /// On everything immune creates.
+    pub default_tags: std::collections::BTreeMap<String, String>,
 }
 
 /// Evaluates one unit (the root or a module instance).
@@ -631,6 +642,7 @@ fn read_immune(eval: &Evaluator, diags: &mut Diagnostics, blocks: &[(FileId, &Bl
         path: dir.join(".immune/state.json"),
     };
     let mut namespace = None;
+    let mut default_tags = Default::default();
     for (i, (file, block)) in blocks.iter().enumerate() {
         if i > 0 {
             diags.error(
@@ -654,6 +666,7 @@ fn read_immune(eval: &Evaluator, diags: &mut Diagnostics, blocks: &[(FileId, &Bl
                 ),
             }
         }
+        default_tags = r.tags("default_tags");
         if let Some(b) = r.block("backend") {
             match b.labels.first().map(|l| l.as_str()) {
                 Some("local") => {
@@ -693,5 +706,9 @@ fn read_immune(eval: &Evaluator, diags: &mut Diagnostics, blocks: &[(FileId, &Bl
         }
         r.finish();
     }
-    Settings { backend, namespace }
+    Settings {
+        backend,
+        namespace,
+        default_tags,
+    }
 }

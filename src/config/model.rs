@@ -2,6 +2,7 @@
 //! outside tests.
 
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,6 +13,8 @@ pub struct Config {
     /// `immune { namespace = "staging" }`: the prefix of every name this configuration
     /// gives a resource, so two configurations can each run a fleet `web` in one account.
     pub namespace: Option<String>,
+    /// `immune { default_tags = { ... } }`, copied onto every fleet.
+    pub default_tags: BTreeMap<String, String>,
     pub fleets: Vec<Fleet>,
     /// The root's `output` blocks, in the order written.
     pub outputs: Vec<Output>,
@@ -56,6 +59,8 @@ pub struct Fleet {
     pub instances: InstanceSpec,
     pub traffic: Traffic,
     pub rollout: RolloutSpec,
+    /// `immune { default_tags }`: on everything immune creates for the fleet.
+    pub default_tags: BTreeMap<String, String>,
     /// Where the fleet block starts, `file:line:col`, for errors found against the cloud.
     #[serde(skip)]
     pub location: String,
@@ -71,6 +76,15 @@ pub struct ImageSpec {
     pub provision: Option<String>,
     pub name: Option<String>,
     pub keep: u32,
+    /// How long the provision script may run: the builder must have powered itself off
+    /// by then, or the bake fails with the end of its console output.
+    #[serde(with = "secs")]
+    pub bake_timeout: Duration,
+    /// Where the builder runs; `None` takes the fleet's first subnet, its security
+    /// groups and its instance profile.
+    pub subnet: Option<String>,
+    pub security_groups: Option<Vec<String>>,
+    pub iam_instance_profile: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -82,6 +96,99 @@ pub struct InstanceSpec {
     #[serde(skip)]
     pub user_data: Option<String>,
     pub capacity: Capacity,
+    /// An instance profile name, or its ARN.
+    pub iam_instance_profile: Option<String>,
+    pub key_name: Option<String>,
+    /// On the group (propagated to instances), the volumes and the launch template.
+    pub tags: BTreeMap<String, String>,
+    pub root_volume: Option<RootVolume>,
+    pub metadata: Metadata,
+    /// Several instance types, some on spot: a mixed instances policy on the group.
+    pub spot: Option<Spot>,
+    /// Target tracking policies put on each new group before it takes traffic.
+    pub scaling: Vec<ScalingPolicy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RootVolume {
+    /// GiB; `None` keeps the image's size.
+    pub size: Option<u32>,
+    #[serde(rename = "type")]
+    pub volume_type: Option<String>,
+    pub encrypted: Option<bool>,
+    pub iops: Option<u32>,
+    pub throughput: Option<u32>,
+}
+
+/// The instance metadata service: IMDSv2 (session tokens) is required unless the
+/// configuration says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Metadata {
+    pub tokens_required: bool,
+    pub hop_limit: u8,
+}
+
+impl Default for Metadata {
+    fn default() -> Self {
+        Metadata {
+            tokens_required: true,
+            hop_limit: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Spot {
+    pub instance_types: Vec<String>,
+    /// Instances kept on demand before any spot one.
+    pub on_demand_base: u32,
+    /// Of the instances above the base, the percentage on demand.
+    pub on_demand_percent: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScalingPolicy {
+    pub name: String,
+    pub metric: ScalingMetric,
+    pub target: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScalingMetric {
+    Cpu,
+    RequestsPerTarget,
+    NetworkIn,
+    NetworkOut,
+}
+
+impl ScalingMetric {
+    pub const NAMES: [&'static str; 4] =
+        ["cpu", "requests_per_target", "network_in", "network_out"];
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "cpu" => Self::Cpu,
+            "requests_per_target" => Self::RequestsPerTarget,
+            "network_in" => Self::NetworkIn,
+            "network_out" => Self::NetworkOut,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+
+    /// The predefined metric of a target tracking policy.
+    pub fn predefined(self) -> &'static str {
+        match self {
+            Self::Cpu => "ASGAverageCPUUtilization",
+            Self::RequestsPerTarget => "ALBRequestCountPerTarget",
+            Self::NetworkIn => "ASGAverageNetworkIn",
+            Self::NetworkOut => "ASGAverageNetworkOut",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -162,6 +269,14 @@ pub struct Gate {
 }
 
 impl Fleet {
+    /// The tags of the group, its template, instances and volumes: the default tags,
+    /// with the instances' own over them.
+    pub fn instance_tags(&self) -> BTreeMap<String, String> {
+        let mut tags = self.default_tags.clone();
+        tags.extend(self.instances.tags.clone());
+        tags
+    }
+
     /// What the fleet's resource names start with: `staging-web`, or `web`.
     pub fn resource_name(&self) -> String {
         match &self.namespace {

@@ -52,6 +52,14 @@ impl<'r, 'a> BlockReader<'r, 'a> {
         BlockReader::new(self.eval, self.diags, self.file, block, what)
     }
 
+    /// Where the attribute's value is written, or the block's header when it is absent.
+    pub fn body_span(&self, key: &str) -> Option<Span> {
+        self.body
+            .get_attribute(key)
+            .and_then(|a| span_of(self.file, &a.value))
+            .or_else(|| self.span.clone())
+    }
+
     pub fn has(&mut self, key: &'static str) -> bool {
         self.known_attributes.push(key);
         self.body.get_attribute(key).is_some()
@@ -275,6 +283,59 @@ impl<'r, 'a> BlockReader<'r, 'a> {
                 Default::default()
             }
         }
+    }
+
+    /// A list of strings, `None` when absent.
+    pub fn optional_strings(&mut self, key: &'static str) -> Option<Vec<String>> {
+        if self.body.get_attribute(key).is_none() {
+            self.known_attributes.push(key);
+            return None;
+        }
+        Some(self.strings(key))
+    }
+
+    /// Tags for AWS resources: a map of strings whose keys AWS accepts and immune does
+    /// not set itself.
+    pub fn tags(&mut self, key: &'static str) -> std::collections::BTreeMap<String, String> {
+        let span = self
+            .body
+            .get_attribute(key)
+            .and_then(|a| span_of(self.file, &a.value));
+        let tags = self.string_map(key);
+        for (k, v) in &tags {
+            let problem = if k.is_empty() || k.chars().count() > 128 {
+                Some(format!("tag key `{k}` must have 1 to 128 characters"))
+            } else if v.chars().count() > 256 {
+                Some(format!("tag `{k}` has a value over 256 characters"))
+            } else if k.starts_with("aws:") {
+                Some(format!(
+                    "tag key `{k}` starts with `aws:`, which AWS reserves"
+                ))
+            } else if k.starts_with("immune:") || k == "Name" {
+                Some(format!(
+                    "tag `{k}` is set by immune itself (it names and owns what it creates)"
+                ))
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                self.diags.push(
+                    Diagnostic::new(problem, span.clone())
+                        .with_hint("remove the tag or give it another key"),
+                );
+            }
+        }
+        // Immune's own tags (five of them) count against AWS's 50 per resource.
+        if tags.len() > 40 {
+            self.diags.error(
+                format!(
+                    "{} tags given; at most 40 fit beside immune's own",
+                    tags.len()
+                ),
+                span,
+            );
+        }
+        tags
     }
 
     pub fn duration(&mut self, key: &'static str, default: Duration) -> Duration {

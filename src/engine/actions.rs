@@ -57,6 +57,12 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
         fleet: fleet.name.clone(),
         release: rollout.release.clone(),
         name: rollout.group.clone(),
+        extra: fleet.default_tags.clone(),
+    };
+    // The group, its template, instances and volumes also carry the instances' tags.
+    let instance_tags = Tags {
+        extra: fleet.instance_tags(),
+        ..tags.clone()
     };
     match action {
         Action::FindImageOrLaunchBuilder => {
@@ -77,12 +83,24 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
                 );
                 return Ok(Event::BuilderLaunched(builder));
             }
+            let image = &fleet.image;
             let request = BuilderRequest {
-                source_ami: fleet.image.source_ami.clone(),
-                instance_type: fleet.image.instance_type.clone(),
-                subnet: fleet.instances.subnets[0].clone(),
-                security_groups: fleet.instances.security_groups.clone(),
-                user_data: fleet.image.provision.clone(),
+                source_ami: image.source_ami.clone(),
+                instance_type: image.instance_type.clone(),
+                subnet: image
+                    .subnet
+                    .clone()
+                    .unwrap_or_else(|| fleet.instances.subnets[0].clone()),
+                security_groups: image
+                    .security_groups
+                    .clone()
+                    .unwrap_or_else(|| fleet.instances.security_groups.clone()),
+                iam_instance_profile: image
+                    .iam_instance_profile
+                    .clone()
+                    .or_else(|| fleet.instances.iam_instance_profile.clone()),
+                metadata: fleet.instances.metadata,
+                user_data: Some(crate::bake::user_data(image.provision.as_deref())),
                 tags: Tags { name, ..tags },
             };
             Ok(Event::BuilderLaunched(
@@ -99,16 +117,15 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
                 wait_image(cloud, &image, poll, stop).await?;
                 return Ok(Event::ImageReady(image));
             }
-            wait_until(poll, BAKE_TIMEOUT, "builder to run", stop, || async {
-                match cloud.instance_state(builder).await? {
-                    InstanceState::Running => Ok(Some(())),
-                    InstanceState::Pending => Ok(None),
-                    other => Err(Halt::Failed(format!(
-                        "builder {builder} is {other:?} instead of running"
-                    ))),
-                }
-            })
-            .await?;
+            let timeout = fleet.image.bake_timeout;
+            reporter.line(
+                &fleet.name,
+                &format!(
+                    "builder {builder} runs the provision script; waiting for it to power off (bake_timeout {})",
+                    show_duration(timeout)
+                ),
+            );
+            wait_provisioned(cloud, builder, timeout, poll, stop).await?;
             let image = cloud
                 .create_image(builder, &name, &rollout.bake, &tags)
                 .await?;
@@ -133,13 +150,18 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
                 ))?;
                 return Ok(Event::LaunchTemplateCreated(version));
             }
+            let instances = &fleet.instances;
             let request = LaunchRequest {
                 template_name: template,
                 image_id: image.clone(),
-                instance_type: fleet.instances.instance_type.clone(),
-                security_groups: fleet.instances.security_groups.clone(),
-                user_data: fleet.instances.user_data.clone(),
-                tags,
+                instance_type: instances.instance_type.clone(),
+                security_groups: instances.security_groups.clone(),
+                user_data: instances.user_data.clone(),
+                iam_instance_profile: instances.iam_instance_profile.clone(),
+                key_name: instances.key_name.clone(),
+                root_volume: instances.root_volume.clone(),
+                metadata: instances.metadata,
+                tags: instance_tags,
             };
             Ok(Event::LaunchTemplateCreated(
                 cloud.create_launch_template_version(&request).await?,
@@ -236,6 +258,7 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
             match cloud.group_holder(&rollout.group).await? {
                 Some(Holder::Ours) => {
                     adopt_or_refuse(format!("Auto Scaling group {}", rollout.group))?;
+                    put_policies(cloud, fleet, rollout, target_group).await?;
                     return Ok(Event::GroupCreated);
                 }
                 Some(holder) => {
@@ -246,16 +269,20 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
                 }
                 None => {}
             }
+            let capacity = starting_capacity(cloud, fleet, rollout, reporter).await?;
             let request = GroupRequest {
                 name: rollout.group.clone(),
                 launch_template: launch_template.clone(),
                 subnets: fleet.instances.subnets.clone(),
                 target_group_arn: target_group.clone(),
-                capacity: fleet.instances.capacity,
+                capacity,
                 health_check_grace: fleet.rollout.healthy_within,
-                tags,
+                spot: fleet.instances.spot.clone(),
+                tags: instance_tags,
             };
             cloud.create_group(&request).await?;
+            // Before the group takes traffic, so that it scales with the load it gets.
+            put_policies(cloud, fleet, rollout, target_group).await?;
             Ok(Event::GroupCreated)
         }
         Action::WaitHealthy { target_group } => {
@@ -398,6 +425,138 @@ where
         }
         sleep(poll.min(deadline.saturating_duration_since(Instant::now()))).await;
     }
+}
+
+/// Waits until the builder has powered itself off, which the bake wrapper does once the
+/// provision script succeeded. A script that failed says so on the console (looked at
+/// about once a minute); one still running at `timeout` fails the bake. Either way the
+/// error carries the end of the console, and no image is taken.
+async fn wait_provisioned(
+    cloud: &dyn Cloud,
+    builder: &str,
+    timeout: Duration,
+    poll: Duration,
+    stop: &(dyn Fn() -> Option<Halt> + Sync),
+) -> Result<(), Halt> {
+    let console_every = (Duration::from_secs(60).as_millis() / poll.as_millis().max(1)).max(1);
+    let deadline = Instant::now() + timeout;
+    let mut polls: u128 = 0;
+    loop {
+        match cloud.instance_state(builder).await? {
+            InstanceState::Stopped => return Ok(()),
+            InstanceState::Pending | InstanceState::Running | InstanceState::Stopping => {}
+            InstanceState::Terminated => {
+                return Err(bake_failed(
+                    cloud,
+                    builder,
+                    format!("builder {builder} was terminated before it powered off"),
+                    "no image was taken; look for what terminated it (an instance-initiated shutdown must stop a builder, not terminate it), then apply again",
+                )
+                .await)
+            }
+        }
+        if polls.is_multiple_of(console_every) {
+            let console = cloud.console_output(builder).await?;
+            if let Some(line) = crate::bake::failure_in(&console) {
+                return Err(Halt::Failed(format!(
+                    "the provision script failed on builder {builder} ({line})\n  the end of its console:\n{}\n  no image was taken; fix the script and apply again",
+                    crate::bake::tail(&console, 20)
+                )));
+            }
+        }
+        polls += 1;
+        if let Some(halt) = stop() {
+            return Err(halt);
+        }
+        if Instant::now() >= deadline {
+            return Err(bake_failed(
+                cloud,
+                builder,
+                format!(
+                    "builder {builder} did not power off within bake_timeout {}: the provision script is still running, or it failed without saying so",
+                    show_duration(timeout)
+                ),
+                "no image was taken; fix the script, or raise image.bake_timeout if it needs longer, and apply again",
+            )
+            .await);
+        }
+        sleep(poll.min(deadline.saturating_duration_since(Instant::now()))).await;
+    }
+}
+
+/// A failed bake, with the end of the builder's console when it can be read.
+async fn bake_failed(cloud: &dyn Cloud, builder: &str, what: String, next: &str) -> Halt {
+    let console = match cloud.console_output(builder).await {
+        Ok(console) => crate::bake::tail(&console, 20),
+        Err(e) => format!("    (cannot read it: {e})"),
+    };
+    Halt::Failed(format!(
+        "{what}\n  the end of its console:\n{console}\n  {next}"
+    ))
+}
+
+/// What a new group starts with: the configured capacity, or, when scaling policies
+/// move the fleet, the group it replaces as it runs now (within the configured bounds),
+/// so that a release during a peak does not shrink the fleet.
+async fn starting_capacity(
+    cloud: &dyn Cloud,
+    fleet: &Fleet,
+    rollout: &Rollout,
+    reporter: &dyn Reporter,
+) -> Result<Capacity, Halt> {
+    let configured = fleet.instances.capacity;
+    let (Some(previous), false) = (&rollout.previous, fleet.instances.scaling.is_empty()) else {
+        return Ok(configured);
+    };
+    let Some(running) = cloud.group(&previous.group).await? else {
+        return Ok(configured);
+    };
+    let desired = running
+        .capacity
+        .desired
+        .clamp(configured.min, configured.max);
+    if desired != configured.desired {
+        reporter.line(
+            &fleet.name,
+            &format!(
+                "{} starts with {desired} instances, as {} runs now (its scaling policies moved it from {})",
+                rollout.group, previous.group, configured.desired
+            ),
+        );
+    }
+    Ok(Capacity {
+        desired,
+        ..configured
+    })
+}
+
+/// Puts the fleet's target tracking policies on the new group; putting one again
+/// replaces it, so a resumed launch puts them all.
+async fn put_policies(
+    cloud: &dyn Cloud,
+    fleet: &Fleet,
+    rollout: &Rollout,
+    target_group: &str,
+) -> Result<(), Halt> {
+    for policy in &fleet.instances.scaling {
+        let resource_label = (policy.metric == crate::config::ScalingMetric::RequestsPerTarget)
+            .then(|| {
+                format!(
+                    "{}/{}",
+                    load_balancer_dimension(&rollout.listener_arn),
+                    target_group_dimension(target_group)
+                )
+            });
+        let request = PolicyRequest {
+            group: rollout.group.clone(),
+            name: format!("{}-{}", rollout.group, policy.name),
+            metric: policy.metric,
+            target: policy.target,
+            resource_label,
+        };
+        cloud.put_scaling_policy(&request).await?;
+    }
+    Ok(())
 }
 
 async fn wait_image(

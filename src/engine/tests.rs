@@ -38,6 +38,11 @@ fn setup_with_pause(pause: &str) -> Setup {
 
 /// A fleet whose rollout block also holds `extra` (gates, keep_previous).
 fn setup_with(pause: &str, extra: &str) -> Setup {
+    setup_fleet(pause, extra, "", "")
+}
+
+/// A fleet with more in its rollout, image and instances blocks.
+fn setup_fleet(pause: &str, extra: &str, image: &str, instances: &str) -> Setup {
     let dir = std::env::temp_dir().join(format!("immune-engine-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
@@ -50,11 +55,13 @@ fleet "web" {
   image {
     source_ami    = "ami-source"
     instance_type = "t3.small"
+    IMAGE
   }
   instances {
     instance_type   = "t3.small"
     subnets         = ["subnet-a"]
     security_groups = ["sg-1"]
+    INSTANCES
     capacity {
       min     = 1
       max     = 2
@@ -76,7 +83,9 @@ fleet "web" {
   }
 }
 "#
-        .replace("EXTRA", extra),
+        .replace("EXTRA", extra)
+        .replace("IMAGE", image)
+        .replace("INSTANCES", instances),
     )
     .unwrap();
     let cloud = std::sync::Arc::new(FakeCloud::with_surroundings());
@@ -1244,4 +1253,195 @@ async fn a_fault_stop_during_the_bake_says_the_builder_is_left_for_the_next_appl
     ));
     let w = s.cloud.world.lock().unwrap();
     assert_eq!(w.builders.len(), 1, "the same builder finished the bake");
+}
+
+/// The reason a rolled-back release gave.
+fn rolled_back_reason(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::RolledBack { reason, .. } => reason.clone(),
+        other => panic!("expected a rollback, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_image_is_taken_once_the_builder_ran_the_script_and_powered_off() {
+    let mut s = setup_fleet("0s", "", r#"provision = "apt-get install -y nginx""#, "");
+    s.apply("v1").await.unwrap();
+    let w = s.cloud.world.lock().unwrap();
+    // The fake refuses an image from a builder that is still running.
+    assert_eq!(w.images.len(), 1);
+    let user_data = w.builder_requests[0].user_data.clone().unwrap();
+    assert!(
+        user_data.contains("apt-get install -y nginx"),
+        "{user_data}"
+    );
+    assert!(user_data.contains("poweroff"), "{user_data}");
+    assert!(
+        w.builders
+            .keys()
+            .all(|b| w.instances[b] == crate::cloud::InstanceState::Terminated),
+        "the builder is terminated once the image is ready"
+    );
+}
+
+#[tokio::test]
+async fn a_builder_that_never_powers_off_fails_the_bake_with_its_console_and_no_image() {
+    let mut s = setup_fleet("0s", "", r#"bake_timeout = "50ms""#, "");
+    s.cloud.world.lock().unwrap().builders_hang = true;
+    let outcome = s.apply("v1").await.unwrap();
+    let reason = rolled_back_reason(&outcome);
+    assert!(
+        reason.contains("did not power off within bake_timeout 50ms"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("installing nginx"),
+        "the console's end: {reason}"
+    );
+    assert!(matches!(outcome, Outcome::RolledBack { locked: false, .. }));
+    let w = s.cloud.world.lock().unwrap();
+    assert!(w.images.is_empty());
+    assert!(w.groups.is_empty(), "nothing was launched");
+    assert!(w
+        .builders
+        .keys()
+        .all(|b| w.instances[b] == crate::cloud::InstanceState::Terminated));
+}
+
+#[tokio::test]
+async fn a_provision_script_that_fails_is_seen_on_the_console_without_waiting_for_the_timeout() {
+    let mut s = setup_fleet("0s", "", r#"bake_timeout = "1h""#, "");
+    s.apply("v1").await.unwrap();
+    s.cloud.world.lock().unwrap().provision_fails = true;
+    let started = std::time::Instant::now();
+    let outcome = s
+        .apply_with_image_change("v2", "apt-get install -y nginx")
+        .await;
+    let reason = rolled_back_reason(&outcome);
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert!(reason.contains("exit status 100"), "{reason}");
+    assert!(reason.contains("Unable to locate package"), "{reason}");
+    assert_eq!(s.weights(), [("arn:tg/web-v001".to_string(), 100)]);
+    assert!(
+        s.state.fleets["web"].lock.is_none(),
+        "a broken bake never touched the fleet"
+    );
+    assert_eq!(s.cloud.world.lock().unwrap().images.len(), 1);
+}
+
+impl Setup {
+    /// Applies `release` with another provision script, so that a new image is baked.
+    async fn apply_with_image_change(&mut self, release: &str, provision: &str) -> Outcome {
+        let path = self.dir.join("main.hcl");
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "instance_type = \"t3.small\"\n",
+            &format!("instance_type = \"t3.small\"\n    provision = {provision:?}\n"),
+        );
+        std::fs::write(&path, text).unwrap();
+        self.apply(release).await.unwrap()
+    }
+}
+
+const PRODUCTION: &str = r#"
+    iam_instance_profile = "web"
+    key_name             = "ops"
+    tags                 = { service = "web", team = "edge" }
+    root_volume {
+      size      = 30
+      type      = "gp3"
+      encrypted = true
+      iops      = 3000
+    }
+    metadata {
+      hop_limit = 2
+    }
+    spot {
+      instance_types    = ["t3.small", "t3a.small"]
+      on_demand_base    = 1
+      on_demand_percent = 25
+    }
+    scaling "cpu" {
+      metric = "cpu"
+      target = 50
+    }
+    scaling "requests" {
+      metric = "requests_per_target"
+      target = 1000
+    }
+"#;
+
+#[tokio::test]
+async fn every_instance_setting_reaches_the_template_the_group_and_its_policies() {
+    let mut s = setup_fleet("0s", "", r#"iam_instance_profile = "builder""#, PRODUCTION);
+    s.apply("v1").await.unwrap();
+    let w = s.cloud.world.lock().unwrap();
+    let builder = &w.builder_requests[0];
+    assert_eq!(builder.iam_instance_profile.as_deref(), Some("builder"));
+    assert!(builder.metadata.tokens_required);
+    let lt = &w.launch_requests[0];
+    assert_eq!(lt.iam_instance_profile.as_deref(), Some("web"));
+    assert_eq!(lt.key_name.as_deref(), Some("ops"));
+    let volume = lt.root_volume.as_ref().unwrap();
+    assert_eq!(
+        (
+            volume.size,
+            volume.volume_type.as_deref(),
+            volume.encrypted,
+            volume.iops
+        ),
+        (Some(30), Some("gp3"), Some(true), Some(3000))
+    );
+    assert_eq!(
+        lt.metadata,
+        crate::config::Metadata {
+            tokens_required: true,
+            hop_limit: 2
+        }
+    );
+    assert_eq!(lt.tags.extra["service"], "web");
+    let (group, _) = &w.groups["web-v001"];
+    let spot = group.spot.as_ref().unwrap();
+    assert_eq!(spot.instance_types, ["t3.small", "t3a.small"]);
+    assert_eq!((spot.on_demand_base, spot.on_demand_percent), (1, 25));
+    assert!(group.tags.pairs().contains(&("team".into(), "edge".into())));
+    let policies = &w.policies["web-v001"];
+    assert_eq!(policies.len(), 2);
+    let label = |name: &str| {
+        let policy = policies.iter().find(|p| p.name == name).unwrap();
+        policy.resource_label.clone()
+    };
+    assert_eq!(label("web-v001-cpu"), None);
+    let requests = label("web-v001-requests").expect("requests per target name their target group");
+    assert!(requests.ends_with("web-v001"), "{requests}");
+}
+
+#[tokio::test]
+async fn with_scaling_policies_a_new_group_starts_as_large_as_the_old_one_runs() {
+    let mut s = setup_fleet("0s", "", "", PRODUCTION);
+    s.apply("v1").await.unwrap();
+    // The policy scaled the fleet in: one instance instead of the configured two.
+    s.cloud
+        .scale_group(
+            "web-v001",
+            Capacity {
+                min: 1,
+                max: 2,
+                desired: 1,
+            },
+        )
+        .await
+        .unwrap();
+    let config = s.config("v2");
+    let observed = crate::cli::observe::plan(s.cloud.as_ref(), &config, &s.state)
+        .await
+        .unwrap();
+    assert!(
+        observed.changes[0].drift.is_empty(),
+        "desired capacity moved by a policy is not drift: {:?}",
+        observed.changes[0].drift
+    );
+    s.apply("v2").await.unwrap();
+    let w = s.cloud.world.lock().unwrap();
+    assert_eq!(w.groups["web-v002"].0.capacity.desired, 1);
+    assert_eq!(w.policies["web-v002"].len(), 2);
 }

@@ -133,6 +133,16 @@ pub struct Release {
     pub gates: Vec<GatePlan>,
     /// Replaced groups kept scaled to zero for rollback.
     pub keep_previous: u32,
+    /// The instances' other settings, in words: what the launch template and group get.
+    #[serde(default)]
+    pub settings: Vec<Setting>,
+}
+
+/// One instance setting of a release, as the plan shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Setting {
+    pub name: String,
+    pub value: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,6 +171,9 @@ pub enum ImagePlan {
         source_ami: String,
         instance_type: String,
         name: String,
+        /// How long the provision script may take, e.g. `30m`.
+        #[serde(default)]
+        bake_timeout: String,
     },
     Reuse {
         image: String,
@@ -196,6 +209,88 @@ pub struct Live {
     pub original_target_groups: Vec<String>,
 }
 
+/// The instances' settings beyond type, subnets and capacity, in words, for the plan.
+pub fn settings_of(fleet: &Fleet) -> Vec<Setting> {
+    let i = &fleet.instances;
+    let mut settings = Vec::new();
+    let mut add = |name: &str, value: String| {
+        settings.push(Setting {
+            name: name.into(),
+            value,
+        })
+    };
+    if let Some(profile) = &i.iam_instance_profile {
+        add("profile", profile.clone());
+    }
+    if let Some(key) = &i.key_name {
+        add("key pair", key.clone());
+    }
+    let tags = fleet.instance_tags();
+    if !tags.is_empty() {
+        let shown: Vec<String> = tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        add("tags", shown.join(", "));
+    }
+    if let Some(v) = &i.root_volume {
+        let mut parts = vec![format!(
+            "{} {}",
+            v.size.map_or("image's size".into(), |s| format!("{s} GiB")),
+            v.volume_type.as_deref().unwrap_or("(image's type)")
+        )];
+        match v.encrypted {
+            Some(true) => parts.push("encrypted".into()),
+            Some(false) => parts.push("not encrypted".into()),
+            None => {}
+        }
+        if let Some(iops) = v.iops {
+            parts.push(format!("{iops} IOPS"));
+        }
+        if let Some(t) = v.throughput {
+            parts.push(format!("{t} MiB/s"));
+        }
+        add("root", parts.join(", "));
+    }
+    add(
+        "metadata",
+        format!(
+            "IMDSv2 {}, hop limit {}",
+            if i.metadata.tokens_required {
+                "required"
+            } else {
+                "optional (IMDSv1 allowed)"
+            },
+            i.metadata.hop_limit
+        ),
+    );
+    if let Some(spot) = &i.spot {
+        add(
+            "spot",
+            format!(
+                "{}; the first {} on demand, then {}% on demand",
+                spot.instance_types.join(", "),
+                spot.on_demand_base,
+                spot.on_demand_percent
+            ),
+        );
+    }
+    for policy in &i.scaling {
+        add(
+            "scaling",
+            format!(
+                "{}: keep {} at {} (target tracking)",
+                policy.name,
+                match policy.metric {
+                    crate::config::ScalingMetric::Cpu => "average CPU % per instance",
+                    crate::config::ScalingMetric::RequestsPerTarget => "requests per target",
+                    crate::config::ScalingMetric::NetworkIn => "average network in per instance",
+                    crate::config::ScalingMetric::NetworkOut => "average network out per instance",
+                },
+                policy.target
+            ),
+        );
+    }
+    settings
+}
+
 /// The hash of everything that goes into the image: the same spec bakes the same image.
 pub fn bake_id(fleet: &Fleet) -> String {
     let mut h = Sha256::new();
@@ -208,6 +303,10 @@ pub fn bake_id(fleet: &Fleet) -> String {
     ] {
         h.update(part.as_bytes());
         h.update([0]);
+    }
+    // Added later: hashed only when set, so that existing bakes keep their id.
+    if let Some(profile) = &image.iam_instance_profile {
+        h.update(format!("profile={profile}\0").as_bytes());
     }
     hex(&h.finalize()[..8])
 }
@@ -228,6 +327,32 @@ pub fn fingerprint(fleet: &Fleet) -> String {
     ] {
         h.update(part.as_bytes());
         h.update([0]);
+    }
+    // Settings added later are hashed only when they differ from their default, so that
+    // upgrading immune does not make a new release of every fleet.
+    let defaults_aside = serde_json::json!({
+        "iam_instance_profile": i.iam_instance_profile,
+        "key_name": i.key_name,
+        "tags": fleet.instance_tags(),
+        "default_tags": fleet.default_tags,
+        "root_volume": i.root_volume,
+        "metadata": (i.metadata != crate::config::Metadata::default()).then_some(i.metadata),
+        "spot": i.spot,
+        "scaling": i.scaling,
+    });
+    let set: serde_json::Map<String, serde_json::Value> = defaults_aside
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, v)| {
+            !(v.is_null()
+                || v.as_object().is_some_and(|o| o.is_empty())
+                || v.as_array().is_some_and(|a| a.is_empty()))
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if !set.is_empty() {
+        h.update(serde_json::Value::Object(set).to_string().as_bytes());
     }
     hex(&h.finalize()[..8])
 }
@@ -275,16 +400,18 @@ pub fn plan(config: &Config, state: &State, observed: &BTreeMap<String, Observed
 fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Change {
     let recorded = state.fleets.get(&fleet.name).cloned().unwrap_or_default();
     let live = observed.and_then(|o| o.live.as_ref());
+    let scaled = !fleet.instances.scaling.is_empty();
     let drift = match (&recorded.active, live) {
-        (Some(active), Some(live)) if recorded.rollout.is_none() => drift_of(active, live),
+        (Some(active), Some(live)) if recorded.rollout.is_none() => drift_of(active, live, scaled),
         _ => Vec::new(),
     };
+    let notes = scaling_note(fleet, live);
     let change = |action, reason: String| Change {
         fleet: fleet.name.clone(),
         action,
         reason,
         drift: drift.clone(),
-        warnings: Vec::new(),
+        warnings: notes.clone(),
     };
     if let Some(lock) = &recorded.lock {
         return change(
@@ -369,6 +496,7 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
             source_ami: fleet.image.source_ami.clone(),
             instance_type: fleet.image.instance_type.clone(),
             name: image_name(fleet, seq),
+            bake_timeout: crate::config::show_duration(fleet.image.bake_timeout),
         },
     };
     use crate::config::show_duration as show;
@@ -385,6 +513,7 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
         port: fleet.traffic.port,
         health_check_path: fleet.traffic.health_check.path.clone(),
         listener: fleet.traffic.route(),
+        settings: settings_of(fleet),
         steps: fleet.rollout.steps.clone(),
         pause: show(fleet.rollout.pause),
         healthy_within: show(fleet.rollout.healthy_within),
@@ -535,8 +664,39 @@ fn lost(live: &Live) -> Option<String> {
     (!gone.is_empty()).then(|| format!("the active release lost {}", gone.join(" and ")))
 }
 
-/// Every difference between the recorded active release and what runs.
-fn drift_of(active: &Group, live: &Live) -> Vec<Drift> {
+/// With scaling policies the running desired capacity is theirs to move: the plan says
+/// so when it differs from the configured one, instead of calling it drift.
+fn scaling_note(fleet: &Fleet, live: Option<&Live>) -> Vec<String> {
+    let status = live.and_then(|l| l.group.as_ref());
+    match status {
+        Some(status)
+            if !fleet.instances.scaling.is_empty()
+                && status.capacity.desired != fleet.instances.capacity.desired =>
+        {
+            vec![format!(
+                "{} runs {} instances where {} are configured: its scaling policies set the desired capacity, so apply leaves it, and a new release starts as large",
+                status.name, status.capacity.desired, fleet.instances.capacity.desired
+            )]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// `capacity` with the desired count of `running` when scaling policies move it.
+fn scaled_desired(capacity: Capacity, running: Capacity, scaled: bool) -> Capacity {
+    if scaled {
+        Capacity {
+            desired: running.desired.clamp(capacity.min, capacity.max),
+            ..capacity
+        }
+    } else {
+        capacity
+    }
+}
+
+/// Every difference between the recorded active release and what runs. With scaling
+/// policies (`scaled`), the desired capacity is theirs and not compared.
+fn drift_of(active: &Group, live: &Live, scaled: bool) -> Vec<Drift> {
     let mut drift = Vec::new();
     let group = format!("group {}", active.name);
     match &live.group {
@@ -546,6 +706,7 @@ fn drift_of(active: &Group, live: &Live) -> Vec<Drift> {
         }),
         Some(status) => {
             if let Some(recorded) = active.capacity {
+                let recorded = scaled_desired(recorded, status.capacity, scaled);
                 if recorded != status.capacity {
                     drift.push(Drift {
                         resource: group,
@@ -586,9 +747,13 @@ fn drift_of(active: &Group, live: &Live) -> Vec<Drift> {
 
 /// What apply changes in place to bring the running release to the configuration.
 fn update_of(fleet: &Fleet, active: &Group, live: &Live) -> Update {
-    let wanted = fleet.instances.capacity;
+    let scaled = !fleet.instances.scaling.is_empty();
     let capacity = live.group.as_ref().and_then(|status| {
-        (status.capacity != wanted || active.capacity != Some(wanted)).then_some(CapacityChange {
+        let wanted = scaled_desired(fleet.instances.capacity, status.capacity, scaled);
+        let recorded = active
+            .capacity
+            .map(|c| scaled_desired(c, status.capacity, scaled));
+        (status.capacity != wanted || recorded != Some(wanted)).then_some(CapacityChange {
             from: status.capacity,
             to: wanted,
         })
@@ -609,9 +774,10 @@ fn update_of(fleet: &Fleet, active: &Group, live: &Live) -> Update {
 /// Why the update is needed, or `None` when there is nothing to do.
 fn update_reason(fleet: &Fleet, active: &Group, update: &Update) -> Option<String> {
     let mut why = Vec::new();
+    let scaled = !fleet.instances.scaling.is_empty();
     if let Some(c) = &update.capacity {
-        let recorded = active.capacity.unwrap_or(c.from);
-        if recorded != fleet.instances.capacity {
+        let recorded = scaled_desired(active.capacity.unwrap_or(c.from), c.from, scaled);
+        if recorded != scaled_desired(fleet.instances.capacity, c.from, scaled) {
             why.push(format!(
                 "capacity changed in the configuration: {}",
                 capacity_change(recorded, c.to)

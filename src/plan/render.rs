@@ -71,10 +71,11 @@ pub fn render(plan: &Plan, color: bool) -> String {
                         source_ami,
                         instance_type,
                         name,
+                        bake_timeout,
                     } => {
                         let _ = writeln!(
                             out,
-                            "      {plus} image   bake \"{name}\" from {source_ami} on a {instance_type} builder"
+                            "      {plus} image   bake \"{name}\" from {source_ami} on a {instance_type} builder (provision within {bake_timeout})"
                         );
                     }
                     ImagePlan::Reuse { image } => {
@@ -96,6 +97,9 @@ pub fn render(plan: &Plan, color: bool) -> String {
                     r.subnets,
                     if r.subnets == 1 { "" } else { "s" }
                 );
+                for setting in &r.settings {
+                    let _ = writeln!(out, "          {:<9}{}", setting.name, setting.value);
+                }
                 let _ = writeln!(
                     out,
                     "      {plus} target  {}: port {}, health check {}",

@@ -1,10 +1,20 @@
 //! Images, builder instances, subnets and launch templates (EC2).
 
 use super::*;
+use crate::config::{Metadata, RootVolume};
 use aws_sdk_ec2::types::{
-    Filter, InstanceStateName, LaunchTemplateTagSpecificationRequest, RequestLaunchTemplateData,
-    ResourceType, Tag, TagSpecification,
+    Filter, HttpTokensState, IamInstanceProfileSpecification, InstanceMetadataOptionsRequest,
+    InstanceStateName, LaunchTemplateBlockDeviceMappingRequest,
+    LaunchTemplateEbsBlockDeviceRequest, LaunchTemplateHttpTokensState,
+    LaunchTemplateIamInstanceProfileSpecificationRequest,
+    LaunchTemplateInstanceMetadataOptionsRequest, LaunchTemplateTagSpecificationRequest,
+    RequestLaunchTemplateData, ResourceType, ShutdownBehavior, Tag, TagSpecification, VolumeType,
 };
+
+/// `name` or `arn:...`: which field of a profile specification it goes in.
+fn is_arn(profile: &str) -> bool {
+    profile.starts_with("arn:")
+}
 
 fn ec2_tags(tags: &Tags) -> Vec<Tag> {
     tags.pairs()
@@ -144,6 +154,18 @@ impl Aws {
     pub(super) async fn launch_builder(&self, request: &BuilderRequest) -> CloudResult<String> {
         let mut builder_tags = ec2_tags(&request.tags);
         builder_tags.push(Tag::builder().key(TAG_ROLE).value("builder").build());
+        let profile = request.iam_instance_profile.as_deref().map(|p| {
+            let spec = IamInstanceProfileSpecification::builder();
+            if is_arn(p) {
+                spec.arn(p).build()
+            } else {
+                spec.name(p).build()
+            }
+        });
+        let Metadata {
+            tokens_required,
+            hop_limit,
+        } = request.metadata;
         let out = self
             .ec2
             .run_instances()
@@ -154,7 +176,22 @@ impl Aws {
             .subnet_id(&request.subnet)
             .set_security_group_ids(Some(request.security_groups.clone()))
             .set_user_data(request.user_data.as_deref().map(base64))
-            .tag_specifications(tag_spec(ResourceType::Instance, builder_tags))
+            .set_iam_instance_profile(profile)
+            // The provision script ends by powering the builder off: that must stop it,
+            // not terminate it, so that the image can be taken from its disk.
+            .instance_initiated_shutdown_behavior(ShutdownBehavior::Stop)
+            .metadata_options(
+                InstanceMetadataOptionsRequest::builder()
+                    .http_tokens(if tokens_required {
+                        HttpTokensState::Required
+                    } else {
+                        HttpTokensState::Optional
+                    })
+                    .http_put_response_hop_limit(hop_limit as i32)
+                    .build(),
+            )
+            .tag_specifications(tag_spec(ResourceType::Instance, builder_tags.clone()))
+            .tag_specifications(tag_spec(ResourceType::Volume, builder_tags))
             .send()
             .await
             .map_err(|e| sdk_error("RunInstances", e))?;
@@ -188,11 +225,29 @@ impl Aws {
         Ok(match state {
             InstanceStateName::Pending => InstanceState::Pending,
             InstanceStateName::Running => InstanceState::Running,
-            InstanceStateName::ShuttingDown
-            | InstanceStateName::Stopping
-            | InstanceStateName::Stopped => InstanceState::Stopping,
+            InstanceStateName::Stopping => InstanceState::Stopping,
+            InstanceStateName::Stopped => InstanceState::Stopped,
             _ => InstanceState::Terminated,
         })
+    }
+
+    pub(super) async fn console_output(&self, instance_id: &str) -> CloudResult<String> {
+        let out = self
+            .ec2
+            .get_console_output()
+            .instance_id(instance_id)
+            .latest(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error("GetConsoleOutput", e))?;
+        let Some(encoded) = out.output() else {
+            return Ok(String::new());
+        };
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .unwrap_or_else(|_| encoded.as_bytes().to_vec());
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     pub(super) async fn create_image(
@@ -330,17 +385,48 @@ impl Aws {
         &self,
         request: &LaunchRequest,
     ) -> CloudResult<LaunchTemplateRef> {
+        let tags_on = |resource| {
+            LaunchTemplateTagSpecificationRequest::builder()
+                .resource_type(resource)
+                .set_tags(Some(ec2_tags(&request.tags)))
+                .build()
+        };
+        let profile = request.iam_instance_profile.as_deref().map(|p| {
+            let spec = LaunchTemplateIamInstanceProfileSpecificationRequest::builder();
+            if is_arn(p) {
+                spec.arn(p).build()
+            } else {
+                spec.name(p).build()
+            }
+        });
+        let root = match &request.root_volume {
+            Some(volume) => Some(self.root_volume(&request.image_id, volume).await?),
+            None => None,
+        };
+        let Metadata {
+            tokens_required,
+            hop_limit,
+        } = request.metadata;
         let data = RequestLaunchTemplateData::builder()
             .image_id(&request.image_id)
             .instance_type(request.instance_type.as_str().into())
             .set_security_group_ids(Some(request.security_groups.clone()))
             .set_user_data(request.user_data.as_deref().map(base64))
-            .tag_specifications(
-                LaunchTemplateTagSpecificationRequest::builder()
-                    .resource_type(ResourceType::Instance)
-                    .set_tags(Some(ec2_tags(&request.tags)))
+            .set_iam_instance_profile(profile)
+            .set_key_name(request.key_name.clone())
+            .set_block_device_mappings(root.map(|r| vec![r]))
+            .metadata_options(
+                LaunchTemplateInstanceMetadataOptionsRequest::builder()
+                    .http_tokens(if tokens_required {
+                        LaunchTemplateHttpTokensState::Required
+                    } else {
+                        LaunchTemplateHttpTokensState::Optional
+                    })
+                    .http_put_response_hop_limit(hop_limit as i32)
                     .build(),
             )
+            .tag_specifications(tags_on(ResourceType::Instance))
+            .tag_specifications(tags_on(ResourceType::Volume))
             .build();
         match self.launch_template(&request.template_name).await? {
             None => {
@@ -396,6 +482,33 @@ impl Aws {
                 Ok(LaunchTemplateRef { id, version })
             }
         }
+    }
+
+    /// The root volume's mapping: its device name is the image's root device
+    /// (`/dev/xvda`, `/dev/sda1`), so that the setting replaces the image's own volume
+    /// instead of adding a second one.
+    async fn root_volume(
+        &self,
+        image_id: &str,
+        volume: &RootVolume,
+    ) -> CloudResult<LaunchTemplateBlockDeviceMappingRequest> {
+        let device = self
+            .describe_image(image_id)
+            .await?
+            .and_then(|i| i.root_device_name().map(str::to_string))
+            .unwrap_or_else(|| "/dev/xvda".into());
+        let ebs = LaunchTemplateEbsBlockDeviceRequest::builder()
+            .set_volume_size(volume.size.map(|s| s as i32))
+            .set_volume_type(volume.volume_type.as_deref().map(VolumeType::from))
+            .set_encrypted(volume.encrypted)
+            .set_iops(volume.iops.map(|i| i as i32))
+            .set_throughput(volume.throughput.map(|t| t as i32))
+            .delete_on_termination(true)
+            .build();
+        Ok(LaunchTemplateBlockDeviceMappingRequest::builder()
+            .device_name(device)
+            .ebs(ebs)
+            .build())
     }
 
     pub(super) async fn delete_launch_template_version(

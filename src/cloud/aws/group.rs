@@ -1,7 +1,10 @@
 //! Auto Scaling groups.
 
 use super::*;
-use aws_sdk_autoscaling::types::{LaunchTemplateSpecification, Tag};
+use aws_sdk_autoscaling::types::{
+    InstancesDistribution, LaunchTemplate, LaunchTemplateOverrides, LaunchTemplateSpecification,
+    MixedInstancesPolicy, PredefinedMetricSpecification, Tag, TargetTrackingConfiguration,
+};
 
 impl Aws {
     pub(super) async fn create_group(&self, request: &GroupRequest) -> CloudResult<()> {
@@ -19,15 +22,44 @@ impl Aws {
                     .build()
             })
             .collect();
-        self.autoscaling
+        let template = LaunchTemplateSpecification::builder()
+            .launch_template_id(&request.launch_template.id)
+            .version(request.launch_template.version.to_string())
+            .build();
+        let create = self
+            .autoscaling
             .create_auto_scaling_group()
-            .auto_scaling_group_name(&request.name)
-            .launch_template(
-                LaunchTemplateSpecification::builder()
-                    .launch_template_id(&request.launch_template.id)
-                    .version(request.launch_template.version.to_string())
+            .auto_scaling_group_name(&request.name);
+        // With spot, the template is launched through a mixed instances policy whose
+        // overrides list the instance types; without, it is the group's template.
+        let create = match &request.spot {
+            Some(spot) => create.mixed_instances_policy(
+                MixedInstancesPolicy::builder()
+                    .launch_template(
+                        LaunchTemplate::builder()
+                            .launch_template_specification(template)
+                            .set_overrides(Some(
+                                spot.instance_types
+                                    .iter()
+                                    .map(|t| {
+                                        LaunchTemplateOverrides::builder().instance_type(t).build()
+                                    })
+                                    .collect(),
+                            ))
+                            .build(),
+                    )
+                    .instances_distribution(
+                        InstancesDistribution::builder()
+                            .on_demand_base_capacity(spot.on_demand_base as i32)
+                            .on_demand_percentage_above_base_capacity(spot.on_demand_percent as i32)
+                            .spot_allocation_strategy("price-capacity-optimized")
+                            .build(),
+                    )
                     .build(),
-            )
+            ),
+            None => create.launch_template(template),
+        };
+        create
             .min_size(request.capacity.min as i32)
             .max_size(request.capacity.max as i32)
             .desired_capacity(request.capacity.desired as i32)
@@ -39,6 +71,33 @@ impl Aws {
             .send()
             .await
             .map_err(|e| sdk_error("CreateAutoScalingGroup", e))?;
+        Ok(())
+    }
+
+    pub(super) async fn put_scaling_policy(&self, request: &PolicyRequest) -> CloudResult<()> {
+        if !self.owned_group(&request.group).await? {
+            return Err(CloudError::NotFound(format!(
+                "Auto Scaling group {}",
+                request.group
+            )));
+        }
+        let metric = PredefinedMetricSpecification::builder()
+            .predefined_metric_type(request.metric.predefined().into())
+            .set_resource_label(request.resource_label.clone())
+            .build();
+        let tracking = TargetTrackingConfiguration::builder()
+            .predefined_metric_specification(metric)
+            .target_value(request.target)
+            .build();
+        self.autoscaling
+            .put_scaling_policy()
+            .auto_scaling_group_name(&request.group)
+            .policy_name(&request.name)
+            .policy_type("TargetTrackingScaling")
+            .target_tracking_configuration(tracking)
+            .send()
+            .await
+            .map_err(|e| sdk_error("PutScalingPolicy", e))?;
         Ok(())
     }
 

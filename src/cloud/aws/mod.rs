@@ -232,6 +232,9 @@ impl Cloud for Aws {
     async fn instance_state(&self, instance_id: &str) -> CloudResult<InstanceState> {
         self.instance_state(instance_id).await
     }
+    async fn console_output(&self, instance_id: &str) -> CloudResult<String> {
+        self.console_output(instance_id).await
+    }
     async fn create_image(
         &self,
         builder: &str,
@@ -298,6 +301,9 @@ impl Cloud for Aws {
     }
     async fn create_group(&self, request: &GroupRequest) -> CloudResult<()> {
         self.create_group(request).await
+    }
+    async fn put_scaling_policy(&self, request: &PolicyRequest) -> CloudResult<()> {
+        self.put_scaling_policy(request).await
     }
     async fn groups(&self, names: &[String]) -> CloudResult<BTreeMap<String, GroupStatus>> {
         self.groups(names).await
