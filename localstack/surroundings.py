@@ -69,6 +69,7 @@ class Surroundings:
         self.ec2 = session.client("ec2", endpoint_url=endpoint_url)
         self.elbv2 = session.client("elbv2", endpoint_url=endpoint_url)
         self.cloudwatch = session.client("cloudwatch", endpoint_url=endpoint_url)
+        self.iam = session.client("iam", endpoint_url=endpoint_url)
         self.tags = [{"Key": "Name", "Value": prefix}, {"Key": "immune:surroundings", "Value": prefix}]
 
     def default_network(self) -> tuple[str, list[str]]:
@@ -183,6 +184,26 @@ class Surroundings:
         return name
 
 
+    def instance_profile(self) -> str:
+        """An instance profile for the fleet's instances (a production fleet names one)."""
+        name = f"{self.prefix}-instances"
+        try:
+            self.iam.create_instance_profile(InstanceProfileName=name)
+        except ClientError as e:
+            if error_code(e) != "EntityAlreadyExists":
+                raise
+        return name
+
+    def key_pair(self) -> str:
+        name = f"{self.prefix}-ops"
+        try:
+            self.ec2.create_key_pair(KeyName=name)
+        except ClientError as e:
+            if error_code(e) != "InvalidKeyPair.Duplicate":
+                raise
+        return name
+
+
 def hcl_list(items: list[str]) -> str:
     return "[" + ", ".join(json.dumps(i) for i in items) + "]"
 
@@ -201,6 +222,8 @@ def main() -> None:
     tg_arn = s.placeholder_target_group(vpc_id)
     listener_arn = s.listener(lb_arn, tg_arn)
     alarm = s.alarm(lb_dimension)
+    profile = s.instance_profile()
+    key_pair = s.key_pair()
 
     out = {
         "load_balancer": args.prefix,
@@ -213,6 +236,9 @@ def main() -> None:
         "source_ami": ami,
         "alarm": alarm,
         "placeholder_target_group": tg_arn,
+        "instance_profile": profile,
+        "key_pair": key_pair,
+        "region": args.region,
     }
     if args.var_file:
         # JSON strings are valid HCL strings, so json.dumps does the quoting.
@@ -223,6 +249,8 @@ def main() -> None:
             f"source_ami      = {json.dumps(ami)}\n"
             f"load_balancer   = {json.dumps(args.prefix)}\n"
             f"alarm           = {json.dumps(alarm)}\n"
+            f"instance_profile = {json.dumps(profile)}\n"
+            f"key_pair        = {json.dumps(key_pair)}\n"
         )
         tmp = f"{args.var_file}.tmp.{os.getpid()}"
         with open(tmp, "w") as f:

@@ -84,7 +84,7 @@ async fn apply_locked(
         let cloud = observe::connect(cli, config, &state).await?;
         let plan = match &document {
             Some(document) => document.plan(),
-            None => observe::plan(cloud.as_ref(), config, &state).await?,
+            None => observe::plan(&cloud, config, &state).await?,
         };
         print!("{}", crate::plan::render(&plan, cli.color()));
         if !plan.has_changes() {
@@ -125,7 +125,7 @@ async fn apply_locked(
         interrupts.next().await;
     };
     tokio::select! {
-        result = run(config, cloud.as_ref(), backend, &mut state, &plan, &signals) => result,
+        result = run(config, &cloud, backend, &mut state, &plan, &signals) => result,
         _ = interrupts => Err(CliError::Message(
             "error: stopped at once; state records the last completed step: run `immune apply` to resume the rollout or `immune rollback FLEET` to roll it back".into(),
         )),
@@ -134,14 +134,23 @@ async fn apply_locked(
 
 async fn run(
     config: &Config,
-    cloud: &dyn crate::cloud::Cloud,
+    clouds: &crate::cloud::Clouds,
     backend: &dyn crate::state::Backend,
     state: &mut crate::state::State,
     plan: &crate::plan::Plan,
     signals: &Signals,
 ) -> Result<Success, CliError> {
     let message = |e: &dyn std::fmt::Display| CliError::Message(format!("error: {e}"));
-    let mut engine = Engine::new(cloud, backend, state, &Stdout, signals);
+    // Each fleet is carried out in the region its resources are in.
+    let regions: std::collections::BTreeMap<String, &dyn crate::cloud::Cloud> = plan
+        .changes
+        .iter()
+        .map(|c| {
+            let cloud = observe::cloud_of(clouds, config, state, &c.fleet);
+            (c.fleet.clone(), cloud)
+        })
+        .collect();
+    let mut engine = Engine::new(clouds.get(None), backend, state, &Stdout, signals);
     let mut rolled_back = Vec::new();
     let mut locked = Vec::new();
     let mut blocked = Vec::new();
@@ -150,6 +159,7 @@ async fn run(
     let mut stopped = Vec::new();
     for change in &plan.changes {
         let name = &change.fleet;
+        engine.cloud = regions[name];
         // A retired fleet is the one without a configuration.
         let configured = || {
             config

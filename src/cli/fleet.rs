@@ -58,7 +58,10 @@ pub async fn status(cli: &Cli, only: Option<&str>, json: bool) -> Result<Success
             continue;
         }
         let recorded = state.fleets.get(&fleet.name).cloned().unwrap_or_default();
-        report.push(fleet_status(cloud.as_deref(), &fleet.name, &recorded).await);
+        let cloud = cloud
+            .as_ref()
+            .map(|c| observe::cloud_of(c, &config, &state, &fleet.name));
+        report.push(fleet_status(cloud, &fleet.name, &recorded).await);
     }
     if json {
         println!(
@@ -499,9 +502,10 @@ async fn roll_back_locked(
     let name = &fleet.name;
     let mut state = backend.load().await.map_err(error)?;
     super::init::check_location(cli, config, &state).await?;
-    let cloud = observe::connect(cli, config, &state).await?;
+    let clouds = observe::connect(cli, config, &state).await?;
+    let cloud = observe::cloud_of(&clouds, config, &state, name);
     let signals = Signals::default();
-    let mut engine = Engine::new(cloud.as_ref(), backend, &mut state, &Stdout, &signals);
+    let mut engine = Engine::new(cloud, backend, &mut state, &Stdout, &signals);
     // A rollback is the safe direction, so the first Ctrl-C (or SIGTERM, SIGHUP) lets it
     // go on; the second stops at once with the last step recorded.
     let mut interrupts = Interrupts::new();

@@ -236,7 +236,7 @@ pub async fn run(cli: Cli) -> Result<Success, CliError> {
             let state = apply::read_state(&cli, &config).await?;
             init::check_location(&cli, &config, &state).await?;
             let cloud = observe::connect(&cli, &config, &state).await?;
-            let plan = observe::plan(cloud.as_ref(), &config, &state).await?;
+            let plan = observe::plan(&cloud, &config, &state).await?;
             let document = crate::plan::Document::new(&plan, &state, &config);
             if *json {
                 println!("{}", document.to_json());

@@ -5,44 +5,106 @@
 use super::{Cli, CliError};
 use crate::cloud::aws::Aws;
 use crate::cloud::faulty::Faulty;
-use crate::cloud::{resolve_route, retry_reads, Claim, Cloud, CloudError, Weight};
+use crate::cloud::{resolve_route, retry_reads, Claim, Cloud, CloudError, Clouds, Weight};
 use crate::config::{Config, GateCheck, ListenerRef};
 use crate::plan::{self, Live, Observed, Plan};
 use crate::state::{Group, State};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
-/// The cloud as this state's configuration sees it: what carries `state.lineage` is its
-/// own, everything else is left alone. `IMMUNE_INJECT_FAULTS=RATE[:SEED]` fails that
-/// share of calls on purpose, for fault-injection runs (see `cloud::faulty`).
-pub async fn connect(
-    cli: &Cli,
-    config: &Config,
-    state: &State,
-) -> Result<Box<dyn Cloud>, CliError> {
-    let region = cli
-        .region
-        .clone()
-        .or_else(|| config.fleets.iter().find_map(|f| f.region.clone()));
-    let aws = Aws::connect(region, &state.lineage)
-        .await
-        .map_err(|e| CliError::Message(format!("error: {e}")))?
-        .with_legacy_ownership(state.legacy_ownership);
-    Ok(match Faulty::from_env() {
-        Some((rate, seed)) => {
-            eprintln!("warning: IMMUNE_INJECT_FAULTS is set: {rate} of AWS calls fail on purpose");
-            Box::new(Faulty::new(std::sync::Arc::new(aws), rate, seed))
+/// The cloud as this state's configuration sees it, one per region its fleets use:
+/// what carries `state.lineage` is its own, everything else is left alone.
+/// `IMMUNE_INJECT_FAULTS=RATE[:SEED]` fails that share of calls on purpose, for
+/// fault-injection runs (see `cloud::faulty`).
+pub async fn connect(cli: &Cli, config: &Config, state: &State) -> Result<Clouds, CliError> {
+    let faults = Faulty::from_env();
+    if let Some((rate, _)) = faults {
+        eprintln!("warning: IMMUNE_INJECT_FAULTS is set: {rate} of AWS calls fail on purpose");
+    }
+    let open = |region: Option<String>| async move {
+        let aws = Aws::connect(region, &state.lineage)
+            .await?
+            .with_legacy_ownership(state.legacy_ownership);
+        Ok::<Arc<dyn Cloud>, CloudError>(match faults {
+            Some((rate, seed)) => Arc::new(Faulty::new(Arc::new(aws), rate, seed)),
+            None => Arc::new(aws),
+        })
+    };
+    let failed = |e: CloudError| CliError::Message(format!("error: {e}"));
+    // `--region`, else the environment's, else (when every fleet names one) the first
+    // fleet's: the region of fleets that name none.
+    let first = config.fleets.iter().find_map(|f| f.region.clone());
+    let default = match open(cli.region.clone()).await {
+        Ok(cloud) => cloud,
+        Err(CloudError::Invalid(_)) if cli.region.is_none() && first.is_some() => {
+            open(first).await.map_err(failed)?
         }
-        None => Box::new(aws),
-    })
+        Err(e) => return Err(failed(e)),
+    };
+    let default_region = default.region();
+    let wanted: BTreeSet<String> = config
+        .fleets
+        .iter()
+        .filter_map(|f| f.region.clone())
+        .chain(state.fleets.values().filter_map(|f| f.region.clone()))
+        .filter(|r| *r != default_region)
+        .collect();
+    let mut others = BTreeMap::new();
+    for region in wanted {
+        others.insert(region.clone(), open(Some(region)).await.map_err(failed)?);
+    }
+    Ok(Clouds::new(default, others))
 }
 
-pub async fn plan(cloud: &dyn Cloud, config: &Config, state: &State) -> Result<Plan, CliError> {
+/// The region a fleet's resources are in: the one recorded at its first release, else
+/// the one the configuration names (`None`: the default region).
+pub fn fleet_region<'a>(config: &'a Config, state: &'a State, name: &str) -> Option<&'a str> {
+    state
+        .fleets
+        .get(name)
+        .and_then(|f| f.region.as_deref())
+        .or_else(|| {
+            config
+                .fleets
+                .iter()
+                .find(|f| f.name == name)
+                .and_then(|f| f.region.as_deref())
+        })
+}
+
+/// The cloud of the region the named fleet's resources are in.
+pub fn cloud_of<'a>(
+    clouds: &'a Clouds,
+    config: &Config,
+    state: &State,
+    name: &str,
+) -> &'a dyn Cloud {
+    clouds.get(fleet_region(config, state, name))
+}
+
+pub async fn plan(clouds: &Clouds, config: &Config, state: &State) -> Result<Plan, CliError> {
     // Every call here only reads: a transient fault is asked again within the budget.
     let budget = crate::engine::retry_budget();
     let mut observed = BTreeMap::new();
     let mut problems = Vec::new();
     for fleet in &config.fleets {
         let at = format!("fleet \"{}\" ({})", fleet.name, fleet.location);
+        let cloud = clouds.for_fleet(fleet);
+        // Its groups, images and template are where its first release put them.
+        let recorded = state.fleets.get(&fleet.name);
+        if let Some(lives) = recorded.and_then(|f| f.region.as_deref()) {
+            let has_resources = recorded.is_some_and(|f| {
+                f.active.is_some() || !f.previous.is_empty() || f.rollout.is_some()
+            });
+            if has_resources && lives != cloud.region() {
+                problems.push(format!(
+                    "error: {at} runs in {lives}, but the configuration puts it in {}: a fleet cannot move between regions\n  set region = \"{lives}\" again (or pass --region {lives}); to move the fleet, add one of another name in {} and remove this one once it serves",
+                    cloud.region(),
+                    cloud.region()
+                ));
+                continue;
+            }
+        }
         let mut check = |result: Result<(), CloudError>, fix: &str| {
             if let Err(e) = result {
                 problems.push(match e {
@@ -207,6 +269,7 @@ pub async fn plan(cloud: &dyn Cloud, config: &Config, state: &State) -> Result<P
                         conflicts,
                         gate_alarms,
                         stand_in,
+                        region: Some(cloud.region()),
                     },
                 );
             }
@@ -219,13 +282,30 @@ pub async fn plan(cloud: &dyn Cloud, config: &Config, state: &State) -> Result<P
         problems.dedup();
         return Err(CliError::Message(problems.join("\n\n")));
     }
-    let live = retry_reads(budget, || refresh(cloud, state)).await.map_err(|e| {
-        CliError::Message(format!(
-            "error: reading what runs now: {e}\n  check the network and your credentials, then plan again"
-        ))
-    })?;
-    for (name, live) in live {
-        observed.entry(name).or_default().live = Some(live);
+    // What runs now, region by region.
+    let mut by_region: BTreeMap<Option<&str>, State> = BTreeMap::new();
+    for (name, recorded) in &state.fleets {
+        let part = by_region
+            .entry(fleet_region(config, state, name))
+            .or_insert_with(|| State {
+                fleets: BTreeMap::new(),
+                ..state.clone()
+            });
+        part.fleets.insert(name.clone(), recorded.clone());
+    }
+    for (region, part) in &by_region {
+        let cloud = clouds.get(*region);
+        let live = retry_reads(budget, || refresh(cloud, part)).await.map_err(|e| {
+            CliError::Message(format!(
+                "error: reading what runs now in {}: {e}\n  check the network and your credentials, then plan again",
+                cloud.region()
+            ))
+        })?;
+        for (name, live) in live {
+            let seen = observed.entry(name).or_default();
+            seen.live = Some(live);
+            seen.region = Some(cloud.region());
+        }
     }
     Ok(plan::plan(config, state, &observed))
 }

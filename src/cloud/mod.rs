@@ -419,6 +419,47 @@ pub struct Weight {
     pub weight: u8,
 }
 
+/// One cloud per region, each made once: every fleet is planned, rolled out and retired
+/// in its own region, and a fleet that names none is in the default one (`--region`,
+/// else the environment's).
+pub struct Clouds {
+    default: std::sync::Arc<dyn Cloud>,
+    others: BTreeMap<String, std::sync::Arc<dyn Cloud>>,
+}
+
+impl Clouds {
+    /// All fleets in one cloud, whatever region they name: the in-memory fake.
+    pub fn single(cloud: std::sync::Arc<dyn Cloud>) -> Clouds {
+        Clouds {
+            default: cloud,
+            others: BTreeMap::new(),
+        }
+    }
+
+    pub fn new(
+        default: std::sync::Arc<dyn Cloud>,
+        others: BTreeMap<String, std::sync::Arc<dyn Cloud>>,
+    ) -> Clouds {
+        Clouds { default, others }
+    }
+
+    /// The cloud of `region`, or the default one.
+    pub fn get(&self, region: Option<&str>) -> &dyn Cloud {
+        region
+            .and_then(|r| self.others.get(r))
+            .unwrap_or(&self.default)
+            .as_ref()
+    }
+
+    pub fn for_fleet(&self, fleet: &crate::config::Fleet) -> &dyn Cloud {
+        self.get(fleet.region.as_deref())
+    }
+
+    pub fn default_region(&self) -> String {
+        self.default.region()
+    }
+}
+
 #[async_trait]
 pub trait Cloud: Send + Sync {
     /// The account's region, shown in plans.

@@ -223,6 +223,7 @@ impl Engine<'_> {
         rollout.keep_previous = fleet.rollout.keep_previous > 0;
         rollout.stand_in = stand_in;
         recorded.start_release(rollout, &now());
+        recorded.region = Some(self.cloud.region());
         self.note(
             &fleet.name,
             format!("starting release {} as {}", release.release, release.group),

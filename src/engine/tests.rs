@@ -800,6 +800,7 @@ impl Setup {
                     conflicts: Vec::new(),
                     gate_alarms: BTreeMap::new(),
                     stand_in: None,
+                    region: None,
                 };
                 (name, observed)
             })
@@ -1432,7 +1433,8 @@ async fn with_scaling_policies_a_new_group_starts_as_large_as_the_old_one_runs()
         .await
         .unwrap();
     let config = s.config("v2");
-    let observed = crate::cli::observe::plan(s.cloud.as_ref(), &config, &s.state)
+    let clouds = crate::cloud::Clouds::single(s.cloud.clone());
+    let observed = crate::cli::observe::plan(&clouds, &config, &s.state)
         .await
         .unwrap();
     assert!(

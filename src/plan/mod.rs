@@ -39,6 +39,9 @@ pub struct Change {
     /// short for a gate to change state.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The region the fleet's resources are in, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 /// One difference between what immune recorded and what runs.
@@ -193,6 +196,8 @@ pub struct Observed {
     pub gate_alarms: BTreeMap<String, crate::cloud::AlarmReading>,
     /// What the route answers with when it forwards nowhere (a fresh load balancer).
     pub stand_in: Option<crate::cloud::StandIn>,
+    /// The region the fleet was read in.
+    pub region: Option<String>,
 }
 
 /// The active release as it runs now, refreshed for the three-way comparison.
@@ -406,12 +411,16 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
         _ => Vec::new(),
     };
     let notes = scaling_note(fleet, live);
+    let region = observed
+        .and_then(|o| o.region.clone())
+        .or_else(|| recorded.region.clone());
     let change = |action, reason: String| Change {
         fleet: fleet.name.clone(),
         action,
         reason,
         drift: drift.clone(),
         warnings: notes.clone(),
+        region: region.clone(),
     };
     if let Some(lock) = &recorded.lock {
         return change(
@@ -804,12 +813,16 @@ fn update_reason(fleet: &Fleet, active: &Group, update: &Update) -> Option<Strin
 
 /// A fleet the state knows but the configuration no longer names.
 fn plan_removed(name: &str, recorded: &FleetState, observed: Option<&Observed>) -> Option<Change> {
+    let region = observed
+        .and_then(|o| o.region.clone())
+        .or_else(|| recorded.region.clone());
     let change = |action, reason: String| Change {
         fleet: name.to_string(),
         action,
         reason,
         drift: Vec::new(),
         warnings: Vec::new(),
+        region: region.clone(),
     };
     if let Some(rollout) = recorded.rollout.as_ref().filter(|r| !r.phase.is_finished()) {
         return Some(change(

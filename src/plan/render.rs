@@ -55,7 +55,32 @@ pub fn render(plan: &Plan, color: bool) -> String {
     let tilde = style.paint("33", "~");
     let minus = style.paint("31", "-");
     let bang = style.paint("31", "!");
+    // Fleets of several regions are shown region by region, each under a heading.
+    let mut regions: Vec<Option<&str>> = Vec::new();
     for change in &plan.changes {
+        if !regions.contains(&change.region.as_deref()) {
+            regions.push(change.region.as_deref());
+        }
+    }
+    let headed = regions.len() > 1;
+    let mut ordered: Vec<&super::Change> = Vec::new();
+    for region in &regions {
+        ordered.extend(
+            plan.changes
+                .iter()
+                .filter(|c| c.region.as_deref() == *region),
+        );
+    }
+    let mut last_region = None;
+    for change in ordered {
+        if headed && last_region != Some(change.region.as_deref()) {
+            last_region = Some(change.region.as_deref());
+            let _ = writeln!(
+                out,
+                "region {}:\n",
+                change.region.as_deref().unwrap_or("(default)")
+            );
+        }
         match &change.action {
             Action::Release(r) => {
                 let symbol = if r.replaces.is_some() { "±" } else { "+" };

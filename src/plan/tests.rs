@@ -101,6 +101,7 @@ fn observed(live: Live) -> BTreeMap<String, Observed> {
             conflicts: Vec::new(),
             gate_alarms: BTreeMap::new(),
             stand_in: None,
+            region: None,
         },
     )])
 }

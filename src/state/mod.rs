@@ -151,6 +151,11 @@ pub struct FleetState {
     /// nowhere (a fresh load balancer's fixed response or redirect).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original_stand_in: Option<StandIn>,
+    /// The region the fleet's resources live in, recorded at its first release: a fleet
+    /// no longer in the configuration is retired there. `None` in state written before
+    /// regions were recorded: the default region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

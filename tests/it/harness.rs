@@ -47,6 +47,9 @@ pub struct Surroundings {
     pub source_ami: String,
     pub alarm: String,
     pub placeholder_target_group: String,
+    pub instance_profile: String,
+    pub key_pair: String,
+    pub region: String,
 }
 
 impl Surroundings {
@@ -170,6 +173,36 @@ fleet "{prefix}" {{
 
     pub async fn sdk(&self) -> Sdk {
         Sdk::new().await
+    }
+
+    /// A source image of this test's own whose builders' provision script `goes`
+    /// (`succeeds`, `hangs` or `fails`): LocalStack plays the builder by it (see
+    /// localstack/plugin/immune_localstack_plugin/builders.py).
+    pub async fn source_image_whose_provision(&self, goes: &str) -> String {
+        let sdk = self.sdk().await;
+        let image = sdk
+            .ec2
+            .register_image()
+            .name(format!("{}-source-{goes}", self.prefix))
+            .root_device_name("/dev/xvda")
+            .send()
+            .await
+            .unwrap()
+            .image_id
+            .unwrap();
+        sdk.ec2
+            .create_tags()
+            .resources(&image)
+            .tags(
+                aws_sdk_ec2::types::Tag::builder()
+                    .key("immune-localstack:provision")
+                    .value(goes)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        image
     }
 }
 

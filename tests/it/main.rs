@@ -14,5 +14,6 @@ mod interrupt;
 mod locks;
 mod ownership;
 mod plans;
+mod production;
 mod release;
 mod schema;
