@@ -336,11 +336,16 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
                         &format!("{} scaled to zero and kept for rollback", previous.group),
                     );
                 } else {
+                    // Found by the description it was made with: the group's name.
+                    let version = cloud
+                        .launch_template_version_named(&template_name(fleet), &previous.group)
+                        .await?;
                     delete_release(
                         cloud,
                         &previous.group,
                         &previous.alarms,
                         &previous.target_group,
+                        version.as_ref(),
                         poll,
                     )
                     .await?;
@@ -644,18 +649,25 @@ pub(super) async fn set_stand_in(
 
 /// Deletes a retired release for good: its group (waiting until it is gone), its gate
 /// alarms, then its target group.
+/// Deletes a retired release: its group, alarms, target group and, when given, its
+/// launch template version (a retired fleet's whole template goes instead).
 pub(super) async fn delete_release(
     cloud: &dyn Cloud,
     group: &str,
     alarms: &[String],
     target_group: &str,
+    launch_template: Option<&LaunchTemplateRef>,
     poll: Duration,
 ) -> Result<(), Halt> {
     delete_group(cloud, group, poll).await?;
     for alarm in alarms {
         cloud.delete_alarm(alarm).await?;
     }
-    Ok(cloud.delete_target_group(target_group).await?)
+    cloud.delete_target_group(target_group).await?;
+    if let Some(version) = launch_template {
+        cloud.delete_launch_template_version(version).await?;
+    }
+    Ok(())
 }
 
 async fn delete_group(cloud: &dyn Cloud, name: &str, poll: Duration) -> Result<(), Halt> {

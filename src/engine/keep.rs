@@ -25,6 +25,7 @@ impl Engine<'_> {
                 &oldest.name,
                 &oldest.alarms,
                 &oldest.target_group,
+                Some(&oldest.launch_template),
                 poll,
             )
             .await

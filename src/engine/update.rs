@@ -111,6 +111,7 @@ impl Engine<'_> {
                 &group.name,
                 &group.alarms,
                 &group.target_group,
+                None,
                 RETIRE_POLL,
             )
             .await

@@ -44,7 +44,8 @@ async fn builders(w: &World) -> Vec<(String, String)> {
         .flat_map(|r| r.instances())
         .filter_map(|i| {
             let state = i.state()?.name()?.as_str().to_string();
-            (state != "terminated").then(|| (i.instance_id()?.to_string(), state))
+            let id = i.instance_id()?.to_string();
+            (state != "terminated").then_some((id, state))
         })
         .collect()
 }
@@ -155,4 +156,248 @@ async fn a_provision_script_that_fails_is_reported_from_the_console_before_the_t
     assert!(all.contains("exit status 100"), "{run:?}");
     assert!(all.contains("Unable to locate package nginx"), "{run:?}");
     assert!(images(&w).await.is_empty());
+}
+
+/// A fleet with every instance setting, and default tags.
+fn production_config(w: &World) -> String {
+    let s = &w.surroundings;
+    let settings = format!(
+        r#"    iam_instance_profile = "{profile}"
+    key_name             = "{key}"
+    tags                 = {{ service = "web" }}
+    root_volume {{
+      size      = 30
+      type      = "gp3"
+      encrypted = true
+      iops      = 3000
+    }}
+    metadata {{
+      http_tokens = "required"
+      hop_limit   = 2
+    }}
+    spot {{
+      instance_types    = ["t3.micro", "t3a.micro"]
+      on_demand_base    = 1
+      on_demand_percent = 25
+    }}
+    scaling "cpu" {{
+      metric = "cpu"
+      target = 50
+    }}
+    scaling "requests" {{
+      metric = "requests_per_target"
+      target = 1000
+    }}
+    capacity {{"#,
+        profile = s.instance_profile,
+        key = s.key_pair,
+    );
+    let fleet = w
+        .fleet_config(&s.source_ami, &s.load_balancer, "")
+        .replacen("    capacity {", &settings, 1);
+    format!("immune {{\n  default_tags = {{ env = \"prod\" }}\n}}\n{fleet}")
+}
+
+fn has_tag<'a>(
+    tags: impl IntoIterator<Item = (Option<&'a str>, Option<&'a str>)>,
+    key: &str,
+    value: &str,
+) -> bool {
+    tags.into_iter()
+        .any(|(k, v)| k == Some(key) && v == Some(value))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_instance_setting_reaches_the_launch_template_group_and_policies() {
+    let w = World::new();
+    w.write("main.hcl", &production_config(&w));
+    let plan = w.immune(&["plan", "--var", "release=v1"]);
+    for shown in [
+        "profile",
+        "key pair",
+        "env=prod, service=web",
+        "30 GiB gp3, encrypted, 3000 IOPS",
+        "IMDSv2 required, hop limit 2",
+        "t3.micro, t3a.micro; the first 1 on demand, then 25% on demand",
+        "cpu: keep average CPU % per instance at 50",
+    ] {
+        assert!(
+            plan.stdout.contains(shown),
+            "plan shows {shown:?}: {plan:?}"
+        );
+    }
+    let run = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let sdk = w.sdk().await;
+    let state = w.state();
+    let active = &state["fleets"][&w.prefix]["active"];
+    let template = active["launch_template"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let version = active["launch_template"]["version"].as_i64().unwrap();
+
+    let versions = sdk
+        .ec2
+        .describe_launch_template_versions()
+        .launch_template_id(&template)
+        .versions(version.to_string())
+        .send()
+        .await
+        .unwrap();
+    let data = versions.launch_template_versions()[0]
+        .launch_template_data()
+        .unwrap();
+    assert_eq!(
+        data.iam_instance_profile().and_then(|p| p.name()),
+        Some(w.surroundings.instance_profile.as_str())
+    );
+    assert_eq!(data.key_name(), Some(w.surroundings.key_pair.as_str()));
+    let metadata = data.metadata_options().unwrap();
+    assert_eq!(metadata.http_tokens().map(|t| t.as_str()), Some("required"));
+    assert_eq!(metadata.http_put_response_hop_limit(), Some(2));
+    let root = &data.block_device_mappings()[0];
+    let image = sdk
+        .ec2
+        .describe_images()
+        .image_ids(active["image"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let image = &image.images()[0];
+    assert_eq!(
+        root.device_name(),
+        image.root_device_name(),
+        "the image's root volume is replaced"
+    );
+    let ebs = root.ebs().unwrap();
+    assert_eq!(
+        (
+            ebs.volume_size(),
+            ebs.volume_type().map(|t| t.as_str()),
+            ebs.encrypted(),
+            ebs.iops()
+        ),
+        (Some(30), Some("gp3"), Some(true), Some(3000))
+    );
+    for resource in ["instance", "volume"] {
+        let spec = data
+            .tag_specifications()
+            .iter()
+            .find(|t| t.resource_type().map(|r| r.as_str()) == Some(resource))
+            .unwrap_or_else(|| panic!("tags for {resource}s"));
+        let tags = spec.tags().iter().map(|t| (t.key(), t.value()));
+        assert!(has_tag(tags.clone(), "service", "web"), "{resource}");
+        assert!(has_tag(tags, "env", "prod"), "{resource}");
+    }
+    assert!(
+        has_tag(
+            image.tags().iter().map(|t| (t.key(), t.value())),
+            "env",
+            "prod"
+        ),
+        "images carry default tags"
+    );
+
+    let group = sdk
+        .autoscaling
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(w.group(1))
+        .send()
+        .await
+        .unwrap();
+    let group = &group.auto_scaling_groups()[0];
+    let mixed = group
+        .mixed_instances_policy()
+        .expect("a mixed instances policy");
+    let overrides: Vec<&str> = mixed
+        .launch_template()
+        .unwrap()
+        .overrides()
+        .iter()
+        .filter_map(|o| o.instance_type())
+        .collect();
+    assert_eq!(overrides, ["t3.micro", "t3a.micro"]);
+    let distribution = mixed.instances_distribution().unwrap();
+    assert_eq!(distribution.on_demand_base_capacity(), Some(1));
+    assert_eq!(
+        distribution.on_demand_percentage_above_base_capacity(),
+        Some(25)
+    );
+    for (key, value) in [("service", "web"), ("env", "prod")] {
+        assert!(
+            group.tags().iter().any(|t| t.key() == Some(key)
+                && t.value() == Some(value)
+                && t.propagate_at_launch() == Some(true)),
+            "group tag {key} is propagated to instances"
+        );
+    }
+
+    let target_group = sdk
+        .elb
+        .describe_tags()
+        .resource_arns(active["target_group"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        has_tag(
+            target_group.tag_descriptions()[0]
+                .tags()
+                .iter()
+                .map(|t| (t.key(), t.value())),
+            "env",
+            "prod"
+        ),
+        "target groups carry default tags"
+    );
+
+    let policies = sdk
+        .autoscaling
+        .describe_policies()
+        .auto_scaling_group_name(w.group(1))
+        .send()
+        .await
+        .unwrap();
+    let mut found: Vec<(String, f64)> = policies
+        .scaling_policies()
+        .iter()
+        .filter_map(|p| {
+            let tracking = p.target_tracking_configuration()?;
+            let metric = tracking.predefined_metric_specification()?;
+            Some((
+                metric.predefined_metric_type()?.as_str().to_string(),
+                tracking.target_value()?,
+            ))
+        })
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        found,
+        [
+            ("ALBRequestCountPerTarget".to_string(), 1000.0),
+            ("ASGAverageCPUUtilization".to_string(), 50.0)
+        ]
+    );
+
+    // The next release retires v001: its launch template version goes with it.
+    let run = w.immune(&["apply", "--auto-approve", "--var", "release=v2"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let versions = sdk
+        .ec2
+        .describe_launch_template_versions()
+        .launch_template_id(&template)
+        .send()
+        .await
+        .unwrap();
+    let left: Vec<Option<&str>> = versions
+        .launch_template_versions()
+        .iter()
+        .map(|v| v.version_description())
+        .collect();
+    assert_eq!(
+        left,
+        [Some(w.group(2).as_str())],
+        "only the running release's version is left"
+    );
 }

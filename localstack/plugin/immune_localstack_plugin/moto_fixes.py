@@ -320,3 +320,41 @@ def immune_fix_cloudwatch_alarm_history() -> None:
 
     CloudwatchProvider._update_state = _update_state
     CloudwatchProvider.describe_alarm_history = describe_alarm_history
+
+
+@hooks.on_infra_start()
+def immune_fix_ec2_instance_profiles() -> None:
+    """RunInstances with IamInstanceProfile looks the profile up in moto's IAM, but
+    LocalStack's IAM keeps its own store: every profile made through the API is "not
+    found" (NoSuchEntity). Look in LocalStack's store when moto's has none."""
+    from types import SimpleNamespace
+
+    import moto.ec2.models.iam_instance_profile as ec2_profiles
+    import moto.ec2.responses.instances as ec2_instances
+    from localstack.services.iam.models import iam_stores
+
+    original = ec2_profiles.filter_iam_instance_profiles
+
+    def from_localstack(account_id, name, arn):
+        for _region, store in iam_stores[account_id].items():
+            for entity in store.INSTANCE_PROFILES.values():
+                profile = entity.instance_profile
+                if (name and profile["InstanceProfileName"] == name) or (arn and profile["Arn"] == arn):
+                    return SimpleNamespace(
+                        name=profile["InstanceProfileName"],
+                        arn=profile["Arn"],
+                        id=profile["InstanceProfileId"],
+                    )
+        return None
+
+    def filter_iam_instance_profiles(account_id, partition, iam_instance_profile_arn, iam_instance_profile_name):
+        try:
+            return original(account_id, partition, iam_instance_profile_arn, iam_instance_profile_name)
+        except Exception:
+            found = from_localstack(account_id, iam_instance_profile_name, iam_instance_profile_arn)
+            if found is None:
+                raise
+            return found
+
+    ec2_profiles.filter_iam_instance_profiles = filter_iam_instance_profiles
+    ec2_instances.filter_iam_instance_profiles = filter_iam_instance_profiles

@@ -515,6 +515,28 @@ impl Aws {
         &self,
         template: &LaunchTemplateRef,
     ) -> CloudResult<()> {
+        let Some(found) = self
+            .describe_launch_template(None, Some(&template.id))
+            .await?
+        else {
+            return Ok(());
+        };
+        self.ensure_ours(
+            format!("launch template {}", template.id),
+            pairs(found.tags()),
+        )?;
+        // The default version cannot be deleted: the newest (the running release's)
+        // becomes the default first, so that a retired release leaves no version behind.
+        let latest = found.latest_version_number().unwrap_or(template.version);
+        if found.default_version_number() == Some(template.version) && latest != template.version {
+            self.ec2
+                .modify_launch_template()
+                .launch_template_id(&template.id)
+                .default_version(latest.to_string())
+                .send()
+                .await
+                .map_err(|e| sdk_error("ModifyLaunchTemplate", e))?;
+        }
         let out = self
             .ec2
             .delete_launch_template_versions()
