@@ -26,6 +26,22 @@ pub fn localstack() {
     });
 }
 
+/// Runs `localstack/surroundings.py` for `prefix` in `region`.
+pub fn surroundings(prefix: &str, region: &str) -> Surroundings {
+    let out = Command::new(python())
+        .arg(repo().join("localstack/surroundings.py"))
+        .args(["--prefix", prefix, "--region", region])
+        .env("AWS_ENDPOINT_URL", ENDPOINT)
+        .output()
+        .expect("run surroundings.py");
+    assert!(
+        out.status.success(),
+        "surroundings.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("surroundings JSON")
+}
+
 fn python() -> PathBuf {
     let home = std::env::var_os("IMMUNE_LOCALSTACK_HOME")
         .map(PathBuf::from)
@@ -83,18 +99,7 @@ impl World {
     pub fn new() -> World {
         localstack();
         let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        let out = Command::new(python())
-            .arg(repo().join("localstack/surroundings.py"))
-            .args(["--prefix", &prefix])
-            .env("AWS_ENDPOINT_URL", ENDPOINT)
-            .output()
-            .expect("run surroundings.py");
-        assert!(
-            out.status.success(),
-            "surroundings.py failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let surroundings = serde_json::from_slice(&out.stdout).expect("surroundings JSON");
+        let surroundings = surroundings(&prefix, "us-east-1");
         let dir = std::env::temp_dir().join(format!("immune-it-{prefix}"));
         std::fs::create_dir_all(&dir).unwrap();
         World {
@@ -269,9 +274,13 @@ pub struct Sdk {
 
 impl Sdk {
     pub async fn new() -> Sdk {
+        Sdk::in_region("us-east-1").await
+    }
+
+    pub async fn in_region(region: &str) -> Sdk {
         let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .endpoint_url(ENDPOINT)
-            .region(aws_config::Region::new("us-east-1"))
+            .region(aws_config::Region::new(region.to_string()))
             .credentials_provider(aws_sdk_ec2::config::Credentials::new(
                 "test", "test", None, None, "tests",
             ))

@@ -401,3 +401,61 @@ async fn every_instance_setting_reaches_the_launch_template_group_and_policies()
         "only the running release's version is left"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fleets_in_two_regions_are_each_deployed_in_their_own() {
+    let w = World::new();
+    let west_name = format!("{}w", w.prefix);
+    let west = surroundings(&west_name, "us-west-2");
+    let east_fleet = w.fleet_config(
+        &w.surroundings.source_ami,
+        &w.surroundings.load_balancer,
+        "",
+    );
+    let west_fleet = w
+        .fleet_config(&west.source_ami, &west.load_balancer, "")
+        .replace("variable \"release\" { type = string }", "")
+        .replace(
+            &format!("fleet \"{}\" {{", w.prefix),
+            &format!("fleet \"{west_name}\" {{\n  region = \"us-west-2\""),
+        )
+        .replace(
+            &format!("{:?}", w.surroundings.subnets),
+            &format!("{:?}", west.subnets),
+        )
+        .replace(&w.surroundings.security_group, &west.security_group);
+    w.write("main.hcl", &format!("{east_fleet}\n{west_fleet}"));
+
+    let plan = w.immune(&["plan", "--var", "release=v1"]);
+    assert!(
+        plan.stdout.contains("region us-east-1:") && plan.stdout.contains("region us-west-2:"),
+        "the plan groups fleets by region: {plan:?}"
+    );
+    let run = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
+    assert_eq!(run.code, 0, "{run:?}");
+
+    let east = Sdk::in_region("us-east-1").await;
+    let west_sdk = Sdk::in_region("us-west-2").await;
+    let east_group = w.group(1);
+    let west_group = format!("{west_name}-v001");
+    assert!(east.group_exists(&east_group).await);
+    assert!(!west_sdk.group_exists(&east_group).await);
+    assert!(west_sdk.group_exists(&west_group).await, "{run:?}");
+    assert!(!east.group_exists(&west_group).await);
+    let state = w.state();
+    assert_eq!(state["fleets"][&w.prefix]["region"], "us-east-1");
+    assert_eq!(state["fleets"][&west_name]["region"], "us-west-2");
+
+    // A fleet cannot move: its resources stay where its first release put them.
+    let moved = std::fs::read_to_string(w.dir.join("main.hcl"))
+        .unwrap()
+        .replace("region = \"us-west-2\"", "region = \"eu-west-1\"");
+    w.write("main.hcl", &moved);
+    let plan = w.immune(&["plan", "--var", "release=v1"]);
+    assert_ne!(plan.code, 0);
+    assert!(
+        plan.stderr.contains("runs in us-west-2")
+            && plan.stderr.contains("cannot move between regions"),
+        "{plan:?}"
+    );
+}
