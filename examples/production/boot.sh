@@ -1,0 +1,3 @@
+#!/bin/sh
+echo "release=${release}" > /etc/api-release
+systemctl restart api

@@ -1,0 +1,24 @@
+fleet "web" {
+  image {
+    source_ami    = "ami-1"
+    instance_type = "t3.small"
+    provision     = "#cloud-config\npackages: [nginx]\n"
+    bake_timeout  = "0s"
+  }
+
+  instances {
+    instance_type   = "t3.small"
+    subnets         = ["subnet-a"]
+    security_groups = ["sg-1"]
+    capacity {
+      min     = 1
+      max     = 1
+      desired = 1
+    }
+  }
+
+  traffic {
+    load_balancer = "web"
+    port          = 8080
+  }
+}
