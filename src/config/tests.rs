@@ -483,3 +483,62 @@ fn a_namespace_prefixes_every_name_and_must_leave_room_for_it() {
     .unwrap_err();
     assert!(err.contains("not a valid name prefix"), "{err}");
 }
+
+#[test]
+fn instance_settings_are_read_and_their_mistakes_reported_together() {
+    let with = |settings: &str| {
+        fleet_with_rollout("")
+            .replacen("    capacity {", &format!("{settings}\n    capacity {{"), 1)
+            .replace("max     = 2", "max     = 4")
+    };
+    let config = load_text(&with(
+        r#"    iam_instance_profile = "arn:aws:iam::1:instance-profile/web"
+    tags = { service = "web" }
+    root_volume { size = 30 }
+    metadata { http_tokens = "optional" }
+    scaling "cpu" {
+      metric = "network_in"
+      target = 1000000
+    }"#,
+    ))
+    .unwrap();
+    let i = &config.fleets[0].instances;
+    assert_eq!(
+        i.iam_instance_profile.as_deref(),
+        Some("arn:aws:iam::1:instance-profile/web")
+    );
+    assert_eq!(i.root_volume.as_ref().unwrap().size, Some(30));
+    assert!(!i.metadata.tokens_required);
+    assert_eq!(i.metadata.hop_limit, 1);
+    assert_eq!(i.scaling[0].metric, ScalingMetric::NetworkIn);
+
+    let errors = load_text(&with(
+        r#"    tags = { Name = "web", "aws:x" = "y" }
+    metadata { hop_limit = 65 }
+    spot {
+      instance_types    = ["t3.small", "big"]
+      on_demand_percent = 120
+    }
+    root_volume {
+      type       = "gp2"
+      throughput = 200
+    }
+    scaling "cpu" {
+      metric = "memory"
+      target = 0
+    }"#,
+    ))
+    .unwrap_err();
+    for expected in [
+        "tag `Name` is set by immune",
+        "tag key `aws:x` starts with `aws:`",
+        "`hop_limit` must be a whole number from 1 to 64",
+        "`big` is not an EC2 instance type",
+        "`on_demand_percent` must be a whole number from 0 to 100",
+        "`throughput` does not apply to gp2 volumes",
+        "unknown metric \"memory\"",
+        "`target` must be above zero",
+    ] {
+        assert!(errors.contains(expected), "{expected:?} in {errors}");
+    }
+}

@@ -65,7 +65,6 @@ pub struct Surroundings {
     pub placeholder_target_group: String,
     pub instance_profile: String,
     pub key_pair: String,
-    pub region: String,
 }
 
 impl Surroundings {

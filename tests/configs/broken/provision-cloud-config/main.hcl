@@ -3,7 +3,6 @@ fleet "web" {
     source_ami    = "ami-1"
     instance_type = "t3.small"
     provision     = "#cloud-config\npackages: [nginx]\n"
-    bake_timeout  = "0s"
   }
 
   instances {

@@ -1,7 +1,3 @@
-immune {
-  default_tags = { "immune:fleet" = "mine" }
-}
-
 fleet "web" {
   image {
     source_ami    = "ami-1"
@@ -12,29 +8,29 @@ fleet "web" {
     instance_type   = "t3.small"
     subnets         = ["subnet-a"]
     security_groups = ["sg-1"]
-    tags            = { Name = "web" }
 
     root_volume {
-      type = "io1"
+      type = "gp3"
       size = 30
     }
 
     metadata {
-      http_tokens = "requried"
+      http_tokens = "required"
     }
 
     spot {
-      on_demand_percent = 120
+      instance_types    = ["t3.small"]
+      on_demand_percent = 20
     }
 
     scaling "cpu" {
-      metric = "memory"
+      metric = "cpu"
       target = 50
     }
 
     capacity {
       min     = 2
-      max     = 2
+      max     = 4
       desired = 2
     }
   }
