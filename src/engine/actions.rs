@@ -460,8 +460,10 @@ async fn wait_provisioned(
                 .await)
             }
         }
+        // The console only hastens a failure: one that cannot be read (no
+        // ec2:GetConsoleOutput permission, a throttled call) leaves the wait to the state.
         if polls.is_multiple_of(console_every) {
-            let console = cloud.console_output(builder).await?;
+            let console = cloud.console_output(builder).await.unwrap_or_default();
             if let Some(line) = crate::bake::failure_in(&console) {
                 return Err(Halt::Failed(format!(
                     "the provision script failed on builder {builder} ({line})\n  the end of its console:\n{}\n  no image was taken; fix the script and apply again",
