@@ -160,6 +160,49 @@ pub async fn plan(clouds: &Clouds, config: &Config, state: &State) -> Result<Pla
         if !check(subnets, "check instances.subnets") {
             continue;
         }
+        // Instance types and the key pair fail only when instances launch, after the
+        // bake: found here, they never get that far.
+        let mut types = vec![
+            fleet.image.instance_type.clone(),
+            fleet.instances.instance_type.clone(),
+        ];
+        if let Some(spot) = &fleet.instances.spot {
+            types.extend(spot.instance_types.iter().cloned());
+        }
+        types.sort();
+        types.dedup();
+        let offered = match retry_reads(budget, || cloud.unknown_instance_types(&types)).await {
+            Ok(unknown) if unknown.is_empty() => Ok(()),
+            Ok(unknown) => Err(CloudError::NotFound(format!(
+                "instance type{} {} in {}",
+                if unknown.len() == 1 { "" } else { "s" },
+                unknown.join(", "),
+                cloud.region()
+            ))),
+            Err(e) => Err(e),
+        };
+        if !check(
+            offered,
+            "check the instance types (image.instance_type, instances.instance_type, spot.instance_types): each must be offered in the fleet's region",
+        ) {
+            continue;
+        }
+        if let Some(key) = &fleet.instances.key_name {
+            let found = match retry_reads(budget, || cloud.key_pair_exists(key)).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(CloudError::NotFound(format!(
+                    "key pair {key} in {}",
+                    cloud.region()
+                ))),
+                Err(e) => Err(e),
+            };
+            if !check(
+                found,
+                "check instances.key_name, or import the key pair into the fleet's region first",
+            ) {
+                continue;
+            }
+        }
         // An alarm gate that names no alarm would fail the first step of every release.
         let alarms: Vec<(String, String)> = fleet
             .rollout

@@ -285,6 +285,19 @@ impl Cloud for FakeCloud {
         Ok(())
     }
 
+    async fn unknown_instance_types(&self, types: &[String]) -> CloudResult<Vec<String>> {
+        let _w = self.enter("unknown_instance_types")?;
+        // The fake offers every type of the `family.size` shape but the made-up family.
+        Ok(types
+            .iter()
+            .filter(|t| t.starts_with("zz"))
+            .cloned()
+            .collect())
+    }
+    async fn key_pair_exists(&self, name: &str) -> CloudResult<bool> {
+        let _w = self.enter("key_pair_exists")?;
+        Ok(name != "missing")
+    }
     async fn vpc_of_subnets(&self, subnets: &[String]) -> CloudResult<String> {
         let w = self.enter("vpc_of_subnets")?;
         let first = subnets

@@ -229,6 +229,17 @@ impl Cloud for Faulty {
         )
         .await
     }
+    async fn unknown_instance_types(&self, types: &[String]) -> CloudResult<Vec<String>> {
+        self.call(
+            "DescribeInstanceTypes",
+            self.inner.unknown_instance_types(types),
+        )
+        .await
+    }
+    async fn key_pair_exists(&self, name: &str) -> CloudResult<bool> {
+        self.call("DescribeKeyPairs", self.inner.key_pair_exists(name))
+            .await
+    }
     async fn vpc_of_subnets(&self, subnets: &[String]) -> CloudResult<String> {
         self.call("DescribeSubnets", self.inner.vpc_of_subnets(subnets))
             .await

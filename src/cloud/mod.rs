@@ -487,6 +487,10 @@ pub trait Cloud: Send + Sync {
 
     // Network and traffic.
     async fn vpc_of_subnets(&self, subnets: &[String]) -> CloudResult<String>;
+    /// Of these instance types, the ones this region does not offer.
+    async fn unknown_instance_types(&self, types: &[String]) -> CloudResult<Vec<String>>;
+    /// Whether the key pair exists in this region.
+    async fn key_pair_exists(&self, name: &str) -> CloudResult<bool>;
     async fn resolve_listener(&self, listener: &ListenerRef) -> CloudResult<Listener>;
     /// The ARN of the listener's rule with this priority.
     async fn listener_rule(&self, listener_arn: &str, priority: u32) -> CloudResult<String>;

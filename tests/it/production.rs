@@ -459,3 +459,45 @@ async fn fleets_in_two_regions_are_each_deployed_in_their_own() {
         "{plan:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_instance_type_or_key_pair_is_refused_at_plan_before_anything_is_made() {
+    let w = World::new();
+    let s = &w.surroundings;
+    let config = w.fleet_config(&s.source_ami, &s.load_balancer, "");
+    w.write(
+        "main.hcl",
+        &config.replacen(
+            "instance_type = \"t3.micro\"",
+            "instance_type = \"t9.huge\"",
+            1,
+        ),
+    );
+    for args in [
+        &["plan", "--var", "release=v1"][..],
+        &["apply", "--auto-approve", "--var", "release=v1"],
+    ] {
+        let run = w.immune(args);
+        assert_ne!(run.code, 0, "{run:?}");
+        assert!(
+            run.stderr.contains("instance type t9.huge in us-east-1"),
+            "{args:?}: {run:?}"
+        );
+    }
+    w.write(
+        "main.hcl",
+        &config.replacen(
+            "    capacity {",
+            "    key_name = \"nobody-has-this-key\"\n    capacity {",
+            1,
+        ),
+    );
+    let run = w.immune(&["plan", "--var", "release=v1"]);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.contains("key pair nobody-has-this-key"),
+        "{run:?}"
+    );
+    assert!(images(&w).await.is_empty(), "nothing was baked");
+    assert!(builders(&w).await.is_empty());
+}

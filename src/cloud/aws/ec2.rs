@@ -352,6 +352,47 @@ impl Aws {
         Ok(())
     }
 
+    /// One call per type: DescribeInstanceTypes fails the whole call for one unknown type.
+    pub(super) async fn unknown_instance_types(
+        &self,
+        types: &[String],
+    ) -> CloudResult<Vec<String>> {
+        let mut unknown = Vec::new();
+        for t in types {
+            let out = self
+                .ec2
+                .describe_instance_types()
+                .instance_types(t.as_str().into())
+                .send()
+                .await
+                .map_err(|e| sdk_error("DescribeInstanceTypes", e));
+            match out {
+                Ok(out) if !out.instance_types().is_empty() => {}
+                Ok(_) => unknown.push(t.clone()),
+                Err(e) if code_of(&e).is_some_and(|c| c.starts_with("InvalidInstanceType")) => {
+                    unknown.push(t.clone())
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(unknown)
+    }
+
+    pub(super) async fn key_pair_exists(&self, name: &str) -> CloudResult<bool> {
+        let out = self
+            .ec2
+            .describe_key_pairs()
+            .key_names(name)
+            .send()
+            .await
+            .map_err(|e| sdk_error("DescribeKeyPairs", e));
+        match out {
+            Ok(out) => Ok(!out.key_pairs().is_empty()),
+            Err(e) if code_of(&e).is_some_and(|c| c.starts_with("InvalidKeyPair")) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     pub(super) async fn vpc_of_subnets(&self, subnets: &[String]) -> CloudResult<String> {
         let out = self
             .ec2

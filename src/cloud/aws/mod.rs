@@ -253,6 +253,12 @@ impl Cloud for Aws {
     async fn terminate_instance(&self, instance_id: &str) -> CloudResult<()> {
         self.terminate_instance(instance_id).await
     }
+    async fn unknown_instance_types(&self, types: &[String]) -> CloudResult<Vec<String>> {
+        self.unknown_instance_types(types).await
+    }
+    async fn key_pair_exists(&self, name: &str) -> CloudResult<bool> {
+        self.key_pair_exists(name).await
+    }
     async fn vpc_of_subnets(&self, subnets: &[String]) -> CloudResult<String> {
         self.vpc_of_subnets(subnets).await
     }
