@@ -454,10 +454,6 @@ impl Clouds {
     pub fn for_fleet(&self, fleet: &crate::config::Fleet) -> &dyn Cloud {
         self.get(fleet.region.as_deref())
     }
-
-    pub fn default_region(&self) -> String {
-        self.default.region()
-    }
 }
 
 #[async_trait]

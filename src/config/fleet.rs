@@ -260,6 +260,10 @@ fn read_instances(mut ir: BlockReader) -> InstanceSpec {
         let span = sr.span.clone();
         let instance_types = if sr.has("instance_types") {
             let types = sr.strings("instance_types");
+            if types.is_empty() {
+                sr.diags
+                    .error("`instance_types` must name at least one type", span);
+            }
             for t in &types {
                 check_instance_type(&mut sr, "instance_types", t);
             }
@@ -272,9 +276,6 @@ fn read_instances(mut ir: BlockReader) -> InstanceSpec {
             );
             Vec::new()
         };
-        if instance_types.is_empty() && sr.has("instance_types") {
-            sr.diags.error("`instance_types` must name at least one type", span);
-        }
         let on_demand_base = sr.number("on_demand_base", 0..=1000, Some(0)) as u32;
         let on_demand_percent = sr.number("on_demand_percent", 0..=100, Some(0)) as u8;
         sr.finish();

@@ -335,29 +335,24 @@ pub fn fingerprint(fleet: &Fleet) -> String {
     }
     // Settings added later are hashed only when they differ from their default, so that
     // upgrading immune does not make a new release of every fleet.
-    let defaults_aside = serde_json::json!({
+    let mut added = serde_json::json!({
         "iam_instance_profile": i.iam_instance_profile,
         "key_name": i.key_name,
-        "tags": fleet.instance_tags(),
+        "tags": i.tags,
         "default_tags": fleet.default_tags,
         "root_volume": i.root_volume,
         "metadata": (i.metadata != crate::config::Metadata::default()).then_some(i.metadata),
         "spot": i.spot,
         "scaling": i.scaling,
     });
-    let set: serde_json::Map<String, serde_json::Value> = defaults_aside
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(_, v)| {
-            !(v.is_null()
-                || v.as_object().is_some_and(|o| o.is_empty())
-                || v.as_array().is_some_and(|a| a.is_empty()))
-        })
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let set = added.as_object_mut().expect("an object");
+    set.retain(|_, v| {
+        !(v.is_null()
+            || v.as_object().is_some_and(|o| o.is_empty())
+            || v.as_array().is_some_and(|a| a.is_empty()))
+    });
     if !set.is_empty() {
-        h.update(serde_json::Value::Object(set).to_string().as_bytes());
+        h.update(added.to_string().as_bytes());
     }
     hex(&h.finalize()[..8])
 }

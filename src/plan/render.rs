@@ -55,26 +55,16 @@ pub fn render(plan: &Plan, color: bool) -> String {
     let tilde = style.paint("33", "~");
     let minus = style.paint("31", "-");
     let bang = style.paint("31", "!");
-    // Fleets of several regions are shown region by region, each under a heading.
-    let mut regions: Vec<Option<&str>> = Vec::new();
-    for change in &plan.changes {
-        if !regions.contains(&change.region.as_deref()) {
-            regions.push(change.region.as_deref());
-        }
-    }
-    let headed = regions.len() > 1;
-    let mut ordered: Vec<&super::Change> = Vec::new();
-    for region in &regions {
-        ordered.extend(
-            plan.changes
-                .iter()
-                .filter(|c| c.region.as_deref() == *region),
-        );
-    }
+    // Fleets of several regions are shown region by region (in the order the regions
+    // first come), each under a heading.
+    let first_of = |region: &Option<String>| plan.changes.iter().position(|c| &c.region == region);
+    let mut ordered: Vec<&super::Change> = plan.changes.iter().collect();
+    ordered.sort_by_key(|c| first_of(&c.region));
+    let headed = ordered.iter().any(|c| c.region != ordered[0].region);
     let mut last_region = None;
     for change in ordered {
-        if headed && last_region != Some(change.region.as_deref()) {
-            last_region = Some(change.region.as_deref());
+        if headed && last_region != Some(&change.region) {
+            last_region = Some(&change.region);
             let _ = writeln!(
                 out,
                 "region {}:\n",
