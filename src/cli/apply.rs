@@ -214,13 +214,14 @@ async fn run(
         };
         match outcome.map_err(|e| message(&e))? {
             Outcome::Released { group } => {
-                println!(
-                    "fleet.{}: release complete: all traffic on {group}\n",
-                    fleet.name
-                )
+                let on = match fleet.is_worker() {
+                    true => "all capacity",
+                    false => "all traffic",
+                };
+                println!("fleet.{}: release complete: {on} on {group}\n", fleet.name)
             }
             Outcome::Restored { group } => {
-                println!("fleet.{}: traffic back on {group}\n", fleet.name)
+                println!("fleet.{}: back on {group}\n", fleet.name)
             }
             Outcome::RolledBack {
                 reason,

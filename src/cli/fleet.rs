@@ -95,7 +95,9 @@ struct GroupStatus {
     group: String,
     release: String,
     image: String,
-    target_group: String,
+    /// A worker fleet's group has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target_group: Option<String>,
     /// Instances InService and healthy / wanted, when the cloud answered.
     healthy: Option<(usize, u32)>,
 }
@@ -108,7 +110,12 @@ struct RolloutStatus {
     phase: String,
     step: Option<usize>,
     steps: Vec<u8>,
+    /// Percent of traffic on the new group; for a worker fleet, of capacity.
     weight: u8,
+    /// A worker fleet: the instances the new group runs of the fleet's capacity, once a
+    /// step moved them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instances: Option<(u32, u32)>,
     awaiting: Option<crate::rollout::Awaiting>,
 }
 
@@ -117,12 +124,18 @@ async fn fleet_status(cloud: Option<&dyn Cloud>, name: &str, recorded: &FleetSta
     let mut group_status = async |g: &crate::state::Group| {
         let mut healthy = None;
         if let Some(cloud) = cloud {
-            match (
-                cloud.group(&g.name).await,
-                cloud.target_health(&g.target_group).await,
-            ) {
+            // A worker group is healthy when its instances are InService.
+            let targets = match &g.target_group {
+                Some(target_group) => cloud.target_health(target_group).await.map(Some),
+                None => Ok(None),
+            };
+            match (cloud.group(&g.name).await, targets) {
                 (Ok(Some(status)), Ok(targets)) => {
-                    healthy = Some((status.healthy_in(&targets), status.capacity.desired));
+                    let count = match targets {
+                        Some(targets) => status.healthy_in(&targets),
+                        None => status.in_service(),
+                    };
+                    healthy = Some((count, status.capacity.desired));
                 }
                 (Ok(None), _) => live_error = Some(format!("group {} not found", g.name)),
                 (Err(e), _) | (_, Err(e)) => live_error = Some(e.to_string()),
@@ -148,7 +161,8 @@ async fn fleet_status(cloud: Option<&dyn Cloud>, name: &str, recorded: &FleetSta
         .rollout
         .as_ref()
         .map(|r| r.listener_arn.clone())
-        .or_else(|| recorded.active.as_ref().map(|a| a.listener_arn.clone()));
+        .filter(|arn| !arn.is_empty())
+        .or_else(|| recorded.active.as_ref().and_then(|a| a.listener_arn.clone()));
     let mut weights = None;
     if let (Some(cloud), Some(listener)) = (cloud, listener) {
         match cloud.listener_weights(&listener).await {
@@ -169,6 +183,12 @@ async fn fleet_status(cloud: Option<&dyn Cloud>, name: &str, recorded: &FleetSta
         },
         steps: r.steps.clone(),
         weight: r.weight,
+        instances: r.workers.filter(|_| r.weight > 0).map(|w| {
+            (
+                crate::rollout::capacity_at(w.full, r.weight).0.desired,
+                w.full.desired,
+            )
+        }),
         awaiting: r.awaiting.clone(),
     });
     FleetStatus {
@@ -216,9 +236,13 @@ impl FleetStatus {
                 .step
                 .map(|s| format!(" step {}/{} ({}%)", s + 1, r.steps.len(), r.steps[s]))
                 .unwrap_or_default();
+            let share = match r.instances {
+                Some((on_new, of)) => format!("{on_new} of {of} instances on it"),
+                None => format!("{}% of traffic on it", r.weight),
+            };
             out += &format!(
-                "  rollout:  {} of release {} in {}{step}, {}% of traffic on it\n",
-                r.group, r.release, r.phase, r.weight
+                "  rollout:  {} of release {} in {}{step}, {share}\n",
+                r.group, r.release, r.phase
             );
             if let Some(a) = &r.awaiting {
                 out += &format!(
@@ -523,7 +547,8 @@ async fn roll_back_locked(
     };
     match outcome {
         Outcome::Restored { group } => println!(
-            "fleet.{name}: rolled back: all traffic on {group}; the fleet is locked until `immune unlock {name} --reason TEXT`"
+            "fleet.{name}: rolled back: all {} on {group}; the fleet is locked until `immune unlock {name} --reason TEXT`",
+            if fleet.is_worker() { "capacity" } else { "traffic" }
         ),
         Outcome::RolledBack { reason, .. } => println!(
             "fleet.{name}: rolled back ({reason}); the fleet is locked until `immune unlock {name} --reason TEXT`"
@@ -555,20 +580,24 @@ pub async fn state_show(cli: &Cli, name: &str, json: bool) -> Result<Success, Cl
             format!("min {}, max {}, desired {}", c.min, c.max, c.desired)
         });
         format!(
-            "{} (release {}), image {}, launch template {} version {}, target group {}, capacity {capacity}, since {}",
+            "{} (release {}), image {}, launch template {} version {}, {}, capacity {capacity}, since {}",
             g.name,
             g.release,
             g.image,
             g.launch_template.id,
             g.launch_template.version,
-            crate::plan::target_group_name(&g.target_group),
+            g.target_group.as_deref().map_or("no target group (workers)".into(), |tg| {
+                format!("target group {}", crate::plan::target_group_name(tg))
+            }),
             g.created_at
         )
     };
     match &recorded.active {
         Some(g) => {
             println!("  active:        {}", describe(g));
-            println!("  route:         {}", g.listener_arn);
+            if let Some(route) = &g.listener_arn {
+                println!("  route:         {route}");
+            }
         }
         None => println!("  active:        none"),
     }

@@ -122,20 +122,27 @@ pub async fn plan(clouds: &Clouds, config: &Config, state: &State) -> Result<Pla
                 true
             }
         };
-        let route = retry_reads(budget, || resolve_route(cloud, &fleet.traffic)).await;
-        let listener = route.as_ref().map(|_| ()).map_err(Clone::clone);
-        let fix = match (&fleet.traffic.listener, fleet.traffic.rule_priority) {
-            (_, Some(_)) => {
-                "check traffic.rule_priority: the listener needs a rule with that priority whose action forwards to a target group"
+        // A worker fleet has no route.
+        let route = match &fleet.traffic {
+            Some(traffic) => {
+                let route = retry_reads(budget, || resolve_route(cloud, traffic)).await;
+                let listener = route.as_ref().map(|_| ()).map_err(Clone::clone);
+                let fix = match (&traffic.listener, traffic.rule_priority) {
+                    (_, Some(_)) => {
+                        "check traffic.rule_priority: the listener needs a rule with that priority whose action forwards to a target group"
+                    }
+                    (ListenerRef::Arn(_), None) => "check traffic.listener_arn",
+                    (ListenerRef::LoadBalancer { .. }, None) => {
+                        "check traffic.load_balancer and traffic.listener_port, or create the listener first; its default action must forward to a target group"
+                    }
+                };
+                if !check(listener, fix) {
+                    continue;
+                }
+                route.ok().map(|route| (route, traffic))
             }
-            (ListenerRef::Arn(_), None) => "check traffic.listener_arn",
-            (ListenerRef::LoadBalancer { .. }, None) => {
-                "check traffic.load_balancer and traffic.listener_port, or create the listener first; its default action must forward to a target group"
-            }
+            None => None,
         };
-        if !check(listener, fix) {
-            continue;
-        }
         let source = match retry_reads(budget, || {
             cloud.source_image_exists(&fleet.image.source_ami)
         })
@@ -260,11 +267,11 @@ pub async fn plan(clouds: &Clouds, config: &Config, state: &State) -> Result<Pla
             image: baked.is_none().then(|| plan::image_name(fleet, seq)),
             route: None,
         };
+        let mut stand_in = None;
+        let claim = match route {
+            Some((route, traffic)) => {
         // The route's target groups now: one of another configuration's means two
         // configurations would shift the same traffic.
-        let Ok(route) = route else {
-            continue;
-        };
         let forwards = match retry_reads(budget, || cloud.listener_weights(&route)).await {
             Ok(weights) => weights,
             Err(e) => {
@@ -275,7 +282,6 @@ pub async fn plan(clouds: &Clouds, config: &Config, state: &State) -> Result<Pla
         // One preflight with apply: a route must forward somewhere, or answer with the
         // fixed response or redirect of a fresh load balancer, to have somewhere to send
         // traffic back to.
-        let mut stand_in = None;
         if forwards.iter().all(|w| w.weight == 0) {
             match retry_reads(budget, || cloud.stand_in(&route)).await {
                 Ok(Some(found)) => stand_in = Some(found),
@@ -283,7 +289,7 @@ pub async fn plan(clouds: &Clouds, config: &Config, state: &State) -> Result<Pla
                     check(
                         Err(CloudError::Invalid(format!(
                             "{} neither forwards to a target group nor answers with a fixed response or a redirect, so a rollback would have nowhere to send traffic",
-                            fleet.traffic.route()
+                            traffic.route()
                         ))),
                         "point the route's action at a target group, a fixed response or a redirect first",
                     );
@@ -295,12 +301,15 @@ pub async fn plan(clouds: &Clouds, config: &Config, state: &State) -> Result<Pla
                 }
             }
         }
-        let claim = Claim {
+        Claim {
             route: Some((
-                fleet.traffic.route(),
+                traffic.route(),
                 forwards.into_iter().map(|w| w.target_group).collect(),
             )),
             ..claim
+        }
+            }
+            None => claim,
         };
         match retry_reads(budget, || cloud.claim_conflicts(&claim)).await {
             Ok(conflicts) => {
@@ -372,12 +381,17 @@ pub(crate) async fn refresh(
     let target_groups: Vec<String> = recorded
         .iter()
         .flat_map(|(_, g, original)| {
-            std::iter::once(g.target_group.clone())
+            g.target_group
+                .clone()
+                .into_iter()
                 .chain(original.iter().map(|w| w.target_group.clone()))
         })
         .collect();
     let images: Vec<String> = recorded.iter().map(|(_, g, _)| g.image.clone()).collect();
-    let routes: BTreeSet<&String> = recorded.iter().map(|(_, g, _)| &g.listener_arn).collect();
+    let routes: BTreeSet<&String> = recorded
+        .iter()
+        .filter_map(|(_, g, _)| g.listener_arn.as_ref())
+        .collect();
     let weights = futures_util::future::try_join_all(routes.into_iter().map(|route| async move {
         match cloud.listener_weights(route).await {
             Ok(weights) => Ok((route.clone(), weights)),
@@ -398,10 +412,16 @@ pub(crate) async fn refresh(
         .map(|(name, group, original)| {
             let live = Live {
                 group: groups.remove(&group.name),
-                target_group_exists: target_groups.contains(&group.target_group),
+                // A worker group has no target group to lose.
+                target_group_exists: group
+                    .target_group
+                    .as_ref()
+                    .is_none_or(|tg| target_groups.contains(tg)),
                 image_exists: images.contains(&group.image),
-                weights: weights
-                    .get(&group.listener_arn)
+                weights: group
+                    .listener_arn
+                    .as_ref()
+                    .and_then(|route| weights.get(route))
                     .cloned()
                     .unwrap_or_default(),
                 original_target_groups: original

@@ -60,11 +60,49 @@ pub struct World {
     pub launch_requests: Vec<LaunchRequest>,
     /// Scaling policies by group.
     pub policies: BTreeMap<String, Vec<PolicyRequest>>,
+    /// Termination lifecycle hooks: group -> heartbeat timeout.
+    pub hooks: BTreeMap<String, Duration>,
+    /// Instances a hooked group scaled in, in `Terminating:Wait`: instance -> (group,
+    /// when the grace ends, looked at once). Their workers finish at the second look,
+    /// unless `workers_hang`.
+    pub leaving: BTreeMap<String, (String, std::time::Instant, bool)>,
+    /// Leaving workers never complete their lifecycle action: cut off at the grace.
+    pub workers_hang: bool,
+    /// Instances whose workers completed the lifecycle action.
+    pub jobs_finished: Vec<String>,
+    /// Instances terminated because their grace ran out.
+    pub cut_off: Vec<String>,
+    /// Every capacity a group was given after it was created, in order.
+    pub scaled: Vec<(String, Capacity)>,
     pub calls: Vec<&'static str>,
     counter: u64,
 }
 
 impl World {
+    /// Leaving workers finish their job by the second look at their group, or, when they
+    /// hang, are terminated once their grace is over.
+    fn settle_leaving(&mut self) {
+        let now = std::time::Instant::now();
+        let hang = self.workers_hang;
+        let mut gone = Vec::new();
+        for (id, (_, until, seen)) in self.leaving.iter_mut() {
+            if !hang && *seen {
+                gone.push((id.clone(), false));
+            } else if now >= *until {
+                gone.push((id.clone(), true));
+            }
+            *seen = true;
+        }
+        for (id, cut_off) in gone {
+            self.leaving.remove(&id);
+            self.instances.insert(id.clone(), InstanceState::Terminated);
+            match cut_off {
+                true => self.cut_off.push(id),
+                false => self.jobs_finished.push(id),
+            }
+        }
+    }
+
     fn id(&mut self, prefix: &str) -> String {
         self.counter += 1;
         format!("{prefix}-{:08x}", self.counter)
@@ -222,6 +260,15 @@ impl Cloud for FakeCloud {
         let policies = w.policies.entry(request.group.clone()).or_default();
         policies.retain(|p| p.name != request.name);
         policies.push(request.clone());
+        Ok(())
+    }
+
+    async fn put_termination_hook(&self, group: &str, grace: Duration) -> CloudResult<()> {
+        let mut w = self.enter("put_termination_hook")?;
+        if !w.groups.contains_key(group) {
+            return Err(CloudError::NotFound(format!("Auto Scaling group {group}")));
+        }
+        w.hooks.insert(group.to_string(), grace);
         Ok(())
     }
 
@@ -488,15 +535,25 @@ impl Cloud for FakeCloud {
     }
 
     async fn groups(&self, names: &[String]) -> CloudResult<BTreeMap<String, GroupStatus>> {
-        let w = self.enter("groups")?;
+        let mut w = self.enter("groups")?;
+        w.settle_leaving();
         Ok(names
             .iter()
             .filter_map(|name| {
                 let (request, instances) = w.groups.get(name)?;
+                let leaving = w
+                    .leaving
+                    .iter()
+                    .filter(|(_, (group, _, _))| group == name)
+                    .map(|(i, _)| (i.clone(), false));
                 let status = GroupStatus {
                     name: name.clone(),
                     capacity: request.capacity,
-                    instances: instances.iter().map(|i| (i.clone(), true)).collect(),
+                    instances: instances
+                        .iter()
+                        .map(|i| (i.clone(), true))
+                        .chain(leaving)
+                        .collect(),
                 };
                 Some((name.clone(), status))
             })
@@ -524,7 +581,7 @@ impl Cloud for FakeCloud {
         };
         Ok(w.groups
             .values()
-            .filter(|(r, _)| r.target_group_arn == target_group_arn)
+            .filter(|(r, _)| r.target_group_arn.as_deref() == Some(target_group_arn))
             .flat_map(|(_, instances)| instances.iter().map(|i| (i.clone(), state)))
             .collect())
     }
@@ -536,10 +593,19 @@ impl Cloud for FakeCloud {
             return Err(CloudError::not_ours(held, holder.clone()));
         }
         if let Some((_, instances)) = w.groups.remove(name) {
-            for i in instances {
+            // Deleting a group skips its lifecycle hooks, as ForceDelete does.
+            let leaving: Vec<String> = w
+                .leaving
+                .iter()
+                .filter(|(_, (group, _, _))| group == name)
+                .map(|(i, _)| i.clone())
+                .collect();
+            for i in instances.into_iter().chain(leaving) {
+                w.leaving.remove(&i);
                 w.instances.insert(i, InstanceState::Terminated);
             }
         }
+        w.hooks.remove(name);
         Ok(())
     }
 
@@ -557,10 +623,24 @@ impl Cloud for FakeCloud {
         for i in &new_ids {
             w.instances.insert(i.clone(), InstanceState::Running);
         }
+        let grace = w.hooks.get(name).copied();
         let (request, instances) = w.groups.get_mut(name).expect("checked above");
         request.capacity = capacity;
-        instances.truncate(capacity.desired as usize);
+        let removed = instances.split_off(instances.len().min(capacity.desired as usize));
         instances.extend(new_ids);
+        for i in removed {
+            match grace {
+                // A hooked group's leaving instance waits for its worker.
+                Some(grace) => {
+                    let until = std::time::Instant::now() + grace;
+                    w.leaving.insert(i, (name.to_string(), until, false));
+                }
+                None => {
+                    w.instances.insert(i, InstanceState::Terminated);
+                }
+            }
+        }
+        w.scaled.push((name.to_string(), capacity));
         Ok(())
     }
 

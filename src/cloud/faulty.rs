@@ -320,6 +320,13 @@ impl Cloud for Faulty {
         self.call("PutScalingPolicy", self.inner.put_scaling_policy(request))
             .await
     }
+    async fn put_termination_hook(&self, group: &str, grace: Duration) -> CloudResult<()> {
+        self.call(
+            "PutLifecycleHook",
+            self.inner.put_termination_hook(group, grace),
+        )
+        .await
+    }
     async fn groups(&self, names: &[String]) -> CloudResult<BTreeMap<String, GroupStatus>> {
         self.call("DescribeAutoScalingGroups", self.inner.groups(names))
             .await

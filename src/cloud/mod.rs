@@ -26,6 +26,9 @@ pub const TAG_RELEASE: &str = "immune:release";
 pub const TAG_BAKE: &str = "immune:bake";
 /// On builder instances: `builder`, so a builder left by a crash is found again.
 pub const TAG_ROLE: &str = "immune:role";
+/// The lifecycle hook of a worker fleet's groups: a worker that learns it is leaving
+/// finishes its job and completes the lifecycle action of this hook.
+pub const TERMINATION_HOOK: &str = "immune-termination";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tags {
@@ -308,7 +311,9 @@ pub struct GroupRequest {
     pub name: String,
     pub launch_template: LaunchTemplateRef,
     pub subnets: Vec<String>,
-    pub target_group_arn: String,
+    /// A web fleet's group registers its instances here and takes the load balancer's
+    /// health checks; a worker fleet's has none and is checked by EC2.
+    pub target_group_arn: Option<String>,
     pub capacity: Capacity,
     pub health_check_grace: Duration,
     /// Several instance types and spot capacity: a mixed instances policy.
@@ -337,6 +342,11 @@ pub struct GroupStatus {
 }
 
 impl GroupStatus {
+    /// How many of the group's instances are `InService`: a worker fleet's health.
+    pub fn in_service(&self) -> usize {
+        self.instances.iter().filter(|(_, s)| *s).count()
+    }
+
     /// How many of the group's instances are InService and healthy in its target group.
     pub fn healthy_in(&self, targets: &[(String, TargetState)]) -> usize {
         self.instances
@@ -518,6 +528,11 @@ pub trait Cloud: Send + Sync {
     /// Puts (creates or replaces) a target tracking policy on one of this
     /// configuration's groups.
     async fn put_scaling_policy(&self, request: &PolicyRequest) -> CloudResult<()>;
+    /// Puts (creates or replaces) the termination lifecycle hook [`TERMINATION_HOOK`] on
+    /// one of this configuration's groups: an instance the group scales in waits in
+    /// `Terminating:Wait` until its worker completes the lifecycle action, or for at most
+    /// `grace`, after which it is terminated anyway.
+    async fn put_termination_hook(&self, group: &str, grace: Duration) -> CloudResult<()>;
     async fn group(&self, name: &str) -> CloudResult<Option<GroupStatus>> {
         Ok(self.groups(&[name.to_string()]).await?.remove(name))
     }

@@ -76,8 +76,9 @@ pub fn read_fleet(
         },
     };
 
+    let worker = r.blocks("traffic").is_empty();
     let instances = match r.required_block("instances") {
-        Some(b) => read_instances(r.nested(b, "instances".into())),
+        Some(b) => read_instances(r.nested(b, "instances".into()), worker),
         None => InstanceSpec {
             instance_type: String::new(),
             subnets: Vec::new(),
@@ -95,24 +96,17 @@ pub fn read_fleet(
             metadata: Metadata::default(),
             spot: None,
             scaling: Vec::new(),
+            termination_grace: DEFAULT_TERMINATION_GRACE,
         },
     };
 
-    let traffic = r.block("traffic");
-    let traffic = match traffic {
-        Some(b) => read_traffic(&mut r.nested(b, "traffic".into())),
-        None => {
-            let span = r.span.clone();
-            r.diags.push(
-                Diagnostic::new(format!("fleet `{name}` has no `traffic` block"), span)
-                    .with_hint("worker fleets (without a load balancer) are not supported yet; add traffic { load_balancer = \"...\" listener_port = 80 port = 8080 }"),
-            );
-            placeholder_traffic()
-        }
-    };
+    // Without a traffic block the fleet is a worker fleet: released by capacity.
+    let traffic = r
+        .block("traffic")
+        .map(|b| read_traffic(&mut r.nested(b, "traffic".into())));
 
     let rollout = match r.block("rollout") {
-        Some(b) => read_rollout(&mut r.nested(b, "rollout".into())),
+        Some(b) => read_rollout(&mut r.nested(b, "rollout".into()), traffic.is_none()),
         None => default_rollout(vec![100]),
     };
     r.finish();
@@ -175,7 +169,8 @@ fn check_provision(ir: &mut BlockReader, script: &str) {
     }
 }
 
-fn read_instances(mut ir: BlockReader) -> InstanceSpec {
+/// `worker`: the fleet has no `traffic` block.
+fn read_instances(mut ir: BlockReader, worker: bool) -> InstanceSpec {
     let instance_type = instance_type(&mut ir, "instance_type");
     let subnets = ir.strings("subnets");
     let security_groups = ir.strings("security_groups");
@@ -304,6 +299,16 @@ fn read_instances(mut ir: BlockReader) -> InstanceSpec {
         if !pr.has("metric") {
             pr.missing("metric");
         }
+        if worker && metric == ScalingMetric::RequestsPerTarget.name() {
+            let span = pr.body_span("metric");
+            pr.diags.push(
+                Diagnostic::new(
+                    "scaling metric \"requests_per_target\" needs a load balancer, and this worker fleet has no `traffic` block",
+                    span,
+                )
+                .with_hint("scale workers on cpu, network_in or network_out (or on a queue's depth through an alarm of your own), or add a traffic block for a web fleet"),
+            );
+        }
         let target = pr.float("target").unwrap_or(50.0);
         if target <= 0.0 {
             let span = pr.span.clone();
@@ -329,6 +334,32 @@ fn read_instances(mut ir: BlockReader) -> InstanceSpec {
             .with_hint("set capacity.max above capacity.min"),
         );
     }
+    let termination_grace = ir.duration("termination_grace", DEFAULT_TERMINATION_GRACE);
+    if ir.has("termination_grace") && !(GRACE_MIN..=GRACE_MAX).contains(&termination_grace) {
+        let span = ir.body_span("termination_grace");
+        ir.diags.push(
+            Diagnostic::new(
+                format!(
+                    "`termination_grace` must be from {} to {}, got {}",
+                    show_duration(GRACE_MIN),
+                    show_duration(GRACE_MAX),
+                    show_duration(termination_grace)
+                ),
+                span,
+            )
+            .with_hint("it is the heartbeat timeout of the group's termination lifecycle hook, which AWS bounds; a worker with longer jobs sends heartbeats (`aws autoscaling record-lifecycle-action-heartbeat`)"),
+        );
+    }
+    if !worker && ir.has("termination_grace") {
+        let span = ir.body_span("termination_grace");
+        ir.diags.push(
+            Diagnostic::new(
+                "`termination_grace` applies to worker fleets, and this fleet has a `traffic` block",
+                span,
+            )
+            .with_hint("a web fleet's instances leave once the load balancer drained them (traffic.deregistration_delay); remove termination_grace, or the traffic block for a fleet of queue workers"),
+        );
+    }
     ir.finish();
     InstanceSpec {
         instance_type,
@@ -343,8 +374,15 @@ fn read_instances(mut ir: BlockReader) -> InstanceSpec {
         metadata,
         spot,
         scaling,
+        termination_grace,
     }
 }
+
+/// How long a leaving worker may take by default to finish its job.
+const DEFAULT_TERMINATION_GRACE: Duration = Duration::from_secs(15 * 60);
+/// AWS's bounds on a lifecycle hook's heartbeat timeout.
+const GRACE_MIN: Duration = Duration::from_secs(30);
+const GRACE_MAX: Duration = Duration::from_secs(2 * 3600);
 
 fn read_capacity(mut cr: BlockReader) -> Capacity {
     let min = cr.try_number("min", 0..=1000);
@@ -476,16 +514,6 @@ fn default_health_check() -> HealthCheck {
     }
 }
 
-fn placeholder_traffic() -> Traffic {
-    Traffic {
-        listener: ListenerRef::Arn(String::new()),
-        rule_priority: None,
-        port: 80,
-        health_check: default_health_check(),
-        deregistration_delay: Duration::ZERO,
-    }
-}
-
 fn default_rollout(steps: Vec<u8>) -> RolloutSpec {
     RolloutSpec {
         steps,
@@ -497,14 +525,16 @@ fn default_rollout(steps: Vec<u8>) -> RolloutSpec {
     }
 }
 
-fn read_rollout(r: &mut BlockReader) -> RolloutSpec {
+/// `worker`: the fleet has no load balancer, so steps are shares of capacity and metric
+/// gates cannot point at a target group or load balancer.
+fn read_rollout(r: &mut BlockReader, worker: bool) -> RolloutSpec {
     let steps = match r.value("steps") {
         None => vec![100],
         Some((value, span)) => match steps_of(&value) {
             Ok(steps) => steps,
             Err(message) => {
                 r.diags.push(Diagnostic::new(message, span).with_hint(
-                    "steps are percentages of traffic on the new release, such as [5, 25, 50, 100]",
+                    "steps are percentages of traffic (of capacity, for a worker fleet) on the new release, such as [5, 25, 50, 100]",
                 ));
                 vec![100]
             }
@@ -537,6 +567,9 @@ fn read_rollout(r: &mut BlockReader) -> RolloutSpec {
         }
         let mut gr = r.nested(gate, format!("gate \"{name}\""));
         if let Some(check) = read_gate_check(&mut gr) {
+            if worker {
+                check_worker_gate(&mut gr, &check);
+            }
             gates.push(read_gate(&mut gr, name, check));
         }
         gr.finish();
@@ -548,6 +581,26 @@ fn read_rollout(r: &mut BlockReader) -> RolloutSpec {
         poll_interval,
         gates,
         ..defaults
+    }
+}
+
+/// A worker fleet's release has a group but no target group or load balancer.
+fn check_worker_gate(r: &mut BlockReader, check: &GateCheck) {
+    let GateCheck::Metric(metric) = check else {
+        return;
+    };
+    for name in ["target_group", "load_balancer"] {
+        let marker = format!("${{release.{name}}}");
+        if metric.dimensions.values().any(|v| v.contains(&marker)) {
+            let span = r.span.clone();
+            r.diags.push(
+                Diagnostic::new(
+                    format!("`release.{name}` does not exist in a worker fleet, which has no load balancer"),
+                    span,
+                )
+                .with_hint("point the metric at the release's Auto Scaling group: dimensions = { AutoScalingGroupName = release.group }"),
+            );
+        }
     }
 }
 

@@ -588,13 +588,18 @@ fn fleet_value(fleet: &Fleet) -> Value {
             ("desired".to_string(), Value::from(capacity.desired)),
         ])),
     );
-    let (load_balancer, listener_arn) = match &fleet.traffic.listener {
-        ListenerRef::LoadBalancer { name, .. } => (Value::String(name.clone()), Value::Null),
-        ListenerRef::Arn(arn) => (Value::Null, Value::String(arn.clone())),
+    // A worker fleet has none of them.
+    let (load_balancer, listener_arn) = match fleet.traffic.as_ref().map(|t| &t.listener) {
+        Some(ListenerRef::LoadBalancer { name, .. }) => (Value::String(name.clone()), Value::Null),
+        Some(ListenerRef::Arn(arn)) => (Value::Null, Value::String(arn.clone())),
+        None => (Value::Null, Value::Null),
     };
     map.insert("load_balancer".into(), load_balancer);
     map.insert("listener_arn".into(), listener_arn);
-    map.insert("port".into(), Value::from(fleet.traffic.port));
+    map.insert(
+        "port".into(),
+        fleet.traffic.as_ref().map_or(Value::Null, |t| Value::from(t.port)),
+    );
     map.insert(
         "group_prefix".into(),
         Value::String(format!("{}-v", fleet.name)),

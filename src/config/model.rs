@@ -57,7 +57,9 @@ pub struct Fleet {
     pub release: Option<String>,
     pub image: ImageSpec,
     pub instances: InstanceSpec,
-    pub traffic: Traffic,
+    /// Where the fleet's traffic comes from; `None` makes it a worker fleet, whose
+    /// releases move capacity instead of traffic (see `rollout::capacity_at`).
+    pub traffic: Option<Traffic>,
     pub rollout: RolloutSpec,
     /// `immune { default_tags }`: on everything immune creates for the fleet.
     pub default_tags: BTreeMap<String, String>,
@@ -107,6 +109,10 @@ pub struct InstanceSpec {
     pub spot: Option<Spot>,
     /// Target tracking policies put on each new group before it takes traffic.
     pub scaling: Vec<ScalingPolicy>,
+    /// Worker fleets: how long a leaving worker may take to finish its job, the
+    /// heartbeat timeout of each group's termination lifecycle hook.
+    #[serde(with = "secs")]
+    pub termination_grace: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -275,6 +281,11 @@ impl Fleet {
         let mut tags = self.default_tags.clone();
         tags.extend(self.instances.tags.clone());
         tags
+    }
+
+    /// A fleet without a `traffic` block: queue workers, released by capacity.
+    pub fn is_worker(&self) -> bool {
+        self.traffic.is_none()
     }
 
     /// What the fleet's resource names start with: `staging-web`, or `web`.

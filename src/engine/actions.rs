@@ -8,7 +8,7 @@ use super::{backoff, Halt, Reporter};
 use crate::cloud::*;
 use crate::config::{fill_release_references, show_duration, Capacity, Fleet, GateCheck};
 use crate::plan::{builder_name, image_name, template_name};
-use crate::rollout::{Action, Event, Found, Intent, Rollout};
+use crate::rollout::{capacity_at, Action, Event, Found, Intent, Rollout};
 use std::future::Future;
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
@@ -178,13 +178,19 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
                 }
                 None => {}
             }
+            let Some(traffic) = &fleet.traffic else {
+                return Err(Halt::Refused(format!(
+                    "fleet {} has no traffic block, so {} takes no target group",
+                    fleet.name, rollout.group
+                )));
+            };
             let vpc_id = cloud.vpc_of_subnets(&fleet.instances.subnets).await?;
             let request = TargetGroupRequest {
                 name: rollout.group.clone(),
                 vpc_id,
-                port: fleet.traffic.port,
-                health_check: fleet.traffic.health_check.clone(),
-                deregistration_delay: fleet.traffic.deregistration_delay,
+                port: traffic.port,
+                health_check: traffic.health_check.clone(),
+                deregistration_delay: traffic.deregistration_delay,
                 tags,
             };
             Ok(Event::TargetGroupCreated(
@@ -199,7 +205,10 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
                 };
                 let fill = |text: &str| {
                     fill_release_references(text, |name| match name {
-                        "target_group" => target_group_dimension(target_group),
+                        "target_group" => target_group
+                            .as_deref()
+                            .map(target_group_dimension)
+                            .unwrap_or_default(),
                         "load_balancer" => load_balancer_dimension(&rollout.listener_arn),
                         "group" => rollout.group.clone(),
                         _ => rollout.release.clone(),
@@ -230,9 +239,10 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
             Ok(Event::AlarmsCreated(names))
         }
         Action::ScaleUp => {
-            cloud
-                .scale_group(&rollout.group, fleet.instances.capacity)
-                .await?;
+            let capacity = rollout
+                .workers
+                .map_or(fleet.instances.capacity, |w| w.full);
+            cloud.scale_group(&rollout.group, capacity).await?;
             Ok(Event::ScaledUp)
         }
         Action::ScaleToZero => {
@@ -258,7 +268,8 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
             match cloud.group_holder(&rollout.group).await? {
                 Some(Holder::Ours) => {
                     adopt_or_refuse(format!("Auto Scaling group {}", rollout.group))?;
-                    put_policies(cloud, fleet, rollout, target_group).await?;
+                    put_policies(cloud, fleet, rollout, target_group.as_deref()).await?;
+                    put_hook(cloud, fleet, rollout).await?;
                     return Ok(Event::GroupCreated);
                 }
                 Some(holder) => {
@@ -269,7 +280,11 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
                 }
                 None => {}
             }
-            let capacity = starting_capacity(cloud, fleet, rollout, reporter).await?;
+            // A worker fleet's new group starts with the first step's share.
+            let capacity = match rollout.workers {
+                Some(workers) => capacity_at(workers.full, rollout.steps[0]).0,
+                None => starting_capacity(cloud, fleet, rollout, reporter).await?,
+            };
             let request = GroupRequest {
                 name: rollout.group.clone(),
                 launch_template: launch_template.clone(),
@@ -282,34 +297,51 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
             };
             cloud.create_group(&request).await?;
             // Before the group takes traffic, so that it scales with the load it gets.
-            put_policies(cloud, fleet, rollout, target_group).await?;
+            put_policies(cloud, fleet, rollout, target_group.as_deref()).await?;
+            // Before anything scales it in, so that no worker is ever cut off.
+            put_hook(cloud, fleet, rollout).await?;
             Ok(Event::GroupCreated)
         }
         Action::WaitHealthy { target_group } => {
             let within = fleet.rollout.healthy_within;
-            // The last count seen, so a timeout reports it without asking again.
-            let last = std::sync::Mutex::new((0, 0));
-            let waited = wait_until(poll, within, "instances to be healthy", stop, || async {
-                let (healthy, wanted) = health(cloud, &rollout.group, target_group).await?;
-                *last.lock().unwrap() = (healthy, wanted);
-                Ok((healthy >= wanted && wanted > 0).then_some(()))
-            })
-            .await;
-            match waited {
-                Ok(()) => Ok(Event::Healthy),
-                Err(Halt::Failed(_)) => {
-                    let (healthy, wanted) = *last.lock().unwrap();
-                    Err(Halt::Failed(format!(
-                        "{healthy} of {wanted} instances healthy after {}",
-                        show_duration(within)
-                    )))
-                }
-                Err(halt) => Err(halt),
-            }
+            wait_healthy(cloud, &rollout.group, target_group.as_deref(), within, poll, stop)
+                .await?;
+            Ok(Event::Healthy)
         }
         Action::SetWeights { weights, percent } => {
             set_weights(cloud, &rollout.listener_arn, weights).await?;
             Ok(Event::WeightsSet(*percent))
+        }
+        Action::SetCapacity { new, old, percent } => {
+            // The new group grows first, so the fleet never runs below its capacity.
+            cloud.scale_group(&rollout.group, *new).await?;
+            let within = fleet.rollout.healthy_within;
+            wait_healthy(cloud, &rollout.group, None, within, poll, stop).await?;
+            if let Some((group, capacity)) = old {
+                let grace = fleet.instances.termination_grace;
+                cloud.scale_group(group, *capacity).await?;
+                reporter.line(
+                    &fleet.name,
+                    &format!(
+                        "{} instances on {}, {} left on {group}: its leaving workers finish their jobs (within {})",
+                        new.desired,
+                        rollout.group,
+                        capacity.desired,
+                        show_duration(grace)
+                    ),
+                );
+                drain_workers(cloud, group, capacity.desired, grace, poll, stop).await?;
+            }
+            Ok(Event::CapacitySet(*percent))
+        }
+        Action::RestoreCapacity { previous } => {
+            // Rolling back: the old group serves again before the new one goes.
+            if let Some((group, capacity)) = previous {
+                cloud.scale_group(group, *capacity).await?;
+                let within = fleet.rollout.healthy_within;
+                wait_healthy(cloud, group, None, within, poll, stop).await?;
+            }
+            Ok(Event::CapacityRestored)
         }
         Action::Observe { .. } => unreachable!("the engine observes steps itself"),
         Action::Drain => unreachable!("the engine watches the drain itself"),
@@ -319,8 +351,9 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
             drain,
         } => {
             if let Some(previous) = previous {
-                if *drain {
-                    let drain = fleet.traffic.deregistration_delay;
+                // A worker group drained already: its workers left at the last step.
+                if let (true, Some(traffic)) = (*drain, &fleet.traffic) {
+                    let drain = traffic.deregistration_delay;
                     reporter.line(
                         &fleet.name,
                         &format!("draining {} for {}", previous.group, show_duration(drain)),
@@ -344,9 +377,12 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
                         cloud,
                         &previous.group,
                         &previous.alarms,
-                        &previous.target_group,
+                        previous.target_group.as_deref(),
                         version.as_ref(),
-                        poll,
+                        Drain {
+                            grace: fleet.instances.termination_grace,
+                            poll,
+                        },
                     )
                     .await?;
                 }
@@ -362,6 +398,12 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
             Ok(Event::WeightsRestored)
         }
         Action::DeleteGroup => {
+            // A worker group is scaled in first: its workers finish what they hold.
+            if rollout.workers.is_some() {
+                let grace = fleet.instances.termination_grace;
+                cloud.scale_group(&rollout.group, ZERO).await?;
+                drain_workers(cloud, &rollout.group, 0, grace, poll, stop).await?;
+            }
             delete_group(cloud, &rollout.group, poll).await?;
             Ok(Event::GroupDeleted)
         }
@@ -543,11 +585,12 @@ async fn put_policies(
     cloud: &dyn Cloud,
     fleet: &Fleet,
     rollout: &Rollout,
-    target_group: &str,
+    target_group: Option<&str>,
 ) -> Result<(), Halt> {
     for policy in &fleet.instances.scaling {
-        let resource_label = (policy.metric == crate::config::ScalingMetric::RequestsPerTarget)
-            .then(|| {
+        let resource_label = target_group
+            .filter(|_| policy.metric == crate::config::ScalingMetric::RequestsPerTarget)
+            .map(|target_group| {
                 format!(
                     "{}/{}",
                     load_balancer_dimension(&rollout.listener_arn),
@@ -588,21 +631,97 @@ async fn wait_image(
     .await
 }
 
-/// How many of the group's wanted instances are InService and healthy in its target group.
+/// How many of the group's wanted instances are InService and healthy in its target
+/// group; a worker group (no target group): InService, which its EC2 health checks keep.
 pub(super) async fn health(
     cloud: &dyn Cloud,
     group: &str,
-    target_group: &str,
+    target_group: Option<&str>,
 ) -> Result<(usize, usize), Halt> {
     let status = cloud
         .group(group)
         .await?
         .ok_or_else(|| Halt::Failed(format!("Auto Scaling group {group} disappeared")))?;
-    let targets = cloud.target_health(target_group).await?;
-    Ok((
-        status.healthy_in(&targets),
-        status.capacity.desired as usize,
-    ))
+    let healthy = match target_group {
+        Some(target_group) => status.healthy_in(&cloud.target_health(target_group).await?),
+        None => status.in_service(),
+    };
+    Ok((healthy, status.capacity.desired as usize))
+}
+
+/// Waits until every instance the group wants is healthy (see [`health`]), for at most
+/// `within`: after that the release has failed its health.
+async fn wait_healthy(
+    cloud: &dyn Cloud,
+    group: &str,
+    target_group: Option<&str>,
+    within: Duration,
+    poll: Duration,
+    stop: &(dyn Fn() -> Option<Halt> + Sync),
+) -> Result<(), Halt> {
+    // The last count seen, so a timeout reports it without asking again.
+    let last = std::sync::Mutex::new((0, 0));
+    let waited = wait_until(poll, within, "instances to be healthy", stop, || async {
+        let (healthy, wanted) = health(cloud, group, target_group).await?;
+        *last.lock().unwrap() = (healthy, wanted);
+        Ok((healthy >= wanted && wanted > 0).then_some(()))
+    })
+    .await;
+    match waited {
+        Err(Halt::Failed(_)) => {
+            let (healthy, wanted) = *last.lock().unwrap();
+            Err(Halt::Failed(format!(
+                "{healthy} of {wanted} instances of {group} healthy after {}",
+                show_duration(within)
+            )))
+        }
+        other => other,
+    }
+}
+
+/// How long past its grace a worker group's scale-in may take before immune stops: the
+/// hook's timeout ends each wait, termination itself takes a minute or two.
+const DRAIN_MARGIN: Duration = Duration::from_secs(5 * 60);
+
+/// Waits until a worker group that was scaled in runs at most `keep` instances: each
+/// leaving instance waits in `Terminating:Wait` until its worker completed the lifecycle
+/// action, or until `grace` is over and Auto Scaling terminates it anyway.
+pub(super) async fn drain_workers(
+    cloud: &dyn Cloud,
+    group: &str,
+    keep: u32,
+    grace: Duration,
+    poll: Duration,
+    stop: &(dyn Fn() -> Option<Halt> + Sync),
+) -> Result<(), Halt> {
+    let limit = grace + DRAIN_MARGIN;
+    let left = std::sync::Mutex::new(0);
+    let waited = wait_until(poll, limit, "leaving workers", stop, || async {
+        let count = cloud.group(group).await?.map_or(0, |g| g.instances.len());
+        *left.lock().unwrap() = count;
+        Ok((count <= keep as usize).then_some(()))
+    })
+    .await;
+    match waited {
+        // Not the release's doing: Auto Scaling did not end what the hook let go of.
+        Err(Halt::Failed(_)) => Err(Halt::Fault(format!(
+            "{group} still runs {} instances {} after it was scaled in to {keep} (termination_grace {}): Auto Scaling has not terminated them",
+            left.lock().unwrap(),
+            show_duration(limit),
+            show_duration(grace)
+        ))),
+        other => other,
+    }
+}
+
+/// A worker group's termination lifecycle hook, put again on a resumed launch.
+async fn put_hook(cloud: &dyn Cloud, fleet: &Fleet, rollout: &Rollout) -> Result<(), Halt> {
+    if rollout.workers.is_some() {
+        cloud
+            .put_termination_hook(&rollout.group, fleet.instances.termination_grace)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Sets the weights in one call and reads them back: a listener that silently kept its
@@ -649,23 +768,38 @@ pub(super) async fn set_stand_in(
     }
 }
 
+/// How a retired group's instances leave.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Drain {
+    /// A worker group's: how long its leaving workers may take.
+    pub grace: Duration,
+    pub poll: Duration,
+}
+
 /// Deletes a retired release for good: its group (waiting until it is gone), its gate
-/// alarms, then its target group.
-/// Deletes a retired release: its group, alarms, target group and, when given, its
-/// launch template version (a retired fleet's whole template goes instead).
+/// alarms, its target group and, when given, its launch template version (a retired
+/// fleet's whole template goes instead). A worker group (no target group) is scaled in
+/// first, so that its workers finish their jobs.
 pub(super) async fn delete_release(
     cloud: &dyn Cloud,
     group: &str,
     alarms: &[String],
-    target_group: &str,
+    target_group: Option<&str>,
     launch_template: Option<&LaunchTemplateRef>,
-    poll: Duration,
+    drain: Drain,
 ) -> Result<(), Halt> {
+    let poll = drain.poll;
+    if target_group.is_none() && cloud.group(group).await?.is_some() {
+        cloud.scale_group(group, ZERO).await?;
+        drain_workers(cloud, group, 0, drain.grace, poll, &|| None).await?;
+    }
     delete_group(cloud, group, poll).await?;
     for alarm in alarms {
         cloud.delete_alarm(alarm).await?;
     }
-    cloud.delete_target_group(target_group).await?;
+    if let Some(target_group) = target_group {
+        cloud.delete_target_group(target_group).await?;
+    }
     if let Some(version) = launch_template {
         cloud.delete_launch_template_version(version).await?;
     }

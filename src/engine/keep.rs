@@ -24,9 +24,12 @@ impl Engine<'_> {
                 self.cloud,
                 &oldest.name,
                 &oldest.alarms,
-                &oldest.target_group,
+                oldest.target_group.as_deref(),
                 Some(&oldest.launch_template),
-                poll,
+                super::actions::Drain {
+                    grace: fleet.instances.termination_grace,
+                    poll,
+                },
             )
             .await
             .map_err(|h| h.message())?;

@@ -9,10 +9,10 @@ use observe::Window;
 mod update;
 
 use crate::cloud::{resolve_route, Cloud, CloudError, StandIn, Weight};
-use crate::config::Fleet;
+use crate::config::{Capacity, Fleet, Traffic};
 use crate::plan::{self, Release};
 use crate::rollout::gates::Evidence;
-use crate::rollout::{Action, Event, Found, Identity, Kind, Phase, Rollout};
+use crate::rollout::{Action, Event, Found, Identity, Kind, Phase, Rollout, Workers};
 use crate::state::{now, Answer, AnswerKind, Backend, Decision, State, StateError};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -191,7 +191,11 @@ impl Engine<'_> {
         fleet: &Fleet,
         release: &Release,
     ) -> Result<Outcome, EngineError> {
-        let (listener_arn, previous_weights, stand_in) = self.live_weights(fleet).await?;
+        // A worker fleet has no route: its canary moves capacity.
+        let (listener_arn, previous_weights, stand_in) = match &fleet.traffic {
+            Some(traffic) => self.live_weights(fleet, traffic).await?,
+            None => (String::new(), Vec::new(), None),
+        };
         // Baseline: a gate failing before anything starts is not this release's doing.
         let failing = self
             .gates_already_failing(fleet, &release.group, true)
@@ -206,6 +210,18 @@ impl Engine<'_> {
                 ),
             });
         }
+        let replaced = self
+            .state
+            .fleets
+            .get(&fleet.name)
+            .and_then(|f| f.replaced());
+        let workers = match fleet.is_worker() {
+            true => {
+                let group = replaced.as_ref().map(|p| p.group.clone());
+                Some(self.worker_capacities(fleet, group).await?)
+            }
+            false => None,
+        };
         let recorded = self.state.fleets.entry(fleet.name.clone()).or_default();
         let mut rollout = Rollout::new(
             Identity {
@@ -218,10 +234,11 @@ impl Engine<'_> {
             fleet.rollout.steps.clone(),
             listener_arn,
             previous_weights,
-            recorded.replaced(),
+            replaced,
         );
         rollout.keep_previous = fleet.rollout.keep_previous > 0;
         rollout.stand_in = stand_in;
+        rollout.workers = workers;
         recorded.start_release(rollout, &now());
         recorded.region = Some(self.cloud.region());
         self.note(
@@ -233,15 +250,49 @@ impl Engine<'_> {
         self.drive(fleet).await
     }
 
+    /// What a worker fleet's canary shares out: the fleet's capacity (with scaling
+    /// policies, as large as the replaced group runs now) and the replaced group's
+    /// capacity, which a rollback gives back. Read through transient faults.
+    async fn worker_capacities(
+        &self,
+        fleet: &Fleet,
+        replaced: Option<String>,
+    ) -> Result<Workers, EngineError> {
+        let configured = fleet.instances.capacity;
+        let Some(replaced) = replaced else {
+            return Ok(Workers {
+                full: configured,
+                previous: None,
+            });
+        };
+        let read = || async { Ok::<_, Halt>(self.cloud.group(&replaced).await?) };
+        let running = actions::with_retries(fleet.rollout.poll_interval, self.retry_budget, read)
+            .await
+            .map_err(|halt| self.not_started(fleet, halt))?
+            .map(|g| g.capacity);
+        let full = match (running, fleet.instances.scaling.is_empty()) {
+            (Some(running), false) => Capacity {
+                desired: running.desired.clamp(configured.min, configured.max),
+                ..configured
+            },
+            _ => configured,
+        };
+        Ok(Workers {
+            full,
+            previous: running,
+        })
+    }
+
     /// The listener and the weights traffic goes back to, read through transient faults.
     /// A listener that forwards nowhere is refused: a rollback would have nowhere to send
     /// traffic.
     async fn live_weights(
         &self,
         fleet: &Fleet,
+        traffic: &Traffic,
     ) -> Result<(String, Vec<Weight>, Option<StandIn>), EngineError> {
         let read = || async {
-            let route = resolve_route(self.cloud, &fleet.traffic).await?;
+            let route = resolve_route(self.cloud, traffic).await?;
             let weights: Vec<Weight> = self
                 .cloud
                 .listener_weights(&route)
@@ -262,7 +313,7 @@ impl Engine<'_> {
                 .await
                 .map_err(|halt| self.not_started(fleet, halt))?;
         if weights.is_empty() && stand_in.is_none() {
-            let action = match fleet.traffic.rule_priority {
+            let action = match traffic.rule_priority {
                 Some(_) => "the rule's action",
                 None => "its default action",
             };
@@ -270,7 +321,7 @@ impl Engine<'_> {
                 fleet: fleet.name.clone(),
                 message: format!(
                     "{} neither forwards to a target group nor answers with a fixed response or a redirect, so there would be nothing to send traffic back to; point {action} at a target group, a fixed response or a redirect first",
-                    fleet.traffic.route()
+                    traffic.route()
                 ),
             });
         }
@@ -359,14 +410,23 @@ impl Engine<'_> {
             message: "there is no previous group to go back to: set `keep_previous = 1` in the rollout block so that the next release keeps the one it replaces".into(),
         }
         };
-        let route = match (&recorded.active, recorded.previous.first()) {
-            (Some(active), Some(_)) => active.listener_arn.clone(),
+        let (route, active) = match (&recorded.active, recorded.previous.first()) {
+            (Some(active), Some(_)) => (active.listener_arn.clone(), active.name.clone()),
             _ => return Err(nothing_kept()),
         };
-        let weights = self.forwarding(fleet, &route).await?;
+        // A web fleet's kept group takes the traffic back; a worker fleet's takes the
+        // capacity back, as configured, from the active group as it runs now.
+        let (weights, workers) = match route {
+            Some(route) => (self.forwarding(fleet, &route).await?, None),
+            None => {
+                let mut workers = self.worker_capacities(fleet, Some(active)).await?;
+                workers.full = fleet.instances.capacity;
+                (Vec::new(), Some(workers))
+            }
+        };
         let recorded = self.state.fleets.entry(fleet.name.clone()).or_default();
         let (active, kept) = recorded
-            .start_restore(weights, by, &now())
+            .start_restore(weights, workers, by, &now())
             .ok_or_else(nothing_kept)?;
         self.note(
             &fleet.name,
@@ -638,7 +698,10 @@ impl Engine<'_> {
     /// that had moved to the new group goes back first.
     async fn suspend(&mut self, fleet: &Fleet, message: String) -> EngineError {
         let rollout = self.rollout(&fleet.name).clone();
+        // A worker fleet's capacity stays where the step left it: giving it back would
+        // take workers' jobs away, and the next apply moves it on from there.
         let moved = rollout.kind == Kind::Release
+            && rollout.workers.is_none()
             && matches!(rollout.phase, Phase::Shift { .. } | Phase::Observe { .. })
             && (rollout.weight > 0 || matches!(rollout.phase, Phase::Shift { .. }));
         self.note(
@@ -754,6 +817,9 @@ fn describe(event: &Event) -> Option<String> {
         Event::ScaledUp => "kept group scaled back up".into(),
         Event::Healthy => "all instances InService and healthy".into(),
         Event::WeightsSet(p) => format!("listener weights set and verified: {p}% on the new group"),
+        Event::CapacitySet(p) => {
+            format!("{p}% of the capacity on the new group, the old group's leaving workers done")
+        }
         // Observing says what the gates saw.
         Event::StepPassed | Event::Drained => return None,
         Event::PreviousRetired => "previous group retired".into(),
@@ -777,6 +843,7 @@ fn describe(event: &Event) -> Option<String> {
             Found::Nothing => return None,
         },
         Event::WeightsRestored => "traffic restored to the previous group".into(),
+        Event::CapacityRestored => "the previous group has its capacity back".into(),
         Event::GroupDeleted => "new Auto Scaling group deleted".into(),
         Event::ScaledToZero => "kept group scaled back to zero".into(),
         Event::AlarmsDeleted => "gate alarms deleted".into(),

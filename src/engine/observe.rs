@@ -65,7 +65,11 @@ impl Engine<'_> {
                 (spec.pause, format!("step {}", step + 1), Event::StepPassed)
             }
             Window::Drain => {
-                let drain = fleet.traffic.deregistration_delay;
+                // Only a web fleet drains: its worker groups never reach this phase.
+                let drain = fleet
+                    .traffic
+                    .as_ref()
+                    .map_or(Duration::ZERO, |t| t.deregistration_delay);
                 let previous = rollout.previous.as_ref().map_or("", |p| p.group.as_str());
                 self.reporter.line(
                     &fleet.name,
@@ -89,7 +93,7 @@ impl Engine<'_> {
             .iter()
             .map(|g| g.alarm_name(&rollout.group))
             .collect();
-        let target_group = rollout.target_group.clone().unwrap_or_default();
+        let target_group = rollout.target_group.clone();
         let started = Instant::now();
         let mut unreadable = vec![0u32; spec.gates.len()];
         // What was last recorded per gate, so a finding is written once, not every poll.
@@ -154,7 +158,7 @@ impl Engine<'_> {
             let state = step_state(&verdicts, started.elapsed(), pause);
             if !matches!(state, StepState::Failed(_)) {
                 let (healthy, wanted) =
-                    match health(self.cloud, &rollout.group, &target_group).await {
+                    match health(self.cloud, &rollout.group, target_group.as_deref()).await {
                         Ok(counts) => counts,
                         Err(Halt::Fault(fault)) => {
                             self.rollback_asked(fleet, &rollout.group).await?;

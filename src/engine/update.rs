@@ -1,7 +1,7 @@
 //! Changes that need no new release: the running group brought back to the configured
 //! capacity and traffic, and a fleet removed from the configuration retired.
 
-use super::actions::{delete_release, set_stand_in, set_weights};
+use super::actions::{delete_release, set_stand_in, set_weights, Drain};
 use super::{Engine, EngineError};
 use crate::config::Fleet;
 use crate::plan::{capacity_change, show_weights, Retire, Update};
@@ -11,6 +11,7 @@ use std::time::Duration;
 /// How often a retiring fleet's deletions are checked: its configuration, and with it
 /// its poll interval, is gone.
 const RETIRE_POLL: Duration = Duration::from_secs(2);
+const RETIRE_GRACE: Duration = Duration::from_secs(2 * 3600);
 
 impl Engine<'_> {
     /// Sets the active group's capacity and the route's weights as planned.
@@ -58,8 +59,10 @@ impl Engine<'_> {
             fleet: name.to_string(),
             message,
         };
+        // A worker fleet has no route, and so nothing to give back.
+        let route = retire.route.as_deref().unwrap_or_default();
         if let Some(stand_in) = &retire.stand_in {
-            set_stand_in(self.cloud, &retire.route, stand_in)
+            set_stand_in(self.cloud, route, stand_in)
                 .await
                 .map_err(|h| unfinished(h.message()))?;
             self.reporter.line(
@@ -68,7 +71,7 @@ impl Engine<'_> {
             );
         }
         if !retire.restore.is_empty() {
-            set_weights(self.cloud, &retire.route, &retire.restore)
+            set_weights(self.cloud, route, &retire.restore)
                 .await
                 .map_err(|h| unfinished(h.message()))?;
             self.reporter.line(
@@ -110,9 +113,14 @@ impl Engine<'_> {
                 self.cloud,
                 &group.name,
                 &group.alarms,
-                &group.target_group,
+                group.target_group.as_deref(),
                 None,
-                RETIRE_POLL,
+                Drain {
+                    // The configuration, and with it the fleet's grace, is gone: the
+                    // longest a lifecycle hook can wait.
+                    grace: RETIRE_GRACE,
+                    poll: RETIRE_POLL,
+                },
             )
             .await
             .map_err(|h| unfinished(h.message()))?;

@@ -104,7 +104,9 @@ pub struct WeightsChange {
 pub struct Retire {
     /// The active group and the kept ones, all deleted.
     pub groups: Vec<String>,
-    pub route: String,
+    /// The route that sends the fleet traffic; a worker fleet has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
     /// Where the traffic goes first; empty when the route no longer sends any to the fleet.
     pub restore: Vec<Weight>,
     /// Or, for a route that forwarded nowhere before immune, the fixed response or
@@ -124,9 +126,17 @@ pub struct Release {
     pub instance_type: String,
     pub capacity: Capacity,
     pub subnets: usize,
-    pub port: u16,
-    pub health_check_path: String,
-    pub listener: String,
+    /// The target group's port, its health check and the route that shifts traffic to
+    /// it; a worker fleet has none of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listener: Option<String>,
+    /// A worker fleet's canary, by capacity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<WorkerPlan>,
     pub steps: Vec<u8>,
     pub pause: String,
     pub healthy_within: String,
@@ -139,6 +149,16 @@ pub struct Release {
     /// The instances' other settings, in words: what the launch template and group get.
     #[serde(default)]
     pub settings: Vec<Setting>,
+}
+
+/// How a worker fleet's release moves capacity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerPlan {
+    /// Instances on the new group at each step, of `desired`.
+    pub instances: Vec<u32>,
+    pub desired: u32,
+    /// How long a leaving worker may take to finish its job, e.g. `15m`.
+    pub termination_grace: String,
 }
 
 /// One instance setting of a release, as the plan shows it.
@@ -327,8 +347,8 @@ pub fn fingerprint(fleet: &Fleet) -> String {
         &i.subnets.join(","),
         &i.security_groups.join(","),
         i.user_data.as_deref().unwrap_or(""),
-        &fleet.traffic.port.to_string(),
-        &fleet.traffic.health_check.path,
+        &fleet.traffic.as_ref().map_or(String::new(), |t| t.port.to_string()),
+        fleet.traffic.as_ref().map_or("", |t| &t.health_check.path),
     ] {
         h.update(part.as_bytes());
         h.update([0]);
@@ -344,6 +364,8 @@ pub fn fingerprint(fleet: &Fleet) -> String {
         "metadata": (i.metadata != crate::config::Metadata::default()).then_some(i.metadata),
         "spot": i.spot,
         "scaling": i.scaling,
+        // The lifecycle hook is made with each group.
+        "termination_grace": fleet.is_worker().then(|| i.termination_grace.as_secs()),
     });
     let set = added.as_object_mut().expect("an object");
     set.retain(|_, v| {
@@ -456,6 +478,24 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
     }
     let seq = recorded.seq + 1;
     let group = group_name(&fleet.resource_name(), seq);
+    if let Some(active) = &recorded.active {
+        let was_worker = active.target_group.is_none();
+        if was_worker != fleet.is_worker() {
+            let (was, is) = match was_worker {
+                true => ("a worker fleet", "a web fleet (it has a traffic block now)"),
+                false => ("a web fleet behind a load balancer", "a worker fleet (it has no traffic block now)"),
+            };
+            return change(
+                Action::Blocked {
+                    reason: format!("{} runs as {was}", active.name),
+                },
+                format!(
+                    "fleet {} runs as {was} ({}), and the configuration makes it {is}: a fleet cannot change kind in place\n  add a fleet of another name for the new kind, and remove this one once that one runs",
+                    fleet.name, active.name
+                ),
+            );
+        }
+    }
     let lost = live.and_then(lost);
     let reason = match (&recorded.active, lost) {
         (None, _) => format!("first release {release}"),
@@ -514,9 +554,10 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
         instance_type: fleet.instances.instance_type.clone(),
         capacity: fleet.instances.capacity,
         subnets: fleet.instances.subnets.len(),
-        port: fleet.traffic.port,
-        health_check_path: fleet.traffic.health_check.path.clone(),
-        listener: fleet.traffic.route(),
+        port: fleet.traffic.as_ref().map(|t| t.port),
+        health_check_path: fleet.traffic.as_ref().map(|t| t.health_check.path.clone()),
+        listener: fleet.traffic.as_ref().map(|t| t.route()),
+        workers: fleet.is_worker().then(|| worker_plan(fleet, live)),
         settings: settings_of(fleet),
         steps: fleet.rollout.steps.clone(),
         pause: show(fleet.rollout.pause),
@@ -524,7 +565,11 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
         replaces: recorded.active.as_ref().map(|a| Replaced {
             group: a.name.clone(),
             release: a.release.clone(),
-            drain: show(fleet.traffic.deregistration_delay),
+            // Workers drain by finishing their jobs, within their grace.
+            drain: show(match &fleet.traffic {
+                Some(traffic) => traffic.deregistration_delay,
+                None => fleet.instances.termination_grace,
+            }),
         }),
         gates: fleet
             .rollout
@@ -562,6 +607,30 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
     Change {
         warnings,
         ..change(Action::Release(Box::new(release_plan)), reason)
+    }
+}
+
+/// A worker fleet's steps as instances on the new group. With scaling policies the fleet
+/// keeps the size the running group has now.
+fn worker_plan(fleet: &Fleet, live: Option<&Live>) -> WorkerPlan {
+    let configured = fleet.instances.capacity;
+    let full = match live.and_then(|l| l.group.as_ref()) {
+        Some(running) => scaled_desired(
+            configured,
+            running.capacity,
+            !fleet.instances.scaling.is_empty(),
+        ),
+        None => configured,
+    };
+    WorkerPlan {
+        instances: fleet
+            .rollout
+            .steps
+            .iter()
+            .map(|s| crate::rollout::capacity_at(full, *s).0.desired)
+            .collect(),
+        desired: full.desired,
+        termination_grace: crate::config::show_duration(fleet.instances.termination_grace),
     }
 }
 
@@ -723,9 +792,9 @@ fn drift_of(active: &Group, live: &Live, scaled: bool) -> Vec<Drift> {
             }
         }
     }
-    if !live.target_group_exists {
+    if let (Some(target_group), false) = (&active.target_group, live.target_group_exists) {
         drift.push(Drift {
-            resource: format!("target group {}", target_group_name(&active.target_group)),
+            resource: format!("target group {}", target_group_name(target_group)),
             change: "deleted outside immune".into(),
         });
     }
@@ -736,15 +805,17 @@ fn drift_of(active: &Group, live: &Live, scaled: bool) -> Vec<Drift> {
         });
     }
     let forwarding = forwarding(&live.weights);
-    if live.target_group_exists && forwarding != all_on(&active.target_group) {
-        drift.push(Drift {
-            resource: route_name(&active.listener_arn),
-            change: format!(
-                "sends {} instead of all traffic to {}",
-                show_weights(&forwarding),
-                target_group_name(&active.target_group)
-            ),
-        });
+    if let (Some(target_group), Some(route)) = (&active.target_group, &active.listener_arn) {
+        if live.target_group_exists && forwarding != all_on(target_group) {
+            drift.push(Drift {
+                resource: route_name(route),
+                change: format!(
+                    "sends {} instead of all traffic to {}",
+                    show_weights(&forwarding),
+                    target_group_name(target_group)
+                ),
+            });
+        }
     }
     drift
 }
@@ -763,11 +834,16 @@ fn update_of(fleet: &Fleet, active: &Group, live: &Live) -> Update {
         })
     });
     let forwarding = forwarding(&live.weights);
-    let weights = (forwarding != all_on(&active.target_group)).then(|| WeightsChange {
-        route: active.listener_arn.clone(),
-        from: forwarding,
-        to: all_on(&active.target_group),
-    });
+    let weights = match (&active.target_group, &active.listener_arn) {
+        (Some(target_group), Some(route)) if forwarding != all_on(target_group) => {
+            Some(WeightsChange {
+                route: route.clone(),
+                from: forwarding,
+                to: all_on(target_group),
+            })
+        }
+        _ => None,
+    };
     Update {
         group: active.name.clone(),
         capacity,
@@ -842,13 +918,16 @@ fn plan_removed(name: &str, recorded: &FleetState, observed: Option<&Observed>) 
         .active
         .iter()
         .chain(&recorded.previous)
-        .map(|g| &g.target_group)
+        .filter_map(|g| g.target_group.as_ref())
         .collect();
-    let sends_to_fleet = live.is_none_or(|l| {
-        forwarding(&l.weights)
-            .iter()
-            .any(|w| ours.contains(&&w.target_group))
-    });
+    // A worker fleet has no route: nothing to give back.
+    let route = active.listener_arn.clone();
+    let sends_to_fleet = route.is_some()
+        && live.is_none_or(|l| {
+            forwarding(&l.weights)
+                .iter()
+                .any(|w| ours.contains(&&w.target_group))
+        });
     let originals_exist = live.is_some_and(|l| {
         recorded
             .original_weights
@@ -870,7 +949,7 @@ fn plan_removed(name: &str, recorded: &FleetState, observed: Option<&Observed>) 
             },
             format!(
                 "fleet {name} is no longer in the configuration, but {} still sends it traffic and the target groups it used before immune are unknown or gone; point the route at another target group first, then apply retires the fleet",
-                route_name(&active.listener_arn)
+                route_name(route.as_deref().unwrap_or_default())
             ),
         ));
     };
@@ -895,7 +974,7 @@ fn plan_removed(name: &str, recorded: &FleetState, observed: Option<&Observed>) 
     Some(change(
         Action::Retire(Retire {
             groups,
-            route: active.listener_arn.clone(),
+            route,
             restore,
             stand_in,
         }),

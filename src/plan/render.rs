@@ -115,20 +115,44 @@ pub fn render(plan: &Plan, color: bool) -> String {
                 for setting in &r.settings {
                     let _ = writeln!(out, "          {:<9}{}", setting.name, setting.value);
                 }
-                let _ = writeln!(
-                    out,
-                    "      {plus} target  {}: port {}, health check {}",
-                    r.group, r.port, r.health_check_path
-                );
-                let steps: Vec<String> = r.steps.iter().map(|s| format!("{s}%")).collect();
-                let _ = writeln!(
-                    out,
-                    "        traffic {} via {}, pause {} per step, healthy within {}",
-                    steps.join(" -> "),
-                    r.listener,
-                    r.pause,
-                    r.healthy_within
-                );
+                match (&r.workers, r.port, &r.health_check_path, &r.listener) {
+                    (Some(workers), ..) => {
+                        let steps: Vec<String> =
+                            workers.instances.iter().map(u32::to_string).collect();
+                        let _ = writeln!(
+                            out,
+                            "        capacity {} of {} instances on {}, pause {} per step, running within {}",
+                            steps.join(" -> "),
+                            workers.desired,
+                            r.group,
+                            r.pause,
+                            r.healthy_within
+                        );
+                        let _ = writeln!(
+                            out,
+                            "        leaving workers get {} to finish their jobs (lifecycle hook {})",
+                            workers.termination_grace,
+                            crate::cloud::TERMINATION_HOOK
+                        );
+                    }
+                    (None, Some(port), Some(path), Some(listener)) => {
+                        let _ = writeln!(
+                            out,
+                            "      {plus} target  {}: port {port}, health check {path}",
+                            r.group
+                        );
+                        let steps: Vec<String> =
+                            r.steps.iter().map(|s| format!("{s}%")).collect();
+                        let _ = writeln!(
+                            out,
+                            "        traffic {} via {listener}, pause {} per step, healthy within {}",
+                            steps.join(" -> "),
+                            r.pause,
+                            r.healthy_within
+                        );
+                    }
+                    _ => {}
+                }
                 if r.gates.is_empty() {
                     let _ = writeln!(
                         out,
@@ -158,7 +182,21 @@ pub fn render(plan: &Plan, color: bool) -> String {
                         }
                     }
                 }
-                if let Some(old) = &r.replaces {
+                if let (Some(old), true) = (&r.replaces, r.workers.is_some()) {
+                    let _ = writeln!(
+                        out,
+                        "      {} {} (release {}) loses its capacity step by step, its workers finishing their jobs (within {}){}",
+                        if r.keep_previous > 0 { &tilde } else { &minus },
+                        old.group,
+                        old.release,
+                        old.drain,
+                        if r.keep_previous > 0 {
+                            format!(", then kept at zero for rollback (keep_previous = {})", r.keep_previous)
+                        } else {
+                            ", then deleted".into()
+                        }
+                    );
+                } else if let Some(old) = &r.replaces {
                     if r.keep_previous > 0 {
                         let _ = writeln!(
                             out,

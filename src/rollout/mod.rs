@@ -5,6 +5,7 @@
 pub mod gates;
 
 use crate::cloud::{LaunchTemplateRef, StandIn, Weight};
+use crate::config::Capacity;
 use serde::{Deserialize, Serialize};
 
 /// A rollout either brings a new release in, or brings a kept previous group back
@@ -26,13 +27,16 @@ pub enum Phase {
     ScaleUp,
     /// Launch template version, target group, Auto Scaling group.
     Launch,
-    /// Every new instance InService and healthy in the target group.
+    /// Every new instance InService and healthy in the target group (a worker fleet's:
+    /// InService).
     WaitHealthy,
-    /// Set the listener weights for `steps[step]`.
+    /// A web fleet: set the listener weights for `steps[step]`. A worker fleet: give the
+    /// new group its share of the capacity, then take it from the old group, whose
+    /// workers finish their jobs first (see [`capacity_at`]).
     Shift {
         step: usize,
     },
-    /// Weights are set; watch the gates for the step's pause.
+    /// Weights (or capacities) are set; watch the gates for the step's pause.
     Observe {
         step: usize,
     },
@@ -70,7 +74,9 @@ impl Phase {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Previous {
     pub group: String,
-    pub target_group: String,
+    /// A worker fleet's group has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_group: Option<String>,
     /// Its per-release alarms, deleted with it.
     #[serde(default)]
     pub alarms: Vec<String>,
@@ -97,9 +103,11 @@ pub struct Rollout {
     pub builder: Option<String>,
     pub image: Option<String>,
     pub launch_template: Option<LaunchTemplateRef>,
+    /// The new group's target group; a worker fleet has none.
     pub target_group: Option<String>,
     pub group_created: bool,
-    /// Percent of traffic the listener currently sends to the new group.
+    /// Percent of traffic the listener currently sends to the new group, or for a worker
+    /// fleet the share of capacity taken from the old group so far.
     pub weight: u8,
     /// Set when a failure after launch started the rollback: the fleet gets locked until
     /// a person has looked.
@@ -134,6 +142,42 @@ pub struct Rollout {
     /// and tags (adopted) instead of being made twice or leaked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intent: Option<Intent>,
+    /// A worker fleet's release, which moves capacity instead of traffic (its
+    /// `listener_arn` is empty and it has no target group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<Workers>,
+}
+
+/// What a worker fleet's capacity canary shares out between the two groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Workers {
+    /// The fleet's capacity once every step passed: the configured one, or with scaling
+    /// policies the replaced group's desired count when the release started (within min
+    /// and max), so that a release during a peak does not shrink the fleet.
+    pub full: Capacity,
+    /// The replaced group's capacity when the release started: what a rollback gives
+    /// back to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Capacity>,
+}
+
+/// The new and the old group's capacities at a step of `percent`: the new group runs
+/// `ceil(desired * percent / 100)` and the old one the rest, so the two always add up to
+/// the fleet's desired count. Before the last step both are pinned (min = max =
+/// desired): a scaling policy must not give back what a step took away while the step is
+/// judged. At 100 the new group gets the fleet's own min and max, the old one nothing.
+pub fn capacity_at(full: Capacity, percent: u8) -> (Capacity, Capacity) {
+    let pinned = |n: u32| Capacity {
+        min: n,
+        max: n,
+        desired: n,
+    };
+    if percent >= 100 {
+        return (full, pinned(0));
+    }
+    let desired = full.desired;
+    let new = (desired * u32::from(percent)).div_ceil(100).min(desired);
+    (pinned(new), pinned(desired - new))
 }
 
 /// What a create call in flight may have made.
@@ -207,18 +251,30 @@ pub enum Action {
     CreateTargetGroup,
     /// The per-release alarms of metric gates; may create none.
     CreateAlarms {
-        target_group: String,
+        target_group: Option<String>,
     },
     CreateGroup {
         launch_template: LaunchTemplateRef,
-        target_group: String,
+        target_group: Option<String>,
     },
     WaitHealthy {
-        target_group: String,
+        target_group: Option<String>,
     },
     SetWeights {
         weights: Vec<Weight>,
         percent: u8,
+    },
+    /// A worker fleet's step: the new group up to `new` (its instances InService), then
+    /// the old group down to its share, waiting while its leaving workers finish.
+    SetCapacity {
+        new: Capacity,
+        old: Option<(String, Capacity)>,
+        percent: u8,
+    },
+    /// A worker fleet's rollback: the old group gets its capacity back first (waiting
+    /// until its instances are InService).
+    RestoreCapacity {
+        previous: Option<(String, Capacity)>,
     },
     Observe {
         step: usize,
@@ -268,6 +324,8 @@ pub enum Event {
     ScaledUp,
     Healthy,
     WeightsSet(u8),
+    /// A worker fleet's step: `percent` of the capacity moved to the new group.
+    CapacitySet(u8),
     StepPassed,
     /// The previous group drained with every gate passing.
     Drained,
@@ -285,6 +343,8 @@ pub enum Event {
     Suspended,
     Adopted(Found),
     WeightsRestored,
+    /// The old group has its capacity back.
+    CapacityRestored,
     GroupDeleted,
     ScaledToZero,
     AlarmsDeleted,
@@ -361,6 +421,7 @@ impl Rollout {
             window_from: None,
             stand_in: None,
             approved: Vec::new(),
+            workers: None,
         }
     }
 
@@ -377,23 +438,34 @@ impl Rollout {
                 (None, _) => Action::CreateLaunchTemplateVersion {
                     image: self.image.clone().expect("launch follows bake"),
                 },
-                (Some(_), None) => Action::CreateTargetGroup,
-                (Some(_), Some(tg)) if !self.alarms_created => Action::CreateAlarms {
+                // Workers take no traffic: no target group.
+                (Some(_), None) if self.workers.is_none() => Action::CreateTargetGroup,
+                (Some(_), tg) if !self.alarms_created => Action::CreateAlarms {
                     target_group: tg.clone(),
                 },
-                (Some(lt), Some(tg)) => Action::CreateGroup {
+                (Some(lt), tg) => Action::CreateGroup {
                     launch_template: lt.clone(),
                     target_group: tg.clone(),
                 },
             },
             Phase::WaitHealthy => Action::WaitHealthy {
-                target_group: self.target_group.clone().expect("waiting follows launch"),
+                target_group: self.target_group.clone(),
             },
             Phase::Shift { step } => {
                 let percent = self.steps[*step];
-                Action::SetWeights {
-                    weights: self.weights_at(percent),
-                    percent,
+                match self.workers {
+                    Some(workers) => {
+                        let (new, old) = capacity_at(workers.full, percent);
+                        Action::SetCapacity {
+                            new,
+                            old: self.previous.as_ref().map(|p| (p.group.clone(), old)),
+                            percent,
+                        }
+                    }
+                    None => Action::SetWeights {
+                        weights: self.weights_at(percent),
+                        percent,
+                    },
                 }
             }
             Phase::Observe { step } => Action::Observe { step: *step },
@@ -406,6 +478,14 @@ impl Rollout {
             Phase::RollBack { .. } => {
                 if let Some(intent) = self.intent {
                     Action::Adopt { intent }
+                } else if let (true, Some(workers)) = (self.weight > 0, self.workers) {
+                    Action::RestoreCapacity {
+                        previous: self
+                            .previous
+                            .as_ref()
+                            .zip(workers.previous)
+                            .map(|(p, capacity)| (p.group.clone(), capacity)),
+                    }
                 } else if self.weight > 0 {
                     match (&self.stand_in, self.previous_weights.is_empty()) {
                         (Some(stand_in), true) => Action::RestoreStandIn {
@@ -462,7 +542,7 @@ impl Rollout {
                 self.phase = Phase::WaitHealthy;
             }
             Event::Healthy => self.phase = Phase::Shift { step: 0 },
-            Event::WeightsSet(percent) => {
+            Event::WeightsSet(percent) | Event::CapacitySet(percent) => {
                 self.weight = percent;
                 // A new step: what a person approved at the last one is asked again.
                 self.approved.clear();
@@ -478,7 +558,9 @@ impl Rollout {
                 if let Phase::Observe { step } = self.phase {
                     self.phase = if step + 1 < self.steps.len() {
                         Phase::Shift { step: step + 1 }
-                    } else if self.previous.is_some() {
+                    } else if self.previous.is_some() && self.workers.is_none() {
+                        // Old workers need no drain: they finished their jobs before the
+                        // last step took the last of their capacity.
                         Phase::Drain
                     } else {
                         Phase::Retire
@@ -529,7 +611,7 @@ impl Rollout {
                     self.phase = Phase::RollBack { reason };
                 }
             }
-            Event::WeightsRestored => self.weight = 0,
+            Event::WeightsRestored | Event::CapacityRestored => self.weight = 0,
             Event::GroupDeleted => self.group_created = false,
             Event::ScaledToZero => {
                 // The kept group, its target group and template belong to the fleet's
@@ -567,7 +649,8 @@ impl Rollout {
             return Err(format!("its weight {} is over 100", self.weight));
         }
         self.settle();
-        let launched = self.launch_template.is_some() && self.target_group.is_some();
+        let launched = self.launch_template.is_some()
+            && (self.target_group.is_some() || self.workers.is_some());
         let problem = match &self.phase {
             Phase::Shift { step } | Phase::Observe { step } if *step >= self.steps.len() => {
                 Some(format!("step {} of {}", step + 1, self.steps.len()))

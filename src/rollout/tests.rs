@@ -17,7 +17,7 @@ fn rollout(previous: bool) -> Rollout {
         }],
         previous.then(|| Previous {
             group: "web-v001".into(),
-            target_group: "arn:tg/web-v001".into(),
+            target_group: Some("arn:tg/web-v001".into()),
             alarms: Vec::new(),
         }),
     )
@@ -234,6 +234,9 @@ mod properties {
             Action::DeleteLaunchTemplateVersion { .. } => Event::LaunchTemplateDeleted,
             Action::Adopt { .. } => Event::Adopted(Found::Nothing),
             Action::RestoreStandIn { .. } => Event::WeightsRestored,
+            Action::SetCapacity { .. } | Action::RestoreCapacity { .. } => {
+                unreachable!("a web fleet moves traffic")
+            }
             Action::Finished => unreachable!(),
         };
         r.record(event);
@@ -359,10 +362,10 @@ mod properties {
             Action::RetirePrevious { previous, keep, .. } => {
                 if let Some(p) = previous {
                     assert!(
-                        !cloud.carries_traffic(&p.target_group),
+                        !cloud.carries_traffic(p.target_group.as_deref().unwrap()),
                         "a group is retired only after traffic left it"
                     );
-                    cloud.groups.insert(p.target_group, (keep, false));
+                    cloud.groups.insert(p.target_group.unwrap(), (keep, false));
                 }
                 Event::PreviousRetired
             }
@@ -388,6 +391,9 @@ mod properties {
             Action::DeleteLaunchTemplateVersion { .. } => Event::LaunchTemplateDeleted,
             Action::Adopt { .. } => Event::Adopted(Found::Nothing),
             Action::RestoreStandIn { .. } => Event::WeightsRestored,
+            Action::SetCapacity { .. } | Action::RestoreCapacity { .. } => {
+                unreachable!("a web fleet moves traffic")
+            }
             Action::Finished => unreachable!(),
         };
         match outcome {
@@ -415,7 +421,7 @@ mod properties {
         }];
         r.previous = Some(Previous {
             group: "web-v002".into(),
-            target_group: "bad".into(),
+            target_group: Some("bad".into()),
             alarms: Vec::new(),
         });
         r

@@ -166,8 +166,12 @@ pub struct Group {
     pub fingerprint: String,
     pub image: String,
     pub launch_template: LaunchTemplateRef,
-    pub target_group: String,
-    pub listener_arn: String,
+    /// The target group and the route (listener or rule) that sends it traffic; a worker
+    /// fleet's group has neither.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listener_arn: Option<String>,
     pub created_at: String,
     /// Per-release alarms of metric gates, deleted with the group.
     #[serde(default)]

@@ -6,7 +6,7 @@
 use super::{Decision, FleetLock, FleetState, Group, HistoryEntry};
 use crate::cloud::Weight;
 use crate::config::Capacity;
-use crate::rollout::{Identity, Kind, Outcome, Phase, Previous, Rollout};
+use crate::rollout::{Identity, Kind, Outcome, Phase, Previous, Rollout, Workers};
 
 impl FleetState {
     /// A release starts: it takes its sequence number, and the fleet's first release
@@ -34,11 +34,13 @@ impl FleetState {
     }
 
     /// `immune rollback` after a finished release: the newest kept group comes back in
-    /// place of the active one, from the weights the route has now. Returns the two
-    /// groups, or `None` when nothing was kept to go back to.
+    /// place of the active one, from the weights the route has now (a worker fleet: with
+    /// the capacities in `workers`). Returns the two groups, or `None` when nothing was
+    /// kept to go back to.
     pub fn start_restore(
         &mut self,
         weights: Vec<Weight>,
+        workers: Option<Workers>,
         by: &str,
         at: &str,
     ) -> Option<(Group, Group)> {
@@ -54,7 +56,7 @@ impl FleetState {
             vec![100],
             // The listener immune recorded, not the configuration's: under pressure the
             // operator may run this without the variables that name it.
-            active.listener_arn.clone(),
+            active.listener_arn.clone().unwrap_or_default(),
             weights,
             self.replaced(),
         );
@@ -62,7 +64,8 @@ impl FleetState {
         rollout.phase = Phase::ScaleUp;
         rollout.image = Some(kept.image.clone());
         rollout.launch_template = Some(kept.launch_template.clone());
-        rollout.target_group = Some(kept.target_group.clone());
+        rollout.target_group = kept.target_group.clone();
+        rollout.workers = workers;
         rollout.alarms = kept.alarms.clone();
         rollout.alarms_created = true;
         rollout.group_created = true;
@@ -98,8 +101,9 @@ impl FleetState {
                     image: rollout.image.clone().unwrap_or_default(),
                     // `Rollout::check` refuses a finished release without them.
                     launch_template: rollout.launch_template.clone()?,
-                    target_group: rollout.target_group.clone()?,
-                    listener_arn: rollout.listener_arn.clone(),
+                    target_group: rollout.target_group.clone(),
+                    listener_arn: (!rollout.listener_arn.is_empty())
+                        .then(|| rollout.listener_arn.clone()),
                     created_at: at.to_string(),
                     alarms: rollout.alarms.clone(),
                     capacity: Some(capacity),
@@ -296,7 +300,7 @@ mod tests {
         assert!(what.starts_with("unlocked by ops: looked"), "{what}");
         assert_eq!(fleet.unlock("ops", "again", AT), None);
 
-        let (active, kept) = fleet.start_restore(Vec::new(), "ops", AT).unwrap();
+        let (active, kept) = fleet.start_restore(Vec::new(), None, "ops", AT).unwrap();
         assert_eq!(
             (active.name.as_str(), kept.name.as_str()),
             ("web-v002", "web-v001")
@@ -323,7 +327,7 @@ mod tests {
     #[test]
     fn nothing_kept_means_no_restore() {
         let mut fleet = FleetState::default();
-        assert!(fleet.start_restore(Vec::new(), "ops", AT).is_none());
+        assert!(fleet.start_restore(Vec::new(), None, "ops", AT).is_none());
         assert!(fleet.rollout.is_none() && fleet.history.is_empty());
     }
 }

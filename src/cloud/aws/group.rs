@@ -64,8 +64,12 @@ impl Aws {
             .max_size(request.capacity.max as i32)
             .desired_capacity(request.capacity.desired as i32)
             .vpc_zone_identifier(request.subnets.join(","))
-            .target_group_arns(&request.target_group_arn)
-            .health_check_type("ELB")
+            .set_target_group_arns(request.target_group_arn.clone().map(|arn| vec![arn]))
+            // Workers have no load balancer to judge them: EC2's status checks do.
+            .health_check_type(match request.target_group_arn {
+                Some(_) => "ELB",
+                None => "EC2",
+            })
             .health_check_grace_period(request.health_check_grace.as_secs() as i32)
             .set_tags(Some(tags))
             .send()
@@ -98,6 +102,29 @@ impl Aws {
             .send()
             .await
             .map_err(|e| sdk_error("PutScalingPolicy", e))?;
+        Ok(())
+    }
+
+    pub(super) async fn put_termination_hook(
+        &self,
+        group: &str,
+        grace: Duration,
+    ) -> CloudResult<()> {
+        if !self.owned_group(group).await? {
+            return Err(CloudError::NotFound(format!("Auto Scaling group {group}")));
+        }
+        // CONTINUE once the grace is over: a worker that never answers must not keep its
+        // group alive, and the release does not depend on how that worker ended.
+        self.autoscaling
+            .put_lifecycle_hook()
+            .auto_scaling_group_name(group)
+            .lifecycle_hook_name(TERMINATION_HOOK)
+            .lifecycle_transition("autoscaling:EC2_INSTANCE_TERMINATING")
+            .heartbeat_timeout(grace.as_secs() as i32)
+            .default_result("CONTINUE")
+            .send()
+            .await
+            .map_err(|e| sdk_error("PutLifecycleHook", e))?;
         Ok(())
     }
 

@@ -311,6 +311,9 @@ impl Cloud for Aws {
     async fn put_scaling_policy(&self, request: &PolicyRequest) -> CloudResult<()> {
         self.put_scaling_policy(request).await
     }
+    async fn put_termination_hook(&self, group: &str, grace: Duration) -> CloudResult<()> {
+        self.put_termination_hook(group, grace).await
+    }
     async fn groups(&self, names: &[String]) -> CloudResult<BTreeMap<String, GroupStatus>> {
         self.groups(names).await
     }

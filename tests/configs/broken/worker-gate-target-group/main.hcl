@@ -3,7 +3,7 @@ variable "release" {
   default = "v1"
 }
 
-fleet "web" {
+fleet "worker" {
   release = var.release
 
   image {
@@ -26,8 +26,14 @@ fleet "web" {
     steps = [10, 50, 100]
     pause = "1m"
 
-    gate "errors" {
-      alarm = "web-5xx"
+    gate "failures" {
+      metric {
+        namespace  = "AWS/ApplicationELB"
+        name       = "HTTPCode_Target_5XX_Count"
+        dimensions = { TargetGroup = release.target_group }
+        statistic  = "Sum"
+        threshold  = 1
+      }
     }
   }
 }
