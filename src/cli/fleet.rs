@@ -162,7 +162,12 @@ async fn fleet_status(cloud: Option<&dyn Cloud>, name: &str, recorded: &FleetSta
         .as_ref()
         .map(|r| r.listener_arn.clone())
         .filter(|arn| !arn.is_empty())
-        .or_else(|| recorded.active.as_ref().and_then(|a| a.listener_arn.clone()));
+        .or_else(|| {
+            recorded
+                .active
+                .as_ref()
+                .and_then(|a| a.listener_arn.clone())
+        });
     let mut weights = None;
     if let (Some(cloud), Some(listener)) = (cloud, listener) {
         match cloud.listener_weights(&listener).await {

@@ -270,44 +270,44 @@ pub async fn plan(clouds: &Clouds, config: &Config, state: &State) -> Result<Pla
         let mut stand_in = None;
         let claim = match route {
             Some((route, traffic)) => {
-        // The route's target groups now: one of another configuration's means two
-        // configurations would shift the same traffic.
-        let forwards = match retry_reads(budget, || cloud.listener_weights(&route)).await {
-            Ok(weights) => weights,
-            Err(e) => {
-                check(Err(e), "");
-                continue;
-            }
-        };
-        // One preflight with apply: a route must forward somewhere, or answer with the
-        // fixed response or redirect of a fresh load balancer, to have somewhere to send
-        // traffic back to.
-        if forwards.iter().all(|w| w.weight == 0) {
-            match retry_reads(budget, || cloud.stand_in(&route)).await {
-                Ok(Some(found)) => stand_in = Some(found),
-                Ok(None) => {
-                    check(
+                // The route's target groups now: one of another configuration's means two
+                // configurations would shift the same traffic.
+                let forwards = match retry_reads(budget, || cloud.listener_weights(&route)).await {
+                    Ok(weights) => weights,
+                    Err(e) => {
+                        check(Err(e), "");
+                        continue;
+                    }
+                };
+                // One preflight with apply: a route must forward somewhere, or answer with the
+                // fixed response or redirect of a fresh load balancer, to have somewhere to send
+                // traffic back to.
+                if forwards.iter().all(|w| w.weight == 0) {
+                    match retry_reads(budget, || cloud.stand_in(&route)).await {
+                        Ok(Some(found)) => stand_in = Some(found),
+                        Ok(None) => {
+                            check(
                         Err(CloudError::Invalid(format!(
                             "{} neither forwards to a target group nor answers with a fixed response or a redirect, so a rollback would have nowhere to send traffic",
                             traffic.route()
                         ))),
                         "point the route's action at a target group, a fixed response or a redirect first",
                     );
-                    continue;
+                            continue;
+                        }
+                        Err(e) => {
+                            check(Err(e), "");
+                            continue;
+                        }
+                    }
                 }
-                Err(e) => {
-                    check(Err(e), "");
-                    continue;
+                Claim {
+                    route: Some((
+                        traffic.route(),
+                        forwards.into_iter().map(|w| w.target_group).collect(),
+                    )),
+                    ..claim
                 }
-            }
-        }
-        Claim {
-            route: Some((
-                traffic.route(),
-                forwards.into_iter().map(|w| w.target_group).collect(),
-            )),
-            ..claim
-        }
             }
             None => claim,
         };

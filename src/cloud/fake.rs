@@ -36,6 +36,9 @@ pub struct World {
     pub pulse_on_shift: BTreeSet<String>,
     /// Group name -> alarm that goes into ALARM when that group is created.
     pub fire_on_create: BTreeMap<String, String>,
+    /// Group name -> alarm that goes into ALARM when that group is next scaled: a bad
+    /// worker release caught once it holds capacity.
+    pub fire_on_scale: BTreeMap<String, String>,
     /// Alarms immune created, by name.
     pub created_alarms: BTreeMap<String, AlarmRequest>,
     /// Names held by someone else, by resource as conflicts name it
@@ -622,6 +625,11 @@ impl Cloud for FakeCloud {
         }
         for i in &new_ids {
             w.instances.insert(i.clone(), InstanceState::Running);
+        }
+        if let Some(alarm) = w.fire_on_scale.remove(name) {
+            let now = crate::state::now();
+            w.alarm_history.push((alarm.clone(), now));
+            w.alarms.insert(alarm, AlarmState::Alarm);
         }
         let grace = w.hooks.get(name).copied();
         let (request, instances) = w.groups.get_mut(name).expect("checked above");

@@ -598,7 +598,10 @@ fn fleet_value(fleet: &Fleet) -> Value {
     map.insert("listener_arn".into(), listener_arn);
     map.insert(
         "port".into(),
-        fleet.traffic.as_ref().map_or(Value::Null, |t| Value::from(t.port)),
+        fleet
+            .traffic
+            .as_ref()
+            .map_or(Value::Null, |t| Value::from(t.port)),
     );
     map.insert(
         "group_prefix".into(),

@@ -239,9 +239,7 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
             Ok(Event::AlarmsCreated(names))
         }
         Action::ScaleUp => {
-            let capacity = rollout
-                .workers
-                .map_or(fleet.instances.capacity, |w| w.full);
+            let capacity = rollout.workers.map_or(fleet.instances.capacity, |w| w.full);
             cloud.scale_group(&rollout.group, capacity).await?;
             Ok(Event::ScaledUp)
         }
@@ -304,8 +302,15 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
         }
         Action::WaitHealthy { target_group } => {
             let within = fleet.rollout.healthy_within;
-            wait_healthy(cloud, &rollout.group, target_group.as_deref(), within, poll, stop)
-                .await?;
+            wait_healthy(
+                cloud,
+                &rollout.group,
+                target_group.as_deref(),
+                within,
+                poll,
+                stop,
+            )
+            .await?;
             Ok(Event::Healthy)
         }
         Action::SetWeights { weights, percent } => {

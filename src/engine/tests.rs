@@ -10,6 +10,8 @@ use crate::state::{Answer, AnswerKind, LocalBackend};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+mod workers;
+
 /// Progress lines go nowhere: the tests assert on state and the cloud.
 struct Quiet;
 
@@ -43,10 +45,8 @@ fn setup_with(pause: &str, extra: &str) -> Setup {
 
 /// A fleet with more in its rollout, image and instances blocks.
 fn setup_fleet(pause: &str, extra: &str, image: &str, instances: &str) -> Setup {
-    let dir = std::env::temp_dir().join(format!("immune-engine-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("main.hcl"),
+    setup_hcl(
+        pause,
         r#"
 variable "release" { type = string }
 variable "pause" { type = string }
@@ -87,7 +87,13 @@ fleet "web" {
         .replace("IMAGE", image)
         .replace("INSTANCES", instances),
     )
-    .unwrap();
+}
+
+/// The configuration `hcl` (variables `release` and `pause`) on the fake surroundings.
+fn setup_hcl(pause: &str, hcl: String) -> Setup {
+    let dir = std::env::temp_dir().join(format!("immune-engine-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("main.hcl"), hcl).unwrap();
     let cloud = std::sync::Arc::new(FakeCloud::with_surroundings());
     Setup {
         pause: pause.into(),
@@ -148,7 +154,9 @@ impl Setup {
 
     /// Every decision recorded in the fleet's last rollout.
     fn decisions(&self) -> Vec<String> {
-        self.backend.load().unwrap().fleets["web"]
+        let state = self.backend.load().unwrap();
+        let fleet = state.fleets.values().next().expect("one fleet");
+        fleet
             .history
             .last()
             .unwrap()

@@ -347,7 +347,10 @@ pub fn fingerprint(fleet: &Fleet) -> String {
         &i.subnets.join(","),
         &i.security_groups.join(","),
         i.user_data.as_deref().unwrap_or(""),
-        &fleet.traffic.as_ref().map_or(String::new(), |t| t.port.to_string()),
+        &fleet
+            .traffic
+            .as_ref()
+            .map_or(String::new(), |t| t.port.to_string()),
         fleet.traffic.as_ref().map_or("", |t| &t.health_check.path),
     ] {
         h.update(part.as_bytes());
@@ -365,7 +368,7 @@ pub fn fingerprint(fleet: &Fleet) -> String {
         "spot": i.spot,
         "scaling": i.scaling,
         // The lifecycle hook is made with each group.
-        "termination_grace": fleet.is_worker().then(|| i.termination_grace.as_secs()),
+        "termination_grace": fleet.is_worker().then_some(i.termination_grace.as_secs()),
     });
     let set = added.as_object_mut().expect("an object");
     set.retain(|_, v| {
@@ -483,7 +486,10 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
         if was_worker != fleet.is_worker() {
             let (was, is) = match was_worker {
                 true => ("a worker fleet", "a web fleet (it has a traffic block now)"),
-                false => ("a web fleet behind a load balancer", "a worker fleet (it has no traffic block now)"),
+                false => (
+                    "a web fleet behind a load balancer",
+                    "a worker fleet (it has no traffic block now)",
+                ),
             };
             return change(
                 Action::Blocked {

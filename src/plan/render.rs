@@ -141,8 +141,7 @@ pub fn render(plan: &Plan, color: bool) -> String {
                             "      {plus} target  {}: port {port}, health check {path}",
                             r.group
                         );
-                        let steps: Vec<String> =
-                            r.steps.iter().map(|s| format!("{s}%")).collect();
+                        let steps: Vec<String> = r.steps.iter().map(|s| format!("{s}%")).collect();
                         let _ = writeln!(
                             out,
                             "        traffic {} via {listener}, pause {} per step, healthy within {}",

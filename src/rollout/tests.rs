@@ -653,3 +653,293 @@ mod crashes {
         }
     }
 }
+
+/// Worker fleets: the canary moves capacity, and the arithmetic is the whole release.
+mod workers {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn capacity(min: u32, desired: u32, max: u32) -> Capacity {
+        Capacity { min, max, desired }
+    }
+
+    fn shares(full: Capacity, steps: &[u8]) -> Vec<(u32, u32)> {
+        steps
+            .iter()
+            .map(|s| {
+                let (new, old) = capacity_at(full, *s);
+                (new.desired, old.desired)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_step_moves_its_share_rounded_up_and_the_total_stays_at_desired() {
+        assert_eq!(
+            shares(capacity(2, 4, 6), &[25, 50, 100]),
+            [(1, 3), (2, 2), (4, 0)]
+        );
+        // Odd capacities round up on the new group: a 10% step still moves one worker.
+        assert_eq!(
+            shares(capacity(1, 5, 5), &[10, 33, 50, 100]),
+            [(1, 4), (2, 3), (3, 2), (5, 0)]
+        );
+        assert_eq!(
+            shares(capacity(3, 7, 9), &[1, 99, 100]),
+            [(1, 6), (7, 0), (7, 0)]
+        );
+        // A fleet of one moves at its first step; the others change nothing.
+        assert_eq!(
+            shares(capacity(1, 1, 1), &[25, 50, 100]),
+            [(1, 0), (1, 0), (1, 0)]
+        );
+        assert_eq!(shares(capacity(0, 0, 2), &[50, 100]), [(0, 0), (0, 0)]);
+    }
+
+    #[test]
+    fn shares_are_pinned_until_the_last_step_which_gives_the_fleet_its_bounds() {
+        let full = capacity(2, 4, 6);
+        let (new, old) = capacity_at(full, 50);
+        assert_eq!((new, old), (capacity(2, 2, 2), capacity(2, 2, 2)));
+        let (new, old) = capacity_at(full, 100);
+        assert_eq!(new, full, "min and max as configured");
+        assert_eq!(old, capacity(0, 0, 0));
+    }
+
+    proptest! {
+        #[test]
+        fn the_groups_always_add_up_to_the_fleet(
+            desired in 0u32..200,
+            spare in 0u32..50,
+            percent in 1u8..=100,
+        ) {
+            let full = capacity(desired.min(1), desired, desired + spare);
+            let (new, old) = capacity_at(full, percent);
+            prop_assert_eq!(new.desired + old.desired, desired);
+            prop_assert!(new.min <= new.desired && new.desired <= new.max);
+            prop_assert!(old.min <= old.desired && old.desired <= old.max);
+            if desired > 0 {
+                prop_assert!(new.desired >= 1, "every step moves at least one worker");
+            }
+            if desired > 0 {
+                let share = f64::from(new.desired) / f64::from(desired);
+                prop_assert!(share + 1e-9 >= f64::from(percent) / 100.0, "never less than the step");
+            }
+        }
+    }
+
+    fn worker_rollout(previous: bool) -> Rollout {
+        let mut r = rollout(previous);
+        r.listener_arn = String::new();
+        r.previous_weights = Vec::new();
+        if let Some(p) = r.previous.as_mut() {
+            p.target_group = None;
+        }
+        r.steps = vec![25, 50, 100];
+        r.workers = Some(Workers {
+            full: capacity(2, 4, 6),
+            previous: previous.then_some(capacity(2, 4, 6)),
+        });
+        r
+    }
+
+    #[test]
+    fn a_worker_release_creates_no_target_group_and_needs_no_drain() {
+        let mut r = worker_rollout(true);
+        let mut seen = Vec::new();
+        loop {
+            let action = r.next_action();
+            let event = match &action {
+                Action::FindImageOrLaunchBuilder => Event::BuilderLaunched("i-1".into()),
+                Action::CaptureImage { .. } => Event::ImageReady("ami-1".into()),
+                Action::TerminateBuilder { .. } => Event::BuilderTerminated,
+                Action::CreateLaunchTemplateVersion { .. } => Event::LaunchTemplateCreated(lt()),
+                Action::CreateAlarms { target_group } => {
+                    assert_eq!(*target_group, None);
+                    Event::AlarmsCreated(Vec::new())
+                }
+                Action::CreateGroup { target_group, .. } => {
+                    assert_eq!(*target_group, None);
+                    Event::GroupCreated
+                }
+                Action::WaitHealthy { .. } => Event::Healthy,
+                Action::SetCapacity { new, old, percent } => {
+                    seen.push((
+                        new.desired,
+                        old.as_ref().map(|(g, c)| (g.clone(), c.desired)),
+                    ));
+                    Event::CapacitySet(*percent)
+                }
+                Action::Observe { .. } => Event::StepPassed,
+                Action::RetirePrevious { .. } => Event::PreviousRetired,
+                Action::Finished => break,
+                other => panic!("a worker release does not {other:?}"),
+            };
+            r.record(event);
+        }
+        assert_eq!(r.phase, Phase::Done);
+        let old = |n| Some(("web-v001".to_string(), n));
+        assert_eq!(seen, [(1, old(3)), (2, old(2)), (4, old(0))]);
+    }
+
+    #[test]
+    fn a_failed_worker_step_gives_the_old_group_its_capacity_back_before_deleting_the_new() {
+        let mut r = worker_rollout(true);
+        for event in [
+            Event::ImageReady("ami-1".into()),
+            Event::LaunchTemplateCreated(lt()),
+            Event::AlarmsCreated(Vec::new()),
+            Event::GroupCreated,
+            Event::Healthy,
+            Event::CapacitySet(25),
+            Event::Failed("gate queue-depth".into()),
+        ] {
+            r.record(event);
+        }
+        assert!(r.lock_after_rollback);
+        assert_eq!(
+            r.next_action(),
+            Action::RestoreCapacity {
+                previous: Some(("web-v001".into(), capacity(2, 4, 6)))
+            }
+        );
+        r.record(Event::CapacityRestored);
+        assert_eq!(r.next_action(), Action::DeleteGroup);
+        r.record(Event::GroupDeleted);
+        assert!(matches!(
+            r.next_action(),
+            Action::DeleteLaunchTemplateVersion { .. }
+        ));
+        r.record(Event::LaunchTemplateDeleted);
+        assert!(r.phase.is_finished());
+    }
+
+    #[test]
+    fn a_failure_during_a_capacity_step_restores_even_if_the_step_half_happened() {
+        let mut r = worker_rollout(true);
+        r.record(Event::ImageReady("ami-1".into()));
+        r.record(Event::LaunchTemplateCreated(lt()));
+        r.record(Event::AlarmsCreated(Vec::new()));
+        r.record(Event::GroupCreated);
+        r.record(Event::Healthy);
+        assert!(matches!(r.next_action(), Action::SetCapacity { .. }));
+        // The old group may have been scaled in before the failure was reported.
+        r.record(Event::Failed("throttled for good".into()));
+        assert!(matches!(r.next_action(), Action::RestoreCapacity { .. }));
+    }
+
+    #[test]
+    fn a_first_worker_release_has_nothing_to_give_capacity_back_to() {
+        let mut r = worker_rollout(false);
+        r.record(Event::ImageReady("ami-1".into()));
+        r.record(Event::LaunchTemplateCreated(lt()));
+        r.record(Event::AlarmsCreated(Vec::new()));
+        r.record(Event::GroupCreated);
+        r.record(Event::Healthy);
+        assert_eq!(
+            r.next_action(),
+            Action::SetCapacity {
+                new: capacity(1, 1, 1),
+                old: None,
+                percent: 25
+            }
+        );
+        r.record(Event::CapacitySet(25));
+        r.record(Event::Failed("alarm".into()));
+        assert_eq!(r.next_action(), Action::RestoreCapacity { previous: None });
+    }
+
+    /// The two groups as the cloud runs them: (exists, desired) each.
+    #[derive(Debug)]
+    struct Groups {
+        old: u32,
+        new: Option<u32>,
+    }
+
+    proptest! {
+        /// Random failures and lost answers at every action: the fleet never runs fewer
+        /// workers than it needs once a step took some away, the new group is deleted
+        /// only after the old one has its capacity back, and the end is all on one group.
+        #[test]
+        fn random_failures_never_leave_the_fleet_short_of_workers(
+            failures in proptest::collection::vec(0u8..8, 0..60),
+            steps in prop_oneof![Just(vec![100u8]), Just(vec![25, 50, 100]), Just(vec![10, 100])],
+            desired in 1u32..9,
+        ) {
+            let mut r = worker_rollout(true);
+            let full = capacity(1, desired, desired + 2);
+            r.steps = steps;
+            r.workers = Some(Workers { full, previous: Some(full) });
+            let mut cloud = Groups { old: desired, new: None };
+            let mut failures = failures.into_iter();
+            let mut moves = 0;
+            loop {
+                moves += 1;
+                prop_assert!(moves < 300, "the rollout must terminate");
+                let action = r.next_action();
+                if action == Action::Finished {
+                    break;
+                }
+                // Save, then act: a lost answer is found again through the intent.
+                r.begin(&action);
+                let roll = failures.next().unwrap_or(7);
+                if roll == 0 {
+                    r.record(Event::Failed("injected".into()));
+                    continue;
+                }
+                let event = match &action {
+                    Action::FindImageOrLaunchBuilder => Event::BuilderLaunched("i-1".into()),
+                    Action::CaptureImage { .. } => Event::ImageReady("ami-1".into()),
+                    Action::TerminateBuilder { .. } => Event::BuilderTerminated,
+                    Action::CreateLaunchTemplateVersion { .. } => Event::LaunchTemplateCreated(lt()),
+                    Action::CreateAlarms { .. } => Event::AlarmsCreated(Vec::new()),
+                    Action::CreateGroup { .. } => {
+                        cloud.new = Some(capacity_at(full, r.steps[0]).0.desired);
+                        Event::GroupCreated
+                    }
+                    Action::WaitHealthy { .. } => Event::Healthy,
+                    Action::SetCapacity { new, old, percent } => {
+                        cloud.new = Some(new.desired);
+                        if let Some((_, old)) = old {
+                            cloud.old = old.desired;
+                        }
+                        Event::CapacitySet(*percent)
+                    }
+                    Action::RestoreCapacity { previous } => {
+                        if let Some((_, c)) = previous {
+                            cloud.old = c.desired;
+                        }
+                        Event::CapacityRestored
+                    }
+                    Action::DeleteGroup => {
+                        prop_assert_eq!(cloud.old, desired, "the old group serves again first");
+                        cloud.new = None;
+                        Event::GroupDeleted
+                    }
+                    Action::Observe { .. } => Event::StepPassed,
+                    Action::RetirePrevious { .. } => {
+                        prop_assert_eq!(cloud.old, 0, "the old group lost its workers step by step");
+                        Event::PreviousRetired
+                    }
+                    Action::DeleteLaunchTemplateVersion { .. } => Event::LaunchTemplateDeleted,
+                    Action::Adopt { intent: Intent::Group } if cloud.new.is_some() => {
+                        Event::Adopted(Found::Group)
+                    }
+                    Action::Adopt { .. } => Event::Adopted(Found::Nothing),
+                    other => panic!("a worker release does not {other:?}"),
+                };
+                // A lost answer: the call did its work, the engine records a failure.
+                r.record(if roll == 1 { Event::Failed("answer lost".into()) } else { event });
+                prop_assert!(
+                    cloud.old + cloud.new.unwrap_or(0) >= desired,
+                    "the fleet runs {} + {:?} of {}", cloud.old, cloud.new, desired
+                );
+            }
+            match &r.phase {
+                Phase::Done => prop_assert_eq!((cloud.old, cloud.new), (0, Some(desired))),
+                Phase::RolledBack { .. } => prop_assert_eq!((cloud.old, cloud.new), (desired, None)),
+                other => prop_assert!(false, "ended in {:?}", other),
+            }
+        }
+    }
+}
