@@ -17,3 +17,4 @@ mod plans;
 mod production;
 mod release;
 mod schema;
+mod workers;
