@@ -256,6 +256,7 @@ pub async fn plan(clouds: &Clouds, config: &Config, state: &State) -> Result<Pla
         let group = plan::group_name(&fleet.resource_name(), seq);
         let claim = Claim {
             group: group.clone(),
+            workers: fleet.is_worker(),
             launch_template: plan::template_name(fleet),
             alarms: fleet
                 .rollout

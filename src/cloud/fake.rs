@@ -751,9 +751,11 @@ impl Cloud for FakeCloud {
         let w = self.enter("claim_conflicts")?;
         let mut wanted = vec![
             format!("Auto Scaling group {}", claim.group),
-            format!("target group {}", claim.group),
             format!("launch template {}", claim.launch_template),
         ];
+        if !claim.workers {
+            wanted.push(format!("target group {}", claim.group));
+        }
         wanted.extend(claim.alarms.iter().map(|a| format!("alarm {a}")));
         let mut conflicts: Vec<Conflict> = wanted
             .into_iter()

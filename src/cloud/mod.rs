@@ -136,6 +136,9 @@ impl Conflict {
 pub struct Claim {
     /// Auto Scaling group and target group share the release's name.
     pub group: String,
+    /// A worker fleet's release: it makes no target group, so none of the name is in
+    /// its way.
+    pub workers: bool,
     pub launch_template: String,
     /// The per-release alarms of metric gates.
     pub alarms: Vec<String>,

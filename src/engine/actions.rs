@@ -669,7 +669,10 @@ async fn wait_healthy(
     let waited = wait_until(poll, within, "instances to be healthy", stop, || async {
         let (healthy, wanted) = health(cloud, group, target_group).await?;
         *last.lock().unwrap() = (healthy, wanted);
-        Ok((healthy >= wanted && wanted > 0).then_some(()))
+        // A web group must have registered instances; a worker group scaled to zero
+        // (a queue with nothing in it) has none to wait for.
+        let some = wanted > 0 || target_group.is_none();
+        Ok((healthy >= wanted && some).then_some(()))
     })
     .await;
     match waited {

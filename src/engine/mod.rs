@@ -817,9 +817,7 @@ fn describe(event: &Event) -> Option<String> {
         Event::ScaledUp => "kept group scaled back up".into(),
         Event::Healthy => "all instances InService and healthy".into(),
         Event::WeightsSet(p) => format!("listener weights set and verified: {p}% on the new group"),
-        Event::CapacitySet(p) => {
-            format!("{p}% of the capacity on the new group, the old group's leaving workers done")
-        }
+        Event::CapacitySet(p) => format!("capacity set: {p}% of the fleet on the new group"),
         // Observing says what the gates saw.
         Event::StepPassed | Event::Drained => return None,
         Event::PreviousRetired => "previous group retired".into(),

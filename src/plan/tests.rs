@@ -455,3 +455,91 @@ fn a_release_warns_of_a_gate_in_alarm_now_and_of_a_pause_too_short_for_a_gate() 
     let json = serde_json::to_value(Document::new(&plan, &State::new(), &v1)).unwrap();
     assert_eq!(schema_errors(&json), Vec::<String>::new());
 }
+
+/// The fleet of `config`, without its traffic block: a worker fleet.
+fn worker_config(release: &str) -> Config {
+    let mut config = config(release);
+    config.fleets[0].traffic = None;
+    config
+}
+
+#[test]
+fn a_worker_fleet_plans_its_steps_as_instances_and_retires_without_a_route() {
+    let v1 = worker_config("v1");
+    let mut state = State::new();
+    let first = plan(&v1, &state, &BTreeMap::new());
+    let Action::Release(release) = &first.changes[0].action else {
+        panic!("a release: {first:?}")
+    };
+    let workers = release.workers.as_ref().expect("a capacity canary");
+    assert_eq!(
+        (workers.instances.as_slice(), workers.desired),
+        (&[1, 2][..], 2)
+    );
+    assert_eq!(workers.termination_grace, "15m");
+    assert_eq!(
+        (release.port, &release.listener, &release.health_check_path),
+        (None, &None, &None)
+    );
+    let text = render(&first, false);
+    assert!(
+        text.contains("capacity 1 -> 2 of 2 instances on web-v001"),
+        "{text}"
+    );
+    assert!(!text.contains("target "), "{text}");
+
+    live(&v1, &mut state);
+    let active = state
+        .fleets
+        .get_mut("web")
+        .unwrap()
+        .active
+        .as_mut()
+        .unwrap();
+    active.target_group = None;
+    active.listener_arn = None;
+    let v2 = plan(&worker_config("v2"), &state, &BTreeMap::new());
+    let text = render(&v2, false);
+    assert!(
+        text.contains("web-v001 (release v1) loses its capacity step by step, its workers finishing their jobs (within 15m), then deleted"),
+        "{text}"
+    );
+    let empty = Config {
+        fleets: Vec::new(),
+        ..v1.clone()
+    };
+    let mut gone = as_recorded(&v1);
+    gone.target_group_exists = true;
+    gone.weights.clear();
+    let retire = plan(&empty, &state, &observed(gone));
+    let Action::Retire(r) = &retire.changes[0].action else {
+        panic!("retired: {retire:?}")
+    };
+    assert_eq!((&r.route, r.restore.is_empty()), (&None, true));
+    for p in [&first, &v2, &retire] {
+        let document = serde_json::to_value(Document::new(p, &state, &v1)).unwrap();
+        assert_eq!(
+            schema_errors(&document),
+            Vec::<String>::new(),
+            "{document:#}"
+        );
+    }
+    // The schema tells the two kinds apart: a release with a port and workers is neither.
+    let mut both = serde_json::to_value(Document::new(&first, &state, &v1)).unwrap();
+    both["changes"][0]["action"]["port"] = 8080.into();
+    assert!(!schema_errors(&both).is_empty());
+}
+
+#[test]
+fn a_fleet_that_changes_kind_is_blocked_with_the_way_out() {
+    let v1 = config("v1");
+    let mut state = State::new();
+    live(&v1, &mut state);
+    let p = plan(&worker_config("v2"), &state, &BTreeMap::new());
+    assert!(matches!(p.changes[0].action, Action::Blocked { .. }));
+    assert!(
+        p.changes[0].reason.contains("cannot change kind in place"),
+        "{}",
+        p.changes[0].reason
+    );
+}

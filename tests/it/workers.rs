@@ -267,6 +267,18 @@ async fn two_worker_releases_move_all_capacity_and_delete_the_old_group_after_it
         sdk.weights(&w.surroundings.listener_arn).await,
         [(w.surroundings.placeholder_target_group_name(), 100)]
     );
+
+    // The fleet leaves the configuration: its workers finish their jobs, then it goes.
+    w.write("main.hcl", "variable \"release\" { type = string }\n");
+    let retire = apply(&w, "v2");
+    assert_eq!(retire.code, 0, "{retire:?}");
+    assert!(sdk.groups_with_prefix(&w.prefix).await.is_empty());
+    assert_eq!(
+        workers.finished_in(&w.group(2)),
+        2,
+        "retired through the hook"
+    );
+    assert_eq!(sdk.live_instances(&w.prefix).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

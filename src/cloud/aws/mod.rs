@@ -137,6 +137,9 @@ impl Aws {
                 .map(|h| h.map(|h| (format!("Auto Scaling group {}", claim.group), h)))
         };
         let target_group = async {
+            if claim.workers {
+                return Ok(None);
+            }
             self.target_group_named(&claim.group)
                 .await
                 .map(|t| t.map(|(_, h)| (format!("target group {}", claim.group), h)))

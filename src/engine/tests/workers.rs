@@ -126,7 +126,7 @@ async fn two_releases_move_all_capacity_step_by_step_and_old_workers_finish_thei
     assert!(
         decisions
             .iter()
-            .any(|d| d.starts_with("50% of the capacity on the new group")),
+            .any(|d| d == "capacity set: 50% of the fleet on the new group"),
         "{decisions:?}"
     );
 }
