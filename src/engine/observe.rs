@@ -51,13 +51,20 @@ impl Engine<'_> {
         let spec = &fleet.rollout;
         let (pause, during, passed) = match window {
             Window::Step(step) => {
+                let share = match rollout.workers {
+                    Some(workers) => {
+                        let (new, _) =
+                            crate::rollout::capacity_at(workers.full, rollout.steps[step]);
+                        format!("{} of {} instances", new.desired, workers.full.desired)
+                    }
+                    None => format!("{}%", rollout.steps[step]),
+                };
                 self.reporter.line(
                     &fleet.name,
                     &format!(
-                        "step {}/{}: {}% on {}, observing for {}",
+                        "step {}/{}: {share} on {}, observing for {}",
                         step + 1,
                         rollout.steps.len(),
-                        rollout.steps[step],
                         rollout.group,
                         show_duration(spec.pause)
                     ),

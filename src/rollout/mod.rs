@@ -456,9 +456,15 @@ impl Rollout {
                 match self.workers {
                     Some(workers) => {
                         let (new, old) = capacity_at(workers.full, percent);
+                        // A replaced group that was not found when the release started
+                        // (deleted outside immune) has no capacity to give up.
+                        let replaced = self
+                            .previous
+                            .as_ref()
+                            .filter(|_| workers.previous.is_some());
                         Action::SetCapacity {
                             new,
-                            old: self.previous.as_ref().map(|p| (p.group.clone(), old)),
+                            old: replaced.map(|p| (p.group.clone(), old)),
                             percent,
                         }
                     }

@@ -347,3 +347,19 @@ async fn a_fleet_cannot_change_between_web_and_workers() {
         change.reason
     );
 }
+
+#[tokio::test]
+async fn a_release_replacing_a_group_deleted_outside_immune_still_goes_through() {
+    let mut s = workers("");
+    s.apply("v1").await.unwrap();
+    s.cloud.world.lock().unwrap().groups.remove("jobs-v001");
+    assert_eq!(
+        s.apply("v2").await.unwrap(),
+        Outcome::Released {
+            group: "jobs-v002".into()
+        }
+    );
+    let w = s.cloud.world.lock().unwrap();
+    assert_eq!(w.groups.keys().collect::<Vec<_>>(), ["jobs-v002"]);
+    assert_eq!(w.groups["jobs-v002"].1.len(), 4);
+}
