@@ -102,6 +102,18 @@ struct GroupStatus {
     healthy: Option<(usize, u32)>,
 }
 
+/// A worker fleet's capacity during a rollout, as the groups run it.
+#[derive(Debug, Serialize)]
+struct WorkerShare {
+    /// Instances InService on the new group.
+    new: usize,
+    /// The fleet's capacity once the rollout is done.
+    of: u32,
+    /// The old group and how many instances it still has (leaving ones included).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    old: Option<(String, usize)>,
+}
+
 #[derive(Debug, Serialize)]
 struct RolloutStatus {
     group: String,
@@ -112,10 +124,9 @@ struct RolloutStatus {
     steps: Vec<u8>,
     /// Percent of traffic on the new group; for a worker fleet, of capacity.
     weight: u8,
-    /// A worker fleet: the instances the new group runs of the fleet's capacity, once a
-    /// step moved them.
+    /// A worker fleet: where its instances are now.
     #[serde(skip_serializing_if = "Option::is_none")]
-    instances: Option<(u32, u32)>,
+    instances: Option<WorkerShare>,
     awaiting: Option<crate::rollout::Awaiting>,
 }
 
@@ -175,6 +186,27 @@ async fn fleet_status(cloud: Option<&dyn Cloud>, name: &str, recorded: &FleetSta
             Err(e) => live_error = Some(e.to_string()),
         }
     }
+    // A worker rollout's capacity, read from both groups.
+    let mut instances = None;
+    if let (Some(r), Some(cloud)) = (&recorded.rollout, cloud) {
+        if let Some(workers) = r.workers {
+            let mut names = vec![r.group.clone()];
+            names.extend(r.previous.iter().map(|p| p.group.clone()));
+            match cloud.groups(&names).await {
+                Ok(found) => {
+                    instances = Some(WorkerShare {
+                        new: found.get(&r.group).map_or(0, |g| g.in_service()),
+                        of: workers.full.desired,
+                        old: r.previous.as_ref().map(|p| {
+                            let left = found.get(&p.group).map_or(0, |g| g.instances.len());
+                            (p.group.clone(), left)
+                        }),
+                    })
+                }
+                Err(e) => live_error = Some(e.to_string()),
+            }
+        }
+    }
     let rollout = recorded.rollout.as_ref().map(|r| RolloutStatus {
         group: r.group.clone(),
         release: r.release.clone(),
@@ -188,12 +220,7 @@ async fn fleet_status(cloud: Option<&dyn Cloud>, name: &str, recorded: &FleetSta
         },
         steps: r.steps.clone(),
         weight: r.weight,
-        instances: r.workers.filter(|_| r.weight > 0).map(|w| {
-            (
-                crate::rollout::capacity_at(w.full, r.weight).0.desired,
-                w.full.desired,
-            )
-        }),
+        instances,
         awaiting: r.awaiting.clone(),
     });
     FleetStatus {
@@ -224,10 +251,13 @@ impl FleetStatus {
             None => out += "  active:   none\n",
         }
         for g in &self.kept {
-            out += &format!(
-                "  kept:     {} scaled to zero for rollback\n",
-                group_line(g)
-            );
+            let coming_back = self.rollout.as_ref().is_some_and(|r| r.group == g.group);
+            let how = match (coming_back, g.healthy) {
+                (true, _) => "coming back (immune rollback)",
+                (false, Some((_, 0))) | (false, None) => "scaled to zero for rollback",
+                (false, Some(_)) => "kept for rollback, running",
+            };
+            out += &format!("  kept:     {} {how}\n", group_line(g));
         }
         if let Some(weights) = &self.weights {
             let shown: Vec<String> = weights
@@ -241,13 +271,22 @@ impl FleetStatus {
                 .step
                 .map(|s| format!(" step {}/{} ({}%)", s + 1, r.steps.len(), r.steps[s]))
                 .unwrap_or_default();
-            let share = match r.instances {
-                Some((on_new, of)) => format!("{on_new} of {of} instances on it"),
+            let share = match &r.instances {
+                Some(w) => {
+                    let old = w
+                        .old
+                        .as_ref()
+                        .map(|(group, left)| format!(", {left} left on {group}"))
+                        .unwrap_or_default();
+                    format!("{} of {} instances InService on it{old}", w.new, w.of)
+                }
                 None => format!("{}% of traffic on it", r.weight),
             };
             out += &format!(
-                "  rollout:  {} of release {} in {}{step}, {share}\n",
-                r.group, r.release, r.phase
+                "  rollout:  {} of release {}, {}{step}, {share}\n",
+                r.group,
+                r.release,
+                phase_words(&r.phase)
             );
             if let Some(a) = &r.awaiting {
                 out += &format!(
@@ -266,6 +305,24 @@ impl FleetStatus {
             out += &format!("  (live figures unavailable: {e})\n");
         }
         out
+    }
+}
+
+/// A rollout phase as a person reads it.
+fn phase_words(phase: &str) -> &str {
+    match phase {
+        "bake" => "baking its image",
+        "scale_up" => "scaling the kept group up",
+        "launch" => "launching",
+        "wait_healthy" => "waiting for healthy instances",
+        "shift" => "shifting",
+        "observe" => "observing",
+        "drain" => "draining the replaced group",
+        "retire" => "retiring the replaced group",
+        "done" => "done",
+        "roll_back" => "rolling back",
+        "rolled_back" => "rolled back",
+        other => other,
     }
 }
 

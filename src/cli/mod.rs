@@ -86,7 +86,7 @@ pub enum Command {
         #[command(flatten)]
         lock: LockArgs,
     },
-    /// Each fleet: active group, weights, health, lock, rollout in progress.
+    /// Each fleet: active group, weights (workers: capacity), health, lock, rollout in progress.
     Status {
         /// Only this fleet.
         fleet: Option<String>,
@@ -99,7 +99,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Send traffic back to the previous group now.
+    /// Go back to the previous group now: traffic (or, for workers, capacity) first.
     Rollback {
         fleet: String,
         #[command(flatten)]

@@ -566,10 +566,7 @@ fn read_rollout(r: &mut BlockReader, worker: bool) -> RolloutSpec {
             continue;
         }
         let mut gr = r.nested(gate, format!("gate \"{name}\""));
-        if let Some(check) = read_gate_check(&mut gr) {
-            if worker {
-                check_worker_gate(&mut gr, &check);
-            }
+        if let Some(check) = read_gate_check(&mut gr, worker) {
             gates.push(read_gate(&mut gr, name, check));
         }
         gr.finish();
@@ -584,27 +581,7 @@ fn read_rollout(r: &mut BlockReader, worker: bool) -> RolloutSpec {
     }
 }
 
-/// A worker fleet's release has a group but no target group or load balancer.
-fn check_worker_gate(r: &mut BlockReader, check: &GateCheck) {
-    let GateCheck::Metric(metric) = check else {
-        return;
-    };
-    for name in ["target_group", "load_balancer"] {
-        let marker = format!("${{release.{name}}}");
-        if metric.dimensions.values().any(|v| v.contains(&marker)) {
-            let span = r.span.clone();
-            r.diags.push(
-                Diagnostic::new(
-                    format!("`release.{name}` does not exist in a worker fleet, which has no load balancer"),
-                    span,
-                )
-                .with_hint("point the metric at the release's Auto Scaling group: dimensions = { AutoScalingGroupName = release.group }"),
-            );
-        }
-    }
-}
-
-fn read_gate_check(r: &mut BlockReader) -> Option<GateCheck> {
+fn read_gate_check(r: &mut BlockReader, worker: bool) -> Option<GateCheck> {
     let has_alarm = r.has("alarm");
     let alarm = r.string("alarm");
     let metric = r.block("metric");
@@ -615,6 +592,9 @@ fn read_gate_check(r: &mut BlockReader) -> Option<GateCheck> {
         (None, Some(block)) => {
             let mut mr = r.nested(block, "metric".into());
             let metric = read_metric(&mut mr);
+            if worker {
+                check_worker_metric(&mut mr, &metric);
+            }
             mr.finish();
             Some(GateCheck::Metric(metric))
         }
@@ -653,6 +633,23 @@ fn read_gate(r: &mut BlockReader, name: String, check: GateCheck) -> Gate {
         check,
         insufficient_data,
         mode,
+    }
+}
+
+/// A worker fleet's release has a group but no target group or load balancer.
+fn check_worker_metric(r: &mut BlockReader, metric: &MetricSpec) {
+    for name in ["target_group", "load_balancer"] {
+        let marker = format!("${{release.{name}}}");
+        if metric.dimensions.values().any(|v| v.contains(&marker)) {
+            let span = r.body_span("dimensions");
+            r.diags.push(
+                Diagnostic::new(
+                    format!("`release.{name}` does not exist in a worker fleet, which has no load balancer"),
+                    span,
+                )
+                .with_hint("point the metric at the release's Auto Scaling group: dimensions = { AutoScalingGroupName = release.group }"),
+            );
+        }
     }
 }
 

@@ -304,7 +304,7 @@ pub fn read_unit<'a>(
                             format!("unexpected attribute `{}` at the top level", a.key.as_str()),
                             span_of(file, &a.key),
                         )
-                        .with_hint("values at the top level go in a `locals { ... }` block"),
+                        .with_hint("values at the top level go in a `locals { ... }` block; a file of variable values is not configuration: give it another extension than .hcl (such as prod.tfvars) and pass it with --var-file"),
                     );
                     continue;
                 }

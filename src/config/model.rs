@@ -455,13 +455,18 @@ pub fn show_duration(d: Duration) -> String {
         return format!("{ms}ms");
     }
     let s = d.as_secs();
-    match s {
-        0 => "0s".into(),
-        s if s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s % 60 == 0 => format!("{}m", s / 60),
-        s if s > 60 => format!("{}m{}s", s / 60, s % 60),
-        s => format!("{s}s"),
+    let (hours, minutes, seconds) = (s / 3600, s % 3600 / 60, s % 60);
+    let mut text = String::new();
+    if hours > 0 {
+        text += &format!("{hours}h");
     }
+    if minutes > 0 || (hours > 0 && seconds > 0) {
+        text += &format!("{minutes}m");
+    }
+    if seconds > 0 || s == 0 {
+        text += &format!("{seconds}s");
+    }
+    text
 }
 
 #[cfg(test)]
@@ -480,5 +485,13 @@ mod tests {
         }
         assert_eq!(show_duration(Duration::from_secs(90)), "1m30s");
         assert_eq!(show_duration(Duration::from_secs(300)), "5m");
+        assert_eq!(show_duration(Duration::from_secs(7201)), "2h0m1s");
+        assert_eq!(show_duration(Duration::from_secs(5400)), "1h30m");
+        assert_eq!(show_duration(Duration::from_secs(7200)), "2h");
+        assert_eq!(show_duration(Duration::ZERO), "0s");
+        for text in ["1h1m1s", "2h0m1s", "45s", "90m", "3h"] {
+            let d = parse_duration(text).unwrap();
+            assert_eq!(parse_duration(&show_duration(d)), Ok(d), "{text}");
+        }
     }
 }

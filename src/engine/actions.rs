@@ -322,22 +322,16 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
             cloud.scale_group(&rollout.group, *new).await?;
             let within = fleet.rollout.healthy_within;
             wait_healthy(cloud, &rollout.group, None, within, poll, stop).await?;
+            // The old group's leaving workers finish their jobs while the step is
+            // observed: the gates are watched all that time (see `Engine::observe`).
             if let Some((group, capacity)) = old {
-                let grace = fleet.instances.termination_grace;
                 cloud.scale_group(group, *capacity).await?;
-                reporter.line(
-                    &fleet.name,
-                    &format!(
-                        "{} instances on {}, {} left on {group}: its leaving workers finish their jobs (within {})",
-                        new.desired,
-                        rollout.group,
-                        capacity.desired,
-                        show_duration(grace)
-                    ),
-                );
-                drain_workers(cloud, group, capacity.desired, grace, poll, stop).await?;
             }
-            Ok(Event::CapacitySet(*percent))
+            Ok(Event::CapacitySet {
+                percent: *percent,
+                instances: new.desired,
+                left: old.as_ref().map(|(group, c)| (group.clone(), c.desired)),
+            })
         }
         Action::RestoreCapacity { previous } => {
             // Rolling back: the old group serves again before the new one goes.
@@ -406,6 +400,14 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
             // A worker group is scaled in first: its workers finish what they hold.
             if rollout.workers.is_some() {
                 let grace = fleet.instances.termination_grace;
+                reporter.line(
+                    &fleet.name,
+                    &format!(
+                        "scaling {} in: its workers finish their jobs (within {})",
+                        rollout.group,
+                        show_duration(grace)
+                    ),
+                );
                 cloud.scale_group(&rollout.group, ZERO).await?;
                 drain_workers(cloud, &rollout.group, 0, grace, poll, stop).await?;
             }
@@ -689,7 +691,7 @@ async fn wait_healthy(
 
 /// How long past its grace a worker group's scale-in may take before immune stops: the
 /// hook's timeout ends each wait, termination itself takes a minute or two.
-const DRAIN_MARGIN: Duration = Duration::from_secs(5 * 60);
+pub(super) const DRAIN_MARGIN: Duration = Duration::from_secs(5 * 60);
 
 /// Waits until a worker group that was scaled in runs at most `keep` instances: each
 /// leaving instance waits in `Terminating:Wait` until its worker completed the lifecycle

@@ -397,6 +397,18 @@ impl Engine<'_> {
                     ),
                 });
             }
+            // An `immune rollback` that was cut off is finished, not undone: undoing it
+            // would put the release it rolls back from in place again.
+            if rollout.kind == Kind::Restore && !rollout.phase.is_finished() {
+                self.reporter.line(
+                    &fleet.name,
+                    &format!(
+                        "resuming the rollback to {} (release {}) that an earlier `immune rollback` started",
+                        rollout.group, rollout.release
+                    ),
+                );
+                return self.drive(fleet).await;
+            }
             if !rollout.phase.is_finished() {
                 let reason = format!("rolled back by {by} (immune rollback)");
                 self.record(fleet, Event::Failed(reason)).await?;
@@ -524,8 +536,10 @@ impl Engine<'_> {
             }
             // The gates' window opens just before traffic first moves; each passed step
             // moves it on to the poll that passed it, so no moment goes unjudged.
-            if matches!(action, Action::SetWeights { .. })
-                && self.rollout(&fleet.name).window_from.is_none()
+            if matches!(
+                action,
+                Action::SetWeights { .. } | Action::SetCapacity { .. }
+            ) && self.rollout(&fleet.name).window_from.is_none()
             {
                 self.rollout(&fleet.name).window_from = Some(now());
             }
@@ -801,6 +815,14 @@ impl Engine<'_> {
     }
 }
 
+fn plural(n: u32) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
 /// The decision an event records, in words; `None` for bookkeeping nobody needs to read.
 fn describe(event: &Event) -> Option<String> {
     Some(match event {
@@ -817,7 +839,19 @@ fn describe(event: &Event) -> Option<String> {
         Event::ScaledUp => "kept group scaled back up".into(),
         Event::Healthy => "all instances InService and healthy".into(),
         Event::WeightsSet(p) => format!("listener weights set and verified: {p}% on the new group"),
-        Event::CapacitySet(p) => format!("capacity set: {p}% of the fleet on the new group"),
+        Event::CapacitySet {
+            percent,
+            instances,
+            left,
+        } => {
+            let on = format!("{instances} instance{}", plural(*instances));
+            match left {
+                Some((group, kept)) => format!(
+                    "capacity set ({percent}%): {on} on the new group, {kept} kept on {group}, whose leaving workers finish their jobs"
+                ),
+                None => format!("capacity set ({percent}%): {on} on the new group"),
+            }
+        }
         // Observing says what the gates saw.
         Event::StepPassed | Event::Drained => return None,
         Event::PreviousRetired => "previous group retired".into(),

@@ -101,6 +101,17 @@ impl Engine<'_> {
             .map(|g| g.alarm_name(&rollout.group))
             .collect();
         let target_group = rollout.target_group.clone();
+        // A worker fleet's step also waits for the old group's leaving workers, watched
+        // like the rest of the step: the group, and how many instances it keeps.
+        let leaving = match (window, rollout.workers, &rollout.previous) {
+            (Window::Step(step), Some(workers), Some(previous)) if workers.previous.is_some() => {
+                let (_, old) = crate::rollout::capacity_at(workers.full, rollout.steps[step]);
+                Some((previous.group.clone(), old.desired as usize))
+            }
+            _ => None,
+        };
+        let grace = fleet.instances.termination_grace;
+        let mut said_waiting = false;
         let started = Instant::now();
         let mut unreadable = vec![0u32; spec.gates.len()];
         // What was last recorded per gate, so a finding is written once, not every poll.
@@ -162,7 +173,7 @@ impl Engine<'_> {
                 verdicts.push(verdict);
             }
             // The gates decide first: a failing one needs no slower health read.
-            let state = step_state(&verdicts, started.elapsed(), pause);
+            let mut state = step_state(&verdicts, started.elapsed(), pause);
             if !matches!(state, StepState::Failed(_)) {
                 let (healthy, wanted) =
                     match health(self.cloud, &rollout.group, target_group.as_deref()).await {
@@ -179,6 +190,41 @@ impl Engine<'_> {
                     return Err(Halt::Failed(format!(
                         "only {healthy} of {wanted} new instances are healthy during {during}"
                     )));
+                }
+            }
+            // The step ends only once the old group's leaving workers are gone.
+            if let (StepState::Passed, Some((old, keep))) = (&state, &leaving) {
+                let count = match self.cloud.group(old).await {
+                    Ok(status) => status.map_or(0, |g| g.instances.len()),
+                    Err(e) if e.is_transient() => {
+                        faults.hit(e.to_string())?;
+                        sleep_until(next_poll).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                if count > *keep {
+                    state = StepState::Observing;
+                    let limit = pause + grace + super::actions::DRAIN_MARGIN;
+                    if started.elapsed() >= limit {
+                        return Err(Halt::Fault(format!(
+                            "{old} still runs {count} instances {} into {during}, where it keeps {keep} (termination_grace {}): Auto Scaling has not terminated its leaving instances",
+                            show_duration(started.elapsed()),
+                            show_duration(grace)
+                        )));
+                    }
+                    if !said_waiting {
+                        said_waiting = true;
+                        self.reporter.line(
+                            &fleet.name,
+                            &format!(
+                                "{during}: waiting for {} leaving worker{} of {old} to finish (within {}), the gates still watched",
+                                count - keep,
+                                if count - keep == 1 { "" } else { "s" },
+                                show_duration(grace)
+                            ),
+                        );
+                    }
                 }
             }
             match state {

@@ -109,6 +109,15 @@ impl Engine<'_> {
             else {
                 break;
             };
+            if group.target_group.is_none() {
+                self.reporter.line(
+                    name,
+                    &format!(
+                        "scaling {} in: its workers finish their jobs first",
+                        group.name
+                    ),
+                );
+            }
             delete_release(
                 self.cloud,
                 &group.name,

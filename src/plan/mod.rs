@@ -107,6 +107,10 @@ pub struct Retire {
     /// The route that sends the fleet traffic; a worker fleet has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
+    /// A worker fleet: each group is scaled in through its lifecycle hook first, so its
+    /// workers finish their jobs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub workers: bool,
     /// Where the traffic goes first; empty when the route no longer sends any to the fleet.
     pub restore: Vec<Weight>,
     /// Or, for a route that forwarded nowhere before immune, the fixed response or
@@ -463,7 +467,12 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
                     group: rollout.group.clone(),
                     phase: phase.clone(),
                 },
-                if (rollout.release.as_str(), rollout.fingerprint.as_str())
+                if rollout.kind == crate::rollout::Kind::Restore {
+                    format!(
+                        "an earlier `immune rollback` stopped during {phase} while bringing back {} (release {}): apply (or `immune rollback {}`) finishes it, and then the fleet is locked",
+                        rollout.group, rollout.release, fleet.name
+                    )
+                } else if (rollout.release.as_str(), rollout.fingerprint.as_str())
                     == (release.as_str(), fingerprint.as_str())
                 {
                     format!(
@@ -558,7 +567,11 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
         bake: bake_id(fleet),
         image,
         instance_type: fleet.instances.instance_type.clone(),
-        capacity: fleet.instances.capacity,
+        // With scaling policies a release starts as large as the fleet runs now.
+        capacity: match live.and_then(|l| l.group.as_ref()) {
+            Some(running) => scaled_desired(fleet.instances.capacity, running.capacity, scaled),
+            None => fleet.instances.capacity,
+        },
         subnets: fleet.instances.subnets.len(),
         port: fleet.traffic.as_ref().map(|t| t.port),
         health_check_path: fleet.traffic.as_ref().map(|t| t.health_check.path.clone()),
@@ -752,10 +765,20 @@ fn scaling_note(fleet: &Fleet, live: Option<&Live>) -> Vec<String> {
             if !fleet.instances.scaling.is_empty()
                 && status.capacity.desired != fleet.instances.capacity.desired =>
         {
-            vec![format!(
-                "{} runs {} instances where {} are configured: its scaling policies set the desired capacity, so apply leaves it, and a new release starts as large",
-                status.name, status.capacity.desired, fleet.instances.capacity.desired
-            )]
+            let configured = fleet.instances.capacity;
+            let running = status.capacity.desired;
+            let kept = running.clamp(configured.min, configured.max);
+            vec![if kept == running {
+                format!(
+                    "{} runs {running} instances where {} are configured: its scaling policies set the desired capacity, so apply leaves it, and a new release starts as large",
+                    status.name, configured.desired
+                )
+            } else {
+                format!(
+                    "{} runs {running} instances, outside the configured min {} and max {}: apply sets it to {kept}, and its scaling policies move it from there",
+                    status.name, configured.min, configured.max
+                )
+            }]
         }
         _ => Vec::new(),
     }
@@ -980,6 +1003,7 @@ fn plan_removed(name: &str, recorded: &FleetState, observed: Option<&Observed>) 
     Some(change(
         Action::Retire(Retire {
             groups,
+            workers: route.is_none(),
             route,
             restore,
             stand_in,

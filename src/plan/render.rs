@@ -47,6 +47,9 @@ pub fn render(plan: &Plan, color: bool) -> String {
         out.push_str("No changes. Every fleet runs its configured release.\n");
         for c in &plan.changes {
             let _ = writeln!(out, "  fleet.{}: {}", c.fleet, c.reason);
+            for warning in &c.warnings {
+                let _ = writeln!(out, "      {} note: {warning}", style.paint("35", "!"));
+            }
         }
         return out;
     }
@@ -63,6 +66,10 @@ pub fn render(plan: &Plan, color: bool) -> String {
     let headed = ordered.iter().any(|c| c.region != ordered[0].region);
     let mut last_region = None;
     for change in ordered {
+        // An unchanged fleet is shown only when there is something to know about it.
+        if matches!(change.action, Action::NoOp) && change.warnings.is_empty() {
+            continue;
+        }
         if headed && last_region != Some(&change.region) {
             last_region = Some(&change.region);
             let _ = writeln!(
@@ -265,16 +272,24 @@ pub fn render(plan: &Plan, color: bool) -> String {
                     );
                 }
                 for group in &retire.groups {
-                    let _ = writeln!(
-                        out,
-                        "      {minus} group   {group} with its target group and alarms"
-                    );
+                    let _ = match retire.workers {
+                        true => writeln!(
+                            out,
+                            "      {minus} group   {group} scaled in through its lifecycle hook (its workers finish their jobs), then deleted with its alarms"
+                        ),
+                        false => writeln!(
+                            out,
+                            "      {minus} group   {group} with its target group and alarms"
+                        ),
+                    };
                 }
             }
             Action::Blocked { .. } => {
                 let _ = writeln!(out, "  {bang} fleet.{}: {}", change.fleet, change.reason);
             }
-            Action::NoOp => {}
+            Action::NoOp => {
+                let _ = writeln!(out, "    fleet.{}: {}", change.fleet, change.reason);
+            }
         }
         for warning in &change.warnings {
             let _ = writeln!(out, "      {} warning: {warning}", style.paint("35", "!"));

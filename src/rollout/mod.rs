@@ -324,8 +324,14 @@ pub enum Event {
     ScaledUp,
     Healthy,
     WeightsSet(u8),
-    /// A worker fleet's step: `percent` of the capacity moved to the new group.
-    CapacitySet(u8),
+    /// A worker fleet's step: `percent` of the capacity moved to the new group, which
+    /// runs `instances`; the old group keeps the rest (`left`), its leaving workers
+    /// finishing their jobs while the step is observed.
+    CapacitySet {
+        percent: u8,
+        instances: u32,
+        left: Option<(String, u32)>,
+    },
     StepPassed,
     /// The previous group drained with every gate passing.
     Drained,
@@ -548,7 +554,7 @@ impl Rollout {
                 self.phase = Phase::WaitHealthy;
             }
             Event::Healthy => self.phase = Phase::Shift { step: 0 },
-            Event::WeightsSet(percent) | Event::CapacitySet(percent) => {
+            Event::WeightsSet(percent) | Event::CapacitySet { percent, .. } => {
                 self.weight = percent;
                 // A new step: what a person approved at the last one is asked again.
                 self.approved.clear();

@@ -768,7 +768,11 @@ mod workers {
                         new.desired,
                         old.as_ref().map(|(g, c)| (g.clone(), c.desired)),
                     ));
-                    Event::CapacitySet(*percent)
+                    Event::CapacitySet {
+                        percent: *percent,
+                        instances: 1,
+                        left: None,
+                    }
                 }
                 Action::Observe { .. } => Event::StepPassed,
                 Action::RetirePrevious { .. } => Event::PreviousRetired,
@@ -791,7 +795,11 @@ mod workers {
             Event::AlarmsCreated(Vec::new()),
             Event::GroupCreated,
             Event::Healthy,
-            Event::CapacitySet(25),
+            Event::CapacitySet {
+                percent: 25,
+                instances: 1,
+                left: None,
+            },
             Event::Failed("gate queue-depth".into()),
         ] {
             r.record(event);
@@ -844,7 +852,11 @@ mod workers {
                 percent: 25
             }
         );
-        r.record(Event::CapacitySet(25));
+        r.record(Event::CapacitySet {
+            percent: 25,
+            instances: 1,
+            left: None,
+        });
         r.record(Event::Failed("alarm".into()));
         assert_eq!(r.next_action(), Action::RestoreCapacity { previous: None });
     }
@@ -903,7 +915,11 @@ mod workers {
                         if let Some((_, old)) = old {
                             cloud.old = old.desired;
                         }
-                        Event::CapacitySet(*percent)
+                        Event::CapacitySet {
+                        percent: *percent,
+                        instances: 1,
+                        left: None,
+                    }
                     }
                     Action::RestoreCapacity { previous } => {
                         if let Some((_, c)) = previous {

@@ -363,7 +363,7 @@ async fn kill_9_in_the_middle_of_a_capacity_step_resumes_correctly() {
     }
     v2.signal("KILL");
     let _ = v2.wait(Duration::from_secs(10));
-    assert_eq!(w.fleet_state()["rollout"]["phase"]["name"], "shift");
+    assert_eq!(w.fleet_state()["rollout"]["phase"]["name"], "observe");
 
     let plan = w.immune(&["plan", "--var", "release=v2"]);
     assert!(plan.stdout.contains("resume"), "{plan:?}");
@@ -378,4 +378,40 @@ async fn kill_9_in_the_middle_of_a_capacity_step_resumes_correctly() {
     assert_eq!(capacity(&sdk, &w.group(2)).await, Some((1, 4, 2, 2)));
     assert_eq!(workers.finished_in(&w.group(1)), 2);
     assert!(w.state()["fleets"][&w.prefix]["rollout"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gates_are_watched_while_old_workers_finish_their_jobs() {
+    let w = World::new();
+    let sdk = w.sdk().await;
+    let workers = Workers::play(&w.prefix, true);
+    let alarm = w.surroundings.alarm.clone();
+    set_alarm(&sdk, &alarm, StateValue::Ok).await;
+    let gate = format!("gate \"failures\" {{\n      alarm = \"{alarm}\"\n    }}");
+    w.write("main.hcl", &worker_config(&w, &gate, "[50, 100]"));
+    assert_eq!(apply(&w, "v1").code, 0);
+
+    // The old worker holds on to its job (for up to 30 s) when the alarm fires.
+    let v2 = w.spawn(&["apply", "--auto-approve", "--var", "release=v2"]);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while waiting(&sdk, &w.prefix).await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the old group was never scaled in"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let fired = Instant::now();
+    set_alarm(&sdk, &alarm, StateValue::Alarm).await;
+    workers.hang.store(false, Ordering::SeqCst);
+    let out = v2.wait(Duration::from_secs(90));
+    set_alarm(&sdk, &alarm, StateValue::Ok).await;
+    assert_eq!(out.code, 3, "rolled back: {out:?}");
+    assert!(
+        fired.elapsed() < Duration::from_secs(25),
+        "caught while the workers were leaving, not after their grace: {:?}",
+        fired.elapsed()
+    );
+    assert_eq!(capacity(&sdk, &w.group(1)).await, Some((1, 4, 2, 2)));
+    assert_eq!(sdk.groups_with_prefix(&w.prefix).await, [w.group(1)]);
 }

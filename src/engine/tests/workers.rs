@@ -126,7 +126,7 @@ async fn two_releases_move_all_capacity_step_by_step_and_old_workers_finish_thei
     assert!(
         decisions
             .iter()
-            .any(|d| d == "capacity set: 50% of the fleet on the new group"),
+            .any(|d| d == "capacity set (50%): 2 instances on the new group, 2 kept on jobs-v001, whose leaving workers finish their jobs"),
         "{decisions:?}"
     );
 }
@@ -193,7 +193,8 @@ async fn a_rollout_cut_off_in_the_middle_of_a_capacity_step_resumes_where_it_sto
     assert!(cut.is_err(), "still waiting for the old workers");
     let saved = s.backend.load().unwrap();
     let rollout = saved.fleets["jobs"].rollout.clone().unwrap();
-    assert_eq!(rollout.phase, Phase::Shift { step: 0 });
+    // The step's capacity moved; its observation waits for the leaving workers.
+    assert_eq!(rollout.phase, Phase::Observe { step: 0 });
     assert_eq!(
         rollout.workers.unwrap().previous,
         Some(FULL),
@@ -362,4 +363,75 @@ async fn a_release_replacing_a_group_deleted_outside_immune_still_goes_through()
     let w = s.cloud.world.lock().unwrap();
     assert_eq!(w.groups.keys().collect::<Vec<_>>(), ["jobs-v002"]);
     assert_eq!(w.groups["jobs-v002"].1.len(), 4);
+}
+
+#[tokio::test]
+async fn the_gates_are_watched_while_old_workers_finish_their_jobs() {
+    let mut s = workers(r#"gate "queue" { alarm = "queue-depth" }"#);
+    s.set_alarm("queue-depth", AlarmState::Ok);
+    s.apply("v1").await.unwrap();
+    {
+        let mut w = s.cloud.world.lock().unwrap();
+        // The old workers hold on to their jobs (a minute of grace), and the queue
+        // backs up as soon as the first step took one of them away.
+        w.workers_hang = true;
+        w.fire_on_scale
+            .insert("jobs-v001".into(), "queue-depth".into());
+    }
+    // The new group's worker lets go once the rollback scales it in.
+    let cloud = s.cloud.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cloud.world.lock().unwrap().workers_hang = false;
+    });
+    let started = std::time::Instant::now();
+    let outcome = s.apply("v2").await.unwrap();
+    assert!(
+        matches!(outcome, Outcome::RolledBack { locked: true, .. }),
+        "{outcome:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "caught during the wait, not after the grace: {:?}",
+        started.elapsed()
+    );
+    let w = s.cloud.world.lock().unwrap();
+    assert_eq!(w.groups.keys().collect::<Vec<_>>(), ["jobs-v001"]);
+    assert_eq!(w.groups["jobs-v001"].0.capacity, FULL);
+}
+
+#[tokio::test]
+async fn a_rollback_cut_off_while_old_workers_leave_is_finished_by_the_next_rollback() {
+    let mut s = workers("keep_previous = 1");
+    s.apply("v1").await.unwrap();
+    s.apply("v2").await.unwrap();
+    s.cloud.world.lock().unwrap().workers_hang = true;
+    let cut = tokio::time::timeout(Duration::from_millis(300), s.roll_back()).await;
+    assert!(cut.is_err(), "still waiting for jobs-v002's workers");
+    s.state = s.backend.load().unwrap();
+    let rollout = s
+        .state
+        .fleets
+        .get_mut("jobs")
+        .unwrap()
+        .rollout
+        .as_mut()
+        .unwrap();
+    assert_eq!(rollout.kind, Kind::Restore);
+    // As if the process died in the middle of the capacity step, before recording it.
+    rollout.phase = Phase::Shift { step: 0 };
+    rollout.weight = 0;
+    s.cloud.world.lock().unwrap().workers_hang = false;
+    // Asked again, the rollback goes on to its end: it never puts jobs-v002 back.
+    assert_eq!(
+        s.roll_back().await.unwrap(),
+        Outcome::Restored {
+            group: "jobs-v001".into()
+        }
+    );
+    let w = s.cloud.world.lock().unwrap();
+    assert_eq!(w.groups.keys().collect::<Vec<_>>(), ["jobs-v001"]);
+    assert_eq!(w.groups["jobs-v001"].0.capacity, FULL);
+    drop(w);
+    assert!(s.state.fleets["jobs"].lock.is_some());
 }
