@@ -42,12 +42,31 @@ pub async fn apply(
     auto_approve: bool,
     lock_timeout: Duration,
 ) -> Result<Success, CliError> {
-    let config = cli.load()?;
+    let message = |e: &dyn std::fmt::Display| CliError::Message(format!("error: {e}"));
+    // A saved plan carries the variable values it was made with, but none of the
+    // sensitive ones: those are given again.
+    let document = match saved {
+        Some(path) => Some((Document::read(path).map_err(|e| message(&e))?, path)),
+        None => None,
+    };
+    let config = match &document {
+        Some((document, path)) => cli.load_saved(document.saved_values()).inspect_err(|_| {
+            let sensitive = document.sensitive_names();
+            if !sensitive.is_empty() {
+                eprintln!(
+                    "note: {} holds no sensitive values: give {} again (--var NAME=VALUE, IMMUNE_VAR_NAME or --var-file)",
+                    path.display(),
+                    sensitive.join(", ")
+                );
+            }
+        })?,
+        None => cli.load()?,
+    };
     let backend = backend(cli, &config).await?;
     let lock = lock::take(backend.as_ref(), "apply", lock_timeout)
         .await
         .map_err(|e| CliError::Message(format!("error: {e}")))?;
-    let result = apply_locked(cli, &config, backend.as_ref(), saved, auto_approve).await;
+    let result = apply_locked(cli, &config, backend.as_ref(), document, auto_approve).await;
     release(lock).await;
     result
 }
@@ -56,7 +75,7 @@ async fn apply_locked(
     cli: &Cli,
     config: &Config,
     backend: &dyn crate::state::Backend,
-    saved: Option<&Path>,
+    saved: Option<(Document, &Path)>,
     auto_approve: bool,
 ) -> Result<Success, CliError> {
     let message = |e: &dyn std::fmt::Display| CliError::Message(format!("error: {e}"));
@@ -64,8 +83,7 @@ async fn apply_locked(
     super::init::check_location(cli, config, &state).await?;
     // A saved plan was read and approved already: it runs as it is, or not at all.
     let document = match saved {
-        Some(path) => {
-            let document = Document::read(path).map_err(|e| message(&e))?;
+        Some((document, path)) => {
             if let Some(why) = document.stale(&state, config) {
                 return Err(CliError::Message(format!(
                     "error: saved plan is stale: {why}\n  make a new one with `immune plan --out {}`",

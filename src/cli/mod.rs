@@ -185,6 +185,7 @@ pub enum Success {
 impl Cli {
     fn inputs(&self) -> VarInputs {
         VarInputs {
+            saved: Vec::new(),
             cli: self.vars.clone(),
             files: self.var_files.clone(),
             env: VarInputs::from_env(),
@@ -193,6 +194,15 @@ impl Cli {
 
     fn load(&self) -> Result<Config, CliError> {
         Ok(config::load(&self.chdir, &self.inputs())?)
+    }
+
+    /// For `apply FILE`: the values the saved plan carries, under any given now.
+    fn load_saved(&self, saved: Vec<(String, hcl::Value)>) -> Result<Config, CliError> {
+        let inputs = VarInputs {
+            saved,
+            ..self.inputs()
+        };
+        Ok(config::load(&self.chdir, &inputs)?)
     }
 
     /// For commands about what already runs (status, approve, rollback, ...): an operator

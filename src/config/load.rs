@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 /// Where variable values come from, besides the defaults in the configuration.
 #[derive(Debug, Clone, Default)]
 pub struct VarInputs {
+    /// Values carried by a saved plan (`apply FILE`): below every other source.
+    pub saved: Vec<(String, Value)>,
     /// `--var NAME=VALUE`, in command-line order (later wins).
     pub cli: Vec<(String, String)>,
     /// `--var-file FILE`, in command-line order.
@@ -212,6 +214,7 @@ fn load_files(
             default_tags,
             fleets,
             outputs: root.outputs,
+            variables: root.variables,
         }
     });
     tidy(&mut diags);
@@ -264,6 +267,8 @@ pub struct UnitResult {
     pub outputs: Vec<Output>,
     /// The root's `immune` block; `None` in a module.
     pub settings: Option<Settings>,
+    /// The root's variables with their values; empty in a module.
+    pub variables: Vec<Variable>,
 }
 
 /// What the root's `immune` block says.
@@ -393,6 +398,23 @@ pub fn read_unit<'a>(
     }
 
     let resolved = variables::resolve(program, &variables, supplied, &mut diags);
+    // The root's values as resolved, for a saved plan to carry.
+    let root_variables: Vec<Variable> = match in_module {
+        true => Vec::new(),
+        false => variables
+            .iter()
+            .filter_map(|d| {
+                Some(Variable {
+                    name: d.name.clone(),
+                    value: resolved.values.get(&d.name)?.clone(),
+                    sensitive: matches!(
+                        d.block.body.get_attribute("sensitive").map(|a| &a.value),
+                        Some(Expression::Bool(b)) if *b.value()
+                    ),
+                })
+            })
+            .collect(),
+    };
     let mut eval = Evaluator::new(program, &unit.dir, module_path.clone(), resolved.values);
     eval.declare(variables.iter().map(|d| d.name.clone()));
     for declared in &variables {
@@ -553,6 +575,7 @@ pub fn read_unit<'a>(
         value,
         outputs: listed,
         settings,
+        variables: root_variables,
     })
 }
 

@@ -18,6 +18,17 @@ pub struct Config {
     pub fleets: Vec<Fleet>,
     /// The root's `output` blocks, in the order written.
     pub outputs: Vec<Output>,
+    /// The root's variables and the values they were given (or their defaults).
+    pub variables: Vec<Variable>,
+}
+
+/// A root variable's value, as the configuration was evaluated with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Variable {
+    pub name: String,
+    pub value: hcl::Value,
+    /// `sensitive = true`: never written to a saved plan, logs or state.
+    pub sensitive: bool,
 }
 
 /// An `output` of the root configuration. Values may hold `${fleet.NAME.group}`, the

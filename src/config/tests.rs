@@ -393,12 +393,18 @@ variable "a" { default = "default" }
 variable "b" { default = "default" }
 variable "c" { default = "default" }
 variable "d" { default = "default" }
-output "all" { value = [var.a, var.b, var.c, var.d] }
+variable "e" { default = "default" }
+output "all" { value = [var.a, var.b, var.c, var.d, var.e] }
 "#,
     )
     .unwrap();
     std::fs::write(dir.join("values.vars"), "b = \"file\"\nc = \"file\"\n").unwrap();
     let inputs = VarInputs {
+        // A saved plan's values come below every source given now, above defaults.
+        saved: vec![
+            ("a".into(), hcl::Value::from("saved")),
+            ("e".into(), hcl::Value::from("saved")),
+        ],
         cli: vec![("c".into(), "cli".into())],
         files: vec![dir.join("values.vars")],
         env: vec![
@@ -411,7 +417,50 @@ output "all" { value = [var.a, var.b, var.c, var.d] }
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(
         config.outputs[0].value,
-        hcl::Value::from(vec!["env", "file", "cli", "default"])
+        hcl::Value::from(vec!["env", "file", "cli", "default", "saved"])
+    );
+}
+
+#[test]
+fn a_json_variable_file_gives_typed_values_and_a_broken_one_says_where() {
+    let dir = std::env::temp_dir().join(format!("immune-vars-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("main.hcl"),
+        r#"
+variable "release" { type = string }
+variable "steps" { type = list(number) }
+variable "tags" { type = map(string) }
+output "all" { value = [var.release, var.steps, var.tags] }
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("vars.json"),
+        r#"{"release": "v7", "steps": [10, 100], "tags": {"team": "orders"}}"#,
+    )
+    .unwrap();
+    std::fs::write(dir.join("broken.json"), "{\"release\": \"v7\",\n}").unwrap();
+    let inputs = |file: &str| VarInputs {
+        files: vec![dir.join(file)],
+        ..VarInputs::default()
+    };
+    let config = load(&dir, &inputs("vars.json")).unwrap();
+    let err = load(&dir, &inputs("broken.json")).unwrap_err();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let hcl::Value::Array(all) = &config.outputs[0].value else {
+        panic!("a list")
+    };
+    assert_eq!(all[0], hcl::Value::from("v7"));
+    assert_eq!(all[1], hcl::Value::from(vec![10, 100]));
+    let hcl::Value::Object(tags) = &all[2] else {
+        panic!("a map")
+    };
+    assert_eq!(tags["team"], hcl::Value::from("orders"));
+    let shown = err.diagnostics.render(&err.sources);
+    assert!(
+        shown.contains("broken.json is not valid JSON") && shown.contains("line 2"),
+        "{shown}"
     );
 }
 

@@ -322,6 +322,13 @@ enum RawValue {
 /// variable files < --var; defaults apply only where none is given).
 fn root_values(inputs: &VarInputs, diags: &mut Diagnostics) -> Vec<(String, RawValue, String)> {
     let mut raw = Vec::new();
+    for (name, value) in &inputs.saved {
+        raw.push((
+            name.clone(),
+            RawValue::Parsed(value.clone()),
+            "the saved plan".to_string(),
+        ));
+    }
     for (name, value) in &inputs.env {
         raw.push((
             name.clone(),
@@ -367,13 +374,40 @@ fn read_var_file(path: &Path) -> Result<Vec<(String, Value)>, String> {
     if let Err((message, _)) = super::guard::check(&text) {
         return Err(format!("variable file {}: {message}", path.display()));
     }
+    // As Terraform's: `*.json` files hold one JSON object of values.
+    if path.extension().is_some_and(|x| x == "json") {
+        return match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(serde_json::Value::Object(map)) => map
+                .into_iter()
+                .map(|(k, v)| {
+                    let value = hcl::to_value(&v).map_err(|e| {
+                        format!("variable file {}: value of `{k}`: {e}", path.display())
+                    })?;
+                    Ok((k, value))
+                })
+                .collect(),
+            Ok(_) => Err(format!(
+                "variable file {} must hold one JSON object, such as {{\"release\": \"v2\"}}",
+                path.display()
+            )),
+            Err(e) => Err(format!(
+                "variable file {} is not valid JSON: {e} (line {}, column {})",
+                path.display(),
+                e.line(),
+                e.column()
+            )),
+        };
+    }
     match hcl::from_str::<Value>(&text) {
         Ok(Value::Object(map)) => Ok(map.into_iter().collect()),
         Ok(_) => Err(format!(
             "variable file {} must hold `name = value` lines",
             path.display()
         )),
-        Err(e) => Err(format!("variable file {}: {e}", path.display())),
+        Err(e) => Err(format!(
+            "variable file {} is not valid HCL: {e}\n  write `name = value` lines, or name the file *.json for JSON",
+            path.display()
+        )),
     }
 }
 

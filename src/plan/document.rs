@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::state::State;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Raised when the document changes incompatibly; `docs/plan.schema.json` follows it.
@@ -24,6 +25,57 @@ pub struct Document {
     pub has_changes: bool,
     pub summary: Summary,
     pub changes: Vec<Change>,
+    /// The root variables the plan was made with, so that `apply FILE` needs no `--var`.
+    /// A sensitive one is never written: only a salted hash of its value, and it must be
+    /// given again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, SavedVariable>,
+}
+
+/// One root variable in a saved plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedVariable {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sensitive: bool,
+    /// For a sensitive variable: `salt:sha256(salt, value)`, to check the value given
+    /// again without keeping it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+}
+
+/// `salt:hex` of SHA-256 over the salt and the value's JSON.
+fn salted_hash(salt: &str, value: &hcl::Value) -> String {
+    let mut h = Sha256::new();
+    h.update(salt.as_bytes());
+    h.update([0]);
+    h.update(serde_json::to_string(value).unwrap_or_default().as_bytes());
+    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    format!("{salt}:{hex}")
+}
+
+fn saved_variables(config: &Config) -> BTreeMap<String, SavedVariable> {
+    let salt = uuid::Uuid::new_v4().simple().to_string();
+    config
+        .variables
+        .iter()
+        .map(|v| {
+            let saved = match v.sensitive {
+                true => SavedVariable {
+                    value: None,
+                    sensitive: true,
+                    hash: Some(salted_hash(&salt, &v.value)),
+                },
+                false => SavedVariable {
+                    value: serde_json::to_value(&v.value).ok(),
+                    sensitive: false,
+                    hash: None,
+                },
+            };
+            (v.name.clone(), saved)
+        })
+        .collect()
 }
 
 /// How many fleets get each kind of action.
@@ -83,7 +135,28 @@ impl Document {
             has_changes: plan.has_changes(),
             summary: plan.summary(),
             changes: plan.changes.clone(),
+            variables: saved_variables(config),
         }
+    }
+
+    /// The non-sensitive values the plan carries, for loading the configuration again.
+    pub fn saved_values(&self) -> Vec<(String, hcl::Value)> {
+        self.variables
+            .iter()
+            .filter_map(|(name, v)| {
+                let value = hcl::to_value(v.value.as_ref()?).ok()?;
+                Some((name.clone(), value))
+            })
+            .collect()
+    }
+
+    /// The sensitive variables the plan was made with: they must be given again.
+    pub fn sensitive_names(&self) -> Vec<String> {
+        self.variables
+            .iter()
+            .filter(|(_, v)| v.sensitive)
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     pub fn plan(&self) -> Plan {
@@ -137,9 +210,21 @@ impl Document {
                 self.serial, state.serial
             ));
         }
+        for (name, saved) in &self.variables {
+            let Some(hash) = saved.hash.as_deref().filter(|_| saved.sensitive) else {
+                continue;
+            };
+            let salt = hash.split_once(':').map_or("", |(salt, _)| salt);
+            let now = config.variables.iter().find(|v| &v.name == name);
+            if now.is_none_or(|v| salted_hash(salt, &v.value) != hash) {
+                return Some(format!(
+                    "the sensitive variable `{name}` is not given the value the plan was made with"
+                ));
+            }
+        }
         if self.config_hash != config_hash(config) {
             return Some(
-                "the configuration or its variables changed since it was made (pass the same --var values to apply as to plan)"
+                "the configuration, or a variable value given now (--var, --var-file, IMMUNE_VAR_), differs from what the plan was made with; the plan carries its own values, so apply FILE needs none but the sensitive ones"
                     .into(),
             );
         }

@@ -131,10 +131,81 @@ async fn a_saved_plan_runs_without_asking_and_an_older_one_is_refused_as_stale()
     assert!(
         other_vars
             .stderr
-            .contains("the configuration or its variables changed"),
+            .contains("a variable value given now (--var, --var-file, IMMUNE_VAR_), differs"),
         "{other_vars:?}"
     );
     assert!(!sdk.group_exists(&w.group(2)).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_saved_plan_carries_its_values_but_asks_for_sensitive_ones_again() {
+    let w = World::new();
+    let sdk = w.sdk().await;
+    let s = &w.surroundings;
+    // A sensitive variable, used by the instances' user data.
+    let config = config(&w)
+        .replace(
+            "variable \"release\" { type = string }",
+            "variable \"release\" { type = string }\nvariable \"token\" {\n  type      = string\n  sensitive = true\n}",
+        )
+        .replace(
+            "    security_groups = [",
+            "    user_data       = \"TOKEN=${var.token}\"\n    security_groups = [",
+        );
+    w.write("main.hcl", &config);
+    let plan_file = w.dir.join("ci.plan");
+    let plan = w.immune(&[
+        "plan",
+        "--out",
+        plan_file.to_str().unwrap(),
+        "--var",
+        "release=v1",
+        "--var",
+        "token=s3cret-value",
+    ]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    let text = std::fs::read_to_string(&plan_file).unwrap();
+    assert!(
+        !text.contains("s3cret-value"),
+        "a sensitive value is never written"
+    );
+    let document: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(document["variables"]["release"]["value"], "v1");
+    assert_eq!(document["variables"]["token"]["sensitive"], true);
+    assert_eq!(schema_errors(&document), Vec::<String>::new());
+
+    // Another job, another shell: no --var for release, the token must come again.
+    let without = w.immune(&["apply", plan_file.to_str().unwrap()]);
+    assert_eq!(without.code, 1, "{without:?}");
+    assert!(
+        without
+            .stderr
+            .contains("no value for required variable `token`")
+            && without
+                .stderr
+                .contains("holds no sensitive values: give token again"),
+        "{without:?}"
+    );
+    let wrong = w.immune(&["apply", plan_file.to_str().unwrap(), "--var", "token=other"]);
+    assert_eq!(wrong.code, 1, "{wrong:?}");
+    assert!(
+        wrong.stderr.contains(
+            "the sensitive variable `token` is not given the value the plan was made with"
+        ),
+        "{wrong:?}"
+    );
+    assert!(!wrong.stderr.contains("other"), "{wrong:?}");
+    // The token from the environment, as a CI secret would come.
+    let applied = crate::harness::immune_command(
+        &w.dir,
+        &["apply", plan_file.to_str().unwrap()],
+        crate::harness::ENDPOINT,
+    )
+    .env("IMMUNE_VAR_token", "s3cret-value")
+    .output()
+    .unwrap();
+    assert!(applied.status.success(), "{applied:?}");
+    assert_eq!(sdk.weights(&s.listener_arn).await, [(w.group(1), 100)]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
