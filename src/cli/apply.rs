@@ -268,6 +268,11 @@ async fn run(
             }
         }
     }
+    // What runs now, for whoever applied: even after a rollback the outputs name it.
+    let outputs = crate::outputs::resolve(config, &state);
+    if !outputs.is_empty() {
+        println!("Outputs:\n\n{}", crate::outputs::render(&outputs));
+    }
     if !rolled_back.is_empty() {
         return Err(CliError::RolledBack(rolled_back.join("\n")));
     }

@@ -90,12 +90,23 @@ pub enum Command {
     Status {
         /// Only this fleet.
         fleet: Option<String>,
+        /// Print the status as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Past rollouts of a fleet with every decision and its evidence.
     History {
         fleet: String,
+        /// Print the history as JSON, every decision with its evidence.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The configuration's outputs with what runs now (`fleet.NAME.group` and the like);
+    /// a sensitive one is shown only when asked for by name.
+    Output {
+        /// Only this output, printed as its bare value (a string without quotes).
+        name: Option<String>,
+        /// Print the outputs as one JSON object (sensitive values are null).
         #[arg(long)]
         json: bool,
     },
@@ -221,6 +232,57 @@ impl Cli {
     }
 }
 
+/// `immune output [NAME] [--json]`: the outputs, from the configuration (variables that
+/// have no value leave what uses them out) and the state.
+async fn output(cli: &Cli, name: Option<&str>, json: bool) -> Result<Success, CliError> {
+    let config = cli.load_known()?;
+    let state = apply::read_state(cli, &config).await?;
+    let outputs = crate::outputs::resolve(&config, &state);
+    if let Some(name) = name {
+        let Some(found) = outputs.iter().find(|o| o.name == name) else {
+            let known: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
+            return Err(CliError::Message(format!(
+                "error: no output `{name}`{}",
+                match known.is_empty() {
+                    true => " (the configuration has none whose value is known)".to_string(),
+                    false => format!("; the outputs are: {}", known.join(", ")),
+                }
+            )));
+        };
+        let Some(value) = &found.value else {
+            return Err(CliError::Message(format!(
+                "error: output `{name}` is known only once the fleets it shows were applied"
+            )));
+        };
+        // Asked for by name: shown as it is, as Terraform's `output NAME` does.
+        match (json, value) {
+            (false, serde_json::Value::String(text)) => println!("{text}"),
+            (false, other) => println!("{}", crate::outputs::show(other)),
+            (true, other) => println!("{other}"),
+        }
+        return Ok(Success::Done);
+    }
+    if json {
+        let document: serde_json::Map<String, serde_json::Value> = outputs
+            .iter()
+            .map(|o| {
+                let value = o.value.clone().filter(|_| !o.sensitive);
+                (
+                    o.name.clone(),
+                    serde_json::json!({ "value": value, "sensitive": o.sensitive }),
+                )
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&document).expect("outputs serialize")
+        );
+    } else {
+        print!("{}", crate::outputs::render(&outputs));
+    }
+    Ok(Success::Done)
+}
+
 pub async fn run(cli: Cli) -> Result<Success, CliError> {
     match &cli.command {
         Command::Fmt(args) => fmt::run(&cli.chdir, args),
@@ -288,6 +350,7 @@ pub async fn run(cli: Cli) -> Result<Success, CliError> {
         } => apply::apply(&cli, plan.as_deref(), *auto_approve, lock.lock_timeout).await,
         Command::Status { fleet: only, json } => fleet::status(&cli, only.as_deref(), *json).await,
         Command::History { fleet: name, json } => fleet::history(&cli, name, *json).await,
+        Command::Output { name, json } => output(&cli, name.as_deref(), *json).await,
         Command::Rollback { fleet: name, lock } => {
             fleet::rollback(&cli, name, lock.lock_timeout).await
         }

@@ -597,7 +597,7 @@ fn fleet_value(fleet: &Fleet) -> Value {
     let mut map = Map::new();
     map.insert("name".into(), Value::String(fleet.name.clone()));
     map.insert("region".into(), opt(&fleet.region));
-    map.insert("release".into(), opt(&fleet.release));
+
     map.insert(
         "instance_type".into(),
         Value::String(fleet.instances.instance_type.clone()),
@@ -630,10 +630,13 @@ fn fleet_value(fleet: &Fleet) -> Value {
         "group_prefix".into(),
         Value::String(format!("{}-v", fleet.name)),
     );
-    map.insert(
-        "group".into(),
-        Value::String(format!("${{fleet.{}.group}}", fleet.name)),
-    );
+    // Known only after apply: markers that `crate::outputs` resolves from the state.
+    for attribute in crate::outputs::LIVE_ATTRIBUTES {
+        map.insert(
+            attribute.into(),
+            Value::String(format!("${{fleet.{}.{attribute}}}", fleet.name)),
+        );
+    }
     Value::Object(map)
 }
 

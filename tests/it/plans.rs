@@ -152,7 +152,11 @@ async fn a_saved_plan_carries_its_values_but_asks_for_sensitive_ones_again() {
             "    security_groups = [",
             "    user_data       = \"TOKEN=${var.token}\"\n    security_groups = [",
         );
-    w.write("main.hcl", &config);
+    let outputs = format!(
+        "output \"group\" {{ value = fleet.{p}.group }}\noutput \"image\" {{ value = fleet.{p}.image }}\noutput \"token\" {{\n  value     = var.token\n  sensitive = true\n}}\n",
+        p = w.prefix
+    );
+    w.write("main.hcl", &format!("{config}\n{outputs}"));
     let plan_file = w.dir.join("ci.plan");
     let plan = w.immune(&[
         "plan",
@@ -206,6 +210,29 @@ async fn a_saved_plan_carries_its_values_but_asks_for_sensitive_ones_again() {
     .unwrap();
     assert!(applied.status.success(), "{applied:?}");
     assert_eq!(sdk.weights(&s.listener_arn).await, [(w.group(1), 100)]);
+
+    // The outputs after apply, and from `immune output`, name what runs.
+    let stdout = String::from_utf8_lossy(&applied.stdout);
+    assert!(
+        stdout.contains(&format!("group = \"{}\"", w.group(1)))
+            && stdout.contains("token = (sensitive)")
+            && !stdout.contains("s3cret-value"),
+        "{stdout}"
+    );
+    let json = w.immune(&["output", "--json"]);
+    assert_eq!(json.code, 0, "{json:?}");
+    let outputs: Value = serde_json::from_str(&json.stdout).unwrap();
+    let active = &w.state()["fleets"][&w.prefix]["active"];
+    assert_eq!(outputs["group"]["value"], active["name"]);
+    assert_eq!(outputs["image"]["value"], active["image"]);
+    assert!(outputs["image"]["value"]
+        .as_str()
+        .unwrap()
+        .starts_with("ami-"));
+    // Without the token given, the sensitive output is not known; it is never printed.
+    assert!(!json.stdout.contains("s3cret-value"));
+    let bare = w.immune(&["output", "group"]);
+    assert_eq!(bare.stdout.trim(), w.group(1), "{bare:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
