@@ -269,7 +269,7 @@ async fn run(
         }
     }
     // What runs now, for whoever applied: even after a rollback the outputs name it.
-    let outputs = crate::outputs::resolve(config, &state);
+    let outputs = crate::outputs::resolve(config, state);
     if !outputs.is_empty() {
         println!("Outputs:\n\n{}", crate::outputs::render(&outputs));
     }
