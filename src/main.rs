@@ -43,6 +43,7 @@ fn main() -> ExitCode {
     match result {
         Ok(Success::Done) => ExitCode::SUCCESS,
         Ok(Success::Changes) => ExitCode::from(2),
+        Ok(Success::LockedOnly) => ExitCode::from(4),
         Err(e) => {
             // Outside the unwind guard: a closed stderr must not turn into a panic.
             let _ = writeln!(std::io::stderr(), "{e}");

@@ -65,7 +65,8 @@ pub enum Command {
     Fmt(fmt::FmtArgs),
     /// Show what apply would do.
     Plan {
-        /// Exit 2 when there are changes, 0 when there are none.
+        /// Exit 2 when apply would change something, 4 when it would not because a fleet
+        /// is locked, 0 when there is nothing to do.
         #[arg(long)]
         detailed_exitcode: bool,
         /// Save the plan for `immune apply FILE`.
@@ -191,6 +192,8 @@ pub enum Success {
     Done,
     /// `plan --detailed-exitcode` found changes.
     Changes,
+    /// `plan --detailed-exitcode` found nothing apply would change, but a locked fleet.
+    LockedOnly,
 }
 
 impl Cli {
@@ -337,10 +340,13 @@ pub async fn run(cli: Cli) -> Result<Success, CliError> {
             if !blocked.is_empty() {
                 return Err(CliError::Message(blocked.join("\n\n")));
             }
-            Ok(if *detailed_exitcode && plan.has_changes() {
-                Success::Changes
-            } else {
-                Success::Done
+            // 2: apply would change something; 4: it would not, because a fleet is
+            // locked (apply would exit 4 too); 0: nothing to do.
+            Ok(match (*detailed_exitcode, plan.acts(), plan.has_locked()) {
+                (false, _, _) => Success::Done,
+                (true, true, _) => Success::Changes,
+                (true, false, true) => Success::LockedOnly,
+                (true, false, false) => Success::Done,
             })
         }
         Command::Apply {

@@ -25,6 +25,23 @@ impl Plan {
             .iter()
             .any(|c| !matches!(c.action, Action::NoOp))
     }
+
+    /// Whether apply would change anything: a locked (or blocked) fleet is left as it is.
+    pub fn acts(&self) -> bool {
+        self.changes.iter().any(|c| {
+            !matches!(
+                c.action,
+                Action::NoOp | Action::Locked { .. } | Action::Blocked { .. }
+            )
+        })
+    }
+
+    /// Whether a fleet is locked: apply would leave it and exit 4.
+    pub fn has_locked(&self) -> bool {
+        self.changes
+            .iter()
+            .any(|c| matches!(c.action, Action::Locked { .. }))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -531,6 +531,22 @@ fn a_worker_fleet_plans_its_steps_as_instances_and_retires_without_a_route() {
 }
 
 #[test]
+fn a_locked_fleet_is_no_change_apply_would_make() {
+    let v1 = config("v1");
+    let mut state = State::new();
+    live(&v1, &mut state);
+    state.fleets.get_mut("web").unwrap().lock = Some(crate::state::FleetLock {
+        reason: "gate".into(),
+        release: "v2".into(),
+        at: "now".into(),
+    });
+    let locked = plan(&config("v3"), &state, &BTreeMap::new());
+    assert!(locked.has_locked() && !locked.acts());
+    let first = plan(&v1, &State::new(), &BTreeMap::new());
+    assert!(first.acts() && !first.has_locked());
+}
+
+#[test]
 fn a_fleet_that_changes_kind_is_blocked_with_the_way_out() {
     let v1 = config("v1");
     let mut state = State::new();

@@ -319,8 +319,10 @@ async fn a_bad_worker_release_gives_the_old_group_its_capacity_back_and_locks() 
         .as_str()
         .unwrap()
         .contains("failures"));
-    let plan = w.immune(&["plan", "--var", "release=v3"]);
+    // Apply would do nothing but refuse: the detailed exit code says so with apply's 4.
+    let plan = w.immune(&["plan", "--detailed-exitcode", "--var", "release=v3"]);
     assert!(plan.stdout.contains("locked"), "{plan:?}");
+    assert_eq!(plan.code, 4, "{plan:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
