@@ -101,7 +101,8 @@ pub enum Halt {
     State(String),
     Interrupted,
     /// `immune rollback` asked the running apply to roll back.
-    RollbackAsked(Answer),
+    /// By whom.
+    RollbackAsked(String),
 }
 
 impl From<CloudError> for Halt {
@@ -131,7 +132,7 @@ impl Halt {
             | Halt::Fault(m)
             | Halt::State(m) => m.clone(),
             Halt::Interrupted => "interrupted".into(),
-            Halt::RollbackAsked(answer) => format!("rollback asked by {}", answer.by),
+            Halt::RollbackAsked(by) => format!("rollback asked by {by}"),
         }
     }
 }
@@ -410,8 +411,8 @@ impl Engine<'_> {
                 return self.drive(fleet).await;
             }
             if !rollout.phase.is_finished() {
-                let reason = format!("rolled back by {by} (immune rollback)");
-                self.record(fleet, Event::Failed(reason)).await?;
+                self.record(fleet, Event::RollbackAsked(by.to_string()))
+                    .await?;
                 return self.drive(fleet).await;
             }
         }
@@ -581,7 +582,7 @@ impl Engine<'_> {
                             Some(Halt::Interrupted)
                         } else {
                             let asked = asked.lock().unwrap_or_else(|e| e.into_inner());
-                            asked.clone().map(Halt::RollbackAsked)
+                            asked.clone().map(|a: Answer| Halt::RollbackAsked(a.by))
                         }
                     };
                     let context = actions::Context {
@@ -611,13 +612,9 @@ impl Engine<'_> {
             };
             match halt {
                 Halt::Interrupted => return Err(self.interrupted(fleet, &rollout).await),
-                Halt::RollbackAsked(answer) => {
+                Halt::RollbackAsked(by) => {
                     let _ = self.backend.clear_answer(&fleet.name).await;
-                    self.record(
-                        fleet,
-                        Event::Failed(format!("rolled back by {} (immune rollback)", answer.by)),
-                    )
-                    .await?;
+                    self.record(fleet, Event::RollbackAsked(by)).await?;
                 }
                 Halt::State(message) => {
                     return Err(EngineError::Unfinished {
@@ -856,6 +853,9 @@ fn describe(event: &Event) -> Option<String> {
         Event::StepPassed | Event::Drained => return None,
         Event::PreviousRetired => "previous group retired".into(),
         Event::Failed(reason) => format!("FAILED: {reason}; rolling back"),
+        Event::RollbackAsked(by) => {
+            format!("rollback asked by {by} (immune rollback): rolling back")
+        }
         Event::Refused(reason) => {
             format!("stopped: {reason}; rolling back (the fleet is not locked)")
         }

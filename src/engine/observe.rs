@@ -320,11 +320,7 @@ impl Engine<'_> {
             };
             let awaiting = self.rollout(&fleet.name).awaiting.clone();
             match (kind, awaiting) {
-                (AnswerKind::Rollback, _) => {
-                    return Err(Halt::Failed(format!(
-                        "rolled back by {by} (immune rollback)"
-                    )))
-                }
+                (AnswerKind::Rollback, _) => return Err(Halt::RollbackAsked(by)),
                 (AnswerKind::Reject, Some(waiting)) => {
                     return Err(Halt::Failed(format!(
                         "gate {} rejected by {by}: {}",
@@ -399,10 +395,7 @@ impl Engine<'_> {
         match self.backend.pending_answer(&fleet.name, group).await {
             Ok(Some(answer)) if answer.kind == AnswerKind::Rollback => {
                 let _ = self.backend.clear_answer(&fleet.name).await;
-                Err(Halt::Failed(format!(
-                    "rolled back by {} (immune rollback)",
-                    answer.by
-                )))
+                Err(Halt::RollbackAsked(answer.by))
             }
             _ => Ok(()),
         }

@@ -605,6 +605,18 @@ async fn a_rollback_asked_while_observing_sends_traffic_back() {
     assert!(reason.contains("rolled back by ops"), "{reason}");
     assert!(locked);
     assert_eq!(s.weights(), [("arn:tg/web-v001".to_string(), 100)]);
+    // A person's rollback reads as what it is, not as a failed release.
+    let decisions = s.decisions();
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d == "rollback asked by ops (immune rollback): rolling back"),
+        "{decisions:?}"
+    );
+    assert!(
+        !decisions.iter().any(|d| d.starts_with("FAILED")),
+        "{decisions:?}"
+    );
 }
 
 #[tokio::test]

@@ -340,6 +340,9 @@ pub enum Event {
     /// the new group this rolls back, and a release that got as far as launching locks
     /// the fleet.
     Failed(String),
+    /// A person asked for the rollback (`immune rollback`): recorded as a failure of
+    /// the release (it locks once the release got as far as launching), said as what it is.
+    RollbackAsked(String),
     /// AWS refused an action for good (a name held by someone else, a bad parameter):
     /// rolled back like a failure, without locking the fleet, since the release itself
     /// was never tried.
@@ -589,6 +592,9 @@ impl Rollout {
                 self.record(Event::Failed(reason));
                 self.lock_after_rollback = false;
             }
+            Event::RollbackAsked(by) => self.record(Event::Failed(format!(
+                "rolled back by {by} (immune rollback)"
+            ))),
             Event::Suspended => {
                 if let Phase::Shift { step } | Phase::Observe { step } = self.phase {
                     self.phase = Phase::Shift { step };
