@@ -28,7 +28,8 @@ pub struct Cli {
     /// Set a variable: NAME=VALUE (repeatable).
     #[arg(long = "var", global = true, value_name = "NAME=VALUE", value_parser = parse_var)]
     pub vars: Vec<(String, String)>,
-    /// Read variables from an HCL file of `name = value` lines (repeatable).
+    /// Read variables from a file of `name = value` lines, or a JSON object when it ends
+    /// in .json (repeatable).
     #[arg(long = "var-file", global = true, value_name = "FILE")]
     pub var_files: Vec<PathBuf>,
     /// AWS region (overrides the fleet's `region` and the environment).
@@ -133,6 +134,13 @@ pub enum Command {
     /// Inspect the state, break a stale state lock.
     #[command(subcommand)]
     State(StateCommand),
+    /// Print a shell's completion script: `immune completions bash > /etc/bash_completion.d/immune`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `immune man > immune.1`.
+    Man,
 }
 
 #[derive(Debug, Subcommand)]
@@ -357,6 +365,26 @@ pub async fn run(cli: Cli) -> Result<Success, CliError> {
         Command::Status { fleet: only, json } => fleet::status(&cli, only.as_deref(), *json).await,
         Command::History { fleet: name, json } => fleet::history(&cli, name, *json).await,
         Command::Output { name, json } => output(&cli, name.as_deref(), *json).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "immune",
+                &mut std::io::stdout(),
+            );
+            Ok(Success::Done)
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                // `immune man | head`: the reader had enough.
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::Message(
+                    format!("error: cannot write the manual page: {e}"),
+                )),
+                _ => Ok(Success::Done),
+            }
+        }
         Command::Rollback { fleet: name, lock } => {
             fleet::rollback(&cli, name, lock.lock_timeout).await
         }

@@ -20,7 +20,13 @@ fn scratch() -> PathBuf {
 
 #[test]
 fn validate_exits_0_for_every_example_without_variables_and_1_for_a_broken_one() {
-    for example in ["quickstart", "web-canary", "blue-green", "from-module"] {
+    for example in [
+        "quickstart",
+        "web-canary",
+        "blue-green",
+        "from-module",
+        "queue-worker",
+    ] {
         let run = offline(&repo("examples").join(example), &["validate"]);
         assert_eq!(run.code, 0, "{example}: {run:?}");
         assert!(run.stdout.contains("The configuration is valid"), "{run:?}");
@@ -75,4 +81,28 @@ fn fmt_check_fails_on_unformatted_files_and_fmt_fixes_them_keeping_comments() {
         "{broken:?}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn completions_for_three_shells_and_a_manual_page_come_from_the_command_line() {
+    let dir = scratch();
+    for (shell, marker) in [
+        ("bash", "complete -F _immune"),
+        ("zsh", "#compdef immune"),
+        ("fish", "complete -c immune"),
+    ] {
+        let run = offline(&dir, &["completions", shell]);
+        assert_eq!(run.code, 0, "{shell}: {run:?}");
+        assert!(run.stdout.contains(marker), "{shell}: {run:?}");
+        for command in ["apply", "rollback", "output", "status"] {
+            assert!(run.stdout.contains(command), "{shell} lacks {command}");
+        }
+    }
+    let man = offline(&dir, &["man"]);
+    assert_eq!(man.code, 0, "{man:?}");
+    assert!(man.stdout.starts_with(".ie") && man.stdout.contains(".TH immune 1"));
+    let unknown = offline(&dir, &["completions", "tcsh"]);
+    assert_eq!(unknown.code, 2, "{unknown:?}");
+    assert!(unknown.stderr.contains("possible values"), "{unknown:?}");
+    std::fs::remove_dir_all(dir).unwrap();
 }
