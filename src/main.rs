@@ -6,17 +6,23 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     signals::quiet_on_broken_pipe();
-    let level = match (cli.quiet, cli.verbose) {
-        (true, _) => "error",
-        (false, 0) => "warn",
-        (false, 1) => "info",
-        _ => "debug",
+    // immune's own logs, and (quieter unless asked) the AWS SDK's.
+    let (level, others) = match (cli.quiet, cli.verbose) {
+        (true, _) => ("error", "error"),
+        (false, 0) => ("warn", "error"),
+        (false, 1) => ("info", "warn"),
+        _ => ("debug", "debug"),
     };
+    // Colour only on a terminal, and never with --no-color or NO_COLOR.
+    let color = !cli.no_color
+        && std::env::var_os("NO_COLOR").is_none()
+        && std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("IMMUNE_LOG")
-                .unwrap_or_else(|_| format!("immune={level},warn").into()),
+                .unwrap_or_else(|_| format!("immune={level},{others}").into()),
         )
+        .with_ansi(color)
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Runtime::new() {

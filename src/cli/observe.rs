@@ -108,6 +108,9 @@ pub async fn plan(clouds: &Clouds, config: &Config, state: &State) -> Result<Pla
         let mut check = |result: Result<(), CloudError>, fix: &str| {
             if let Err(e) = result {
                 problems.push(match e {
+                    CloudError::Credentials { .. } => format!(
+                        "error: {e}\n  immune takes AWS credentials from the standard chain: set AWS_PROFILE (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), log in with `aws sso login`, or run where an instance or container role applies"
+                    ),
                     CloudError::Transport { .. } => format!(
                         "error: cannot reach AWS: {e}\n  check the network, AWS_ENDPOINT_URL ({}) and your credentials",
                         std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "not set".into())

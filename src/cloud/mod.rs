@@ -167,6 +167,12 @@ pub enum CloudError {
         operation: &'static str,
         message: String,
     },
+    /// No credentials were found, or AWS rejected them: asking again will not help.
+    #[error("{operation} failed: no usable AWS credentials: {message}")]
+    Credentials {
+        operation: &'static str,
+        message: String,
+    },
     #[error("{0}")]
     Invalid(String),
 }

@@ -90,3 +90,38 @@ async fn an_unreachable_endpoint_says_so_without_a_debug_dump() {
         "no Rust debug output: {run:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_credentials_are_named_as_such_at_once() {
+    let w = World::new();
+    let s = &w.surroundings;
+    w.write(
+        "main.hcl",
+        &w.fleet_config(&s.source_ami, &s.load_balancer, ""),
+    );
+    let home = w.dir.join("empty-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let started = std::time::Instant::now();
+    let out = crate::harness::immune_command(
+        &w.dir,
+        &["plan", "--var", "release=v1"],
+        crate::harness::ENDPOINT,
+    )
+    .env_remove("AWS_ACCESS_KEY_ID")
+    .env_remove("AWS_SECRET_ACCESS_KEY")
+    .env_remove("AWS_PROFILE")
+    .env("HOME", &home)
+    .env("AWS_EC2_METADATA_DISABLED", "true")
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no usable AWS credentials"), "{stderr}");
+    assert!(stderr.contains("AWS_PROFILE"), "the way out: {stderr}");
+    assert!(!stderr.contains("cannot reach AWS"), "{stderr}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "not retried as a fault: {:?}",
+        started.elapsed()
+    );
+}

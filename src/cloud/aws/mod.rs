@@ -73,17 +73,47 @@ where
     match &err {
         SdkError::ServiceError(service) => {
             let e = service.err();
-            CloudError::Service {
-                operation,
-                code: e.code().unwrap_or("Unknown").to_string(),
-                message: e.message().unwrap_or_default().to_string(),
+            let code = e.code().unwrap_or("Unknown").to_string();
+            let message = e.message().unwrap_or_default().to_string();
+            match is_credential_code(&code) {
+                true => CloudError::Credentials {
+                    operation,
+                    message: format!("{code}: {message}"),
+                },
+                false => CloudError::Service {
+                    operation,
+                    code,
+                    message,
+                },
             }
         }
-        _ => CloudError::Transport {
-            operation,
-            message: error_chain(&err),
-        },
+        _ => {
+            let message = error_chain(&err);
+            // The SDK says so when its credential chain found nothing: no retry helps.
+            if message.contains("no credentials found in chain")
+                || message.contains("credential provider was not enabled")
+            {
+                CloudError::Credentials { operation, message }
+            } else {
+                CloudError::Transport { operation, message }
+            }
+        }
     }
+}
+
+/// Service error codes that mean AWS did not accept who is calling.
+fn is_credential_code(code: &str) -> bool {
+    matches!(
+        code,
+        "InvalidClientTokenId"
+            | "UnrecognizedClientException"
+            | "AuthFailure"
+            | "SignatureDoesNotMatch"
+            | "ExpiredToken"
+            | "ExpiredTokenException"
+            | "InvalidAccessKeyId"
+            | "MissingAuthenticationToken"
+    )
 }
 
 /// The error's message and its causes, innermost last, without Rust debug output.
