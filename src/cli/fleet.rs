@@ -128,6 +128,12 @@ struct RolloutStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     instances: Option<WorkerShare>,
     awaiting: Option<crate::rollout::Awaiting>,
+    /// `immune pause`: who holds the rollout at its step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    held_by: Option<String>,
+    /// `immune promote --full`: the remaining steps pass as soon as their gates allow.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    promoted: bool,
 }
 
 async fn fleet_status(cloud: Option<&dyn Cloud>, name: &str, recorded: &FleetState) -> FleetStatus {
@@ -222,6 +228,8 @@ async fn fleet_status(cloud: Option<&dyn Cloud>, name: &str, recorded: &FleetSta
         weight: r.weight,
         instances,
         awaiting: r.awaiting.clone(),
+        held_by: r.held_by.clone(),
+        promoted: r.promoted,
     });
     FleetStatus {
         fleet: name.to_string(),
@@ -288,6 +296,15 @@ impl FleetStatus {
                 r.release,
                 phase_words(&r.phase)
             );
+            if let Some(by) = &r.held_by {
+                out += &format!(
+                    "  PAUSED:   by {by}: the step does not pass (the gates are still watched)\n            run `immune resume {}` or `immune promote {}`\n",
+                    self.fleet, self.fleet
+                );
+            }
+            if r.promoted {
+                out += "  promoted: every remaining step passes as soon as its gates allow\n";
+            }
             if let Some(a) = &r.awaiting {
                 out += &format!(
                     "  WAITING:  gate {} needs a person since {}: {}\n            run `immune approve {}` or `immune reject {}`\n",
@@ -416,11 +433,60 @@ pub async fn answer(cli: &Cli, name: &str, kind: AnswerKind) -> Result<Success, 
     Ok(Success::Done)
 }
 
+/// `immune pause`, `resume` and `promote [--full]`: left for the apply that runs the
+/// fleet's release, which acts on it at its next poll of a step.
+pub async fn control(cli: &Cli, name: &str, kind: AnswerKind) -> Result<Success, CliError> {
+    let config = cli.load_known()?;
+    find(&config, name)?;
+    let backend = apply::backend(cli, &config).await?;
+    let state = backend.load().await.map_err(error)?;
+    let Some(rollout) = recorded(&state, name)?
+        .rollout
+        .as_ref()
+        .filter(|r| !r.phase.is_finished() && r.kind == crate::rollout::Kind::Release)
+    else {
+        return Err(error(format!(
+            "fleet `{name}` has no release in progress; `immune status {name}` shows where it stands"
+        )));
+    };
+    if kind == AnswerKind::Resume && rollout.held_by.is_none() {
+        return Err(error(format!(
+            "the rollout of {} is not paused; `immune pause {name}` holds it",
+            rollout.group
+        )));
+    }
+    backend
+        .post_answer(
+            name,
+            &Answer {
+                kind,
+                group: rollout.group.clone(),
+                by: operator(),
+                at: now(),
+            },
+        )
+        .await
+        .map_err(error)?;
+    let what = format!("the rollout of {}", rollout.group);
+    println!(
+        "fleet.{name}: {}",
+        delivery(backend.as_ref(), &what, kind).await
+    );
+    Ok(Success::Done)
+}
+
 /// Who will act on an answer: the apply holding the lock if it runs, else the next one.
 /// Saying "at the next poll" when no apply runs would leave an operator waiting.
 async fn delivery(backend: &dyn Backend, gate: &str, kind: AnswerKind) -> String {
     let (verb, goes) = match kind {
         AnswerKind::Approve => ("approved", "the release goes on"),
+        AnswerKind::Pause => ("paused", "it holds at its current step"),
+        AnswerKind::Resume => ("resumed", "it goes on"),
+        AnswerKind::Promote => ("promoted", "its current step passes once its gates allow"),
+        AnswerKind::PromoteFull => (
+            "promoted in full",
+            "every remaining step passes as soon as its gates allow",
+        ),
         _ => ("rejected", "the release will be rolled back"),
     };
     let later = "the next `immune apply` picks the answer up (answers are kept)";

@@ -122,6 +122,18 @@ pub enum Command {
     Approve { fleet: String },
     /// Roll a release back at a manual gate that is waiting.
     Reject { fleet: String },
+    /// Hold a running rollout at its current step: the gates are still watched, but the
+    /// step does not pass until `immune resume` (or `immune promote`).
+    Pause { fleet: String },
+    /// Let a paused rollout go on.
+    Resume { fleet: String },
+    /// Pass the current step now, without waiting out its pause, once its gates allow.
+    Promote {
+        fleet: String,
+        /// Every remaining step too: each passes as soon as its gates allow.
+        #[arg(long)]
+        full: bool,
+    },
     /// Lift the lock an automatic rollback left on a fleet.
     Unlock {
         fleet: String,
@@ -390,6 +402,19 @@ pub async fn run(cli: Cli) -> Result<Success, CliError> {
         }
         Command::Approve { fleet: name } => {
             fleet::answer(&cli, name, crate::state::AnswerKind::Approve).await
+        }
+        Command::Pause { fleet: name } => {
+            fleet::control(&cli, name, crate::state::AnswerKind::Pause).await
+        }
+        Command::Resume { fleet: name } => {
+            fleet::control(&cli, name, crate::state::AnswerKind::Resume).await
+        }
+        Command::Promote { fleet: name, full } => {
+            let kind = match full {
+                true => crate::state::AnswerKind::PromoteFull,
+                false => crate::state::AnswerKind::Promote,
+            };
+            fleet::control(&cli, name, kind).await
         }
         Command::Reject { fleet: name } => {
             fleet::answer(&cli, name, crate::state::AnswerKind::Reject).await

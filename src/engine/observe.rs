@@ -112,6 +112,8 @@ impl Engine<'_> {
         };
         let grace = fleet.instances.termination_grace;
         let mut said_waiting = false;
+        // `immune promote`: this step passes at the next poll whose gates allow it.
+        let mut promote_now = false;
         let started = Instant::now();
         let mut unreadable = vec![0u32; spec.gates.len()];
         // What was last recorded per gate, so a finding is written once, not every poll.
@@ -174,6 +176,17 @@ impl Engine<'_> {
             }
             // The gates decide first: a failing one needs no slower health read.
             let mut state = step_state(&verdicts, started.elapsed(), pause);
+            // A person's hold keeps a step from passing; a promote passes it early. Neither
+            // overrides a failing gate or one waiting for a person.
+            let current = self.rollout(&fleet.name).clone();
+            if let (StepState::Passed, Some(_)) = (&state, &current.held_by) {
+                state = StepState::Observing;
+            }
+            if (promote_now || current.promoted)
+                && matches!(state, StepState::Observing | StepState::HeldTooLong(_))
+            {
+                state = StepState::Passed;
+            }
             if !matches!(state, StepState::Failed(_)) {
                 let (healthy, wanted) =
                     match health(self.cloud, &rollout.group, target_group.as_deref()).await {
@@ -339,6 +352,47 @@ impl Engine<'_> {
                     self.note(
                         &fleet.name,
                         format!("gate {} approved by {by}; going on", waiting.gate),
+                        None,
+                    );
+                    self.save().await?;
+                }
+                (AnswerKind::Pause, _) => {
+                    self.rollout(&fleet.name).held_by = Some(by.clone());
+                    self.note(
+                        &fleet.name,
+                        format!(
+                            "paused by {by}: {during} holds until `immune resume {}` (the gates are still watched)",
+                            fleet.name
+                        ),
+                        None,
+                    );
+                    self.save().await?;
+                }
+                (AnswerKind::Resume, _) => {
+                    if self.rollout(&fleet.name).held_by.take().is_some() {
+                        self.note(&fleet.name, format!("resumed by {by}"), None);
+                        self.save().await?;
+                    }
+                }
+                (AnswerKind::Promote, _) => {
+                    promote_now = true;
+                    self.rollout(&fleet.name).held_by = None;
+                    self.note(
+                        &fleet.name,
+                        format!("promoted by {by}: {during} passes now if its gates allow"),
+                        None,
+                    );
+                    self.save().await?;
+                }
+                (AnswerKind::PromoteFull, _) => {
+                    let rollout = self.rollout(&fleet.name);
+                    rollout.promoted = true;
+                    rollout.held_by = None;
+                    self.note(
+                        &fleet.name,
+                        format!(
+                            "promoted in full by {by}: every remaining step passes as soon as its gates allow"
+                        ),
                         None,
                     );
                     self.save().await?;

@@ -1467,3 +1467,114 @@ async fn with_scaling_policies_a_new_group_starts_as_large_as_the_old_one_runs()
     assert_eq!(w.groups["web-v002"].0.capacity.desired, 1);
     assert_eq!(w.policies["web-v002"].len(), 2);
 }
+
+/// Posts `kind` for the running release once it observes step `step` (0-based).
+async fn answer_at_step(dir: std::path::PathBuf, kind: AnswerKind, step: usize) {
+    let backend = LocalBackend::new(dir.join(".immune/state.json"));
+    loop {
+        let state = backend.load().unwrap();
+        if let Some(r) = state.fleets.get("web").and_then(|f| f.rollout.as_ref()) {
+            if r.phase == (Phase::Observe { step }) {
+                backend.post_answer("web", &answer(kind, &r.group)).unwrap();
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_paused_step_holds_past_its_pause_until_resumed() {
+    let mut s = setup_with("100ms", "");
+    s.apply("v1").await.unwrap();
+    let dir = s.dir.clone();
+    let operator = async {
+        answer_at_step(dir.clone(), AnswerKind::Pause, 0).await;
+        // Well past the 100ms pause, the step still holds.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let backend = LocalBackend::new(dir.join(".immune/state.json"));
+        let state = backend.load().unwrap();
+        let rollout = state.fleets["web"].rollout.clone().unwrap();
+        assert_eq!(rollout.phase, Phase::Observe { step: 0 }, "held");
+        assert_eq!(rollout.held_by.as_deref(), Some("ops"));
+        backend
+            .post_answer("web", &answer(AnswerKind::Resume, &rollout.group))
+            .unwrap();
+    };
+    let (outcome, ()) = tokio::join!(s.apply("v2"), operator);
+    assert_eq!(
+        outcome.unwrap(),
+        Outcome::Released {
+            group: "web-v002".into()
+        }
+    );
+    let decisions = s.decisions();
+    let paused = decisions
+        .iter()
+        .position(|d| d.starts_with("paused by ops"));
+    let resumed = decisions.iter().position(|d| d == "resumed by ops");
+    assert!(paused.is_some() && paused < resumed, "{decisions:?}");
+}
+
+#[tokio::test]
+async fn promote_passes_a_long_step_now_and_full_passes_every_step() {
+    // v1's steps would take an hour each: promoted in full, it is done at once.
+    let mut s = setup_with("1h", "");
+    let dir = s.dir.clone();
+    let started = std::time::Instant::now();
+    let (outcome, ()) = tokio::join!(
+        s.apply("v1"),
+        answer_at_step(dir.clone(), AnswerKind::PromoteFull, 0)
+    );
+    assert!(matches!(outcome.unwrap(), Outcome::Released { .. }));
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // A single promote passes only the step it is given at: the next one waits its hour.
+    let (cut, ()) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(2), s.apply("v2")),
+        answer_at_step(dir.clone(), AnswerKind::Promote, 0)
+    );
+    assert!(cut.is_err(), "step 2 still waits out its pause");
+    let state = LocalBackend::new(dir.join(".immune/state.json"))
+        .load()
+        .unwrap();
+    assert_eq!(
+        state.fleets["web"].rollout.as_ref().unwrap().phase,
+        Phase::Observe { step: 1 }
+    );
+    let decisions = s.decisions();
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d.starts_with("promoted by ops: step 1 passes now")),
+        "{decisions:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_promote_does_not_pass_a_failing_gate() {
+    let mut s = setup_with("1h", &gate("enforce", "pass"));
+    s.set_alarm("web-5xx", AlarmState::Ok);
+    let dir = s.dir.clone();
+    let cloud = s.cloud.clone();
+    let operator = async {
+        // The alarm fires during the first step; a person promotes the release anyway.
+        while !LocalBackend::new(dir.join(".immune/state.json"))
+            .load()
+            .unwrap()
+            .fleets
+            .get("web")
+            .and_then(|f| f.rollout.as_ref())
+            .is_some_and(|r| r.phase == (Phase::Observe { step: 0 }))
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        cloud.set_alarm("web-5xx", AlarmState::Alarm);
+        answer_at_step(dir.clone(), AnswerKind::PromoteFull, 0).await;
+    };
+    let (outcome, ()) = tokio::join!(s.apply("v1"), operator);
+    let outcome = outcome.unwrap();
+    assert!(
+        matches!(outcome, Outcome::RolledBack { locked: true, .. }),
+        "the gate decides, not the promote: {outcome:?}"
+    );
+}

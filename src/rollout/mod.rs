@@ -142,6 +142,14 @@ pub struct Rollout {
     /// and tags (adopted) instead of being made twice or leaked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intent: Option<Intent>,
+    /// `immune pause`: who holds the rollout at its current step. Gates are still
+    /// watched (a failing one still rolls back); the step does not pass until resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<String>,
+    /// `immune promote --full`: every remaining step passes as soon as its gates allow,
+    /// without waiting out its pause.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub promoted: bool,
     /// A worker fleet's release, which moves capacity instead of traffic (its
     /// `listener_arn` is empty and it has no target group).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -431,6 +439,8 @@ impl Rollout {
             stand_in: None,
             approved: Vec::new(),
             workers: None,
+            held_by: None,
+            promoted: false,
         }
     }
 

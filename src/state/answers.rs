@@ -16,6 +16,13 @@ pub enum AnswerKind {
     Approve,
     Reject,
     Rollback,
+    /// Hold the rollout at its current step: it does not pass until resumed.
+    Pause,
+    Resume,
+    /// Pass the current step now, its pause cut short.
+    Promote,
+    /// Pass the current step and every one after it as soon as their gates allow.
+    PromoteFull,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

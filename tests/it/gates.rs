@@ -224,3 +224,82 @@ async fn a_fresh_load_balancer_that_answers_404_gets_its_response_back_when_a_fi
     assert_eq!(good.code, 0, "{good:?}");
     assert_eq!(sdk.weights(&listener).await, [(w.group(2), 100)]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pause_resume_and_promote_steer_a_running_rollout() {
+    let w = World::new();
+    let sdk = w.sdk().await;
+    let s = &w.surroundings;
+    w.write(
+        "main.hcl",
+        &w.fleet_config(&s.source_ami, &s.load_balancer, ""),
+    );
+    assert_eq!(
+        w.immune(&["apply", "--auto-approve", "--var", "release=v1"])
+            .code,
+        0
+    );
+    // Steps of ten minutes: only a person makes this release go faster.
+    let slow = w
+        .fleet_config(&s.source_ami, &s.load_balancer, "")
+        .replace("pause          = \"1s\"", "pause = \"10m\"");
+    w.write("main.hcl", &slow);
+    let v2 = w.spawn(&["apply", "--auto-approve", "--var", "release=v2"]);
+    w.wait_for_phase("observe");
+    let not_paused = w.immune(&["resume", &w.prefix]);
+    assert_eq!(not_paused.code, 1, "{not_paused:?}");
+    assert!(
+        not_paused.stderr.contains("is not paused"),
+        "{not_paused:?}"
+    );
+
+    let pause = w.immune(&["pause", &w.prefix]);
+    assert_eq!(pause.code, 0, "{pause:?}");
+    assert!(pause.stdout.contains("paused"), "{pause:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while w.fleet_state()["rollout"]["held_by"].is_null() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pause was not heard"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = w.immune(&["status", &w.prefix]);
+    assert!(status.stdout.contains("PAUSED:"), "{status:?}");
+    let resume = w.immune(&["resume", &w.prefix]);
+    assert_eq!(resume.code, 0, "{resume:?}");
+    while !w.fleet_state()["rollout"]["held_by"].is_null() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the resume was not heard"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Step 1 of 2 passes at once; then all that is left.
+    assert_eq!(w.immune(&["promote", &w.prefix]).code, 0);
+    while w.fleet_state()["rollout"]["phase"]["step"] != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the promote was not heard"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    w.wait_for_phase("observe");
+    assert_eq!(w.immune(&["promote", &w.prefix, "--full"]).code, 0);
+    let out = v2.wait(Duration::from_secs(60));
+    assert_eq!(out.code, 0, "promoted to the end: {out:?}");
+    assert_eq!(sdk.weights(&s.listener_arn).await, [(w.group(2), 100)]);
+    let history = w.immune(&["history", &w.prefix, "--json"]);
+    for said in [
+        "paused by",
+        "resumed by",
+        "promoted by",
+        "promoted in full by",
+    ] {
+        assert!(history.stdout.contains(said), "{said}: {history:?}");
+    }
+    let none = w.immune(&["pause", &w.prefix]);
+    assert_eq!(none.code, 1, "{none:?}");
+    assert!(none.stderr.contains("no release in progress"), "{none:?}");
+}
