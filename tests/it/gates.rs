@@ -91,6 +91,18 @@ async fn an_alarm_already_firing_stops_apply_before_anything_is_launched_and_loc
     let sdk = w.sdk().await;
     let alarm = release_v1(&w, &sdk).await;
 
+    // LocalStack evaluates the alarm every period (10 s): errors keep coming, so that it
+    // stays in ALARM while the plan and the apply look at it.
+    let lb = w.surroundings.load_balancer_dimension();
+    let keep_failing = {
+        let (sdk, lb) = (w.sdk().await, lb.clone());
+        tokio::spawn(async move {
+            loop {
+                sdk.put_5xx(&lb, std::time::SystemTime::now()).await;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        })
+    };
     set_alarm(&sdk, &alarm, StateValue::Alarm).await;
     let plan = w.immune(&["plan", "--var", "release=v2"]);
     assert_eq!(plan.code, 0, "{plan:?}");
@@ -98,7 +110,9 @@ async fn an_alarm_already_firing_stops_apply_before_anything_is_launched_and_loc
         plan.stdout.contains("is in ALARM now") && plan.stdout.contains("apply will not start"),
         "plan warns: {plan:?}"
     );
+    set_alarm(&sdk, &alarm, StateValue::Alarm).await;
     let v2 = w.immune(&["apply", "--auto-approve", "--var", "release=v2"]);
+    keep_failing.abort();
     assert_eq!(v2.code, 1, "{v2:?}");
     assert!(v2.stderr.contains("not released"), "{v2:?}");
     assert!(v2.stderr.contains("the fleet is not locked"), "{v2:?}");
@@ -109,6 +123,8 @@ async fn an_alarm_already_firing_stops_apply_before_anything_is_launched_and_loc
         [(w.group(1), 100)]
     );
 
+    // Once the last errors are older than the alarm's period, it clears for good.
+    tokio::time::sleep(Duration::from_secs(12)).await;
     set_alarm(&sdk, &alarm, StateValue::Ok).await;
     let again = w.immune(&["apply", "--auto-approve", "--var", "release=v2"]);
     assert_eq!(
