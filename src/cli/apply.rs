@@ -1,9 +1,10 @@
 //! `immune apply`: lock the state, plan, confirm, carry out each fleet's change.
 
+use super::events::{emit, ApplyEvent, JsonLines, OutputValue, Result as Ended};
 use super::signals::Interrupts;
 use super::{lock, observe, Cli, CliError, Success};
 use crate::config::Config;
-use crate::engine::{Engine, EngineError, Outcome, Signals, Stdout};
+use crate::engine::{Engine, EngineError, Outcome, Reporter, Signals, Stdout};
 use crate::plan::{Action, Document};
 use crate::state::LockGuard;
 use std::io::{BufRead, IsTerminal, Write};
@@ -36,11 +37,50 @@ pub async fn release(lock: LockGuard) {
     }
 }
 
+/// How apply speaks: text for a person, or one JSON event per line (`--json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Text { color: bool },
+    Json,
+}
+
+impl View {
+    fn reporter(self) -> &'static dyn Reporter {
+        match self {
+            View::Text { .. } => &Stdout,
+            View::Json => &JsonLines,
+        }
+    }
+
+    /// A fleet's end, in words or as an event.
+    fn ended(
+        self,
+        fleet: &str,
+        text: String,
+        result: Ended,
+        group: Option<&str>,
+        reason: Option<&str>,
+        locked: bool,
+    ) {
+        match self {
+            View::Text { .. } => println!("{text}\n"),
+            View::Json => emit(&ApplyEvent::Outcome {
+                fleet: fleet.to_string(),
+                result,
+                group: group.map(str::to_string),
+                reason: reason.map(str::to_string),
+                locked,
+            }),
+        }
+    }
+}
+
 pub async fn apply(
     cli: &Cli,
     saved: Option<&Path>,
     auto_approve: bool,
     lock_timeout: Duration,
+    view: View,
 ) -> Result<Success, CliError> {
     let message = |e: &dyn std::fmt::Display| CliError::Message(format!("error: {e}"));
     // A saved plan carries the variable values it was made with, but none of the
@@ -66,7 +106,7 @@ pub async fn apply(
     let lock = lock::take(backend.as_ref(), "apply", lock_timeout)
         .await
         .map_err(|e| CliError::Message(format!("error: {e}")))?;
-    let result = apply_locked(cli, &config, backend.as_ref(), document, auto_approve).await;
+    let result = apply_locked(cli, &config, backend.as_ref(), document, auto_approve, view).await;
     release(lock).await;
     result
 }
@@ -77,6 +117,7 @@ async fn apply_locked(
     backend: &dyn crate::state::Backend,
     saved: Option<(Document, &Path)>,
     auto_approve: bool,
+    view: View,
 ) -> Result<Success, CliError> {
     let message = |e: &dyn std::fmt::Display| CliError::Message(format!("error: {e}"));
     let mut state = backend.load().await.map_err(|e| message(&e))?;
@@ -104,7 +145,15 @@ async fn apply_locked(
             Some(document) => document.plan(),
             None => observe::plan(&cloud, config, &state).await?,
         };
-        print!("{}", crate::plan::render(&plan, cli.color()));
+        match view {
+            View::Text { color } => print!("{}", crate::plan::render(&plan, color)),
+            View::Json => {
+                let shown = Document::new(&plan, &state, config);
+                emit(&ApplyEvent::Plan {
+                    plan: serde_json::to_value(&shown).expect("plans serialize"),
+                });
+            }
+        }
         if !plan.has_changes() {
             return Ok(None);
         }
@@ -128,7 +177,10 @@ async fn apply_locked(
     };
 
     let signals = Signals {
-        interactive: std::io::stdin().is_terminal() && std::io::stdout().is_terminal(),
+        // JSON lines are for a program: nobody answers a prompt on them.
+        interactive: view != View::Json
+            && std::io::stdin().is_terminal()
+            && std::io::stdout().is_terminal(),
         ..Signals::default()
     };
     // The first Ctrl-C (or SIGTERM, SIGHUP) asks the engine to stop at the next safe
@@ -143,7 +195,7 @@ async fn apply_locked(
         interrupts.next().await;
     };
     tokio::select! {
-        result = run(config, &cloud, backend, &mut state, &plan, &signals) => result,
+        result = run(config, &cloud, backend, &mut state, &plan, &signals, view) => result,
         _ = interrupts => Err(CliError::Message(
             "error: stopped at once; state records the last completed step: run `immune apply` to resume the rollout or `immune rollback FLEET` to roll it back".into(),
         )),
@@ -157,6 +209,7 @@ async fn run(
     state: &mut crate::state::State,
     plan: &crate::plan::Plan,
     signals: &Signals,
+    view: View,
 ) -> Result<Success, CliError> {
     let message = |e: &dyn std::fmt::Display| CliError::Message(format!("error: {e}"));
     // Each fleet is carried out in the region its resources are in.
@@ -168,7 +221,7 @@ async fn run(
             (c.fleet.clone(), cloud)
         })
         .collect();
-    let mut engine = Engine::new(clouds.get(None), backend, state, &Stdout, signals);
+    let mut engine = Engine::new(clouds.get(None), backend, state, view.reporter(), signals);
     let mut rolled_back = Vec::new();
     let mut locked = Vec::new();
     let mut blocked = Vec::new();
@@ -189,14 +242,28 @@ async fn run(
         let fleet = match &change.action {
             Action::Retire(retire) => {
                 engine.retire(name, retire).await.map_err(|e| message(&e))?;
-                println!("fleet.{name}: retired\n");
+                let text = format!("fleet.{name}: retired");
+                view.ended(name, text, Ended::Retired, None, None, false);
                 continue;
             }
             Action::Blocked { .. } => {
+                if view == View::Json {
+                    view.ended(
+                        name,
+                        String::new(),
+                        Ended::Blocked,
+                        None,
+                        Some(&change.reason),
+                        false,
+                    );
+                }
                 blocked.push(format!("fleet {name}: {}", change.reason));
                 continue;
             }
             Action::Locked { reason } => {
+                if view == View::Json {
+                    view.ended(name, String::new(), Ended::Locked, None, Some(reason), true);
+                }
                 locked.push(format!(
                     "fleet {name} is locked: {reason}\n  run `immune unlock {name} --reason TEXT` once the cause is understood"
                 ));
@@ -208,7 +275,8 @@ async fn run(
                     .update(configured(), update)
                     .await
                     .map_err(|e| message(&e))?;
-                println!("fleet.{name}: updated in place\n");
+                let text = format!("fleet.{name}: updated in place");
+                view.ended(name, text, Ended::Updated, Some(&update.group), None, false);
                 continue;
             }
             Action::Release(_) | Action::Resume { .. } => configured(),
@@ -236,23 +304,27 @@ async fn run(
                     true => "all capacity",
                     false => "all traffic",
                 };
-                println!("fleet.{}: release complete: {on} on {group}\n", fleet.name)
+                let text = format!("fleet.{}: release complete: {on} on {group}", fleet.name);
+                view.ended(name, text, Ended::Released, Some(&group), None, false);
             }
             Outcome::Restored { group } => {
-                println!("fleet.{}: back on {group}\n", fleet.name)
+                let text = format!("fleet.{}: back on {group}", fleet.name);
+                view.ended(name, text, Ended::Restored, Some(&group), None, true);
             }
             Outcome::RolledBack {
                 reason,
                 locked: false,
             } => {
-                println!("fleet.{}: stopped and undone: {reason}\n", fleet.name);
+                let text = format!("fleet.{}: stopped and undone: {reason}", fleet.name);
+                view.ended(name, text, Ended::Undone, None, Some(&reason), false);
                 stopped.push(format!(
                     "fleet {} was not released: {reason}\n  everything it had created is undone and the fleet is not locked: run `immune apply` again once the cause is fixed",
                     fleet.name
                 ));
             }
             Outcome::RolledBack { reason, locked } => {
-                println!("fleet.{}: ROLLED BACK: {reason}\n", fleet.name);
+                let text = format!("fleet.{}: ROLLED BACK: {reason}", fleet.name);
+                view.ended(name, text, Ended::RolledBack, None, Some(&reason), locked);
                 rolled_back.push(format!(
                     "fleet {} rolled back: {reason}{}",
                     fleet.name,
@@ -270,8 +342,24 @@ async fn run(
     }
     // What runs now, for whoever applied: even after a rollback the outputs name it.
     let outputs = crate::outputs::resolve(config, state);
-    if !outputs.is_empty() {
-        println!("Outputs:\n\n{}", crate::outputs::render(&outputs));
+    match view {
+        View::Text { .. } if !outputs.is_empty() => {
+            println!("Outputs:\n\n{}", crate::outputs::render(&outputs))
+        }
+        View::Json if !outputs.is_empty() => emit(&ApplyEvent::Outputs {
+            outputs: outputs
+                .iter()
+                .map(|o| {
+                    let value = o.value.clone().filter(|_| !o.sensitive);
+                    let shown = OutputValue {
+                        value,
+                        sensitive: o.sensitive,
+                    };
+                    (o.name.clone(), shown)
+                })
+                .collect(),
+        }),
+        _ => {}
     }
     if !rolled_back.is_empty() {
         return Err(CliError::RolledBack(rolled_back.join("\n")));
@@ -283,7 +371,9 @@ async fn run(
     if !blocked.is_empty() {
         return Err(CliError::Message(format!("error: {}", blocked.join("\n"))));
     }
-    println!("Apply complete.");
+    if let View::Text { .. } = view {
+        println!("Apply complete.");
+    }
     Ok(Success::Done)
 }
 

@@ -2,6 +2,7 @@
 //! only `main` turns them into text and exit codes.
 
 mod apply;
+mod events;
 mod fleet;
 mod fmt;
 mod init;
@@ -85,6 +86,10 @@ pub enum Command {
         /// Do not ask for confirmation.
         #[arg(long)]
         auto_approve: bool,
+        /// One JSON event per line on stdout (schema: docs/events.schema.json); needs
+        /// --auto-approve or a saved plan, since nobody answers a prompt.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         lock: LockArgs,
     },
@@ -372,8 +377,44 @@ pub async fn run(cli: Cli) -> Result<Success, CliError> {
         Command::Apply {
             plan,
             auto_approve,
+            json,
             lock,
-        } => apply::apply(&cli, plan.as_deref(), *auto_approve, lock.lock_timeout).await,
+        } => {
+            if !*json {
+                let view = apply::View::Text { color: cli.color() };
+                return apply::apply(
+                    &cli,
+                    plan.as_deref(),
+                    *auto_approve,
+                    lock.lock_timeout,
+                    view,
+                )
+                .await;
+            }
+            let result = match (*auto_approve, plan) {
+                (false, None) => Err(CliError::Message(
+                    "error: apply --json does not ask for confirmation: pass --auto-approve, or a plan saved with `immune plan --out FILE`".into(),
+                )),
+                _ => {
+                    let view = apply::View::Json;
+                    apply::apply(&cli, plan.as_deref(), *auto_approve, lock.lock_timeout, view)
+                        .await
+                }
+            };
+            // The last lines say how it ended, for a program that reads only stdout.
+            let exit_code = match &result {
+                Ok(_) => 0,
+                Err(e) => {
+                    events::emit(&events::ApplyEvent::Error {
+                        message: e.to_string(),
+                        exit_code: e.exit_code(),
+                    });
+                    e.exit_code()
+                }
+            };
+            events::emit(&events::ApplyEvent::Done { exit_code });
+            result
+        }
         Command::Status { fleet: only, json } => fleet::status(&cli, only.as_deref(), *json).await,
         Command::History { fleet: name, json } => fleet::history(&cli, name, *json).await,
         Command::Output { name, json } => output(&cli, name.as_deref(), *json).await,

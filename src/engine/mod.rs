@@ -19,7 +19,12 @@ use std::time::Duration;
 
 /// Where progress lines go: the terminal, or a buffer in tests.
 pub trait Reporter: Send + Sync {
+    /// What a running action is doing.
     fn line(&self, fleet: &str, message: &str);
+    /// A decision, said once the state that records it is saved.
+    fn decision(&self, fleet: &str, what: &str) {
+        self.line(fleet, what);
+    }
 }
 
 pub struct Stdout;
@@ -484,7 +489,7 @@ impl Engine<'_> {
     async fn save(&mut self) -> Result<(), StateError> {
         self.backend.save(self.state).await?;
         for (fleet, line) in self.unsaid.drain(..) {
-            self.reporter.line(&fleet, &line);
+            self.reporter.decision(&fleet, &line);
         }
         Ok(())
     }

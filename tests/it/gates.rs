@@ -319,3 +319,113 @@ async fn pause_resume_and_promote_steer_a_running_rollout() {
     assert_eq!(none.code, 1, "{none:?}");
     assert!(none.stderr.contains("no release in progress"), "{none:?}");
 }
+
+/// Every line of an `apply --json` run: each must be a JSON event valid against
+/// docs/events.schema.json (and the plan in it against docs/plan.schema.json).
+fn events(out: &crate::harness::Run) -> Vec<serde_json::Value> {
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../docs/events.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    out.stdout
+        .lines()
+        .map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}\n{out:?}"));
+            let errors: Vec<String> = validator
+                .iter_errors(&event)
+                .map(|e| e.to_string())
+                .collect();
+            assert!(errors.is_empty(), "{errors:?}: {line}");
+            if event["type"] == "plan" {
+                assert_eq!(
+                    crate::schema::plan_schema_errors(&event["plan"]),
+                    Vec::<String>::new()
+                );
+            }
+            event
+        })
+        .collect()
+}
+
+fn of_type<'a>(events: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
+    events.iter().filter(|e| e["type"] == kind).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_json_prints_only_events_through_steps_a_manual_gate_and_a_rollback() {
+    let w = World::new();
+    let sdk = w.sdk().await;
+    let alarm = w.surroundings.alarm.clone();
+    set_alarm(&sdk, &alarm, StateValue::Ok).await;
+    let s = &w.surroundings;
+    let with_gate = |mode: &str, pause: &str| {
+        let gate = format!(
+            "gate \"errors\" {{\n      alarm = \"{alarm}\"\n      mode = \"{mode}\"\n    }}"
+        );
+        w.fleet_config(&s.source_ami, &s.load_balancer, &gate)
+            .replace("pause          = \"1s\"", &format!("pause = \"{pause}\""))
+    };
+
+    // A release in two steps.
+    w.write("main.hcl", &with_gate("enforce", "1s"));
+    let v1 = w.immune(&["apply", "--json", "--auto-approve", "--var", "release=v1"]);
+    assert_eq!(v1.code, 0, "{v1:?}");
+    let seen = events(&v1);
+    assert_eq!(seen[0]["type"], "plan");
+    assert_eq!(seen.last().unwrap()["type"], "done");
+    assert_eq!(seen.last().unwrap()["exit_code"], 0);
+    assert!(of_type(&seen, "decision")
+        .iter()
+        .any(|e| e["message"] == "listener weights set and verified: 50% on the new group"));
+    assert!(of_type(&seen, "progress")
+        .iter()
+        .any(|e| e["message"].as_str().unwrap().starts_with("step 1/2")));
+    let outcome = of_type(&seen, "outcome");
+    assert_eq!(outcome.len(), 1);
+    assert_eq!(outcome[0]["result"], "released");
+    assert_eq!(outcome[0]["group"], w.group(1));
+
+    // A manual gate that waits for a person, answered by `immune approve`.
+    w.write("main.hcl", &with_gate("manual", "3s"));
+    let v2 = w.spawn(&["apply", "--json", "--auto-approve", "--var", "release=v2"]);
+    w.wait_for_phase("observe");
+    set_alarm(&sdk, &alarm, StateValue::Alarm).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while w.fleet_state()["rollout"]["awaiting"].is_null() {
+        assert!(std::time::Instant::now() < deadline, "the gate never asked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    set_alarm(&sdk, &alarm, StateValue::Ok).await;
+    assert_eq!(w.immune(&["approve", &w.prefix]).code, 0);
+    let v2 = v2.wait(Duration::from_secs(60));
+    assert_eq!(v2.code, 0, "{v2:?}");
+    let seen = events(&v2);
+    assert!(of_type(&seen, "decision").iter().any(|e| e["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("waiting for a person")));
+    assert!(of_type(&seen, "decision").iter().any(|e| e["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("gate errors approved by")));
+
+    // A gate that fails: the rollback, the error and the exit code are events too.
+    w.write("main.hcl", &with_gate("enforce", "10s"));
+    let v3 = w.spawn(&["apply", "--json", "--auto-approve", "--var", "release=v3"]);
+    w.wait_for_phase("observe");
+    set_alarm(&sdk, &alarm, StateValue::Alarm).await;
+    let v3 = v3.wait(Duration::from_secs(60));
+    set_alarm(&sdk, &alarm, StateValue::Ok).await;
+    assert_eq!(v3.code, 3, "{v3:?}");
+    let seen = events(&v3);
+    let outcome = of_type(&seen, "outcome");
+    assert_eq!(outcome[0]["result"], "rolled_back");
+    assert_eq!(outcome[0]["locked"], true);
+    assert_eq!(of_type(&seen, "error")[0]["exit_code"], 3);
+    assert_eq!(seen.last().unwrap()["exit_code"], 3);
+
+    // It never asks: without --auto-approve or a saved plan it refuses, as an event too.
+    let asks = w.immune(&["apply", "--json", "--var", "release=v4"]);
+    assert_eq!(asks.code, 1, "{asks:?}");
+    assert_eq!(events(&asks).last().unwrap()["type"], "done");
+}
