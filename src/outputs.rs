@@ -95,7 +95,7 @@ pub fn render(outputs: &[Resolved]) -> String {
         let shown = match (&o.value, o.sensitive) {
             (_, true) => "(sensitive)".to_string(),
             (Some(value), false) => show(value),
-            (None, false) => "(known after the first apply)".to_string(),
+            (None, false) => "(known once the fleet runs a release)".to_string(),
         };
         out += &format!("{:width$} = {shown}\n", o.name);
     }
@@ -193,7 +193,7 @@ mod tests {
         let text = render(&outputs);
         assert_eq!(
             text,
-            "group = \"web-v003\"\ntoken = (sensitive)\nlater = (known after the first apply)\n"
+            "group = \"web-v003\"\ntoken = (sensitive)\nlater = (known once the fleet runs a release)\n"
         );
         assert!(!text.contains("s3cret"));
     }

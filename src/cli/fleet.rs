@@ -449,6 +449,19 @@ pub async fn control(cli: &Cli, name: &str, kind: AnswerKind) -> Result<Success,
             "fleet `{name}` has no release in progress; `immune status {name}` shows where it stands"
         )));
     };
+    if matches!(
+        rollout.phase,
+        crate::rollout::Phase::RollBack { .. } | crate::rollout::Phase::Retire
+    ) {
+        return Err(error(format!(
+            "the release {} of fleet `{name}` is {}: there is no step left to hold or pass",
+            rollout.release,
+            match rollout.phase {
+                crate::rollout::Phase::Retire => "retiring the group it replaced",
+                _ => "being rolled back",
+            }
+        )));
+    }
     if kind == AnswerKind::Resume && rollout.held_by.is_none() {
         return Err(error(format!(
             "the rollout of {} is not paused; `immune pause {name}` holds it",

@@ -132,7 +132,8 @@ pub enum Command {
     Pause { fleet: String },
     /// Let a paused rollout go on.
     Resume { fleet: String },
-    /// Pass the current step now, without waiting out its pause, once its gates allow.
+    /// Pass the current step now, without waiting out its pause, once its gates allow;
+    /// a pause (`immune pause`) is lifted.
     Promote {
         fleet: String,
         /// Every remaining step too: each passes as soon as its gates allow.

@@ -462,6 +462,56 @@ output "all" { value = [var.release, var.steps, var.tags] }
         shown.contains("broken.json is not valid JSON") && shown.contains("line 2"),
         "{shown}"
     );
+    assert!(
+        shown.contains("1 error in the configuration"),
+        "no follow-on errors for the variables the file would give: {shown}"
+    );
+}
+
+#[test]
+fn a_validation_message_never_shows_a_sensitive_value() {
+    let dir = std::env::temp_dir().join(format!("immune-vars-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("main.hcl"),
+        r#"
+variable "token" {
+  type      = string
+  sensitive = true
+  validation {
+    condition     = length(var.token) > 8
+    error_message = "token too short: ${var.token}"
+  }
+}
+variable "port" {
+  type = number
+  validation {
+    condition     = var.port > 1024
+    error_message = "port ${var.port} is too low"
+  }
+}
+"#,
+    )
+    .unwrap();
+    let inputs = VarInputs {
+        cli: vec![
+            ("token".into(), "SHORTSEC".into()),
+            ("port".into(), "80".into()),
+        ],
+        ..VarInputs::default()
+    };
+    let err = load(&dir, &inputs).unwrap_err();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let shown = err.diagnostics.render(&err.sources);
+    assert!(!shown.contains("SHORTSEC"), "{shown}");
+    assert!(
+        shown.contains("shows a sensitive value, so it is not printed"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("port 80 is too low"),
+        "others are shown: {shown}"
+    );
 }
 
 #[test]

@@ -142,9 +142,14 @@ pub fn resolve(
     };
     let find = |name: &str| declared.iter().find(|d| d.name == name);
     let names: Vec<&str> = declared.iter().map(|d| d.name.as_str()).collect();
+    // A variable file that cannot be read may hold any value: its variables are not
+    // also reported as missing.
+    let mut unreadable_file = false;
     match supplied {
         Supplied::Root(inputs) => {
-            for (name, value, origin) in root_values(inputs, diags) {
+            let (values, failed) = root_values(inputs, diags);
+            unreadable_file = failed;
+            for (name, value, origin) in values {
                 let Some(decl) = find(&name) else {
                     // As Terraform: environment values and variable files may carry
                     // values for other configurations; a --var for an undeclared name is
@@ -194,10 +199,20 @@ pub fn resolve(
                             },
                         );
                     }
-                    Err(message) => diags.error(
-                        format!("invalid value for variable `{name}`: {message}"),
-                        None,
-                    ),
+                    Err(message) => {
+                        diags.error(
+                            format!("invalid value for variable `{name}` from {origin}: {message}"),
+                            None,
+                        );
+                        // Reported: not also "no value for required variable".
+                        resolved.origins.insert(
+                            name,
+                            Origin {
+                                what: origin,
+                                span: None,
+                            },
+                        );
+                    }
                 }
             }
         }
@@ -290,7 +305,7 @@ pub fn resolve(
                 // `validate` checks the configuration, not one set of values: as in
                 // Terraform, a required variable without a value is an error only when
                 // planning.
-                Supplied::Root(_) if program.mode == Mode::Validate => {}
+                Supplied::Root(_) if program.mode == Mode::Validate || unreadable_file => {}
                 Supplied::Root(_) => diags.push(
                     Diagnostic::new(
                         format!("no value for required variable `{name}`"),
@@ -320,8 +335,13 @@ enum RawValue {
 
 /// The root's values in order of precedence, lowest first (as Terraform's: environment <
 /// variable files < --var; defaults apply only where none is given).
-fn root_values(inputs: &VarInputs, diags: &mut Diagnostics) -> Vec<(String, RawValue, String)> {
+/// Also says whether a variable file could not be read.
+fn root_values(
+    inputs: &VarInputs,
+    diags: &mut Diagnostics,
+) -> (Vec<(String, RawValue, String)>, bool) {
     let mut raw = Vec::new();
+    let mut failed = false;
     for (name, value) in &inputs.saved {
         raw.push((
             name.clone(),
@@ -345,13 +365,16 @@ fn root_values(inputs: &VarInputs, diags: &mut Diagnostics) -> Vec<(String, RawV
                     format!("variable file {}", path.display()),
                 )
             })),
-            Err(message) => diags.error(message, None),
+            Err(message) => {
+                failed = true;
+                diags.error(message, None)
+            }
         }
     }
     for (name, value) in &inputs.cli {
         raw.push((name.clone(), RawValue::Text(value.clone()), "--var".into()));
     }
-    raw
+    (raw, failed)
 }
 
 fn parse_value(text: &str) -> Option<Value> {
@@ -391,10 +414,8 @@ fn read_var_file(path: &Path) -> Result<Vec<(String, Value)>, String> {
                 path.display()
             )),
             Err(e) => Err(format!(
-                "variable file {} is not valid JSON: {e} (line {}, column {})",
-                path.display(),
-                e.line(),
-                e.column()
+                "variable file {} is not valid JSON: {e}",
+                path.display()
             )),
         };
     }
@@ -417,7 +438,15 @@ pub fn validate(r: &mut super::reader::BlockReader, name: &str, origin: Option<&
         let mut vr = r.nested(block, "validation".into());
         let present = vr.has("condition");
         let condition = vr.value("condition");
-        let message = vr.required_string("error_message");
+        let mut message = vr.required_string("error_message");
+        // A message that shows a sensitive value would print it into every log.
+        let shows_secret = block
+            .body
+            .get_attribute("error_message")
+            .is_some_and(|a| vr.eval.eval_tracked(vr.file, &a.value).1);
+        if shows_secret {
+            message = "(the error message shows a sensitive value, so it is not printed)".into();
+        }
         if !present {
             vr.missing("condition");
         }

@@ -376,10 +376,17 @@ impl Engine<'_> {
                 }
                 (AnswerKind::Promote, _) => {
                     promote_now = true;
-                    self.rollout(&fleet.name).held_by = None;
+                    let was_held = self.rollout(&fleet.name).held_by.take().is_some();
                     self.note(
                         &fleet.name,
-                        format!("promoted by {by}: {during} passes now if its gates allow"),
+                        format!(
+                            "promoted by {by}: {during} passes now if its gates allow{}",
+                            if was_held {
+                                " (the pause is lifted)"
+                            } else {
+                                ""
+                            }
+                        ),
                         None,
                     );
                     self.save().await?;
@@ -387,11 +394,12 @@ impl Engine<'_> {
                 (AnswerKind::PromoteFull, _) => {
                     let rollout = self.rollout(&fleet.name);
                     rollout.promoted = true;
-                    rollout.held_by = None;
+                    let was_held = rollout.held_by.take().is_some();
                     self.note(
                         &fleet.name,
                         format!(
-                            "promoted in full by {by}: every remaining step passes as soon as its gates allow"
+                            "promoted in full by {by}: every remaining step passes as soon as its gates allow{}",
+                            if was_held { " (the pause is lifted)" } else { "" }
                         ),
                         None,
                     );
