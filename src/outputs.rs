@@ -21,6 +21,13 @@ pub struct Resolved {
     pub description: Option<String>,
 }
 
+impl Resolved {
+    /// The value as a listing shows it: none for a sensitive output.
+    pub fn shown(&self) -> Option<serde_json::Value> {
+        self.value.clone().filter(|_| !self.sensitive)
+    }
+}
+
 /// Every output of `config` with the live values of `state`.
 pub fn resolve(config: &Config, state: &State) -> Vec<Resolved> {
     config

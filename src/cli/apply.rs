@@ -350,9 +350,8 @@ async fn run(
             outputs: outputs
                 .iter()
                 .map(|o| {
-                    let value = o.value.clone().filter(|_| !o.sensitive);
                     let shown = OutputValue {
-                        value,
+                        value: o.shown(),
                         sensitive: o.sensitive,
                     };
                     (o.name.clone(), shown)

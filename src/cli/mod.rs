@@ -295,10 +295,9 @@ async fn output(cli: &Cli, name: Option<&str>, json: bool) -> Result<Success, Cl
         let document: serde_json::Map<String, serde_json::Value> = outputs
             .iter()
             .map(|o| {
-                let value = o.value.clone().filter(|_| !o.sensitive);
                 (
                     o.name.clone(),
-                    serde_json::json!({ "value": value, "sensitive": o.sensitive }),
+                    serde_json::json!({ "value": o.shown(), "sensitive": o.sensitive }),
                 )
             })
             .collect();

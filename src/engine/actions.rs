@@ -408,8 +408,7 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
                         show_duration(grace)
                     ),
                 );
-                cloud.scale_group(&rollout.group, ZERO).await?;
-                drain_workers(cloud, &rollout.group, 0, grace, poll, stop).await?;
+                scale_in(cloud, &rollout.group, grace, poll, stop).await?;
             }
             delete_group(cloud, &rollout.group, poll).await?;
             Ok(Event::GroupDeleted)
@@ -724,6 +723,18 @@ pub(super) async fn drain_workers(
     }
 }
 
+/// Scales a worker group to zero through its hook and waits until its workers are gone.
+async fn scale_in(
+    cloud: &dyn Cloud,
+    group: &str,
+    grace: Duration,
+    poll: Duration,
+    stop: &(dyn Fn() -> Option<Halt> + Sync),
+) -> Result<(), Halt> {
+    cloud.scale_group(group, ZERO).await?;
+    drain_workers(cloud, group, 0, grace, poll, stop).await
+}
+
 /// A worker group's termination lifecycle hook, put again on a resumed launch.
 async fn put_hook(cloud: &dyn Cloud, fleet: &Fleet, rollout: &Rollout) -> Result<(), Halt> {
     if rollout.workers.is_some() {
@@ -800,8 +811,7 @@ pub(super) async fn delete_release(
 ) -> Result<(), Halt> {
     let poll = drain.poll;
     if target_group.is_none() && cloud.group(group).await?.is_some() {
-        cloud.scale_group(group, ZERO).await?;
-        drain_workers(cloud, group, 0, drain.grace, poll, &|| None).await?;
+        scale_in(cloud, group, drain.grace, poll, &|| None).await?;
     }
     delete_group(cloud, group, poll).await?;
     for alarm in alarms {

@@ -9,7 +9,7 @@ use observe::Window;
 mod update;
 
 use crate::cloud::{resolve_route, Cloud, CloudError, StandIn, Weight};
-use crate::config::{Capacity, Fleet, Traffic};
+use crate::config::{Fleet, Traffic};
 use crate::plan::{self, Release};
 use crate::rollout::gates::Evidence;
 use crate::rollout::{Action, Event, Found, Identity, Kind, Phase, Rollout, Workers};
@@ -276,13 +276,10 @@ impl Engine<'_> {
             .await
             .map_err(|halt| self.not_started(fleet, halt))?
             .map(|g| g.capacity);
-        let full = match (running, fleet.instances.scaling.is_empty()) {
-            (Some(running), false) => Capacity {
-                desired: running.desired.clamp(configured.min, configured.max),
-                ..configured
-            },
-            _ => configured,
-        };
+        let scaled = !fleet.instances.scaling.is_empty();
+        let full = running.map_or(configured, |running| {
+            plan::scaled_desired(configured, running, scaled)
+        });
         Ok(Workers {
             full,
             previous: running,
@@ -817,7 +814,7 @@ impl Engine<'_> {
     }
 }
 
-fn plural(n: u32) -> &'static str {
+pub(crate) fn plural(n: u32) -> &'static str {
     if n == 1 {
         ""
     } else {

@@ -233,7 +233,7 @@ impl Engine<'_> {
                             &format!(
                                 "{during}: waiting for {} leaving worker{} of {old} to finish (within {}), the gates still watched",
                                 count - keep,
-                                if count - keep == 1 { "" } else { "s" },
+                                super::plural((count - keep) as u32),
                                 show_duration(grace)
                             ),
                         );

@@ -802,7 +802,7 @@ fn scaling_note(fleet: &Fleet, live: Option<&Live>) -> Vec<String> {
 }
 
 /// `capacity` with the desired count of `running` when scaling policies move it.
-fn scaled_desired(capacity: Capacity, running: Capacity, scaled: bool) -> Capacity {
+pub fn scaled_desired(capacity: Capacity, running: Capacity, scaled: bool) -> Capacity {
     if scaled {
         Capacity {
             desired: running.desired.clamp(capacity.min, capacity.max),
