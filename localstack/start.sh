@@ -27,7 +27,7 @@ localstack_spec='localstack-core[runtime]==2026.3.0'
 exclude_newer='2026-03-25'
 
 # Services the tests use. autoscaling and elbv2 come from our plugin (plugin/).
-services='ec2,autoscaling,elbv2,cloudwatch,s3,sts,iam'
+services='ec2,autoscaling,elbv2,cloudwatch,s3,sts,iam,sns,sqs'
 
 say() { printf 'localstack: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -125,10 +125,11 @@ if [[ "$(cat "$plugin_marker" 2>/dev/null || true)" != "$plugin_hash" ]]; then
 fi
 
 # --- run ------------------------------------------------------------------------
-# health_state prints "ready" when autoscaling and elbv2 are served, "up" when the
-# gateway answers without them (someone else's LocalStack), nothing when it is down.
+# health_state prints "ready" when every service above is served, "up" when the
+# gateway answers without some (an older start, or someone else's LocalStack), nothing
+# when it is down.
 health_state() {
-    "$py" - "$health_url" <<'EOF' 2>/dev/null || true
+    "$py" - "$health_url" "$services" <<'EOF' 2>/dev/null || true
 import json, sys, urllib.request
 try:
     with urllib.request.urlopen(sys.argv[1], timeout=2) as r:
@@ -136,14 +137,23 @@ try:
 except Exception:
     sys.exit(0)
 ok = ("available", "running")
-print("ready" if all(services.get(s) in ok for s in ("autoscaling", "elbv2")) else "up")
+print("ready" if all(services.get(s) in ok for s in sys.argv[2].split(",")) else "up")
 EOF
 }
 
 state="$(health_state)"
+# One this script started with fewer services (before a service was added) is
+# restarted; anyone else's is left alone, with a warning.
+if [[ "$state" == up && -f "$pid_file" ]] && kill -0 "$(cat "$pid_file")" 2>/dev/null; then
+    say "the running LocalStack lacks some of $services: restarting it"
+    flock -u 9
+    bash "$here/stop.sh"
+    flock 9
+    state="$(health_state)"
+fi
 if [[ -n "$state" ]]; then
     say "already answering on $health_url"
-    [[ "$state" == ready ]] || say "warning: that LocalStack does not list autoscaling and elbv2 (not started by this script?)"
+    [[ "$state" == ready ]] || say "warning: that LocalStack does not serve all of $services (not started by this script?)"
     exit 0
 fi
 

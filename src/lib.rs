@@ -6,6 +6,7 @@ pub mod cli;
 pub mod cloud;
 pub mod config;
 pub mod engine;
+pub mod notify;
 pub mod outputs;
 pub mod plan;
 pub mod rollout;

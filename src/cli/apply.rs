@@ -4,7 +4,9 @@ use super::events::{emit, ApplyEvent, JsonLines, OutputValue, Result as Ended};
 use super::signals::Interrupts;
 use super::{lock, observe, Cli, CliError, Success};
 use crate::config::Config;
+use crate::config::NoticeKind;
 use crate::engine::{Engine, EngineError, Outcome, Reporter, Signals, Stdout};
+use crate::notify::{Notice, Notifier};
 use crate::plan::{Action, Document};
 use crate::state::LockGuard;
 use std::io::{BufRead, IsTerminal, Write};
@@ -34,6 +36,67 @@ pub async fn release(lock: LockGuard) {
     let id = lock.id().to_string();
     if let Err(e) = lock.release().await {
         eprintln!("warning: could not release the state lock: {e}\n  run `immune state force-unlock {id}`");
+    }
+}
+
+/// The view's reporter, which also hands the engine's notices to the notifier.
+pub struct Notifying<'a> {
+    pub view: View,
+    pub notifier: &'a Notifier,
+    /// The fleet whose change is being carried out: an apply that stops on its way
+    /// tells of it.
+    pub current: std::sync::Mutex<Option<String>>,
+}
+
+impl<'a> Notifying<'a> {
+    pub fn new(view: View, notifier: &'a Notifier) -> Self {
+        Notifying {
+            view,
+            notifier,
+            current: Default::default(),
+        }
+    }
+
+    fn working_on(&self, fleet: Option<&str>) {
+        *self.current.lock().expect("not poisoned") = fleet.map(str::to_string);
+    }
+}
+
+impl Reporter for Notifying<'_> {
+    fn line(&self, fleet: &str, message: &str) {
+        self.view.reporter().line(fleet, message);
+    }
+
+    fn decision(&self, fleet: &str, what: &str) {
+        self.view.reporter().decision(fleet, what);
+    }
+
+    fn notice(&self, notice: Notice) {
+        self.notifier.send(notice);
+    }
+}
+
+/// A notice about a fleet, with the release its history names last.
+pub fn notice(
+    state: &crate::state::State,
+    kind: NoticeKind,
+    fleet: &str,
+    text: String,
+    group: Option<&str>,
+    locked: bool,
+) -> Notice {
+    let release = state
+        .fleets
+        .get(fleet)
+        .and_then(|f| f.history.last())
+        .map(|h| h.release.clone());
+    Notice {
+        kind,
+        fleet: fleet.to_string(),
+        text,
+        release,
+        group: group.map(str::to_string),
+        locked,
     }
 }
 
@@ -106,8 +169,19 @@ pub async fn apply(
     let lock = lock::take(backend.as_ref(), "apply", lock_timeout)
         .await
         .map_err(|e| CliError::Message(format!("error: {e}")))?;
-    let result = apply_locked(cli, &config, backend.as_ref(), document, auto_approve, view).await;
+    let notifier = Notifier::new(&config).await;
+    let result = apply_locked(
+        cli,
+        &config,
+        backend.as_ref(),
+        document,
+        auto_approve,
+        view,
+        &notifier,
+    )
+    .await;
     release(lock).await;
+    notifier.flush().await;
     result
 }
 
@@ -118,6 +192,7 @@ async fn apply_locked(
     saved: Option<(Document, &Path)>,
     auto_approve: bool,
     view: View,
+    notifier: &Notifier,
 ) -> Result<Success, CliError> {
     let message = |e: &dyn std::fmt::Display| CliError::Message(format!("error: {e}"));
     let mut state = backend.load().await.map_err(|e| message(&e))?;
@@ -146,7 +221,12 @@ async fn apply_locked(
             None => observe::plan(&cloud, config, &state).await?,
         };
         match view {
-            View::Text { color } => print!("{}", crate::plan::render(&plan, color)),
+            View::Text { color } => {
+                print!("{}", crate::plan::render(&plan, color));
+                if plan.has_changes() {
+                    print!("{}", crate::notify::describe(config));
+                }
+            }
             View::Json => {
                 let shown = Document::new(&plan, &state, config);
                 emit(&ApplyEvent::Plan {
@@ -194,12 +274,28 @@ async fn apply_locked(
         );
         interrupts.next().await;
     };
-    tokio::select! {
-        result = run(config, &cloud, backend, &mut state, &plan, &signals, view) => result,
+    let reporter = Notifying::new(view, notifier);
+    let result = tokio::select! {
+        result = run(config, &cloud, backend, &mut state, &plan, &signals, &reporter) => result,
         _ = interrupts => Err(CliError::Message(
             "error: stopped at once; state records the last completed step: run `immune apply` to resume the rollout or `immune rollback FLEET` to roll it back".into(),
         )),
+    };
+    // An apply that stopped on its way leaves a fleet for the next one to finish.
+    let current = reporter.current.lock().expect("not poisoned").clone();
+    if let (Err(CliError::Message(why)), Some(fleet)) = (&result, current) {
+        let why = why.strip_prefix("error: ").unwrap_or(why);
+        let text = format!("apply stopped: {why}");
+        notifier.send(notice(
+            &state,
+            NoticeKind::Stopped,
+            &fleet,
+            text,
+            None,
+            false,
+        ));
     }
+    result
 }
 
 async fn run(
@@ -209,8 +305,9 @@ async fn run(
     state: &mut crate::state::State,
     plan: &crate::plan::Plan,
     signals: &Signals,
-    view: View,
+    reporter: &Notifying<'_>,
 ) -> Result<Success, CliError> {
+    let view = reporter.view;
     let message = |e: &dyn std::fmt::Display| CliError::Message(format!("error: {e}"));
     // Each fleet is carried out in the region its resources are in.
     let regions: std::collections::BTreeMap<String, &dyn crate::cloud::Cloud> = plan
@@ -221,7 +318,7 @@ async fn run(
             (c.fleet.clone(), cloud)
         })
         .collect();
-    let mut engine = Engine::new(clouds.get(None), backend, state, view.reporter(), signals);
+    let mut engine = Engine::new(clouds.get(None), backend, state, reporter, signals);
     let mut rolled_back = Vec::new();
     let mut locked = Vec::new();
     let mut blocked = Vec::new();
@@ -230,6 +327,7 @@ async fn run(
     let mut stopped = Vec::new();
     for change in &plan.changes {
         let name = &change.fleet;
+        reporter.working_on(Some(name));
         engine.cloud = regions[name];
         // A retired fleet is the one without a configuration.
         let configured = || {
@@ -298,7 +396,44 @@ async fn run(
             }
             other => other,
         };
-        match outcome.map_err(|e| message(&e))? {
+        let outcome = outcome.map_err(|e| message(&e))?;
+        let said = |kind, text: String, group: Option<&str>, locked| {
+            notice(engine.state, kind, name, text, group, locked)
+        };
+        let notice = match &outcome {
+            Outcome::Released { group } => said(
+                NoticeKind::Released,
+                format!("release complete on {group}"),
+                Some(group),
+                false,
+            ),
+            Outcome::Restored { group } => said(
+                NoticeKind::RolledBack,
+                format!("rolled back by a person: back on {group}; the fleet is locked"),
+                Some(group),
+                true,
+            ),
+            Outcome::RolledBack {
+                reason,
+                locked: false,
+            } => said(
+                NoticeKind::Stopped,
+                format!("not released, everything it created undone, not locked: {reason}"),
+                None,
+                false,
+            ),
+            Outcome::RolledBack { reason, locked } => said(
+                NoticeKind::RolledBack,
+                format!(
+                    "ROLLED BACK: {reason}{}",
+                    if *locked { "; the fleet is locked" } else { "" }
+                ),
+                None,
+                *locked,
+            ),
+        };
+        reporter.notifier.send(notice);
+        match outcome {
             Outcome::Released { group } => {
                 let on = match fleet.is_worker() {
                     true => "all capacity",
@@ -340,6 +475,8 @@ async fn run(
             }
         }
     }
+    // Every fleet's change came to its end: whatever stops apply now is no fleet's.
+    reporter.working_on(None);
     // What runs now, for whoever applied: even after a rollback the outputs name it.
     let outputs = crate::outputs::resolve(config, state);
     match view {

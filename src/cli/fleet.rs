@@ -5,7 +5,7 @@ use super::signals::{interrupted, Interrupts};
 use super::{apply, lock, observe, Cli, CliError, Success};
 use crate::cloud::Cloud;
 use crate::config::{Config, Fleet};
-use crate::engine::{Engine, Outcome, Signals, Stdout};
+use crate::engine::{Engine, Outcome, Signals};
 use crate::plan;
 use crate::state::{
     now, operator, Answer, AnswerKind, Backend, FleetState, Holder, LockInfo, State, StateError,
@@ -589,8 +589,10 @@ pub async fn rollback(cli: &Cli, name: &str, lock_timeout: Duration) -> Result<S
         }
         Err(e) => return Err(error(e)),
     };
-    let result = roll_back_locked(cli, &config, backend.as_ref(), fleet).await;
+    let notifier = crate::notify::Notifier::new(&config).await;
+    let result = roll_back_locked(cli, &config, backend.as_ref(), fleet, &notifier).await;
     apply::release(lock).await;
+    notifier.flush().await;
     result
 }
 
@@ -663,6 +665,7 @@ async fn roll_back_locked(
     config: &Config,
     backend: &dyn Backend,
     fleet: &Fleet,
+    notifier: &crate::notify::Notifier,
 ) -> Result<Success, CliError> {
     let name = &fleet.name;
     let mut state = backend.load().await.map_err(error)?;
@@ -670,7 +673,9 @@ async fn roll_back_locked(
     let clouds = observe::connect(cli, config, &state).await?;
     let cloud = observe::cloud_of(&clouds, config, &state, name);
     let signals = Signals::default();
-    let mut engine = Engine::new(cloud, backend, &mut state, &Stdout, &signals);
+    let view = apply::View::Text { color: cli.color() };
+    let reporter = apply::Notifying::new(view, notifier);
+    let mut engine = Engine::new(cloud, backend, &mut state, &reporter, &signals);
     // A rollback is the safe direction, so the first Ctrl-C (or SIGTERM, SIGHUP) lets it
     // go on; the second stops at once with the last step recorded.
     let mut interrupts = Interrupts::new();
@@ -686,6 +691,25 @@ async fn roll_back_locked(
             "stopped at once; state records the last completed step: run `immune rollback {name}` to finish"
         ))),
     };
+    let (text, group) = match &outcome {
+        Outcome::Restored { group } => (
+            format!("rolled back by {by}: back on {group}; the fleet is locked"),
+            Some(group.as_str()),
+        ),
+        Outcome::RolledBack { reason, .. } => (
+            format!("rolled back by {by} ({reason}); the fleet is locked"),
+            None,
+        ),
+        Outcome::Released { group } => {
+            (format!("release complete on {group}"), Some(group.as_str()))
+        }
+    };
+    let kind = match outcome {
+        Outcome::Released { .. } => crate::config::NoticeKind::Released,
+        _ => crate::config::NoticeKind::RolledBack,
+    };
+    let locked = kind == crate::config::NoticeKind::RolledBack;
+    notifier.send(apply::notice(engine.state, kind, name, text, group, locked));
     match outcome {
         Outcome::Restored { group } => println!(
             "fleet.{name}: rolled back: all {} on {group}; the fleet is locked until `immune unlock {name} --reason TEXT`",

@@ -342,6 +342,9 @@ pub async fn run(cli: Cli) -> Result<Success, CliError> {
                 println!("{}", document.to_json());
             } else {
                 print!("{}", crate::plan::render(&plan, cli.color()));
+                if plan.has_changes() {
+                    print!("{}", crate::notify::describe(&config));
+                }
             }
             if let Some(path) = out {
                 document

@@ -62,7 +62,9 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-const TOP_LEVEL: &[&str] = &["immune", "variable", "locals", "fleet", "module", "output"];
+const TOP_LEVEL: &[&str] = &[
+    "immune", "variable", "locals", "fleet", "module", "output", "notify",
+];
 
 /// Parsing and evaluation recurse; they run on a thread of their own with this much stack
 /// so that everything `guard` lets through fits, in debug builds too. The memory is only
@@ -215,6 +217,7 @@ fn load_files(
             fleets,
             outputs: root.outputs,
             variables: root.variables,
+            notify: root.notify,
         }
     });
     tidy(&mut diags);
@@ -269,6 +272,8 @@ pub struct UnitResult {
     pub settings: Option<Settings>,
     /// The root's variables with their values; empty in a module.
     pub variables: Vec<Variable>,
+    /// The root's `notify` blocks; empty in a module.
+    pub notify: Vec<Notify>,
 }
 
 /// What the root's `immune` block says.
@@ -298,6 +303,7 @@ pub fn read_unit<'a>(
     let mut fleets = Vec::new();
     let mut modules: Vec<(FileId, &Block, String)> = Vec::new();
     let mut outputs: Vec<(FileId, &Block, String)> = Vec::new();
+    let mut notifies: Vec<(FileId, &Block, String)> = Vec::new();
     for (file, body) in &unit.files {
         let file = *file;
         for structure in body.iter() {
@@ -318,7 +324,7 @@ pub fn read_unit<'a>(
             let kind = block.ident.as_str();
             let expected_labels = match kind {
                 "immune" | "locals" => 0,
-                "variable" | "fleet" | "output" | "module" => 1,
+                "variable" | "fleet" | "output" | "module" | "notify" => 1,
                 _ => {
                     let d = Diagnostic::new(
                         format!("unknown block `{kind}`"),
@@ -359,6 +365,17 @@ pub fn read_unit<'a>(
                     .with_hint("the caller's backend holds the state of the module's fleets"),
                 ),
                 "immune" => immune.push((file, block)),
+                "notify" if in_module => diags.push(
+                    Diagnostic::new(
+                        "a `notify` block belongs in the root configuration, not in a module",
+                        span_of(file, &block.ident),
+                    )
+                    .with_hint("the root's notify blocks hear of every fleet, the modules' too"),
+                ),
+                "notify" if notifies.iter().any(|(_, _, n)| *n == name) => {
+                    duplicate("notify", &mut diags)
+                }
+                "notify" => notifies.push((file, block, name)),
                 "locals" => locals.push((file, block)),
                 "fleet" => fleets.push((file, block, name)),
                 "module" if modules.iter().any(|(_, _, n)| *n == name) => {
@@ -563,6 +580,19 @@ pub fn read_unit<'a>(
         }
     }
 
+    let mut notify = Vec::new();
+    for (file, block, name) in &notifies {
+        let mut r = BlockReader::new(
+            &eval,
+            &mut diags,
+            *file,
+            block,
+            format!("notify \"{name}\""),
+        );
+        notify.extend(super::notify::read(&mut r, name));
+        r.finish();
+    }
+
     // Children's fleets follow the unit's own, in the order the calls are written.
     for (_, _, name) in &modules {
         if let Some(Some(child)) = eval.module_value(name) {
@@ -576,6 +606,7 @@ pub fn read_unit<'a>(
         outputs: listed,
         settings,
         variables: root_variables,
+        notify,
     })
 }
 

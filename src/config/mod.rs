@@ -11,6 +11,7 @@ mod guard;
 mod load;
 mod model;
 mod module;
+mod notify;
 mod reader;
 mod source;
 mod variables;
@@ -18,6 +19,7 @@ mod variables;
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use load::{load, load_sources, load_with, ConfigError, Mode, VarInputs};
 pub use model::*;
+pub use notify::topic_region;
 pub use source::{Sources, Span};
 
 #[cfg(test)]

@@ -20,6 +20,85 @@ pub struct Config {
     pub outputs: Vec<Output>,
     /// The root's variables and the values they were given (or their defaults).
     pub variables: Vec<Variable>,
+    /// The root's `notify` blocks: who hears of a release's end or a wait for a person.
+    pub notify: Vec<Notify>,
+}
+
+/// `notify "NAME" { sns_topic = "arn:..." }` or `{ webhook = "https://..." }`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notify {
+    pub name: String,
+    pub target: NotifyTarget,
+    /// `on = [...]`: the kinds of notice sent; all of them unless it names some.
+    pub on: Vec<NoticeKind>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum NotifyTarget {
+    Sns {
+        topic_arn: String,
+    },
+    /// A webhook's address is often its password (chat webhooks are): it is never
+    /// printed, only its host.
+    Webhook {
+        url: Secret,
+    },
+}
+
+impl NotifyTarget {
+    /// What a plan or a warning may show of it.
+    pub fn shown(&self) -> String {
+        match self {
+            NotifyTarget::Sns { topic_arn } => format!("SNS topic {topic_arn}"),
+            NotifyTarget::Webhook { url } => {
+                let rest = url.0.split_once("://").map_or("", |(_, rest)| rest);
+                let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+                format!("webhook on {host}")
+            }
+        }
+    }
+}
+
+/// A value that must not reach a terminal, a log or a file: its Debug form hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("(hidden)")
+    }
+}
+
+/// The events that matter to a team, as `notify { on = [...] }` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoticeKind {
+    /// A release finished: all traffic (or capacity) is on it.
+    Released,
+    /// A release was rolled back, by its gates, its health or a person.
+    RolledBack,
+    /// A manual gate waits for `immune approve` or `immune reject`.
+    AwaitingApproval,
+    /// An apply stopped before the end (a fault, an interrupt, a refusal): run it again.
+    Stopped,
+}
+
+impl NoticeKind {
+    pub const ALL: [NoticeKind; 4] = [
+        NoticeKind::Released,
+        NoticeKind::RolledBack,
+        NoticeKind::AwaitingApproval,
+        NoticeKind::Stopped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoticeKind::Released => "released",
+            NoticeKind::RolledBack => "rolled_back",
+            NoticeKind::AwaitingApproval => "awaiting_approval",
+            NoticeKind::Stopped => "stopped",
+        }
+    }
 }
 
 /// A root variable's value, as the configuration was evaluated with it.

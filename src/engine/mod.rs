@@ -25,6 +25,8 @@ pub trait Reporter: Send + Sync {
     fn decision(&self, fleet: &str, what: &str) {
         self.line(fleet, what);
     }
+    /// An event a team hears of (`notify` blocks), told once its state is saved.
+    fn notice(&self, _notice: crate::notify::Notice) {}
 }
 
 pub struct Stdout;

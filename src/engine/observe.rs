@@ -288,9 +288,22 @@ impl Engine<'_> {
                                 evidence.summary(),
                                 name = fleet.name
                             ),
-                            Some(evidence),
+                            Some(evidence.clone()),
                         );
                         self.save().await?;
+                        self.reporter.notice(crate::notify::Notice {
+                            kind: crate::config::NoticeKind::AwaitingApproval,
+                            fleet: fleet.name.clone(),
+                            text: format!(
+                                "waiting for a person during {during} of {}: {}; run `immune approve {name}` to go on or `immune reject {name}` to roll back",
+                                rollout.group,
+                                evidence.summary(),
+                                name = fleet.name
+                            ),
+                            release: Some(rollout.release.clone()),
+                            group: Some(rollout.group.clone()),
+                            locked: false,
+                        });
                         if self.signals.interactive {
                             terminal = Some(ask_on_terminal(&spec.gates[i].name));
                         }

@@ -12,6 +12,7 @@ mod gates;
 mod immune;
 mod interrupt;
 mod locks;
+mod notify;
 mod ownership;
 mod plans;
 mod production;
