@@ -37,30 +37,6 @@ fleet "web" {
   }
 }
 
-variable "chat_hook" {
-  type      = string
-  sensitive = true
-  default   = "http://hooks.example.com/services/T000/B000/secretpart"
-}
-
 notify "team" {
-  sns_topic = "arn:aws:sns:us-east-1:1234:deploys"
-}
-
-notify "chat" {
-  webhook = var.chat_hook
-  on      = ["rolled_back", "aproval"]
-}
-
-notify "both" {
-  sns_topic = "arn:aws:sns:us-east-1:123456789012:deploys"
-  webhook   = "https://hooks.example.com/x"
-}
-
-notify "nowhere" {
-  on = []
-}
-
-notify "team" {
-  sns_topic = "arn:aws:sns:us-east-1:123456789012:deploys"
+  on = ["released"]
 }
