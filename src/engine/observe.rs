@@ -6,10 +6,10 @@
 //! ALARM that came and went between two polls fails it too.
 
 use super::actions::health;
-use super::{Engine, Halt};
+use super::{Engine, Halt, Watch};
 use crate::cloud::{AlarmReading, AlarmState, AlarmTransition};
 use crate::config::{show_duration, Fleet};
-use crate::rollout::gates::{decide, step_state, Evidence, Reading, StepState, Verdict};
+use crate::rollout::gates::{decide, shown, step_state, Evidence, Reading, StepState, Verdict};
 use crate::rollout::{Awaiting, Event};
 use crate::state::{now, AnswerKind};
 use std::collections::BTreeMap;
@@ -49,6 +49,14 @@ impl Engine<'_> {
     pub(super) async fn observe(&mut self, fleet: &Fleet, window: Window) -> Result<Event, Halt> {
         let rollout = self.rollout(&fleet.name).clone();
         let spec = &fleet.rollout;
+        let mut watch = Watch {
+            during: String::new(),
+            share: String::new(),
+            elapsed: Duration::ZERO,
+            pause: Duration::ZERO,
+            gates: Vec::new(),
+            held_by: None,
+        };
         let (pause, during, passed) = match window {
             Window::Step(step) => {
                 let share = match rollout.workers {
@@ -59,6 +67,8 @@ impl Engine<'_> {
                     }
                     None => format!("{}%", rollout.steps[step]),
                 };
+                watch.during = format!("step {}/{}", step + 1, rollout.steps.len());
+                watch.share = format!("{share} on {}", rollout.group);
                 self.reporter.line(
                     &fleet.name,
                     &format!(
@@ -78,6 +88,8 @@ impl Engine<'_> {
                     .as_ref()
                     .map_or(Duration::ZERO, |t| t.deregistration_delay);
                 let previous = rollout.previous.as_ref().map_or("", |p| p.group.as_str());
+                watch.during = "drain".into();
+                watch.share = format!("{previous} draining, all on {}", rollout.group);
                 self.reporter.line(
                     &fleet.name,
                     &format!(
@@ -240,6 +252,21 @@ impl Engine<'_> {
                     }
                 }
             }
+            watch.pause = pause;
+            watch.elapsed = started.elapsed().min(pause);
+            watch.held_by = self.rollout(&fleet.name).held_by.clone();
+            watch.gates = spec
+                .gates
+                .iter()
+                .enumerate()
+                .map(|(i, g)| {
+                    (
+                        g.name.clone(),
+                        shown(&verdicts[i], &readings[i], approved[i]),
+                    )
+                })
+                .collect();
+            self.reporter.watch(&fleet.name, &watch);
             match state {
                 StepState::Passed => {
                     self.clear_awaiting(fleet).await?;
@@ -305,7 +332,11 @@ impl Engine<'_> {
                             locked: false,
                         });
                         if self.signals.interactive {
-                            terminal = Some(ask_on_terminal(&spec.gates[i].name));
+                            self.reporter.line(
+                                &fleet.name,
+                                &format!("gate {} needs a person. Go on with the release? Only 'yes' goes on, 'no' rolls back.", spec.gates[i].name),
+                            );
+                            terminal = Some(ask_on_terminal());
                         }
                     }
                 }
@@ -439,7 +470,7 @@ impl Engine<'_> {
             self.cloud.alarms(alarms),
             self.cloud.alarm_transitions(alarms, since)
         );
-        let mut found = match states {
+        let found = match states {
             Ok(found) => found,
             Err(e) if e.is_transient() => return Err(e.to_string()),
             Err(e) => {
@@ -461,7 +492,7 @@ impl Engine<'_> {
         };
         Ok(alarms
             .iter()
-            .map(|name| in_window(reading(&mut found, name), name, &transitions))
+            .map(|name| in_window(reading(&found, name), name, &transitions))
             .collect())
     }
 
@@ -547,16 +578,16 @@ fn passed_summary(
     }
 }
 
-fn reading(found: &mut BTreeMap<String, AlarmReading>, name: &str) -> Reading {
-    match found.remove(name) {
+fn reading(found: &BTreeMap<String, AlarmReading>, name: &str) -> Reading {
+    // Not taken out: two gates may watch one alarm (an enforce gate and a dry-run one).
+    match found.get(name).cloned() {
         Some(alarm) => Reading::Alarm(alarm),
         None => Reading::Unreadable(format!("alarm {name} does not exist")),
     }
 }
 
 /// Asks on the terminal while the poll loop goes on; the answer arrives on the channel.
-fn ask_on_terminal(gate: &str) -> mpsc::Receiver<bool> {
-    println!("\nGate {gate} needs a person. Go on with the release? Only 'yes' goes on, 'no' rolls back.");
+fn ask_on_terminal() -> mpsc::Receiver<bool> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut line = String::new();

@@ -402,6 +402,26 @@ fn gate(mode: &str, insufficient: &str) -> String {
 }
 
 #[tokio::test]
+async fn two_gates_on_one_alarm_both_read_it() {
+    // A dry-run gate beside the enforce one on the same alarm: each reads the alarm.
+    let both = format!(
+        "{}\n    gate \"errors-trial\" {{\n      alarm = \"web-5xx\"\n      mode  = \"dry-run\"\n    }}",
+        gate("enforce", "pass")
+    );
+    let mut s = setup_with("0s", &both);
+    s.set_alarm("web-5xx", AlarmState::Ok);
+    assert!(matches!(
+        s.apply("v1").await.unwrap(),
+        Outcome::Released { .. }
+    ));
+    let decisions = s.decisions();
+    assert!(
+        !decisions.iter().any(|d| d.contains("does not exist")),
+        "the second gate lost the alarm: {decisions:?}"
+    );
+}
+
+#[tokio::test]
 async fn an_alarm_in_enforce_mode_rolls_back_with_evidence_and_locks() {
     let mut s = setup_with("0s", &gate("enforce", "pass"));
     s.set_alarm("web-5xx", AlarmState::Ok);
