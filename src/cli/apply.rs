@@ -46,14 +46,38 @@ pub struct Notifying<'a> {
     /// The fleet whose change is being carried out: an apply that stops on its way
     /// tells of it.
     pub current: std::sync::Mutex<Option<String>>,
+    /// The live rows, when the text view is on a terminal.
+    pub progress: Option<super::progress::Progress>,
 }
 
 impl<'a> Notifying<'a> {
     pub fn new(view: View, notifier: &'a Notifier) -> Self {
+        let progress = match view {
+            View::Text { color } if std::io::stdout().is_terminal() => {
+                Some(super::progress::Progress::new(color))
+            }
+            _ => None,
+        };
         Notifying {
             view,
             notifier,
             current: Default::default(),
+            progress,
+        }
+    }
+
+    /// Where lines go: above the live rows, or straight to the view.
+    fn lines(&self) -> &dyn Reporter {
+        match &self.progress {
+            Some(progress) => progress,
+            None => self.view.reporter(),
+        }
+    }
+
+    /// The fleet's live row goes (before its outcome, or a question, is printed).
+    pub fn finish(&self, fleet: &str) {
+        if let Some(progress) = &self.progress {
+            progress.finish(fleet);
         }
     }
 
@@ -64,11 +88,17 @@ impl<'a> Notifying<'a> {
 
 impl Reporter for Notifying<'_> {
     fn line(&self, fleet: &str, message: &str) {
-        self.view.reporter().line(fleet, message);
+        self.lines().line(fleet, message);
     }
 
     fn decision(&self, fleet: &str, what: &str) {
-        self.view.reporter().decision(fleet, what);
+        self.lines().decision(fleet, what);
+    }
+
+    fn watch(&self, fleet: &str, watch: &crate::engine::Watch) {
+        if let Some(progress) = &self.progress {
+            progress.watch(fleet, watch);
+        }
     }
 
     fn notice(&self, notice: Notice) {
@@ -282,6 +312,9 @@ async fn apply_locked(
         )),
     };
     // An apply that stopped on its way leaves a fleet for the next one to finish.
+    if let Some(progress) = &reporter.progress {
+        progress.clear();
+    }
     let current = reporter.current.lock().expect("not poisoned").clone();
     if let (Err(CliError::Message(why)), Some(fleet)) = (&result, current) {
         let why = why.strip_prefix("error: ").unwrap_or(why);
@@ -383,6 +416,7 @@ async fn run(
             Action::Release(release) => engine.release(fleet, release).await,
             _ => engine.resume(fleet).await,
         };
+        reporter.finish(name);
         let outcome = match outcome {
             Err(EngineError::Interrupted { group, phase, .. }) => {
                 if !signals.interactive || !offer_rollback(&fleet.name, &group, &phase).await {

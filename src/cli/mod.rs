@@ -8,6 +8,7 @@ mod fmt;
 mod init;
 mod lock;
 pub(crate) mod observe;
+mod progress;
 pub mod signals;
 
 use crate::config::{self, Config, ConfigError, VarInputs};

@@ -27,6 +27,23 @@ pub trait Reporter: Send + Sync {
     }
     /// An event a team hears of (`notify` blocks), told once its state is saved.
     fn notice(&self, _notice: crate::notify::Notice) {}
+    /// Where an observed step stands, after each poll: for a progress view.
+    fn watch(&self, _fleet: &str, _watch: &Watch) {}
+}
+
+/// An observed step (or drain) after one poll.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Watch {
+    /// `step 2/4` or `drain`.
+    pub during: String,
+    /// `50% on web-v002` or `2 of 4 instances on worker-v002`.
+    pub share: String,
+    pub elapsed: std::time::Duration,
+    pub pause: std::time::Duration,
+    /// Each gate's name and state (`OK`, `ALARM (dry-run)`, `waiting for a person`...).
+    pub gates: Vec<(String, &'static str)>,
+    /// `immune pause` holds the step: by whom.
+    pub held_by: Option<String>,
 }
 
 pub struct Stdout;

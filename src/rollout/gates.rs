@@ -86,6 +86,21 @@ pub enum Verdict {
     AskPerson,
 }
 
+/// A gate's state in a word or two, as a progress view shows it after a poll.
+pub fn shown(verdict: &Verdict, reading: &Reading, approved: bool) -> &'static str {
+    match (verdict, reading) {
+        _ if approved => "approved",
+        (Verdict::Fail, _) => "ALARM",
+        (Verdict::WouldFail, _) => "ALARM (dry-run)",
+        (Verdict::AskPerson, _) => "waiting for a person",
+        (Verdict::Hold, _) => "no data (holding)",
+        (Verdict::Retry, _) => "unreadable",
+        (Verdict::Pass, Reading::Alarm(r)) if r.state == AlarmState::InsufficientData => "no data",
+        (Verdict::Pass, Reading::Unreadable(_)) => "unreadable",
+        (Verdict::Pass, _) => "OK",
+    }
+}
+
 /// One gate reading under the decision table. `unreadable_polls` counts this poll too.
 pub fn decide(gate: &Gate, reading: &Reading, unreadable_polls: u32) -> Verdict {
     let failed = match gate.mode {

@@ -272,3 +272,47 @@ async fn a_target_group_under_the_next_name_is_taken_over_only_by_the_rollout_th
         "and it is left alone"
     );
 }
+
+/// On a terminal (a pseudo-terminal made by util-linux `script`), apply keeps a live row
+/// per observed step under its lines; without one it prints the lines alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_terminal_apply_shows_a_live_row_with_the_step_time_left_and_gates() {
+    let w = World::new();
+    let s = &w.surroundings;
+    let gate = format!("gate \"errors\" {{\n      alarm = \"{}\"\n    }}", s.alarm);
+    w.write(
+        "main.hcl",
+        &w.fleet_config(&s.source_ami, &s.load_balancer, &gate)
+            .replace("pause          = \"1s\"", "pause = \"3s\""),
+    );
+    let command = format!(
+        "stty cols 160 rows 40; {} --chdir {} apply --auto-approve --var release=v1",
+        env!("CARGO_BIN_EXE_immune"),
+        w.dir.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .env("AWS_ENDPOINT_URL", crate::harness::ENDPOINT)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script (util-linux)");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    let row = format!("fleet.{} step 1/2 50% on {} [", w.prefix, w.group(1));
+    assert!(shown.contains(&row), "no live row: {shown}");
+    assert!(shown.contains(" left · errors OK"), "{shown}");
+    assert!(
+        shown.contains(&format!("fleet.{}: release complete", w.prefix)),
+        "{shown}"
+    );
+
+    // Without a terminal: the same lines, no rows.
+    let v2 = w.immune(&["apply", "--auto-approve", "--var", "release=v2"]);
+    assert_eq!(v2.code, 0, "{v2:?}");
+    assert!(!v2.stdout.contains(" left · "), "{v2:?}");
+    assert!(v2.stdout.contains("step 1/2: 50% on"), "{v2:?}");
+}
