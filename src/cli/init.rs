@@ -9,9 +9,11 @@
 
 use super::apply::{backend, release};
 use super::{lock, Cli, CliError, Success};
+use crate::cloud::CloudError;
 use crate::config::{Backend as Configured, Config};
 use crate::state::{Backend, LocalBackend, S3Backend, State};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -166,6 +168,10 @@ pub async fn init(cli: &Cli, migrate: bool, lock_timeout: Duration) -> Result<Su
         destination.describe(),
         describe_state(&state)
     );
+    let aws = check_aws(cli, &config).await;
+    if !config.notify.is_empty() {
+        print!("{}", crate::notify::describe(&config));
+    }
     let mut source = None;
     for place in other_places(&config) {
         let other = place.open(cli).await?;
@@ -179,7 +185,7 @@ pub async fn init(cli: &Cli, migrate: bool, lock_timeout: Duration) -> Result<Su
     }
     let Some((place, other, found)) = source else {
         println!("The state is where the configuration keeps it: nothing to migrate.");
-        return Ok(Success::Done);
+        return aws.map(|()| Success::Done);
     };
     if !migrate {
         return Err(CliError::Message(format!(
@@ -203,6 +209,59 @@ pub async fn init(cli: &Cli, migrate: bool, lock_timeout: Duration) -> Result<Su
     .await;
     release(source_lock).await;
     result
+}
+
+/// Says who the credentials are in each region the fleets run in. A region that does not
+/// answer, or credentials it refuses, are an error (every plan would fail the same way),
+/// said after everything else init found.
+async fn check_aws(cli: &Cli, config: &Config) -> Result<(), CliError> {
+    let default = match &cli.region {
+        Some(region) => Some(region.clone()),
+        None => crate::cloud::aws::default_region().await,
+    }
+    .or_else(|| config.fleets.iter().find_map(|f| f.region.clone()));
+    let mut regions: BTreeMap<String, usize> = BTreeMap::new();
+    let mut unplaced = 0;
+    for fleet in &config.fleets {
+        match fleet.region.clone().or_else(|| default.clone()) {
+            Some(region) => *regions.entry(region).or_default() += 1,
+            None => unplaced += 1,
+        }
+    }
+    if let (Some(region), true) = (&default, regions.is_empty()) {
+        regions.insert(region.clone(), 0);
+    }
+    let mut problems = Vec::new();
+    if unplaced > 0 {
+        problems.push(format!(
+            "{unplaced} {} no region and there is no default: set `region` in the fleet, pass --region, or set AWS_REGION",
+            if unplaced == 1 { "fleet names" } else { "fleets name" }
+        ));
+    }
+    for (region, fleets) in &regions {
+        let count = match fleets {
+            0 => "no fleets yet".to_string(),
+            1 => "1 fleet".to_string(),
+            n => format!("{n} fleets"),
+        };
+        match crate::cloud::aws::identity(region).await {
+            Ok((account, arn)) => {
+                println!("AWS {region} ({count}): account {account} as {arn}.")
+            }
+            Err(e) => {
+                println!("AWS {region} ({count}): not usable.");
+                let hint = match e {
+                    CloudError::Credentials { .. } => "immune takes AWS credentials from the standard chain: set AWS_PROFILE (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), log in with `aws sso login`, or run where an instance or container role applies",
+                    _ => "check the region's name, the network and AWS_ENDPOINT_URL",
+                };
+                problems.push(format!("{region}: {e}\n  {hint}"));
+            }
+        }
+    }
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(error(problems.join("\n  "))),
+    }
 }
 
 async fn migrate_locked(

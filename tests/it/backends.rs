@@ -541,3 +541,44 @@ async fn a_corrupt_s3_lock_refuses_and_force_unlock_corrupt_removes_it() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn init_on_a_fresh_directory_says_what_it_found_and_checks_the_credentials() {
+    let w = World::new();
+    let s = &w.surroundings;
+    w.write(
+        "main.hcl",
+        &w.fleet_config(&s.source_ami, &s.load_balancer, ""),
+    );
+    let init = w.immune(&["init"]);
+    assert_eq!(init.code, 0, "{init:?}");
+    assert!(
+        init.stdout.contains("Configuration: 1 fleet in"),
+        "{init:?}"
+    );
+    assert!(init.stdout.contains("(no state yet)"), "{init:?}");
+    assert!(
+        init.stdout
+            .contains("AWS us-east-1 (1 fleet): account 000000000000 as arn:aws:"),
+        "{init:?}"
+    );
+    assert!(init.stdout.contains("nothing to migrate"), "{init:?}");
+    assert!(
+        !w.dir.join(".immune/state.json").exists(),
+        "init writes no state of its own"
+    );
+
+    // Without credentials: said as such, with where immune looks for them.
+    let out = crate::harness::immune_command(&w.dir, &["init"], crate::harness::ENDPOINT)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no usable AWS credentials"), "{stderr}");
+    assert!(stderr.contains("set AWS_PROFILE"), "{stderr}");
+}

@@ -292,6 +292,20 @@ async fn an_s3_backend_added_beside_local_state_is_refused_until_the_state_is_mi
         "nothing written"
     );
 
+    // `init` alone says where the state is and how to move it.
+    let told = w.immune(&["init"]);
+    assert_eq!(told.code, 1, "{told:?}");
+    assert!(
+        told.stdout.contains(&format!(
+            "Backend: s3://{bucket}/web/state.json (no state yet)"
+        )),
+        "{told:?}"
+    );
+    assert!(
+        told.stderr
+            .contains("run `immune init --migrate-state` to move it"),
+        "{told:?}"
+    );
     let init = w.immune(&["init", "--migrate-state"]);
     assert_eq!(init.code, 0, "{init:?}");
     let moved: serde_json::Value =

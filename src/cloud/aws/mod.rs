@@ -63,6 +63,23 @@ pub async fn sdk_config(region: Option<String>) -> aws_config::SdkConfig {
     loader.load().await
 }
 
+/// Who the credentials are, asked of STS in `region`: it needs no permission, so it
+/// checks the credentials and that the region answers, and nothing else.
+pub async fn identity(region: &str) -> CloudResult<(String, String)> {
+    let config = sdk_config(Some(region.to_string())).await;
+    let out = aws_sdk_sts::Client::new(&config)
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| sdk_error("GetCallerIdentity", e))?;
+    Ok((out.account.unwrap_or_default(), out.arn.unwrap_or_default()))
+}
+
+/// The region of the standard configuration chain (`AWS_REGION`, the profile), if any.
+pub async fn default_region() -> Option<String> {
+    sdk_config(None).await.region().map(|r| r.to_string())
+}
+
 /// Splits SDK errors into "the service said no" (with its error code) and everything
 /// else (connection, timeout), which callers treat differently.
 fn sdk_error<E, R>(operation: &'static str, err: SdkError<E, R>) -> CloudError
@@ -92,6 +109,7 @@ where
             // The SDK says so when its credential chain found nothing: no retry helps.
             if message.contains("no credentials found in chain")
                 || message.contains("credential provider was not enabled")
+                || message.contains("while loading credentials")
             {
                 CloudError::Credentials { operation, message }
             } else {
