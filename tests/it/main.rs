@@ -5,6 +5,7 @@ mod harness;
 
 mod backends;
 mod bad_input;
+mod ci;
 mod config_cli;
 mod crash;
 mod faults;
