@@ -80,6 +80,13 @@ impl Reporter for Progress {
         let _ = self.multi.println(format!("fleet.{fleet}: {message}"));
     }
 
+    /// A decision ends what the row showed (a step passed or failed, a gate waits): the
+    /// row goes, and the next poll brings it back.
+    fn decision(&self, fleet: &str, what: &str) {
+        self.finish(fleet);
+        self.line(fleet, what);
+    }
+
     fn watch(&self, fleet: &str, watch: &Watch) {
         let mut rows = self.rows.lock().expect("not poisoned");
         let row = rows.entry(fleet.to_string()).or_insert_with(|| {

@@ -512,7 +512,14 @@ impl Engine<'_> {
 
     /// Records an action's outcome: the rollout moves on, the decision is saved, then said.
     async fn record(&mut self, fleet: &Fleet, event: Event) -> Result<(), EngineError> {
-        let what = describe(&event);
+        let what = match (&event, &self.rollout(&fleet.name).previous) {
+            // A first release replaces nothing: there is nothing to say.
+            (Event::PreviousRetired, None) => None,
+            (Event::PreviousRetired, Some(previous)) => {
+                Some(format!("previous group {} retired", previous.group))
+            }
+            _ => describe(&event),
+        };
         self.rollout(&fleet.name).record(event);
         if let Some(what) = what {
             self.note(&fleet.name, what, None);
@@ -872,7 +879,7 @@ fn describe(event: &Event) -> Option<String> {
         }
         // Observing says what the gates saw.
         Event::StepPassed | Event::Drained => return None,
-        Event::PreviousRetired => "previous group retired".into(),
+        Event::PreviousRetired => "previous group retired".into(), // said by `record`
         Event::Failed(reason) => format!("FAILED: {reason}; rolling back"),
         Event::RollbackAsked(by) => {
             format!("rollback asked by {by} (immune rollback): rolling back")
