@@ -76,43 +76,13 @@ pub fn run(dir: &Path, args: &FmtArgs) -> Result<Success, CliError> {
     Ok(Success::Done)
 }
 
-/// A unified diff of two texts, line by line (longest common subsequence; files are small).
+/// A unified diff of two texts, with three lines of context around each change.
 pub fn diff(name: &str, old: &str, new: &str) -> String {
-    let a: Vec<&str> = old.lines().collect();
-    let b: Vec<&str> = new.lines().collect();
-    let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
-    for i in (0..a.len()).rev() {
-        for j in (0..b.len()).rev() {
-            lcs[i][j] = if a[i] == b[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
-        }
-    }
-    let mut out = format!("--- {name}\n+++ {name} (formatted)\n");
-    let (mut i, mut j) = (0, 0);
-    // Changed lines are shown in hunks, each headed by where it starts in both files.
-    let mut hunk: Option<String> = None;
-    while i < a.len() || j < b.len() {
-        if i < a.len() && j < b.len() && a[i] == b[j] {
-            out += &hunk.take().unwrap_or_default();
-            i += 1;
-            j += 1;
-            continue;
-        }
-        let h = hunk.get_or_insert_with(|| format!("@@ -{} +{} @@\n", i + 1, j + 1));
-        // Removed lines first, then the lines that replace them.
-        if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
-            *h += &format!("-{}\n", a[i]);
-            i += 1;
-        } else {
-            *h += &format!("+{}\n", b[j]);
-            j += 1;
-        }
-    }
-    out += &hunk.unwrap_or_default();
-    out
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(3)
+        .header(name, &format!("{name} (formatted)"))
+        .to_string()
 }
 
 #[cfg(test)]
@@ -122,7 +92,7 @@ mod tests {
         let shown = super::diff("a.hcl", "x\n  a=1\ny\n", "x\na = 1\ny\n");
         assert_eq!(
             shown,
-            "--- a.hcl\n+++ a.hcl (formatted)\n@@ -2 +2 @@\n-  a=1\n+a = 1\n"
+            "--- a.hcl\n+++ a.hcl (formatted)\n@@ -1,3 +1,3 @@\n x\n-  a=1\n+a = 1\n y\n"
         );
     }
 }

@@ -503,39 +503,14 @@ mod secs {
     }
 }
 
-/// Parses `"90s"`, `"5m"`, `"1h"`, `"1m30s"`, `"250ms"`.
+/// Parses `"90s"`, `"5m"`, `"1h"`, `"1m30s"`, `"250ms"`, and humantime's longer forms.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || {
+    // humantime also reads "1h 30m" and "5min"; a bare number has no unit and is refused.
+    humantime::parse_duration(text.trim()).map_err(|_| {
         format!(
             "invalid duration \"{text}\": use a number and a unit, like \"90s\", \"5m\" or \"1h\""
         )
-    };
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    let mut total = Duration::ZERO;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-        if digits == 0 {
-            return Err(bad());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let part = match &rest[..unit] {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
-            "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(bad)?),
-            _ => return Err(bad()),
-        };
-        total = total.checked_add(part).ok_or_else(bad)?;
-        rest = &rest[unit..];
-    }
-    Ok(total)
+    })
 }
 
 /// Human form of a duration for plans and logs.
@@ -570,7 +545,19 @@ mod tests {
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        for bad in ["", "5", "m", "5x", "-1s", "1.5s", "99999999999999999999h"] {
+        // humantime's longer forms read as a person means them.
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("2 minutes"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        for bad in [
+            "",
+            "5",
+            "m",
+            "5x",
+            "-1s",
+            "ten minutes",
+            "99999999999999999999h",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }
         assert_eq!(show_duration(Duration::from_secs(90)), "1m30s");

@@ -29,7 +29,7 @@ fleet "web" {
 
   rollout {
     steps = [10, 50, 100]
-    pause = "1 minute"
+    pause = "one minute"
 
     gate "errors" {
       alarm = "web-5xx"
