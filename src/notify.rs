@@ -51,6 +51,7 @@ impl Notice {
             NoticeKind::RolledBack => "rolled back",
             NoticeKind::AwaitingApproval => "waiting for approval",
             NoticeKind::Stopped => "apply stopped",
+            NoticeKind::Held => "HELD (irreversible release failed)",
         };
         let mut subject = format!("immune: fleet.{} {what}", self.fleet);
         // SNS allows 100 characters.

@@ -151,6 +151,7 @@ mod tests {
             created_at: "now".into(),
             alarms: Vec::new(),
             capacity: None,
+            irreversible: false,
         });
         state
     }

@@ -391,13 +391,20 @@ async fn run(
                 blocked.push(format!("fleet {name}: {}", change.reason));
                 continue;
             }
-            Action::Locked { reason } => {
+            Action::Locked { reason, held } => {
                 if view == View::Json {
                     view.ended(name, String::new(), Ended::Locked, None, Some(reason), true);
                 }
-                locked.push(format!(
-                    "fleet {name} is locked: {reason}\n  run `immune unlock {name} --reason TEXT` once the cause is understood"
-                ));
+                locked.push(match held {
+                    true => format!(
+                        "fleet {name} holds {}\n  {}",
+                        change.reason,
+                        held_hint(name)
+                    ),
+                    false => format!(
+                        "fleet {name} is locked: {reason}\n  run `immune unlock {name} --reason TEXT` once the cause is understood"
+                    ),
+                });
                 continue;
             }
             Action::NoOp => continue,
@@ -435,28 +442,30 @@ async fn run(
             notice(engine.state, kind, name, text, group, locked)
         };
         let notice = match &outcome {
-            Outcome::Released { group } => said(
+            // The engine told of the hold when it saved it.
+            Outcome::Held { .. } => None,
+            Outcome::Released { group } => Some(said(
                 NoticeKind::Released,
                 format!("release complete on {group}"),
                 Some(group),
                 false,
-            ),
-            Outcome::Restored { group } => said(
+            )),
+            Outcome::Restored { group } => Some(said(
                 NoticeKind::RolledBack,
                 format!("rolled back by a person: back on {group}; the fleet is locked"),
                 Some(group),
                 true,
-            ),
+            )),
             Outcome::RolledBack {
                 reason,
                 locked: false,
-            } => said(
+            } => Some(said(
                 NoticeKind::Stopped,
                 format!("not released, everything it created undone, not locked: {reason}"),
                 None,
                 false,
-            ),
-            Outcome::RolledBack { reason, locked } => said(
+            )),
+            Outcome::RolledBack { reason, locked } => Some(said(
                 NoticeKind::RolledBack,
                 format!(
                     "ROLLED BACK: {reason}{}",
@@ -464,10 +473,24 @@ async fn run(
                 ),
                 None,
                 *locked,
-            ),
+            )),
         };
-        reporter.notifier.send(notice);
+        if let Some(notice) = notice {
+            reporter.notifier.send(notice);
+        }
         match outcome {
+            Outcome::Held { reason, group } => {
+                let text = format!(
+                    "fleet.{}: HELD: irreversible release on {group}: {reason}",
+                    fleet.name
+                );
+                view.ended(name, text, Ended::Held, Some(&group), Some(&reason), true);
+                locked.push(format!(
+                    "fleet {} holds its irreversible release on {group}, which failed: {reason}\n  {}",
+                    fleet.name,
+                    held_hint(&fleet.name)
+                ));
+            }
             Outcome::Released { group } => {
                 let on = match fleet.is_worker() {
                     true => "all capacity",
@@ -545,6 +568,11 @@ async fn run(
         println!("Apply complete.");
     }
     Ok(Success::Done)
+}
+
+/// What a person does about a held irreversible release.
+pub fn held_hint(fleet: &str) -> String {
+    format!("nothing is rolled back on its own: run `immune promote {fleet}` to go on with the release, or `immune rollback {fleet} --force --reason TEXT` to undo it")
 }
 
 /// At a safe point after Ctrl-C: roll back now, or leave the rollout for later?

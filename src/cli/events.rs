@@ -65,6 +65,9 @@ pub enum Result {
     Retired,
     /// Locked by an earlier rollback: left as it is.
     Locked,
+    /// An irreversible release failed after traffic reached it: held where it is, the
+    /// fleet locked until `immune promote` or `immune rollback --force`.
+    Held,
     /// Something must be done by a person first (see the reason).
     Blocked,
 }

@@ -312,10 +312,18 @@ impl FleetStatus {
                 );
             }
         }
+        let held = self.rollout.as_ref().is_some_and(|r| r.phase == "held");
         if let Some(lock) = &self.locked {
+            let next = match held {
+                true => super::apply::held_hint(&self.fleet),
+                false => format!(
+                    "run `immune unlock {} --reason TEXT` once the cause is understood",
+                    self.fleet
+                ),
+            };
             out += &format!(
-                "  LOCKED:   since {} after release {}: {}\n            run `immune unlock {} --reason TEXT` once the cause is understood\n",
-                lock.at, lock.release, lock.reason, self.fleet
+                "  LOCKED:   since {} after release {}: {}\n            {next}\n",
+                lock.at, lock.release, lock.reason
             );
         }
         if let Some(e) = &self.live_error {
@@ -339,6 +347,7 @@ fn phase_words(phase: &str) -> &str {
         "done" => "done",
         "roll_back" => "rolling back",
         "rolled_back" => "rolled back",
+        "held" => "HELD after a failure (irreversible: nothing is rolled back on its own)",
         other => other,
     }
 }
@@ -449,6 +458,18 @@ pub async fn control(cli: &Cli, name: &str, kind: AnswerKind) -> Result<Success,
             "fleet `{name}` has no release in progress; `immune status {name}` shows where it stands"
         )));
     };
+    if let (crate::rollout::Phase::Held { .. }, AnswerKind::Promote | AnswerKind::PromoteFull) =
+        (&rollout.phase, kind)
+    {
+        return promote_held(cli, name, kind == AnswerKind::PromoteFull).await;
+    }
+    if let crate::rollout::Phase::Held { .. } = rollout.phase {
+        return Err(error(format!(
+            "fleet `{name}` holds irreversible release {}, which failed: no apply runs it to pause or resume\n  {}",
+            rollout.release,
+            apply::held_hint(name)
+        )));
+    }
     if matches!(
         rollout.phase,
         crate::rollout::Phase::RollBack { .. } | crate::rollout::Phase::Retire
@@ -486,6 +507,88 @@ pub async fn control(cli: &Cli, name: &str, kind: AnswerKind) -> Result<Success,
         delivery(backend.as_ref(), &what, kind).await
     );
     Ok(Success::Done)
+}
+
+/// `immune promote` of a held irreversible release: nothing runs it, so this process
+/// takes the state lock and goes on with the release, as `immune apply` would (it needs
+/// the same variables), from the step that failed as if it had passed.
+async fn promote_held(cli: &Cli, name: &str, full: bool) -> Result<Success, CliError> {
+    let config = cli.load()?;
+    let fleet = find(&config, name)?;
+    let backend = apply::backend(cli, &config).await?;
+    let lock = lock::take(backend.as_ref(), "promote", Duration::ZERO)
+        .await
+        .map_err(error)?;
+    let notifier = crate::notify::Notifier::new(&config).await;
+    let result = async {
+        let mut state = backend.load().await.map_err(error)?;
+        super::init::check_location(cli, &config, &state).await?;
+        let clouds = observe::connect(cli, &config, &state).await?;
+        let cloud = observe::cloud_of(&clouds, &config, &state, name);
+        let signals = Signals::default();
+        let view = apply::View::Text { color: cli.color() };
+        let reporter = apply::Notifying::new(view, &notifier);
+        let mut engine = Engine::new(cloud, backend.as_ref(), &mut state, &reporter, &signals);
+        // The first Ctrl-C stops at the next safe point, as in apply; the second at once.
+        let mut interrupts = Interrupts::new();
+        let stop = async {
+            interrupts.next().await;
+            signals.interrupt();
+            eprintln!("\nInterrupted: stopping at the next safe point. Press Ctrl-C again to stop at once.");
+            interrupts.next().await;
+        };
+        let by = operator();
+        let outcome = tokio::select! {
+            outcome = engine.promote_held(fleet, &by, full) => outcome,
+            () = stop => return Err(error(
+                "stopped at once; state records the last completed step: run `immune apply` to go on with the release"
+            )),
+        };
+        reporter.finish(name);
+        let outcome = outcome.map_err(error)?;
+        let (kind, text, group, locked) = match &outcome {
+            Outcome::Released { group } => (
+                crate::config::NoticeKind::Released,
+                format!("release complete on {group} (promoted past what held it)"),
+                Some(group.clone()),
+                false,
+            ),
+            Outcome::RolledBack { reason, locked } => (
+                crate::config::NoticeKind::RolledBack,
+                format!("ROLLED BACK: {reason}"),
+                None,
+                *locked,
+            ),
+            // Told by the engine when it saved the hold.
+            Outcome::Held { .. } | Outcome::Restored { .. } => {
+                (crate::config::NoticeKind::Held, String::new(), None, true)
+            }
+        };
+        if !text.is_empty() {
+            notifier.send(apply::notice(engine.state, kind, name, text, group.as_deref(), locked));
+        }
+        match outcome {
+            Outcome::Released { group } => {
+                println!("fleet.{name}: release complete: all on {group}");
+                Ok(Success::Done)
+            }
+            Outcome::Held { reason, group } => Err(CliError::Locked(format!(
+                "fleet {name} holds its irreversible release on {group} again: {reason}\n  {}",
+                apply::held_hint(name)
+            ))),
+            Outcome::RolledBack { reason, .. } => Err(CliError::RolledBack(format!(
+                "fleet {name} rolled back: {reason}"
+            ))),
+            Outcome::Restored { group } => {
+                println!("fleet.{name}: back on {group}");
+                Ok(Success::Done)
+            }
+        }
+    }
+    .await;
+    apply::release(lock).await;
+    notifier.flush().await;
+    result
 }
 
 /// Who will act on an answer: the apply holding the lock if it runs, else the next one.
@@ -560,6 +663,19 @@ async fn unlock_locked(
         .get_mut(name)
         .filter(|f| f.lock.is_some())
         .ok_or_else(|| error(format!("fleet `{name}` is not locked")))?;
+    // A held release needs a decision, which lifting the lock would not be.
+    if let Some(rollout) = recorded
+        .rollout
+        .as_ref()
+        .filter(|r| matches!(r.phase, crate::rollout::Phase::Held { .. }))
+    {
+        return Err(error(format!(
+            "fleet `{name}` holds irreversible release {} ({}), which failed: unlocking would not say what becomes of it\n  {}",
+            rollout.release,
+            rollout.group,
+            super::apply::held_hint(name)
+        )));
+    }
     let (lock, what) = recorded
         .unlock(&operator(), reason, &now())
         .expect("checked above");
@@ -578,22 +694,74 @@ async fn unlock_locked(
 /// rollout, it is asked to roll back at its next poll; otherwise this process does it,
 /// also when the apply that held the lock is gone from this machine (its lock is taken
 /// over).
-pub async fn rollback(cli: &Cli, name: &str, lock_timeout: Duration) -> Result<Success, CliError> {
+pub async fn rollback(
+    cli: &Cli,
+    name: &str,
+    asked: &RollbackAsk,
+    lock_timeout: Duration,
+) -> Result<Success, CliError> {
     let config = cli.load_known()?;
     let fleet = find(&config, name)?;
     let backend = apply::backend(cli, &config).await?;
+    if asked.force && asked.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+        return Err(error(
+            "--force needs --reason TEXT: why the irreversible release is rolled back, kept in the fleet's history",
+        ));
+    }
+    let by = match &asked.reason {
+        Some(reason) => format!("{} (reason: {})", operator(), reason.trim()),
+        None => operator(),
+    };
     let lock = match lock::take(backend.as_ref(), "rollback", lock_timeout).await {
         Ok(lock) => lock,
         Err(StateError::Locked(held)) => {
-            return ask_running_apply(backend.as_ref(), name, &held).await
+            return ask_running_apply(backend.as_ref(), name, &held, asked, &by).await
         }
         Err(e) => return Err(error(e)),
     };
     let notifier = crate::notify::Notifier::new(&config).await;
-    let result = roll_back_locked(cli, &config, backend.as_ref(), fleet, &notifier).await;
+    let result =
+        roll_back_locked(cli, &config, backend.as_ref(), fleet, &notifier, asked, &by).await;
     apply::release(lock).await;
     notifier.flush().await;
     result
+}
+
+/// What `immune rollback` was asked with.
+pub struct RollbackAsk {
+    /// `--force`: roll an irreversible release back.
+    pub force: bool,
+    pub reason: Option<String>,
+}
+
+/// An irreversible release is rolled back only by `--force`: what it changed (a schema,
+/// say) stays changed, and the previous release may not work with it.
+fn irreversible_refusal(
+    state: &crate::state::State,
+    name: &str,
+    force: bool,
+) -> Result<(), CliError> {
+    let Some(recorded) = state.fleets.get(name) else {
+        return Ok(());
+    };
+    let release = match recorded.rollout.as_ref().filter(|r| !r.phase.is_finished()) {
+        Some(r) if r.kind == crate::rollout::Kind::Release => {
+            let reached = r.weight > 0 || matches!(r.phase, crate::rollout::Phase::Held { .. });
+            (r.irreversible && reached).then(|| (r.release.clone(), r.group.clone()))
+        }
+        Some(_) => None,
+        None => recorded
+            .active
+            .as_ref()
+            .filter(|a| a.irreversible)
+            .map(|a| (a.release.clone(), a.name.clone())),
+    };
+    match (release, force) {
+        (Some((release, group)), false) => Err(error(format!(
+            "release {release} of fleet `{name}` ({group}) is irreversible: what it changed stays changed, and the release it goes back to may not work with it\n  if that is understood, run `immune rollback {name} --force --reason TEXT`"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Another process holds the lock: if it runs the fleet's rollout, leave it a request
@@ -603,6 +771,8 @@ async fn ask_running_apply(
     backend: &dyn Backend,
     name: &str,
     held: &LockInfo,
+    asked: &RollbackAsk,
+    by: &str,
 ) -> Result<Success, CliError> {
     let holder = held.describe();
     let unverified = match held.holder() {
@@ -617,6 +787,7 @@ async fn ask_running_apply(
         .map(|u| format!("\n  {u}"))
         .unwrap_or_default();
     let state = backend.load().await.map_err(error)?;
+    irreversible_refusal(&state, name, asked.force)?;
     let rollout = state
         .fleets
         .get(name)
@@ -641,7 +812,7 @@ async fn ask_running_apply(
             &Answer {
                 kind: AnswerKind::Rollback,
                 group: rollout.group.clone(),
-                by: operator(),
+                by: by.to_string(),
                 at: now(),
             },
         )
@@ -666,9 +837,12 @@ async fn roll_back_locked(
     backend: &dyn Backend,
     fleet: &Fleet,
     notifier: &crate::notify::Notifier,
+    asked: &RollbackAsk,
+    by: &str,
 ) -> Result<Success, CliError> {
     let name = &fleet.name;
     let mut state = backend.load().await.map_err(error)?;
+    irreversible_refusal(&state, name, asked.force)?;
     super::init::check_location(cli, config, &state).await?;
     let clouds = observe::connect(cli, config, &state).await?;
     let cloud = observe::cloud_of(&clouds, config, &state, name);
@@ -684,9 +858,8 @@ async fn roll_back_locked(
         eprintln!("\nInterrupted ({name}): the rollback goes on, it is the safe direction. Press Ctrl-C again to stop at once.");
         interrupts.next().await;
     };
-    let by = operator();
     let outcome = tokio::select! {
-        outcome = engine.roll_back(fleet, &by) => outcome.map_err(error)?,
+        outcome = engine.roll_back(fleet, by) => outcome.map_err(error)?,
         _ = interrupts => return Err(error(format!(
             "stopped at once; state records the last completed step: run `immune rollback {name}` to finish"
         ))),
@@ -702,6 +875,9 @@ async fn roll_back_locked(
         ),
         Outcome::Released { group } => {
             (format!("release complete on {group}"), Some(group.as_str()))
+        }
+        Outcome::Held { reason, group } => {
+            (format!("held on {group}: {reason}"), Some(group.as_str()))
         }
     };
     let kind = match outcome {
@@ -719,6 +895,10 @@ async fn roll_back_locked(
             "fleet.{name}: rolled back ({reason}); the fleet is locked until `immune unlock {name} --reason TEXT`"
         ),
         Outcome::Released { group } => println!("fleet.{name}: release {group} finished"),
+        Outcome::Held { reason, group } => println!(
+            "fleet.{name}: held on {group}: {reason}\n  {}",
+            apply::held_hint(name)
+        ),
     }
     Ok(Success::Done)
 }

@@ -121,6 +121,13 @@ pub enum Command {
     /// Go back to the previous group now: traffic (or, for workers, capacity) first.
     Rollback {
         fleet: String,
+        /// Roll back an irreversible release (`irreversible = true`), knowing what it
+        /// changed (a schema, say) stays changed. Needs --reason.
+        #[arg(long)]
+        force: bool,
+        /// Why, kept in the fleet's history.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
         #[command(flatten)]
         lock: LockArgs,
     },
@@ -442,8 +449,17 @@ pub async fn run(cli: Cli) -> Result<Success, CliError> {
                 _ => Ok(Success::Done),
             }
         }
-        Command::Rollback { fleet: name, lock } => {
-            fleet::rollback(&cli, name, lock.lock_timeout).await
+        Command::Rollback {
+            fleet: name,
+            force,
+            reason,
+            lock,
+        } => {
+            let asked = fleet::RollbackAsk {
+                force: *force,
+                reason: reason.clone(),
+            };
+            fleet::rollback(&cli, name, &asked, lock.lock_timeout).await
         }
         Command::Approve { fleet: name } => {
             fleet::answer(&cli, name, crate::state::AnswerKind::Approve).await

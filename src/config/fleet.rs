@@ -35,6 +35,7 @@ pub fn read_fleet(
     }
     let region = r.string("region");
     let release = r.string("release");
+    let irreversible = r.boolean("irreversible").unwrap_or(false);
 
     let image = match r.required_block("image") {
         Some(b) => {
@@ -120,6 +121,7 @@ pub fn read_fleet(
         instances,
         traffic,
         rollout,
+        irreversible,
         default_tags: Default::default(),
         location: location
             .map(|span| {

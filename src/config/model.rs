@@ -81,14 +81,18 @@ pub enum NoticeKind {
     AwaitingApproval,
     /// An apply stopped before the end (a fault, an interrupt, a refusal): run it again.
     Stopped,
+    /// An irreversible release failed after traffic reached it and is held: a person
+    /// chooses `immune promote` or `immune rollback --force`.
+    Held,
 }
 
 impl NoticeKind {
-    pub const ALL: [NoticeKind; 4] = [
+    pub const ALL: [NoticeKind; 5] = [
         NoticeKind::Released,
         NoticeKind::RolledBack,
         NoticeKind::AwaitingApproval,
         NoticeKind::Stopped,
+        NoticeKind::Held,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -97,6 +101,7 @@ impl NoticeKind {
             NoticeKind::RolledBack => "rolled_back",
             NoticeKind::AwaitingApproval => "awaiting_approval",
             NoticeKind::Stopped => "stopped",
+            NoticeKind::Held => "held",
         }
     }
 }
@@ -151,6 +156,10 @@ pub struct Fleet {
     /// releases move capacity instead of traffic (see `rollout::capacity_at`).
     pub traffic: Option<Traffic>,
     pub rollout: RolloutSpec,
+    /// `irreversible = true`: the release cannot be undone safely (it migrates a schema,
+    /// say). Once traffic reached it, a failure holds it and locks the fleet instead of
+    /// rolling it back, and `immune rollback` needs `--force`.
+    pub irreversible: bool,
     /// `immune { default_tags }`: on everything immune creates for the fleet.
     pub default_tags: BTreeMap<String, String>,
     /// Where the fleet block starts, `file:line:col`, for errors found against the cloud.

@@ -264,11 +264,21 @@ impl Engine<'_> {
         rollout.keep_previous = fleet.rollout.keep_previous > 0;
         rollout.stand_in = stand_in;
         rollout.workers = workers;
+        rollout.irreversible = fleet.irreversible;
         recorded.start_release(rollout, &now());
         recorded.region = Some(self.cloud.region());
         self.note(
             &fleet.name,
-            format!("starting release {} as {}", release.release, release.group),
+            format!(
+                "starting {}release {} as {}",
+                if fleet.irreversible {
+                    "irreversible "
+                } else {
+                    ""
+                },
+                release.release,
+                release.group
+            ),
             None,
         );
         self.save().await?;
@@ -512,7 +522,7 @@ impl Engine<'_> {
 
     /// Records an action's outcome: the rollout moves on, the decision is saved, then said.
     async fn record(&mut self, fleet: &Fleet, event: Event) -> Result<(), EngineError> {
-        let what = match (&event, &self.rollout(&fleet.name).previous) {
+        let mut what = match (&event, &self.rollout(&fleet.name).previous) {
             // A first release replaces nothing: there is nothing to say.
             (Event::PreviousRetired, None) => None,
             (Event::PreviousRetired, Some(previous)) => {
@@ -520,7 +530,19 @@ impl Engine<'_> {
             }
             _ => describe(&event),
         };
+        let was_held = matches!(self.rollout(&fleet.name).phase, Phase::Held { .. });
         self.rollout(&fleet.name).record(event);
+        let rollout = self.rollout(&fleet.name);
+        if let (Phase::Held { reason, .. }, false) = (&rollout.phase, was_held) {
+            let on = match rollout.workers {
+                Some(_) => "of the capacity",
+                None => "of the traffic",
+            };
+            what = Some(format!(
+                "FAILED: {reason}; the release is irreversible: it keeps {}% {on} and is held, nothing is rolled back on its own",
+                rollout.weight
+            ));
+        }
         if let Some(what) = what {
             self.note(&fleet.name, what, None);
         }
@@ -554,6 +576,9 @@ impl Engine<'_> {
         loop {
             let rollout = self.rollout(&fleet.name).clone();
             let action = rollout.next_action();
+            if let (Action::Finished, Phase::Held { .. }) = (&action, &rollout.phase) {
+                return self.held(fleet).await;
+            }
             if action == Action::Finished {
                 return self.finish(fleet).await;
             }
@@ -739,7 +764,9 @@ impl Engine<'_> {
         let rollout = self.rollout(&fleet.name).clone();
         // A worker fleet's capacity stays where the step left it: giving it back would
         // take workers' jobs away, and the next apply moves it on from there.
+        // An irreversible release keeps what reached it: the next apply goes on from there.
         let moved = rollout.kind == Kind::Release
+            && !rollout.irreversible
             && rollout.workers.is_none()
             && matches!(rollout.phase, Phase::Shift { .. } | Phase::Observe { .. })
             && (rollout.weight > 0 || matches!(rollout.phase, Phase::Shift { .. }));
@@ -822,6 +849,56 @@ impl Engine<'_> {
         }
     }
 
+    /// A held irreversible release: the fleet is locked with what failed, saved, then
+    /// said and told; traffic stays where it is.
+    async fn held(&mut self, fleet: &Fleet) -> Result<Outcome, EngineError> {
+        let recorded = self.state.fleets.get_mut(&fleet.name).expect("fleet state");
+        let outcome = recorded.hold(&now()).expect("a held rollout");
+        self.save().await?;
+        let rollout = self.rollout(&fleet.name).clone();
+        let Outcome::Held { reason, group } = &outcome else {
+            unreachable!("hold gives a held outcome")
+        };
+        self.reporter.notice(crate::notify::Notice {
+            kind: crate::config::NoticeKind::Held,
+            fleet: fleet.name.clone(),
+            text: format!(
+                "HELD: irreversible release {} failed with {}% on {group}: {reason}; nothing is rolled back on its own: `immune promote {name}` goes on, `immune rollback {name} --force --reason TEXT` undoes it",
+                rollout.release,
+                rollout.weight,
+                name = fleet.name
+            ),
+            release: Some(rollout.release.clone()),
+            group: Some(group.clone()),
+            locked: true,
+        });
+        Ok(outcome)
+    }
+
+    /// `immune promote` of a held irreversible release: the lock goes (recorded), and
+    /// the rollout goes on as if the step that failed had passed.
+    pub async fn promote_held(
+        &mut self,
+        fleet: &Fleet,
+        by: &str,
+        full: bool,
+    ) -> Result<Outcome, EngineError> {
+        let recorded = self.state.fleets.get_mut(&fleet.name).expect("fleet state");
+        let what = recorded
+            .promote_held(by, full, &now())
+            .ok_or_else(|| EngineError::Cloud {
+                fleet: fleet.name.clone(),
+                message: "no release is held".into(),
+            })?;
+        // What held it was seen by the person who promoted it: the gates judge what
+        // happens from now on, not the failure again.
+        self.rollout(&fleet.name).window_from = Some(now());
+        // Recorded in history by promote_held; said once saved.
+        self.unsaid.push((fleet.name.clone(), what));
+        self.save().await?;
+        self.drive(fleet).await
+    }
+
     async fn finish(&mut self, fleet: &Fleet) -> Result<Outcome, EngineError> {
         let recorded = self.state.fleets.get_mut(&fleet.name).expect("fleet state");
         let outcome = recorded
@@ -888,6 +965,8 @@ fn describe(event: &Event) -> Option<String> {
             format!("stopped: {reason}; rolling back (the fleet is not locked)")
         }
         Event::Suspended => return None,
+        // Said by `promote_held`, with who and why.
+        Event::Promoted { .. } => return None,
         Event::Adopted(found) => match found {
             Found::Builder(id) => format!("found builder {id} made by an earlier attempt"),
             Found::LaunchTemplate(lt) => format!(

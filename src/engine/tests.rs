@@ -1598,3 +1598,124 @@ async fn a_promote_does_not_pass_a_failing_gate() {
         "the gate decides, not the promote: {outcome:?}"
     );
 }
+
+/// A fleet marked irreversible (a release that migrates a schema, say).
+fn irreversible_setup(pause: &str) -> Setup {
+    let s = setup_with(pause, &gate("enforce", "pass"));
+    let path = s.dir.join("main.hcl");
+    let hcl = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        hcl.replace(
+            "  release = var.release\n",
+            "  release = var.release\n  irreversible = true\n",
+        ),
+    )
+    .unwrap();
+    s
+}
+
+#[tokio::test]
+async fn an_irreversible_release_whose_gate_fails_keeps_its_traffic_and_is_held() {
+    let mut s = irreversible_setup("0s");
+    s.set_alarm("web-5xx", AlarmState::Ok);
+    s.apply("v1").await.unwrap();
+    s.cloud.fire_on_next_shift("web-5xx");
+    let outcome = s.apply("v2").await.unwrap();
+    let Outcome::Held { reason, group } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(reason.contains("gate errors failed"), "{reason}");
+    assert_eq!(group, "web-v002");
+    // Traffic stays where the step put it, the new group runs, the fleet is locked.
+    assert_eq!(
+        s.weights(),
+        [
+            ("arn:tg/web-v001".to_string(), 50),
+            ("arn:tg/web-v002".to_string(), 50)
+        ]
+    );
+    assert!(s
+        .cloud
+        .world
+        .lock()
+        .unwrap()
+        .groups
+        .contains_key("web-v002"));
+    let saved = s.backend.load().unwrap();
+    let lock = saved.fleets["web"].lock.clone().expect("locked");
+    assert!(
+        lock.reason.contains("irreversible release v2 held"),
+        "{lock:?}"
+    );
+    assert!(s.decisions().iter().any(
+        |d| d.contains("the release is irreversible: it keeps 50% of the traffic and is held")
+    ));
+    // The plan leaves it, saying what a person can do.
+    let plan = plan(&s.config("v2"), &saved, &BTreeMap::new());
+    assert!(matches!(
+        plan.changes[0].action,
+        PlanAction::Locked { held: true, .. }
+    ));
+
+    // A person's forced rollback sends traffic back and tears the release down.
+    let outcome = s.roll_back().await.unwrap();
+    assert!(
+        matches!(outcome, Outcome::RolledBack { locked: true, .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(s.weights(), [("arn:tg/web-v001".to_string(), 100)]);
+    assert!(!s
+        .cloud
+        .world
+        .lock()
+        .unwrap()
+        .groups
+        .contains_key("web-v002"));
+}
+
+#[tokio::test]
+async fn a_promoted_held_release_goes_on_from_the_step_that_failed() {
+    let mut s = irreversible_setup("0s");
+    s.set_alarm("web-5xx", AlarmState::Ok);
+    s.apply("v1").await.unwrap();
+    s.cloud.fire_on_next_shift("web-5xx");
+    assert!(matches!(s.apply("v2").await.unwrap(), Outcome::Held { .. }));
+    s.set_alarm("web-5xx", AlarmState::Ok);
+    let config = s.config("v2");
+    let outcome = s
+        .engine()
+        .promote_held(&config.fleets[0], "ops", false)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Released {
+            group: "web-v002".into()
+        }
+    );
+    assert_eq!(s.weights(), [("arn:tg/web-v002".to_string(), 100)]);
+    let saved = s.backend.load().unwrap();
+    assert!(saved.fleets["web"].lock.is_none());
+    assert!(saved.fleets["web"].active.as_ref().unwrap().irreversible);
+    assert!(s
+        .decisions()
+        .iter()
+        .any(|d| d.starts_with("promoted by ops past what held it")));
+}
+
+#[tokio::test]
+async fn an_irreversible_release_that_fails_before_traffic_rolls_back_as_usual() {
+    let mut s = irreversible_setup("0s");
+    s.set_alarm("web-5xx", AlarmState::Ok);
+    s.apply("v1").await.unwrap();
+    s.cloud
+        .world
+        .lock()
+        .unwrap()
+        .unhealthy
+        .insert("arn:tg/web-v002".into());
+    let outcome = s.apply("v2").await.unwrap();
+    assert!(matches!(outcome, Outcome::RolledBack { .. }), "{outcome:?}");
+    assert_eq!(s.weights(), [("arn:tg/web-v001".to_string(), 100)]);
+}

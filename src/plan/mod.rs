@@ -79,9 +79,12 @@ pub enum Action {
         group: String,
         phase: String,
     },
-    /// The fleet is locked by an automatic rollback.
+    /// The fleet is locked by an automatic rollback, or holds an irreversible release
+    /// that failed (`held`).
     Locked {
         reason: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        held: bool,
     },
     /// Changes to the running release that need no new machines.
     Update(Update),
@@ -170,6 +173,9 @@ pub struct Release {
     /// The instances' other settings, in words: what the launch template and group get.
     #[serde(default)]
     pub settings: Vec<Setting>,
+    /// `fleet { irreversible = true }`: a failure after traffic reached it holds it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub irreversible: bool,
 }
 
 /// How a worker fleet's release moves capacity.
@@ -463,10 +469,30 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
         warnings: notes.clone(),
         region: region.clone(),
     };
+    if let Some(rollout) = recorded.rollout.as_ref() {
+        if let crate::rollout::Phase::Held { reason, .. } = &rollout.phase {
+            let since = recorded.lock.as_ref().map_or("", |l| l.at.as_str());
+            let on = match rollout.workers {
+                Some(_) => format!("{}% of the capacity", rollout.weight),
+                None => format!("{}% of the traffic", rollout.weight),
+            };
+            return change(
+                Action::Locked {
+                    reason: reason.clone(),
+                    held: true,
+                },
+                format!(
+                    "irreversible release {} is held since {since} with {on} on {}, after: {reason}",
+                    rollout.release, rollout.group
+                ),
+            );
+        }
+    }
     if let Some(lock) = &recorded.lock {
         return change(
             Action::Locked {
                 reason: lock.reason.clone(),
+                held: false,
             },
             format!(
                 "locked since {} after release {} was rolled back: {}",
@@ -595,6 +621,7 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
         listener: fleet.traffic.as_ref().map(|t| t.route()),
         workers: fleet.is_worker().then(|| worker_plan(fleet, live)),
         settings: settings_of(fleet),
+        irreversible: fleet.irreversible,
         steps: fleet.rollout.steps.clone(),
         pause: show(fleet.rollout.pause),
         healthy_within: show(fleet.rollout.healthy_within),

@@ -188,6 +188,17 @@ pub fn render(plan: &Plan, color: bool) -> String {
                         }
                     }
                 }
+                if r.irreversible {
+                    let moved = match r.workers {
+                        Some(_) => "capacity moves to it",
+                        None => "traffic reaches it",
+                    };
+                    let _ = writeln!(
+                        out,
+                        "        {}: once {moved}, a failing gate or health check holds it where it is and locks the fleet; nothing is rolled back on its own",
+                        style.paint("1", "IRREVERSIBLE")
+                    );
+                }
                 if let (Some(old), true) = (&r.replaces, r.workers.is_some()) {
                     let _ = writeln!(
                         out,
@@ -226,6 +237,14 @@ pub fn render(plan: &Plan, color: bool) -> String {
                     out,
                     "  {tilde} fleet.{}: resume: {}",
                     change.fleet, change.reason
+                );
+            }
+            Action::Locked { held: true, .. } => {
+                let _ = writeln!(
+                    out,
+                    "  {bang} fleet.{name}: {}\n      nothing is rolled back on its own: run `immune promote {name}` to go on with it, or `immune rollback {name} --force --reason TEXT` to undo it",
+                    change.reason,
+                    name = change.fleet,
                 );
             }
             Action::Locked { .. } => {

@@ -62,6 +62,7 @@ fn live(config: &Config, state: &mut State) {
         created_at: "then".into(),
         alarms: Vec::new(),
         capacity: Some(fleet.instances.capacity),
+        irreversible: false,
     });
 }
 

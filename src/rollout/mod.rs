@@ -54,6 +54,14 @@ pub enum Phase {
     RolledBack {
         reason: String,
     },
+    /// An irreversible release failed after traffic reached it: nothing is rolled back on
+    /// its own. Traffic (or capacity) stays where `from` left it and the fleet is locked
+    /// until a person chooses `immune promote` (go on from `from`) or `immune rollback
+    /// --force` (undo it).
+    Held {
+        reason: String,
+        from: Box<Phase>,
+    },
 }
 
 impl Phase {
@@ -150,6 +158,10 @@ pub struct Rollout {
     /// without waiting out its pause.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub promoted: bool,
+    /// `fleet { irreversible = true }` when the release started (a schema migration, say):
+    /// once traffic reached it, a failure holds it instead of rolling it back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub irreversible: bool,
     /// A worker fleet's release, which moves capacity instead of traffic (its
     /// `listener_arn` is empty and it has no target group).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -212,6 +224,12 @@ pub enum Outcome {
     },
     /// `immune rollback` after a finished release brought the kept group back.
     Restored {
+        group: String,
+    },
+    /// An irreversible release failed after traffic reached it: it is held where it is
+    /// and the fleet locked until a person promotes it or rolls it back.
+    Held {
+        reason: String,
         group: String,
     },
 }
@@ -348,6 +366,11 @@ pub enum Event {
     /// the new group this rolls back, and a release that got as far as launching locks
     /// the fleet.
     Failed(String),
+    /// `immune promote` of a held release: it goes on as if the step it failed in had
+    /// passed (`full`: every remaining step as soon as its gates allow).
+    Promoted {
+        full: bool,
+    },
     /// A person asked for the rollback (`immune rollback`): recorded as a failure of
     /// the release (it locks once the release got as far as launching), said as what it is.
     RollbackAsked(String),
@@ -441,6 +464,7 @@ impl Rollout {
             workers: None,
             held_by: None,
             promoted: false,
+            irreversible: false,
         }
     }
 
@@ -543,7 +567,7 @@ impl Rollout {
                     unreachable!("settle() finishes a rollback with nothing left")
                 }
             }
-            Phase::Done | Phase::RolledBack { .. } => Action::Finished,
+            Phase::Done | Phase::RolledBack { .. } | Phase::Held { .. } => Action::Finished,
         }
     }
 
@@ -598,13 +622,33 @@ impl Rollout {
                 }
             }
             Event::PreviousRetired => self.phase = Phase::Done,
+            // Held, a release waits for a person's choice: nothing else moves it.
+            Event::Failed(_) | Event::Refused(_) if matches!(self.phase, Phase::Held { .. }) => {}
+            Event::Failed(reason) | Event::Refused(reason) if self.holds() => self.hold(reason),
             Event::Refused(reason) => {
-                self.record(Event::Failed(reason));
+                self.roll_back(reason);
                 self.lock_after_rollback = false;
             }
-            Event::RollbackAsked(by) => self.record(Event::Failed(format!(
-                "rolled back by {by} (immune rollback)"
-            ))),
+            Event::Failed(reason) => self.roll_back(reason),
+            // A person's choice: rolled back even when the release is irreversible.
+            Event::RollbackAsked(by) => {
+                self.roll_back(format!("rolled back by {by} (immune rollback)"))
+            }
+            Event::Promoted { full } => {
+                if let Phase::Held { from, .. } = &self.phase {
+                    let from = (**from).clone();
+                    self.awaiting = None;
+                    self.promoted |= full;
+                    self.phase = from.clone();
+                    // As if the step it failed in passed: a person looked and let it on.
+                    // A failed shift is tried again.
+                    match from {
+                        Phase::Observe { .. } => self.record(Event::StepPassed),
+                        Phase::Drain => self.record(Event::Drained),
+                        _ => {}
+                    }
+                }
+            }
             Event::Suspended => {
                 if let Phase::Shift { step } | Phase::Observe { step } = self.phase {
                     self.phase = Phase::Shift { step };
@@ -620,25 +664,6 @@ impl Rollout {
                 Found::Group => self.group_created = true,
                 Found::Nothing => {}
             },
-            Event::Failed(reason) => {
-                // Once every step has passed the new group carries all traffic and is the
-                // healthy one: a failure while retiring the old group is retried, never
-                // answered by sending traffic back to the group being retired.
-                if !matches!(
-                    self.phase,
-                    Phase::Retire | Phase::Done | Phase::RollBack { .. } | Phase::RolledBack { .. }
-                ) {
-                    // The weights call may have taken effect even though it reported a
-                    // failure: put the old weights back to be sure.
-                    if let Phase::Shift { step } = self.phase {
-                        self.weight = self.weight.max(self.steps[step]);
-                    }
-                    self.lock_after_rollback =
-                        self.kind == Kind::Release && !matches!(self.phase, Phase::Bake);
-                    self.awaiting = None;
-                    self.phase = Phase::RollBack { reason };
-                }
-            }
             Event::WeightsRestored | Event::CapacityRestored => self.weight = 0,
             Event::GroupDeleted => self.group_created = false,
             Event::ScaledToZero => {
@@ -653,6 +678,47 @@ impl Rollout {
             Event::LaunchTemplateDeleted => self.launch_template = None,
         }
         self.settle();
+    }
+
+    /// Whether a failure now holds the release instead of rolling it back: an
+    /// irreversible release that traffic (or capacity) reached, while it is judged.
+    fn holds(&self) -> bool {
+        self.irreversible
+            && self.kind == Kind::Release
+            && self.weight > 0
+            && matches!(
+                self.phase,
+                Phase::Shift { .. } | Phase::Observe { .. } | Phase::Drain
+            )
+    }
+
+    fn hold(&mut self, reason: String) {
+        self.awaiting = None;
+        let from = std::mem::replace(&mut self.phase, Phase::Done);
+        self.phase = Phase::Held {
+            reason,
+            from: Box::new(from),
+        };
+    }
+
+    fn roll_back(&mut self, reason: String) {
+        // Once every step has passed the new group carries all traffic and is the
+        // healthy one: a failure while retiring the old group is retried, never
+        // answered by sending traffic back to the group being retired.
+        if matches!(
+            self.phase,
+            Phase::Retire | Phase::Done | Phase::RollBack { .. } | Phase::RolledBack { .. }
+        ) {
+            return;
+        }
+        // The weights call may have taken effect even though it reported a failure: put
+        // the old weights back to be sure.
+        if let Phase::Shift { step } = self.phase {
+            self.weight = self.weight.max(self.steps[step]);
+        }
+        self.lock_after_rollback = self.kind == Kind::Release && !matches!(self.phase, Phase::Bake);
+        self.awaiting = None;
+        self.phase = Phase::RollBack { reason };
     }
 
     /// Write-ahead: notes what `action` may create before it runs. True when the rollout
@@ -690,6 +756,7 @@ impl Rollout {
             | Phase::Drain
             | Phase::Retire
             | Phase::Done
+            | Phase::Held { .. }
                 if !launched =>
             {
                 Some(format!(

@@ -959,3 +959,113 @@ mod workers {
         }
     }
 }
+
+/// An irreversible rollout launched and healthy, about to shift its first step.
+fn irreversible_launched() -> Rollout {
+    let mut r = rollout(true);
+    r.irreversible = true;
+    r.record(Event::ImageReady("ami-1".into()));
+    r.record(Event::LaunchTemplateCreated(lt()));
+    r.record(Event::TargetGroupCreated("arn:tg/web-v002".into()));
+    r.record(Event::AlarmsCreated(Vec::new()));
+    r.record(Event::GroupCreated);
+    r.record(Event::Healthy);
+    r
+}
+
+#[test]
+fn an_irreversible_release_that_traffic_reached_is_held_not_rolled_back() {
+    for failure in [
+        Event::Failed("gate errors failed".into()),
+        Event::Refused("the configuration changed".into()),
+    ] {
+        let mut r = irreversible_launched();
+        r.record(Event::WeightsSet(25));
+        r.record(failure.clone());
+        let Phase::Held { from, .. } = &r.phase else {
+            panic!("{failure:?} rolled back: {:?}", r.phase)
+        };
+        assert_eq!(**from, Phase::Observe { step: 0 });
+        assert_eq!(r.weight, 25, "traffic stays where it was");
+        assert_eq!(r.next_action(), Action::Finished, "nothing acts on its own");
+        // Later failures change nothing; only a person moves it.
+        r.record(Event::Failed("again".into()));
+        assert!(matches!(r.phase, Phase::Held { .. }));
+    }
+    // In the drain, all traffic is on it: held too.
+    let mut r = irreversible_launched();
+    r.record(Event::WeightsSet(25));
+    r.record(Event::StepPassed);
+    r.record(Event::WeightsSet(100));
+    r.record(Event::StepPassed);
+    assert_eq!(r.phase, Phase::Drain);
+    r.record(Event::Failed("5xx".into()));
+    assert!(matches!(r.phase, Phase::Held { .. }));
+}
+
+#[test]
+fn an_irreversible_release_rolls_back_as_usual_before_any_traffic_moved() {
+    let mut r = irreversible_launched();
+    r.record(Event::Failed("unhealthy".into()));
+    assert!(matches!(r.phase, Phase::RollBack { .. }), "{:?}", r.phase);
+    // A failed first shift (weight still 0) is before traffic too.
+    let mut r = irreversible_launched();
+    r.record(Event::Refused(
+        "gate already failing before any traffic moved".into(),
+    ));
+    assert!(matches!(r.phase, Phase::RollBack { .. }), "{:?}", r.phase);
+}
+
+#[test]
+fn a_held_release_goes_where_a_person_sends_it() {
+    // Rolled back by a person (`immune rollback --force`): traffic back first.
+    let mut r = irreversible_launched();
+    r.record(Event::WeightsSet(25));
+    r.record(Event::Failed("gate errors failed".into()));
+    r.record(Event::RollbackAsked(
+        "ops (reason: schema v3 is broken)".into(),
+    ));
+    assert!(matches!(r.phase, Phase::RollBack { .. }));
+    assert!(matches!(r.next_action(), Action::RestoreWeights { .. }));
+    assert!(r.lock_after_rollback);
+
+    // Promoted at its first step: the next step shifts.
+    let mut r = irreversible_launched();
+    r.record(Event::WeightsSet(25));
+    r.record(Event::Failed("gate errors failed".into()));
+    r.record(Event::Promoted { full: false });
+    assert_eq!(r.phase, Phase::Shift { step: 1 });
+    assert!(matches!(
+        r.next_action(),
+        Action::SetWeights { percent: 100, .. }
+    ));
+
+    // Promoted in the drain: the old group retires.
+    let mut r = irreversible_launched();
+    r.record(Event::WeightsSet(25));
+    r.record(Event::StepPassed);
+    r.record(Event::WeightsSet(100));
+    r.record(Event::StepPassed);
+    r.record(Event::Failed("5xx".into()));
+    r.record(Event::Promoted { full: true });
+    assert_eq!(r.phase, Phase::Retire);
+    assert!(r.promoted);
+
+    // A release that is not held is not moved by a promotion.
+    let mut r = irreversible_launched();
+    r.record(Event::WeightsSet(25));
+    r.record(Event::Promoted { full: false });
+    assert_eq!(r.phase, Phase::Observe { step: 0 });
+}
+
+#[test]
+fn a_held_rollout_survives_the_state_document() {
+    let mut r = irreversible_launched();
+    r.record(Event::WeightsSet(25));
+    r.record(Event::Failed("gate errors failed".into()));
+    let text = serde_json::to_string(&r).unwrap();
+    assert!(text.contains(r#""name":"held""#), "{text}");
+    let mut back: Rollout = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, r);
+    assert_eq!(back.check(), Ok(()));
+}

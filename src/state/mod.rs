@@ -180,6 +180,9 @@ pub struct Group {
     /// capacity as drift. Unknown in state written before version 2.
     #[serde(default)]
     pub capacity: Option<Capacity>,
+    /// Released as irreversible: `immune rollback` away from it needs `--force`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub irreversible: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -107,6 +107,7 @@ impl FleetState {
                     created_at: at.to_string(),
                     alarms: rollout.alarms.clone(),
                     capacity: Some(capacity),
+                    irreversible: rollout.irreversible,
                 });
                 if rollout.keep_previous {
                     self.previous.splice(0..0, replaced);
@@ -158,9 +159,62 @@ impl FleetState {
                 Outcome::Released { .. } => "done".into(),
                 Outcome::RolledBack { .. } => "rolled_back".into(),
                 Outcome::Restored { .. } => "restored".into(),
+                Outcome::Held { .. } => "held".into(),
             };
         }
         Some(outcome)
+    }
+
+    /// A held irreversible release locks the fleet (once) with what failed; its history
+    /// entry stays open until a person decides.
+    pub fn hold(&mut self, at: &str) -> Option<Outcome> {
+        let rollout = self.rollout.as_ref()?;
+        let Phase::Held { reason, .. } = &rollout.phase else {
+            return None;
+        };
+        if self.lock.is_none() {
+            self.lock = Some(FleetLock {
+                reason: format!("irreversible release {} held: {reason}", rollout.release),
+                release: rollout.release.clone(),
+                at: at.to_string(),
+            });
+        }
+        if let Some(entry) = self.history.last_mut() {
+            entry.outcome = "held".into();
+        }
+        Some(Outcome::Held {
+            reason: reason.clone(),
+            group: rollout.group.clone(),
+        })
+    }
+
+    /// `immune promote` of a held release: the lock goes, recorded like an unlock, and
+    /// the rollout goes on. Returns the decision's words, or `None` when nothing is held.
+    pub fn promote_held(&mut self, by: &str, full: bool, at: &str) -> Option<String> {
+        let rollout = self.rollout.as_mut()?;
+        let Phase::Held { reason, .. } = &rollout.phase else {
+            return None;
+        };
+        let what = format!(
+            "promoted by {by} past what held it ({reason}): release {} goes on{}",
+            rollout.release,
+            if full {
+                ", every remaining step as soon as its gates allow"
+            } else {
+                ""
+            }
+        );
+        rollout.record(crate::rollout::Event::Promoted { full });
+        self.lock = None;
+        if let Some(entry) = self.history.last_mut() {
+            entry.outcome = "in_progress".into();
+            entry.decisions.push(Decision {
+                at: at.to_string(),
+                what: what.clone(),
+                evidence: None,
+            });
+        }
+        Some(what)
     }
 
     /// Lifts the lock a rollback left, recording who and why in the last history entry.
