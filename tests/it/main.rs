@@ -12,6 +12,7 @@ mod faults;
 mod gates;
 mod immune;
 mod interrupt;
+mod irreversible;
 mod locks;
 mod notify;
 mod ownership;

@@ -195,7 +195,7 @@ notify "gone" {{
     assert_eq!(plan.code, 0, "{plan:?}");
     assert!(
         plan.stdout
-            .contains(&format!("Notifies \"team\" (SNS topic {topic}) of: released, rolled_back, awaiting_approval, stopped")),
+            .contains(&format!("Notifies \"team\" (SNS topic {topic}) of: released, rolled_back, awaiting_approval, stopped, held")),
         "{plan:?}"
     );
     assert!(
