@@ -248,7 +248,10 @@ async fn apply_locked(
         let cloud = observe::connect(cli, config, &state).await?;
         let plan = match &document {
             Some(document) => document.plan(),
-            None => observe::plan(&cloud, config, &state).await?,
+            None => {
+                let unproven = super::proof::unproven(cli, config).await;
+                observe::plan(&cloud, config, &state, &unproven).await?
+            }
         };
         match view {
             View::Text { color } => {

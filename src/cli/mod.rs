@@ -9,6 +9,7 @@ mod init;
 mod lock;
 pub(crate) mod observe;
 mod progress;
+mod proof;
 pub mod signals;
 
 use crate::config::{self, Config, ConfigError, VarInputs};
@@ -344,7 +345,8 @@ pub async fn run(cli: Cli) -> Result<Success, CliError> {
             let state = apply::read_state(&cli, &config).await?;
             init::check_location(&cli, &config, &state).await?;
             let cloud = observe::connect(&cli, &config, &state).await?;
-            let plan = observe::plan(&cloud, &config, &state).await?;
+            let unproven = proof::unproven(&cli, &config).await;
+            let plan = observe::plan(&cloud, &config, &state, &unproven).await?;
             let document = crate::plan::Document::new(&plan, &state, &config);
             if *json {
                 println!("{}", document.to_json());

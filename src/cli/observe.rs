@@ -82,7 +82,13 @@ pub fn cloud_of<'a>(
     clouds.get(fleet_region(config, state, name))
 }
 
-pub async fn plan(clouds: &Clouds, config: &Config, state: &State) -> Result<Plan, CliError> {
+/// `unproven`: why a fleet's release may not go here yet (`promote_after`), by fleet.
+pub async fn plan(
+    clouds: &Clouds,
+    config: &Config,
+    state: &State,
+    unproven: &BTreeMap<String, String>,
+) -> Result<Plan, CliError> {
     // Every call here only reads: a transient fault is asked again within the budget.
     let budget = crate::engine::retry_budget();
     let mut observed = BTreeMap::new();
@@ -326,6 +332,7 @@ pub async fn plan(clouds: &Clouds, config: &Config, state: &State) -> Result<Pla
                         gate_alarms,
                         stand_in,
                         region: Some(cloud.region()),
+                        unproven: unproven.get(&fleet.name).cloned(),
                     },
                 );
             }

@@ -36,6 +36,9 @@ pub fn read_fleet(
     let region = r.string("region");
     let release = r.string("release");
     let irreversible = r.boolean("irreversible").unwrap_or(false);
+    let promote_after = r
+        .block("promote_after")
+        .and_then(|b| read_promote_after(&mut r, b, &name));
 
     let image = match r.required_block("image") {
         Some(b) => {
@@ -122,6 +125,7 @@ pub fn read_fleet(
         traffic,
         rollout,
         irreversible,
+        promote_after,
         default_tags: Default::default(),
         location: location
             .map(|span| {
@@ -736,4 +740,53 @@ fn steps_of(value: &Value) -> Result<Vec<u8>, String> {
         return Err("`steps` must end at 100".into());
     }
     Ok(steps)
+}
+
+/// `promote_after { state = "../staging" }` or `promote_after { backend "s3" { ... } }`,
+/// with `fleet = "NAME"` when the fleet is named otherwise there.
+fn read_promote_after<'a>(
+    r: &mut BlockReader<'_, 'a>,
+    block: &'a Block,
+    name: &str,
+) -> Option<PromoteAfter> {
+    let dir = r.eval.program.dir.to_path_buf();
+    let mut pr = r.nested(block, "promote_after".into());
+    let state = pr.string("state");
+    let fleet = pr.string("fleet").unwrap_or_else(|| name.to_string());
+    let backend = pr
+        .block("backend")
+        .and_then(|b| super::load::read_backend(&mut pr, b, &dir));
+    let written_backend = block.body.iter().any(
+        |s| matches!(s, hcl_edit::structure::Structure::Block(b) if b.ident.as_str() == "backend"),
+    );
+    let place = match (state, backend) {
+        (Some(_), _) if written_backend => {
+            pr.diags.push(
+                Diagnostic::new(
+                    "promote_after names both a `state` directory and a `backend`",
+                    pr.body_span("state"),
+                )
+                .with_hint("keep one: the directory of the other environment's configuration, or its backend"),
+            );
+            None
+        }
+        (Some(state), _) => Some(Upstream::Dir(dir.join(state))),
+        (None, Some(backend)) => Some(Upstream::Backend(backend)),
+        (None, None) if written_backend => None,
+        (None, None) => {
+            pr.diags.push(
+                Diagnostic::new(
+                    "promote_after says nowhere to look",
+                    pr.span.clone(),
+                )
+                .with_hint("add `state = \"../staging\"` (the other environment's configuration directory) or a `backend \"s3\" { ... }` block"),
+            );
+            None
+        }
+    };
+    pr.finish();
+    Some(PromoteAfter {
+        place: place?,
+        fleet,
+    })
 }

@@ -733,40 +733,8 @@ fn read_immune(eval: &Evaluator, diags: &mut Diagnostics, blocks: &[(FileId, &Bl
         }
         default_tags = r.tags("default_tags");
         if let Some(b) = r.block("backend") {
-            match b.labels.first().map(|l| l.as_str()) {
-                Some("local") => {
-                    let mut br = r.nested(b, "backend \"local\"".into());
-                    if let Some(path) = br.string("path") {
-                        backend = Backend::Local {
-                            path: dir.join(path),
-                        };
-                    }
-                    br.finish();
-                }
-                Some("s3") => {
-                    let mut br = r.nested(b, "backend \"s3\"".into());
-                    let bucket = br.required_string("bucket");
-                    let key = br.required_string("key");
-                    let region = br.string("region");
-                    if !bucket.is_empty() && !key.is_empty() {
-                        backend = Backend::S3 {
-                            bucket,
-                            key,
-                            region,
-                        };
-                    }
-                    br.finish();
-                }
-                other => r.diags.push(
-                    Diagnostic::new(
-                        format!(
-                            "unsupported backend {}",
-                            other.map_or("(none)".into(), |o| format!("`{o}`"))
-                        ),
-                        span_of(*file, &b.ident),
-                    )
-                    .with_hint("use backend \"local\" { path = \"...\" } or backend \"s3\" { bucket = \"...\", key = \"...\", region = \"...\" }"),
-                ),
+            if let Some(read) = read_backend(&mut r, b, dir) {
+                backend = read;
             }
         }
         r.finish();
@@ -775,5 +743,49 @@ fn read_immune(eval: &Evaluator, diags: &mut Diagnostics, blocks: &[(FileId, &Bl
         backend,
         namespace,
         default_tags,
+    }
+}
+
+/// A `backend "local" { path }` or `backend "s3" { bucket, key, region }` block; `None`
+/// when it is wrong (the problem is recorded). Paths are relative to `dir`.
+pub(super) fn read_backend<'a>(
+    r: &mut BlockReader<'_, 'a>,
+    b: &'a Block,
+    dir: &Path,
+) -> Option<Backend> {
+    match b.labels.first().map(|l| l.as_str()) {
+        Some("local") => {
+            let mut br = r.nested(b, "backend \"local\"".into());
+            let path = br.string("path");
+            br.finish();
+            Some(Backend::Local {
+                path: dir.join(path.as_deref().unwrap_or(".immune/state.json")),
+            })
+        }
+        Some("s3") => {
+            let mut br = r.nested(b, "backend \"s3\"".into());
+            let bucket = br.required_string("bucket");
+            let key = br.required_string("key");
+            let region = br.string("region");
+            br.finish();
+            (!bucket.is_empty() && !key.is_empty()).then_some(Backend::S3 {
+                bucket,
+                key,
+                region,
+            })
+        }
+        other => {
+            r.diags.push(
+                Diagnostic::new(
+                    format!(
+                        "unsupported backend {}",
+                        other.map_or("(none)".into(), |o| format!("`{o}`"))
+                    ),
+                    span_of(r.file, &b.ident),
+                )
+                .with_hint("use backend \"local\" { path = \"...\" } or backend \"s3\" { bucket = \"...\", key = \"...\", region = \"...\" }"),
+            );
+            None
+        }
     }
 }

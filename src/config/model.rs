@@ -127,6 +127,35 @@ pub struct Output {
     pub value: hcl::Value,
 }
 
+/// Where a release must have finished before this fleet takes it: another environment's
+/// state, read and never written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PromoteAfter {
+    pub place: Upstream,
+    /// The fleet's name there; this fleet's own by default.
+    pub fleet: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Upstream {
+    /// A directory whose configuration names its backend.
+    Dir(PathBuf),
+    /// A backend written out.
+    Backend(#[serde(skip)] Backend),
+}
+
+impl Upstream {
+    /// How messages name it: the directory as written, or the backend.
+    pub fn shown(&self) -> String {
+        match self {
+            Upstream::Dir(dir) => dir.display().to_string(),
+            Upstream::Backend(Backend::Local { path }) => path.display().to_string(),
+            Upstream::Backend(Backend::S3 { bucket, key, .. }) => format!("s3://{bucket}/{key}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Backend {
     Local {
@@ -160,6 +189,10 @@ pub struct Fleet {
     /// say). Once traffic reached it, a failure holds it and locks the fleet instead of
     /// rolling it back, and `immune rollback` needs `--force`.
     pub irreversible: bool,
+    /// `promote_after { state = "../staging" }`: a release must have finished in that
+    /// environment first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub promote_after: Option<PromoteAfter>,
     /// `immune { default_tags }`: on everything immune creates for the fleet.
     pub default_tags: BTreeMap<String, String>,
     /// Where the fleet block starts, `file:line:col`, for errors found against the cloud.

@@ -265,6 +265,7 @@ impl Engine<'_> {
         rollout.stand_in = stand_in;
         rollout.workers = workers;
         rollout.irreversible = fleet.irreversible;
+        rollout.image_spec = plan::image_spec(fleet);
         recorded.start_release(rollout, &now());
         recorded.region = Some(self.cloud.region());
         self.note(

@@ -841,6 +841,7 @@ impl Setup {
                     gate_alarms: BTreeMap::new(),
                     stand_in: None,
                     region: None,
+                    unproven: None,
                 };
                 (name, observed)
             })
@@ -1474,7 +1475,7 @@ async fn with_scaling_policies_a_new_group_starts_as_large_as_the_old_one_runs()
         .unwrap();
     let config = s.config("v2");
     let clouds = crate::cloud::Clouds::single(s.cloud.clone());
-    let observed = crate::cli::observe::plan(&clouds, &config, &s.state)
+    let observed = crate::cli::observe::plan(&clouds, &config, &s.state, &BTreeMap::new())
         .await
         .unwrap();
     assert!(

@@ -98,6 +98,7 @@ impl Engine<'_> {
             started_at: now(),
             finished_at: None,
             outcome: "retired".into(),
+            image_spec: String::new(),
             decisions: Vec::new(),
         };
         loop {

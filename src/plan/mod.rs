@@ -245,6 +245,8 @@ pub struct Observed {
     pub stand_in: Option<crate::cloud::StandIn>,
     /// The region the fleet was read in.
     pub region: Option<String>,
+    /// `promote_after`: why its release is not proven in the other environment yet.
+    pub unproven: Option<String>,
 }
 
 /// The active release as it runs now, refreshed for the three-way comparison.
@@ -361,6 +363,74 @@ pub fn bake_id(fleet: &Fleet) -> String {
         h.update(format!("profile={profile}\0").as_bytes());
     }
     hex(&h.finalize()[..8])
+}
+
+/// What makes "the same release" in two environments: the image's source, provision
+/// script and builder type, without the names each environment gives its resources.
+pub fn image_spec(fleet: &Fleet) -> String {
+    let mut h = Sha256::new();
+    let image = &fleet.image;
+    for part in [
+        &image.source_ami,
+        &image.instance_type,
+        image.provision.as_deref().unwrap_or(""),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    hex(&h.finalize()[..8])
+}
+
+/// Whether `release` of `fleet`, built from `spec`, finished (done, not rolled back) in
+/// the environment whose state is `upstream` (`place` names it); if not, where it stands
+/// there, in words.
+pub fn proven(
+    upstream: &State,
+    place: &str,
+    fleet: &str,
+    release: &str,
+    spec: &str,
+) -> Result<(), String> {
+    let Some(there) = upstream.fleets.get(fleet) else {
+        return Err(format!(
+            "{place} has no fleet `{fleet}`: release {release} has not run there"
+        ));
+    };
+    let done = there
+        .history
+        .iter()
+        .filter(|h| h.release == release && h.outcome == "done")
+        .collect::<Vec<_>>();
+    if done.iter().any(|h| h.image_spec == spec) {
+        return Ok(());
+    }
+    if let Some(h) = done.last() {
+        return Err(match h.image_spec.is_empty() {
+            true => format!("release {release} finished in {place} at {}, recorded before immune kept image specs, so it cannot be told to be the same release: release it there again", h.finished_at.as_deref().unwrap_or("?")),
+            false => format!("release {release} finished in {place}, but built from another image (its source image, provision script or builder instance type differ)"),
+        });
+    }
+    if let Some(r) = there.rollout.as_ref().filter(|r| r.release == release) {
+        return Err(format!(
+            "release {release} is still in progress in {place} ({} of {})",
+            r.phase.name(),
+            r.group
+        ));
+    }
+    if let Some(h) = there.history.iter().rev().find(|h| h.release == release) {
+        return Err(format!(
+            "release {release} did not finish in {place}: it was {} at {}",
+            h.outcome.replace('_', " "),
+            h.finished_at.as_deref().unwrap_or(&h.started_at)
+        ));
+    }
+    let runs = there
+        .active
+        .as_ref()
+        .map_or("nothing".to_string(), |a| format!("release {}", a.release));
+    Err(format!(
+        "release {release} has not run in {place}, which runs {runs}"
+    ))
 }
 
 /// The hash of everything that needs new machines: a change here is a new release.
@@ -579,6 +649,14 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
             };
         }
     };
+    if let Some(why) = observed.and_then(|o| o.unproven.clone()) {
+        return change(
+            Action::Blocked {
+                reason: why.clone(),
+            },
+            format!("{why}\n  promote_after: release {release} goes here once it finished there"),
+        );
+    }
     let conflicts = observed.map_or(&[][..], |o| &o.conflicts[..]);
     if !conflicts.is_empty() {
         return change(

@@ -103,6 +103,7 @@ fn observed(live: Live) -> BTreeMap<String, Observed> {
             gate_alarms: BTreeMap::new(),
             stand_in: None,
             region: None,
+            unproven: None,
         },
     )])
 }
@@ -559,4 +560,67 @@ fn a_fleet_that_changes_kind_is_blocked_with_the_way_out() {
         "{}",
         p.changes[0].reason
     );
+}
+
+#[test]
+fn a_release_is_proven_only_by_a_finished_run_of_the_same_image_spec_upstream() {
+    use crate::state::HistoryEntry;
+    let entry = |release: &str, outcome: &str, spec: &str| HistoryEntry {
+        group: "web-v001".into(),
+        release: release.into(),
+        started_at: "t0".into(),
+        finished_at: Some("t1".into()),
+        outcome: outcome.into(),
+        image_spec: spec.into(),
+        decisions: Vec::new(),
+    };
+    let mut staging = State::new();
+    let place = "../staging";
+    let none = super::proven(&staging, place, "web", "v2", "s2").unwrap_err();
+    assert!(none.contains("has no fleet `web`"), "{none}");
+
+    let fleet = staging.fleets.entry("web".into()).or_default();
+    fleet.history.push(entry("v1", "done", "s1"));
+    let elsewhere = super::proven(&staging, place, "web", "v2", "s2").unwrap_err();
+    assert!(
+        elsewhere.contains("has not run in ../staging"),
+        "{elsewhere}"
+    );
+
+    let fleet = staging.fleets.get_mut("web").unwrap();
+    fleet.history.push(entry("v2", "rolled_back", "s2"));
+    let rolled = super::proven(&staging, place, "web", "v2", "s2").unwrap_err();
+    assert!(rolled.contains("it was rolled back at t1"), "{rolled}");
+
+    let fleet = staging.fleets.get_mut("web").unwrap();
+    fleet.history.push(entry("v2", "done", "other"));
+    let other = super::proven(&staging, place, "web", "v2", "s2").unwrap_err();
+    assert!(other.contains("built from another image"), "{other}");
+
+    let fleet = staging.fleets.get_mut("web").unwrap();
+    fleet.history.push(entry("v2", "done", "s2"));
+    assert_eq!(super::proven(&staging, place, "web", "v2", "s2"), Ok(()));
+}
+
+#[test]
+fn an_unproven_release_is_blocked_with_where_it_stands_and_an_update_is_not() {
+    let config = config("v2");
+    let (_, mut state) = v1_live();
+    let observed = BTreeMap::from([(
+        "web".to_string(),
+        Observed {
+            unproven: Some("release v2 is still in progress in ../staging".into()),
+            ..Observed::default()
+        },
+    )]);
+    let plan = plan(&config, &state, &observed);
+    let Action::Blocked { reason } = &plan.changes[0].action else {
+        panic!("{plan:?}")
+    };
+    assert!(reason.contains("in progress in ../staging"), "{reason}");
+    // The release that runs already is not held back by it.
+    let v1 = self::config("v1");
+    live(&v1, &mut state);
+    let plan = super::plan(&v1, &state, &observed);
+    assert!(matches!(plan.changes[0].action, Action::NoOp), "{plan:?}");
 }

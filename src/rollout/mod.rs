@@ -162,6 +162,10 @@ pub struct Rollout {
     /// once traffic reached it, a failure holds it instead of rolling it back.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub irreversible: bool,
+    /// `plan::image_spec` of the release: what another environment's `promote_after`
+    /// compares.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image_spec: String,
     /// A worker fleet's release, which moves capacity instead of traffic (its
     /// `listener_arn` is empty and it has no target group).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -465,6 +469,7 @@ impl Rollout {
             held_by: None,
             promoted: false,
             irreversible: false,
+            image_spec: String::new(),
         }
     }
 

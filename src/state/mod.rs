@@ -200,6 +200,9 @@ pub struct HistoryEntry {
     pub finished_at: Option<String>,
     /// `done`, `rolled_back` or `in_progress`.
     pub outcome: String,
+    /// The release's image spec (`plan::image_spec`), for `promote_after` elsewhere.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image_spec: String,
     pub decisions: Vec<Decision>,
 }
 

@@ -82,6 +82,7 @@ impl FleetState {
             started_at: at.to_string(),
             finished_at: None,
             outcome: "in_progress".into(),
+            image_spec: rollout.image_spec.clone(),
             decisions: Vec::new(),
         });
     }

@@ -49,7 +49,8 @@ async fn held_v2(w: &World, sdk: &Sdk) -> crate::harness::Run {
         "migrates_schema=true",
     ]);
     assert!(
-        plan.stdout.contains("IRREVERSIBLE: once traffic reaches it"),
+        plan.stdout
+            .contains("IRREVERSIBLE: once traffic reaches it"),
         "{plan:?}"
     );
     let v2 = w.spawn(&[
@@ -68,12 +69,17 @@ async fn held_v2(w: &World, sdk: &Sdk) -> crate::harness::Run {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_irreversible_release_that_fails_at_its_first_step_keeps_its_traffic_until_forced_back() {
+async fn an_irreversible_release_that_fails_at_its_first_step_keeps_its_traffic_until_forced_back()
+{
     let w = World::new();
     let sdk = w.sdk().await;
     let v2 = held_v2(&w, &sdk).await;
     assert_eq!(v2.code, 4, "held with the locked code: {v2:?}");
-    assert!(v2.stdout.contains("is irreversible: it keeps 50% of the traffic and is held"), "{v2:?}");
+    assert!(
+        v2.stdout
+            .contains("is irreversible: it keeps 50% of the traffic and is held"),
+        "{v2:?}"
+    );
     assert!(v2.stderr.contains("immune rollback"), "{v2:?}");
     assert!(v2.stderr.contains("--force --reason TEXT"), "{v2:?}");
     let listener = w.surroundings.listener_arn.clone();
@@ -95,18 +101,28 @@ async fn an_irreversible_release_that_fails_at_its_first_step_keeps_its_traffic_
     assert!(status.stdout.contains("HELD after a failure"), "{status:?}");
     let plan = w.immune(&["plan", "--var", "release=v3"]);
     assert!(plan.stdout.contains("is held since"), "{plan:?}");
-    assert!(plan.stdout.contains(&format!("immune promote {}", w.prefix)), "{plan:?}");
+    assert!(
+        plan.stdout
+            .contains(&format!("immune promote {}", w.prefix)),
+        "{plan:?}"
+    );
     let apply = w.immune(&["apply", "--auto-approve", "--var", "release=v3"]);
     assert_eq!(apply.code, 4, "{apply:?}");
     let unlock = w.immune(&["unlock", &w.prefix, "--reason", "looked"]);
     assert_eq!(unlock.code, 1, "{unlock:?}");
-    assert!(unlock.stderr.contains("unlocking would not say"), "{unlock:?}");
+    assert!(
+        unlock.stderr.contains("unlocking would not say"),
+        "{unlock:?}"
+    );
     let plain = w.immune(&["rollback", &w.prefix]);
     assert_eq!(plain.code, 1, "{plain:?}");
     assert!(plain.stderr.contains("is irreversible"), "{plain:?}");
     let no_reason = w.immune(&["rollback", &w.prefix, "--force"]);
     assert_eq!(no_reason.code, 1, "{no_reason:?}");
-    assert!(no_reason.stderr.contains("--force needs --reason"), "{no_reason:?}");
+    assert!(
+        no_reason.stderr.contains("--force needs --reason"),
+        "{no_reason:?}"
+    );
     assert_eq!(
         sdk.weights(&listener).await,
         [(w.group(1), 50), (w.group(2), 50)],
@@ -131,7 +147,10 @@ async fn an_irreversible_release_that_fails_at_its_first_step_keeps_its_traffic_
         decisions.contains("reason: v2's migration is backwards compatible"),
         "{decisions}"
     );
-    assert!(!fleet["lock"].is_null(), "a rollback leaves the fleet locked");
+    assert!(
+        !fleet["lock"].is_null(),
+        "a rollback leaves the fleet locked"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

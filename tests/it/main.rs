@@ -18,6 +18,7 @@ mod notify;
 mod ownership;
 mod plans;
 mod production;
+mod promotion;
 mod release;
 mod schema;
 mod workers;
