@@ -572,8 +572,12 @@ fn read_rollout(r: &mut BlockReader, worker: bool) -> RolloutSpec {
             continue;
         }
         let mut gr = r.nested(gate, format!("gate \"{name}\""));
-        if let Some(check) = read_gate_check(&mut gr, worker) {
-            gates.push(read_gate(&mut gr, name, check));
+        let check = read_gate_check(&mut gr, worker);
+        // Read even when the check is not known (an alarm from an unset variable), so
+        // that its other attributes are not taken for unknown ones.
+        let gate = read_gate(&mut gr, name);
+        if let Some(check) = check {
+            gates.push(Gate { check, ..gate });
         }
         gr.finish();
     }
@@ -623,7 +627,8 @@ fn read_gate_check(r: &mut BlockReader, worker: bool) -> Option<GateCheck> {
     }
 }
 
-fn read_gate(r: &mut BlockReader, name: String, check: GateCheck) -> Gate {
+/// The gate's settings; its check is filled in by the caller.
+fn read_gate(r: &mut BlockReader, name: String) -> Gate {
     let insufficient_data = match r.choice("insufficient_data", &["hold", "pass", "fail"], "pass") {
         "hold" => OnInsufficientData::Hold,
         "fail" => OnInsufficientData::Fail,
@@ -636,7 +641,7 @@ fn read_gate(r: &mut BlockReader, name: String, check: GateCheck) -> Gate {
     };
     Gate {
         name,
-        check,
+        check: GateCheck::Alarm(String::new()),
         insufficient_data,
         mode,
     }

@@ -391,7 +391,14 @@ impl<'r, 'a> BlockReader<'r, 'a> {
     }
 
     /// Reports every attribute and block that no getter asked for.
-    pub fn finish(self) {
+    pub fn finish(mut self) {
+        // An attribute read twice (`has`, then its value) is listed once in hints.
+        let mut seen = Vec::new();
+        self.known_attributes.retain(|k| {
+            let new = !seen.contains(k);
+            seen.push(*k);
+            new
+        });
         let mut misspelt = Vec::new();
         for structure in self.body.iter() {
             if let Structure::Attribute(a) = structure {

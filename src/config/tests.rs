@@ -641,3 +641,25 @@ fn instance_settings_are_read_and_their_mistakes_reported_together() {
         assert!(errors.contains(expected), "{expected:?} in {errors}");
     }
 }
+
+#[test]
+fn a_gate_whose_alarm_comes_from_an_unset_variable_keeps_its_other_settings_known() {
+    // `immune status`, `approve` or `rollback` run without the variables: the gate's
+    // mode must not be taken for an unknown attribute then.
+    let quickstart = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/main.hcl"),
+    )
+    .unwrap()
+    .replace(
+        "      alarm = var.alarm\n",
+        "      alarm = var.alarm\n      mode  = \"manual\"\n      insufficient_data = \"hold\"\n",
+    );
+    assert!(quickstart.contains("mode  = \"manual\""));
+    let files = [
+        ("main.hcl", quickstart.as_str()),
+        ("bake.sh", "#!/bin/sh\n"),
+        ("boot.sh", "#!/bin/sh\n"),
+    ];
+    let loaded = load_files(&files, Mode::Validate);
+    assert!(loaded.is_ok(), "{}", loaded.unwrap_err());
+}
