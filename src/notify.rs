@@ -101,6 +101,8 @@ impl Notifier {
                 NotifyTarget::Webhook { .. } => Sender::Webhook(
                     reqwest::Client::builder()
                         .timeout(SEND_TIMEOUT)
+                        // A redirect could send the notice elsewhere, over plain http.
+                        .redirect(reqwest::redirect::Policy::none())
                         .user_agent(concat!("immune/", env!("CARGO_PKG_VERSION")))
                         .build()
                         .unwrap_or_default(),
@@ -203,7 +205,17 @@ fn deliver(
                     .send()
                     .await
                     .map(|_| ())
-                    .map_err(|e| aws_sdk_sns::error::DisplayErrorContext(e).to_string())
+                    .map_err(|e| match e.as_service_error() {
+                        Some(refused) => {
+                            use aws_sdk_sns::error::ProvideErrorMetadata;
+                            format!(
+                                "SNS refused it: {}: {}",
+                                refused.code().unwrap_or("Unknown"),
+                                refused.message().unwrap_or_default()
+                            )
+                        }
+                        None => crate::cloud::aws::error_chain(&e),
+                    })
             })
         }
         (Sender::Webhook(client), NotifyTarget::Webhook { url }) => {

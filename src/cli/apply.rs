@@ -115,17 +115,24 @@ pub fn notice(
     group: Option<&str>,
     locked: bool,
 ) -> Notice {
-    let release = state
-        .fleets
-        .get(fleet)
+    let recorded = state.fleets.get(fleet);
+    let release = recorded
         .and_then(|f| f.history.last())
         .map(|h| h.release.clone());
+    // What runs now: the group named, else the fleet's active one (after a rollback,
+    // the group it went back to).
+    let group = group.map(str::to_string).or_else(|| {
+        recorded
+            .and_then(|f| f.active.as_ref())
+            .map(|a| a.name.clone())
+    });
     Notice {
         kind,
         fleet: fleet.to_string(),
-        text,
+        // One line: a chat shows it as it is.
+        text: text.replace("\n  ", "; ").replace('\n', " "),
         release,
-        group: group.map(str::to_string),
+        group,
         locked,
     }
 }
@@ -232,7 +239,7 @@ async fn apply_locked(
         Some((document, path)) => {
             if let Some(why) = document.stale(&state, config) {
                 return Err(CliError::Message(format!(
-                    "error: saved plan is stale: {why}\n  make a new one with `immune plan --out {}`",
+                    "error: saved plan is stale: {why}\n  make a new one with `immune plan --out {}` (and the variables it was made with)",
                     path.display()
                 )));
             }

@@ -155,7 +155,7 @@ pub async fn init(cli: &Cli, migrate: bool, lock_timeout: Duration) -> Result<Su
     let destination = backend(cli, &config).await?;
     let state = destination.load().await.map_err(error)?;
     println!(
-        "Configuration: {} fleet{} in {}.",
+        "Configuration: {} fleet{} (in {}).",
         config.fleets.len(),
         if config.fleets.len() == 1 { "" } else { "s" },
         config.dir.display()

@@ -35,8 +35,9 @@ pub struct Cli {
     /// in .json (repeatable).
     #[arg(long = "var-file", global = true, value_name = "FILE")]
     pub var_files: Vec<PathBuf>,
-    /// AWS region (overrides the fleet's `region` and the environment).
-    #[arg(long, global = true)]
+    /// The AWS region of fleets that name none (overrides AWS_REGION and the profile's;
+    /// a fleet's own `region` wins).
+    #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new(), global = true)]
     pub region: Option<String>,
     /// Plain output without colour.
     #[arg(long, global = true)]

@@ -77,7 +77,9 @@ pub fn describe(watch: &Watch) -> (String, String) {
 
 impl Reporter for Progress {
     fn line(&self, fleet: &str, message: &str) {
-        let _ = self.multi.println(format!("fleet.{fleet}: {message}"));
+        // The rows step aside for a real line (MultiProgress::println would pad it to
+        // the terminal's width instead of ending it, which copies and resizes badly).
+        self.multi.suspend(|| println!("fleet.{fleet}: {message}"));
     }
 
     /// A decision ends what the row showed (a step passed or failed, a gate waits): the

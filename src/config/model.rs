@@ -52,7 +52,9 @@ impl NotifyTarget {
             NotifyTarget::Sns { topic_arn } => format!("SNS topic {topic_arn}"),
             NotifyTarget::Webhook { url } => {
                 let rest = url.0.split_once("://").map_or("", |(_, rest)| rest);
-                let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+                let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+                // `user:password@host`: only the host is shown.
+                let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
                 format!("webhook on {host}")
             }
         }

@@ -11,7 +11,10 @@ pub fn read(r: &mut BlockReader, name: &str) -> Option<Notify> {
     let written = (r.has("sns_topic"), r.has("webhook"));
     let topic = r.string("sns_topic");
     let webhook = r.string("webhook");
+    let before = r.diags.0.len();
     let on = r.optional_strings("on");
+    // A wrong type is reported already: it is not also an empty list.
+    let on = on.filter(|names| !names.is_empty() || r.diags.0.len() == before);
     let target = match (topic, webhook) {
         _ if written == (true, true) => {
             r.diags.push(
@@ -52,6 +55,18 @@ pub fn read(r: &mut BlockReader, name: &str) -> Option<Notify> {
             }
         }
         (Some(_), Some(_)) => None,
+        // From a variable that is not sensitive, the address would be written into every
+        // saved plan with the variable's value.
+        (None, Some(_)) if r.provenance("webhook") == Some((false, false)) => {
+            r.diags.push(
+                Diagnostic::new(
+                    format!("the webhook of notify \"{name}\" comes from a value not marked sensitive"),
+                    r.body_span("webhook"),
+                )
+                .with_hint("a webhook's address is its password: give it through a variable with `sensitive = true`, which immune never writes to a saved plan, a log or the state"),
+            );
+            None
+        }
         (None, Some(url)) => match webhook_problem(&url) {
             // The address itself is not repeated: it may be the webhook's password.
             Some(problem) => {
@@ -160,6 +175,25 @@ mod tests {
         assert_eq!(topic_region("arn:aws:sqs:eu-west-1:123456789012:q"), None);
         assert_eq!(topic_region("arn:aws:sns:eu-west-1:1234:deploys"), None);
         assert_eq!(topic_region("deploys"), None);
+    }
+
+    #[test]
+    fn a_webhook_is_shown_by_its_host_alone() {
+        let shown = |url: &str| {
+            NotifyTarget::Webhook {
+                url: Secret(url.into()),
+            }
+            .shown()
+        };
+        assert_eq!(
+            shown("https://hooks.example.com/T0/B1/x"),
+            "webhook on hooks.example.com"
+        );
+        assert_eq!(
+            shown("https://user:PWSECRET@hooks.example.com:8443/x?token=1"),
+            "webhook on hooks.example.com:8443"
+        );
+        assert_eq!(format!("{:?}", Secret("abc".into())), "(hidden)");
     }
 
     #[test]

@@ -60,6 +60,15 @@ impl<'r, 'a> BlockReader<'r, 'a> {
             .or_else(|| self.span.clone())
     }
 
+    /// Whether the attribute is written out as a plain string, and whether its value
+    /// reads anything sensitive; `None` when it is absent.
+    pub fn provenance(&self, key: &str) -> Option<(bool, bool)> {
+        let attr = self.body.get_attribute(key)?;
+        let literal = matches!(attr.value, hcl_edit::expr::Expression::String(_));
+        let (_, sensitive) = self.eval.eval_tracked(self.file, &attr.value);
+        Some((literal, sensitive))
+    }
+
     pub fn has(&mut self, key: &'static str) -> bool {
         self.known_attributes.push(key);
         self.body.get_attribute(key).is_some()

@@ -553,7 +553,7 @@ async fn init_on_a_fresh_directory_says_what_it_found_and_checks_the_credentials
     let init = w.immune(&["init"]);
     assert_eq!(init.code, 0, "{init:?}");
     assert!(
-        init.stdout.contains("Configuration: 1 fleet in"),
+        init.stdout.contains("Configuration: 1 fleet (in "),
         "{init:?}"
     );
     assert!(init.stdout.contains("(no state yet)"), "{init:?}");

@@ -170,4 +170,37 @@ async fn the_example_pipeline_rehearses_plans_and_applies_the_saved_plan_in_anot
         std::fs::read_to_string(plan_job.join("github-output")).unwrap(),
         "changes=false\n"
     );
+
+    // A plan that went stale between the jobs (someone applied meanwhile): the apply job
+    // says to plan anew, not to resume.
+    let (code, out) = job(
+        "plan.sh",
+        &plan_job,
+        &aws(vec![
+            ("RELEASE", "v2".into()),
+            ("VAR_FILE", vars.display().to_string()),
+        ]),
+    );
+    assert_eq!(code, 0, "{out}");
+    std::fs::copy(plan_job.join("immune.plan"), apply_job.join("immune.plan")).unwrap();
+    let meanwhile = crate::harness::immune_in(
+        &config,
+        &[
+            "apply",
+            "--auto-approve",
+            "--var",
+            "release=v3",
+            "--var-file",
+            &vars.display().to_string(),
+        ],
+        ENDPOINT,
+    );
+    assert_eq!(meanwhile.code, 0, "{meanwhile:?}");
+    let (code, out) = job("apply.sh", &apply_job, &aws(Vec::new()));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("saved plan is stale"), "{out}");
+    assert!(
+        out.contains("::error::the saved plan cannot be applied as it is"),
+        "{out}"
+    );
 }

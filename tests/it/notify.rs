@@ -282,6 +282,11 @@ notify "gone" {{
     assert_eq!(notices.len(), 1, "{notices:?}");
     assert_eq!(notices[0]["event"], "rolled_back");
     assert_eq!(notices[0]["locked"], true);
+    assert_eq!(
+        notices[0]["group"],
+        w.group(1),
+        "what runs now: {notices:?}"
+    );
     assert!(
         notices[0]["message"]
             .as_str()
