@@ -9,5 +9,6 @@ pub mod engine;
 pub mod notify;
 pub mod outputs;
 pub mod plan;
+pub mod quality;
 pub mod rollout;
 pub mod state;

@@ -361,6 +361,32 @@ fn short_target_group(arn: &str) -> &str {
 }
 
 /// `immune history FLEET [--json]`.
+/// `immune gates [FLEET] [--json]`: the gate quality report, from history.
+pub async fn gates(cli: &Cli, only: Option<&str>, json: bool) -> Result<Success, CliError> {
+    let config = cli.load_known()?;
+    if let Some(name) = only {
+        find(&config, name)?;
+    }
+    let state = apply::read_state(cli, &config).await?;
+    let report: Vec<crate::quality::GateQuality> = state
+        .fleets
+        .iter()
+        .filter(|(name, _)| only.is_none_or(|o| o == name.as_str()))
+        .flat_map(|(name, recorded)| crate::quality::of_fleet(name, recorded))
+        .collect();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("the report serializes")
+        );
+    } else if report.is_empty() {
+        println!("No gate has watched a release yet: the report fills in as releases go out.");
+    } else {
+        print!("{}", crate::quality::render(&report));
+    }
+    Ok(Success::Done)
+}
+
 pub async fn history(cli: &Cli, name: &str, json: bool) -> Result<Success, CliError> {
     let config = cli.load_known()?;
     find(&config, name)?;

@@ -111,6 +111,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// How each gate judged the releases it watched, from history: fired, flapped, no
+    /// data, false alarms, missed problems; which dry-run gates look ready to enforce.
+    Gates {
+        fleet: Option<String>,
+        /// Print the report as JSON, one object per gate.
+        #[arg(long)]
+        json: bool,
+    },
     /// The configuration's outputs with what runs now (`fleet.NAME.group` and the like);
     /// a sensitive one is shown only when asked for by name.
     Output {
@@ -431,6 +439,7 @@ pub async fn run(cli: Cli) -> Result<Success, CliError> {
         }
         Command::Status { fleet: only, json } => fleet::status(&cli, only.as_deref(), *json).await,
         Command::History { fleet: name, json } => fleet::history(&cli, name, *json).await,
+        Command::Gates { fleet: only, json } => fleet::gates(&cli, only.as_deref(), *json).await,
         Command::Output { name, json } => output(&cli, name.as_deref(), *json).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;

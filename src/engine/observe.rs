@@ -252,6 +252,7 @@ impl Engine<'_> {
                     }
                 }
             }
+            self.tally(fleet, &readings, spec.poll_interval);
             watch.pause = pause;
             watch.elapsed = started.elapsed().min(pause);
             watch.held_by = self.rollout(&fleet.name).held_by.clone();
@@ -281,6 +282,7 @@ impl Engine<'_> {
                     return Ok(passed);
                 }
                 StepState::Failed(i) => {
+                    self.tally_failed(fleet, i);
                     let evidence = Evidence::of(&spec.gates[i], &alarms[i], &readings[i]);
                     return Err(Halt::GateFailed(
                         format!("gate {} failed: {}", spec.gates[i].name, evidence.detail()),
@@ -288,6 +290,7 @@ impl Engine<'_> {
                     ));
                 }
                 StepState::HeldTooLong(i) => {
+                    self.tally_failed(fleet, i);
                     let evidence = Evidence::of(&spec.gates[i], &alarms[i], &readings[i]);
                     return Err(Halt::GateFailed(
                         format!(
@@ -496,6 +499,50 @@ impl Engine<'_> {
             .collect())
     }
 
+    /// Adds one poll to each gate's tally in the release's history entry (saved with
+    /// the next decision), for `immune gates`.
+    fn tally(&mut self, fleet: &Fleet, readings: &[Reading], poll: Duration) {
+        let Some(entry) = self
+            .state
+            .fleets
+            .get_mut(&fleet.name)
+            .and_then(|f| f.history.last_mut())
+        else {
+            return;
+        };
+        let poll_ms = poll.as_millis() as u64;
+        for (gate, reading) in fleet.rollout.gates.iter().zip(readings) {
+            let tally = entry.gates.entry(gate.name.clone()).or_default();
+            tally.mode = crate::plan::word(&gate.mode);
+            tally.polls += 1;
+            tally.watched_ms += poll_ms;
+            match reading {
+                Reading::Alarm(r) if r.state == AlarmState::Alarm => {
+                    tally.fired = true;
+                    tally.flapped |= r.reason.starts_with(BETWEEN_POLLS);
+                }
+                Reading::Alarm(r) if r.state == AlarmState::InsufficientData => {
+                    tally.no_data_ms += poll_ms
+                }
+                Reading::Unreadable(_) => tally.no_data_ms += poll_ms,
+                Reading::Alarm(_) => {}
+            }
+        }
+    }
+
+    fn tally_failed(&mut self, fleet: &Fleet, gate: usize) {
+        let name = &fleet.rollout.gates[gate].name;
+        if let Some(tally) = self
+            .state
+            .fleets
+            .get_mut(&fleet.name)
+            .and_then(|f| f.history.last_mut())
+            .and_then(|e| e.gates.get_mut(name))
+        {
+            tally.failed = true;
+        }
+    }
+
     /// While reads fail: a rollback asked for by `immune rollback` is still heard.
     async fn rollback_asked(&self, fleet: &Fleet, group: &str) -> Result<(), Halt> {
         match self.backend.pending_answer(&fleet.name, group).await {
@@ -517,6 +564,9 @@ impl Engine<'_> {
 
 /// The reading over the window: the state now, or the first ALARM the window saw when
 /// the alarm has left it again.
+/// How a reading starts when the alarm's history, not its state, showed the ALARM.
+const BETWEEN_POLLS: &str = "went into ALARM at";
+
 fn in_window(now: Reading, alarm: &str, transitions: &[AlarmTransition]) -> Reading {
     let Reading::Alarm(current) = &now else {
         return now;
@@ -528,7 +578,7 @@ fn in_window(now: Reading, alarm: &str, transitions: &[AlarmTransition]) -> Read
         Some(t) => Reading::Alarm(AlarmReading {
             state: AlarmState::Alarm,
             reason: format!(
-                "went into ALARM at {} ({}) and is {} again",
+                "{BETWEEN_POLLS} {} ({}) and is {} again",
                 t.at,
                 t.reason,
                 match current.state {

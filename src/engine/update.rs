@@ -99,6 +99,8 @@ impl Engine<'_> {
             finished_at: None,
             outcome: "retired".into(),
             image_spec: String::new(),
+            fingerprint: String::new(),
+            gates: Default::default(),
             decisions: Vec::new(),
         };
         loop {

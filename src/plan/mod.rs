@@ -1204,7 +1204,7 @@ pub fn capacity_change(from: Capacity, to: Capacity) -> String {
 }
 
 /// A serialized enum's name as the configuration spells it: `dry-run`, `hold`, `>`.
-fn word(value: &impl Serialize) -> String {
+pub fn word(value: &impl Serialize) -> String {
     serde_json::to_value(value)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))

@@ -572,6 +572,8 @@ fn a_release_is_proven_only_by_a_finished_run_of_the_same_image_spec_upstream() 
         finished_at: Some("t1".into()),
         outcome: outcome.into(),
         image_spec: spec.into(),
+        fingerprint: String::new(),
+        gates: Default::default(),
         decisions: Vec::new(),
     };
     let mut staging = State::new();

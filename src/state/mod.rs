@@ -203,7 +203,30 @@ pub struct HistoryEntry {
     /// The release's image spec (`plan::image_spec`), for `promote_after` elsewhere.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub image_spec: String,
+    /// The release's fingerprint: a release tried again unchanged has the same one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub fingerprint: String,
+    /// What each gate saw while it watched this release, for `immune gates`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub gates: BTreeMap<String, GateTally>,
     pub decisions: Vec<Decision>,
+}
+
+/// What one gate saw of one release, over every poll of its steps and drain.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateTally {
+    /// `enforce`, `dry-run` or `manual` while it watched.
+    pub mode: String,
+    pub polls: u32,
+    /// Time it was watched, and of that the time its alarm had no data.
+    pub watched_ms: u64,
+    pub no_data_ms: u64,
+    /// Its alarm was in ALARM at a poll, or went there between two.
+    pub fired: bool,
+    /// It went into ALARM and was out of it again by the next poll.
+    pub flapped: bool,
+    /// It rolled the release back (or held an irreversible one).
+    pub failed: bool,
 }
 
 /// One thing the engine decided or observed, with when.

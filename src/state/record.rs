@@ -83,6 +83,8 @@ impl FleetState {
             finished_at: None,
             outcome: "in_progress".into(),
             image_spec: rollout.image_spec.clone(),
+            fingerprint: rollout.fingerprint.clone(),
+            gates: Default::default(),
             decisions: Vec::new(),
         });
     }

@@ -19,6 +19,7 @@ mod ownership;
 mod plans;
 mod production;
 mod promotion;
+mod quality;
 mod release;
 mod schema;
 mod workers;
