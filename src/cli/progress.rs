@@ -91,16 +91,19 @@ impl Reporter for Progress {
 
     fn watch(&self, fleet: &str, watch: &Watch) {
         let mut rows = self.rows.lock().expect("not poisoned");
+        let (during, message) = describe(watch);
         let row = rows.entry(fleet.to_string()).or_insert_with(|| {
-            let row = self.multi.add(ProgressBar::new(1));
-            row.set_style(self.style.clone());
+            let row = ProgressBar::new(1).with_style(self.style.clone());
+            let row = self.multi.add(row);
+            // Redrawn on its own too: an update dropped by the draw rate (a busy
+            // machine) is shown at the next tick.
+            row.enable_steady_tick(std::time::Duration::from_millis(250));
             row
         });
-        let (during, message) = describe(watch);
-        row.set_prefix(format!("fleet.{fleet} {during}"));
         row.set_length(watch.pause.as_millis().max(1) as u64);
         row.set_position(watch.elapsed.as_millis() as u64);
         row.set_message(message);
+        row.set_prefix(format!("fleet.{fleet} {during}"));
     }
 }
 

@@ -29,6 +29,8 @@ pub struct World {
     pub alarms: BTreeMap<String, AlarmState>,
     /// Every alarm's transitions into ALARM: (alarm, RFC 3339 time).
     pub alarm_history: Vec<(String, String)>,
+    /// What an alarm's metric reads (its share of a threshold of 1.0, `> 1`), by alarm.
+    pub metric: BTreeMap<String, f64>,
     /// Alarms that go into ALARM as soon as traffic moves to a target group that had
     /// none: a bad release caught at its first step.
     pub fire_on_shift: BTreeSet<String>,
@@ -719,6 +721,19 @@ impl Cloud for FakeCloud {
                 reason: format!("fake alarm {alarm} went into ALARM"),
             })
             .collect())
+    }
+
+    async fn alarm_metric_peak(
+        &self,
+        alarm: &str,
+        _since: &str,
+    ) -> CloudResult<Option<MetricPeak>> {
+        let w = self.enter("alarm_metric_peak")?;
+        Ok(w.alarms.contains_key(alarm).then(|| MetricPeak {
+            value: w.metric.get(alarm).copied(),
+            threshold: 1.0,
+            comparison: crate::config::Comparison::Greater,
+        }))
     }
 
     async fn put_alarm(&self, request: &AlarmRequest) -> CloudResult<()> {

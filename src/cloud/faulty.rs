@@ -381,6 +381,13 @@ impl Cloud for Faulty {
         )
         .await
     }
+    async fn alarm_metric_peak(&self, alarm: &str, since: &str) -> CloudResult<Option<MetricPeak>> {
+        self.call(
+            "GetMetricStatistics",
+            self.inner.alarm_metric_peak(alarm, since),
+        )
+        .await
+    }
     async fn put_alarm(&self, request: &AlarmRequest) -> CloudResult<()> {
         self.call("PutMetricAlarm", self.inner.put_alarm(request))
             .await

@@ -578,6 +578,10 @@ pub trait Cloud: Send + Sync {
         names: &[String],
         since: &str,
     ) -> CloudResult<Vec<AlarmTransition>>;
+    /// The metric an alarm watches, read itself over the window since `since` (RFC 3339),
+    /// by the alarm's own statistic and period: its worst datapoint, with the alarm's
+    /// threshold and comparison. `None` when the alarm watches no single metric.
+    async fn alarm_metric_peak(&self, alarm: &str, since: &str) -> CloudResult<Option<MetricPeak>>;
     /// Creates the per-release alarm of a metric gate, or replaces one immune created.
     async fn put_alarm(&self, request: &AlarmRequest) -> CloudResult<()>;
     /// Deletes an alarm immune created; one already gone is fine.
@@ -642,6 +646,16 @@ pub struct AlarmReading {
     /// datapoints to alarm), when known: a step shorter than this cannot see it fire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub needs: Option<Duration>,
+}
+
+/// What an alarm's metric read over a window (see [`Cloud::alarm_metric_peak`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MetricPeak {
+    /// The worst datapoint (the highest, or the lowest for a `<` alarm); `None` when
+    /// the metric had none in the window.
+    pub value: Option<f64>,
+    pub threshold: f64,
+    pub comparison: crate::config::Comparison,
 }
 
 /// An alarm going into ALARM, as its history records it.

@@ -527,6 +527,7 @@ fn default_rollout(steps: Vec<u8>) -> RolloutSpec {
         healthy_within: Duration::from_secs(600),
         keep_previous: 0,
         poll_interval: Duration::from_secs(5),
+        rate: None,
         gates: Vec::new(),
     }
 }
@@ -556,8 +557,40 @@ fn read_rollout(r: &mut BlockReader, worker: bool) -> RolloutSpec {
         r.diags
             .error("`poll_interval` must be longer than zero", span);
     }
+    let rate = r.block("rate").map(|b| {
+        let mut rr = r.nested(b, "rate".into());
+        let present = (rr.has("min_pause"), rr.has("max_pause"));
+        let min_pause = rr.duration("min_pause", Duration::ZERO);
+        let max_pause = rr.duration("max_pause", Duration::ZERO);
+        for (key, there) in [("min_pause", present.0), ("max_pause", present.1)] {
+            if !there {
+                rr.missing(key);
+            }
+        }
+        if present == (true, true) && (min_pause.is_zero() || min_pause > max_pause) {
+            let span = rr.body_span("min_pause");
+            rr.diags.push(
+                Diagnostic::new(
+                    "rate: min_pause must be longer than zero and at most max_pause",
+                    span,
+                )
+                .with_hint("e.g. rate { min_pause = \"1m\"  max_pause = \"20m\" }"),
+            );
+        }
+        rr.finish();
+        (
+            crate::rollout::pace::Rate {
+                min_pause,
+                max_pause,
+            },
+            b,
+        )
+    });
     let mut gates = Vec::new();
+    // A wrong `slow_at` is reported where it is written, not also as a missing one.
+    let mut slow_at_written = false;
     for gate in r.blocks("gate") {
+        slow_at_written |= gate.body.get_attribute("slow_at").is_some();
         let Some(name) = gate.labels.first().map(|l| l.as_str().to_string()) else {
             let span = span_of(r.file, &gate.ident);
             r.diags.error(
@@ -581,12 +614,36 @@ fn read_rollout(r: &mut BlockReader, worker: bool) -> RolloutSpec {
         }
         gr.finish();
     }
+    // A pace needs gates that read how close they come; slow_at needs a pace.
+    let paced = slow_at_written;
+    match &rate {
+        Some((_, block)) if !paced && !gates.is_empty() => {
+            let span = span_of(r.file, &block.ident);
+            r.diags.push(
+                Diagnostic::new("the rollout's rate has no gate to pace it", span)
+                    .with_hint("give a gate `slow_at = 0.8`: its readings over 80% of its threshold slow the rollout, and far below it speed it up"),
+            );
+        }
+        None if paced => {
+            let span = r.span.clone();
+            r.diags.push(
+                Diagnostic::new("a gate has slow_at but the rollout has no rate", span).with_hint(
+                    "add rate { min_pause = \"1m\"  max_pause = \"20m\" } to the rollout block",
+                ),
+            );
+        }
+        _ => {}
+    }
+    let rate = rate
+        .map(|(rate, _)| rate)
+        .filter(|r| !r.min_pause.is_zero() && r.min_pause <= r.max_pause);
     RolloutSpec {
         pause,
         healthy_within,
         keep_previous,
         poll_interval,
         gates,
+        rate,
         ..defaults
     }
 }
@@ -639,11 +696,20 @@ fn read_gate(r: &mut BlockReader, name: String) -> Gate {
         "manual" => GateMode::Manual,
         _ => GateMode::Enforce,
     };
+    let slow_at = r.has("slow_at").then(|| r.float("slow_at")).flatten();
+    if let Some(share) = slow_at.filter(|s| !(*s > 0.0 && *s < 1.0)) {
+        let span = r.body_span("slow_at");
+        r.diags.push(
+            Diagnostic::new(format!("slow_at {share} is not a share of the threshold"), span)
+                .with_hint("use a number between 0 and 1, e.g. slow_at = 0.8: a reading over 80% of the alarm's threshold slows the rollout"),
+        );
+    }
     Gate {
         name,
         check: GateCheck::Alarm(String::new()),
         insufficient_data,
         mode,
+        slow_at: slow_at.filter(|s| *s > 0.0 && *s < 1.0),
     }
 }
 

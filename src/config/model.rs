@@ -398,6 +398,9 @@ pub struct RolloutSpec {
     #[serde(with = "secs")]
     pub poll_interval: Duration,
     pub gates: Vec<Gate>,
+    /// `rate { min_pause, max_pause }`: each step's pause follows what the gates read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<crate::rollout::pace::Rate>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -406,6 +409,10 @@ pub struct Gate {
     pub check: GateCheck,
     pub insufficient_data: OnInsufficientData,
     pub mode: GateMode,
+    /// `slow_at = 0.8`: with a `rate`, a reading over this share of the alarm's
+    /// threshold slows the rollout (see `rollout::pace`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slow_at: Option<f64>,
 }
 
 impl Fleet {
@@ -538,7 +545,7 @@ pub fn fill_release_references(text: &str, lookup: impl Fn(&str) -> String) -> S
     out
 }
 
-mod secs {
+pub(crate) mod secs {
     pub fn serialize<S: serde::Serializer>(
         d: &std::time::Duration,
         s: S,

@@ -10,6 +10,7 @@ use super::{Engine, Halt, Watch};
 use crate::cloud::{AlarmReading, AlarmState, AlarmTransition};
 use crate::config::{show_duration, Fleet};
 use crate::rollout::gates::{decide, shown, step_state, Evidence, Reading, StepState, Verdict};
+use crate::rollout::pace::{self, Pace, Pressure};
 use crate::rollout::{Awaiting, Event};
 use crate::state::{now, AnswerKind};
 use std::collections::BTreeMap;
@@ -57,7 +58,16 @@ impl Engine<'_> {
             gates: Vec::new(),
             held_by: None,
         };
-        let (pause, during, passed) = match window {
+        // With a rate, the step's pause is the one the last step's readings set.
+        let paced = match window {
+            Window::Step(_) => spec.rate,
+            Window::Drain => None,
+        };
+        let step_pause = match paced {
+            Some(rate) => rate.clamp(rollout.pace_ms.map_or(spec.pause, Duration::from_millis)),
+            None => spec.pause,
+        };
+        let (mut pause, during, passed) = match window {
             Window::Step(step) => {
                 let share = match rollout.workers {
                     Some(workers) => {
@@ -76,10 +86,10 @@ impl Engine<'_> {
                         step + 1,
                         rollout.steps.len(),
                         rollout.group,
-                        show_duration(spec.pause)
+                        show_duration(step_pause)
                     ),
                 );
-                (spec.pause, format!("step {}", step + 1), Event::StepPassed)
+                (step_pause, format!("step {}", step + 1), Event::StepPassed)
             }
             Window::Drain => {
                 // Only a web fleet drains: its worker groups never reach this phase.
@@ -138,6 +148,9 @@ impl Engine<'_> {
             .map(|g| rollout.approved.contains(&g.name))
             .collect();
         let mut terminal: Option<mpsc::Receiver<bool>> = None;
+        // The worst share of its threshold each paced gate read in this step.
+        let mut peaks: Vec<Option<f64>> = vec![None; spec.gates.len()];
+        let mut worst: Option<Pressure> = None;
         let mut faults = Faults {
             since: None,
             budget: self.retry_budget,
@@ -186,6 +199,12 @@ impl Engine<'_> {
                 }
                 verdicts.push(verdict);
             }
+            if paced.is_some() {
+                let read = self
+                    .read_pressures(fleet, &rollout.group, &since, &mut peaks)
+                    .await;
+                worst = worst.max(read);
+            }
             // The gates decide first: a failing one needs no slower health read.
             let mut state = step_state(&verdicts, started.elapsed(), pause);
             // A person's hold keeps a step from passing; a promote passes it early. Neither
@@ -215,6 +234,45 @@ impl Engine<'_> {
                     return Err(Halt::Failed(format!(
                         "only {healthy} of {wanted} new instances are healthy during {during}"
                     )));
+                }
+            }
+            // The pace: a step near a threshold is watched longer; one far below all of
+            // them makes the next one shorter. A person's promote is not second-guessed.
+            if let (StepState::Passed, Some(rate), false) =
+                (&state, paced, promote_now || current.promoted)
+            {
+                match pace::at_end(&rate, pause, worst) {
+                    Pace::Stretch { pause: longer } => {
+                        self.rollout(&fleet.name).pace_ms = Some(longer.as_millis() as u64);
+                        self.note(
+                            &fleet.name,
+                            format!(
+                                "pace: {}: {during} stretched to {} (max_pause {})",
+                                pace_readings(spec, &peaks),
+                                show_duration(longer),
+                                show_duration(rate.max_pause)
+                            ),
+                            None,
+                        );
+                        self.save().await?;
+                        pause = longer;
+                        state = StepState::Observing;
+                    }
+                    Pace::Pass { next } if next != pause => {
+                        self.rollout(&fleet.name).pace_ms = Some(next.as_millis() as u64);
+                        self.note(
+                            &fleet.name,
+                            format!(
+                                "pace: {} for all of {during}: the next step is watched for {} (was {}, min_pause {})",
+                                pace_readings(spec, &peaks),
+                                show_duration(next),
+                                show_duration(pause),
+                                show_duration(rate.min_pause)
+                            ),
+                            None,
+                        );
+                    }
+                    Pace::Pass { .. } => {}
                 }
             }
             // The step ends only once the old group's leaving workers are gone.
@@ -543,6 +601,39 @@ impl Engine<'_> {
         }
     }
 
+    /// Reads the metric of every gate with `slow_at` over the step so far; keeps each
+    /// one's worst share of its threshold in `peaks`. Returns the worst pressure read now.
+    async fn read_pressures(
+        &self,
+        fleet: &Fleet,
+        group: &str,
+        since: &str,
+        peaks: &mut [Option<f64>],
+    ) -> Option<Pressure> {
+        let mut worst = None;
+        for (i, gate) in fleet.rollout.gates.iter().enumerate() {
+            let Some(slow_at) = gate.slow_at else {
+                continue;
+            };
+            let share = match self
+                .cloud
+                .alarm_metric_peak(&gate.alarm_name(group), since)
+                .await
+            {
+                Ok(Some(peak)) => peak
+                    .value
+                    .map(|v| pace::share(v, peak.threshold, peak.comparison)),
+                // Unreadable now: no data, which changes no pace; the alarm still judges.
+                Ok(None) | Err(_) => None,
+            };
+            if let Some(share) = share {
+                peaks[i] = Some(peaks[i].map_or(share, |p: f64| p.max(share)));
+            }
+            worst = worst.max(Some(pace::pressure(share, slow_at)));
+        }
+        worst
+    }
+
     /// While reads fail: a rollback asked for by `immune rollback` is still heard.
     async fn rollback_asked(&self, fleet: &Fleet, group: &str) -> Result<(), Halt> {
         match self.backend.pending_answer(&fleet.name, group).await {
@@ -655,4 +746,26 @@ fn ask_on_terminal() -> mpsc::Receiver<bool> {
         .ok();
     });
     rx
+}
+
+/// The readings behind a change of pace: each paced gate's worst share of its threshold.
+fn pace_readings(spec: &crate::config::RolloutSpec, peaks: &[Option<f64>]) -> String {
+    let read: Vec<String> = spec
+        .gates
+        .iter()
+        .zip(peaks)
+        .filter_map(|(g, peak)| {
+            let slow_at = g.slow_at?;
+            Some(match peak {
+                Some(share) => format!(
+                    "gate {} read {:.0}% of its threshold (slow_at {:.0}%)",
+                    g.name,
+                    share * 100.0,
+                    slow_at * 100.0
+                ),
+                None => format!("gate {} had no data", g.name),
+            })
+        })
+        .collect();
+    read.join(", ")
 }

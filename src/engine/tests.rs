@@ -1720,3 +1720,72 @@ async fn an_irreversible_release_that_fails_before_traffic_rolls_back_as_usual()
     assert!(matches!(outcome, Outcome::RolledBack { .. }), "{outcome:?}");
     assert_eq!(s.weights(), [("arn:tg/web-v001".to_string(), 100)]);
 }
+
+/// A paced fleet: pause 40ms between 20ms and 80ms, its gate slowing at 80%.
+fn paced_setup() -> Setup {
+    let gate = r#"rate {
+      min_pause = "20ms"
+      max_pause = "80ms"
+    }
+    gate "errors" {
+      alarm   = "web-5xx"
+      slow_at = 0.8
+    }"#;
+    let s = setup_with("40ms", gate);
+    s.set_alarm("web-5xx", AlarmState::Ok);
+    s
+}
+
+#[tokio::test]
+async fn a_reading_near_its_threshold_stretches_the_step_and_says_why() {
+    let mut s = paced_setup();
+    s.cloud
+        .world
+        .lock()
+        .unwrap()
+        .metric
+        .insert("web-5xx".into(), 0.9);
+    let outcome = s.apply("v1").await.unwrap();
+    assert!(matches!(outcome, Outcome::Released { .. }), "{outcome:?}");
+    let decisions = s.decisions();
+    let stretched: Vec<&String> = decisions
+        .iter()
+        .filter(|d| d.starts_with("pace:"))
+        .collect();
+    assert!(
+        stretched.iter().any(|d| d.contains(
+            "gate errors read 90% of its threshold (slow_at 80%): step 1 stretched to 80ms"
+        )),
+        "{decisions:?}"
+    );
+    // At max_pause it passes (the alarm never fired), and the next step starts there.
+    assert!(
+        !stretched.iter().any(|d| d.contains("stretched to 160ms")),
+        "{decisions:?}"
+    );
+}
+
+#[tokio::test]
+async fn readings_far_below_every_threshold_shorten_the_next_step_and_no_data_changes_nothing() {
+    let mut s = paced_setup();
+    s.cloud
+        .world
+        .lock()
+        .unwrap()
+        .metric
+        .insert("web-5xx".into(), 0.1);
+    s.apply("v1").await.unwrap();
+    let decisions = s.decisions();
+    assert!(
+        decisions.iter().any(|d| d.contains("gate errors read 10% of its threshold (slow_at 80%) for all of step 1: the next step is watched for 20ms (was 40ms, min_pause 20ms)")),
+        "{decisions:?}"
+    );
+
+    let mut s = paced_setup();
+    s.apply("v1").await.unwrap();
+    assert!(
+        !s.decisions().iter().any(|d| d.starts_with("pace:")),
+        "no data, no change of pace: {:?}",
+        s.decisions()
+    );
+}

@@ -176,6 +176,9 @@ pub struct Release {
     /// `fleet { irreversible = true }`: a failure after traffic reached it holds it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub irreversible: bool,
+    /// `rollout { rate }`: the pauses' bounds and the gates that pace them, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pace: Option<String>,
 }
 
 /// How a worker fleet's release moves capacity.
@@ -700,6 +703,20 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
         workers: fleet.is_worker().then(|| worker_plan(fleet, live)),
         settings: settings_of(fleet),
         irreversible: fleet.irreversible,
+        pace: fleet.rollout.rate.map(|rate| {
+            let gates: Vec<String> = fleet
+                .rollout
+                .gates
+                .iter()
+                .filter_map(|g| Some(format!("{} (slow_at {:.0}%)", g.name, g.slow_at? * 100.0)))
+                .collect();
+            format!(
+                "each pause between {} and {}, paced by {}",
+                show(rate.min_pause),
+                show(rate.max_pause),
+                gates.join(", ")
+            )
+        }),
         steps: fleet.rollout.steps.clone(),
         pause: show(fleet.rollout.pause),
         healthy_within: show(fleet.rollout.healthy_within),

@@ -188,6 +188,9 @@ pub fn render(plan: &Plan, color: bool) -> String {
                         }
                     }
                 }
+                if let Some(pace) = &r.pace {
+                    let _ = writeln!(out, "        pace    {pace}");
+                }
                 if r.irreversible {
                     let moved = match r.workers {
                         Some(_) => "capacity moves to it",

@@ -425,6 +425,7 @@ fn a_release_warns_of_a_gate_in_alarm_now_and_of_a_pause_too_short_for_a_gate() 
         check: crate::config::GateCheck::Alarm("web-5xx".into()),
         insufficient_data: crate::config::OnInsufficientData::Pass,
         mode: crate::config::GateMode::Enforce,
+        slow_at: None,
     }];
     let reading = AlarmReading {
         state: AlarmState::Alarm,

@@ -173,6 +173,7 @@ mod tests {
             check: GateCheck::Alarm("web-5xx".into()),
             insufficient_data,
             mode,
+            slow_at: None,
         }
     }
 

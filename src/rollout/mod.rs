@@ -3,6 +3,7 @@
 //! carries actions out, so a crash between two events resumes exactly where it stopped.
 
 pub mod gates;
+pub mod pace;
 
 use crate::cloud::{LaunchTemplateRef, StandIn, Weight};
 use crate::config::Capacity;
@@ -166,6 +167,10 @@ pub struct Rollout {
     /// compares.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub image_spec: String,
+    /// With a `rate`: how long the current step is watched, in milliseconds, as the
+    /// gates' readings set it (see `pace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pace_ms: Option<u64>,
     /// A worker fleet's release, which moves capacity instead of traffic (its
     /// `listener_arn` is empty and it has no target group).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -470,6 +475,7 @@ impl Rollout {
             promoted: false,
             irreversible: false,
             image_spec: String::new(),
+            pace_ms: None,
         }
     }
 

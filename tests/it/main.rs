@@ -16,6 +16,7 @@ mod irreversible;
 mod locks;
 mod notify;
 mod ownership;
+mod pace;
 mod plans;
 mod production;
 mod promotion;

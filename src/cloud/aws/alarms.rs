@@ -57,6 +57,87 @@ impl Aws {
             .collect())
     }
 
+    /// The alarm's own metric over the window, by GetMetricStatistics with its statistic
+    /// and period. An alarm on a metric math expression has no single metric: `None`.
+    pub(super) async fn alarm_metric_peak(
+        &self,
+        name: &str,
+        since: &str,
+    ) -> CloudResult<Option<MetricPeak>> {
+        let start = DateTime::from_str(since, DateTimeFormat::DateTime)
+            .map_err(|e| CloudError::Invalid(format!("`{since}` is not an RFC 3339 time: {e}")))?;
+        let Some(alarm) = self
+            .describe_alarms(&[name.to_string()])
+            .await?
+            .into_iter()
+            .next()
+        else {
+            return Ok(None);
+        };
+        let (Some(namespace), Some(metric), Some(threshold)) =
+            (alarm.namespace(), alarm.metric_name(), alarm.threshold())
+        else {
+            return Ok(None);
+        };
+        let comparison = match alarm.comparison_operator() {
+            Some(ComparisonOperator::GreaterThanThreshold) => crate::config::Comparison::Greater,
+            Some(ComparisonOperator::GreaterThanOrEqualToThreshold) => {
+                crate::config::Comparison::GreaterOrEqual
+            }
+            Some(ComparisonOperator::LessThanThreshold) => crate::config::Comparison::Less,
+            Some(ComparisonOperator::LessThanOrEqualToThreshold) => {
+                crate::config::Comparison::LessOrEqual
+            }
+            _ => return Ok(None),
+        };
+        let statistic = alarm.statistic().cloned().unwrap_or(Statistic::Average);
+        let now = DateTime::from(std::time::SystemTime::now());
+        let mut request = self
+            .cloudwatch
+            .get_metric_statistics()
+            .namespace(namespace)
+            .metric_name(metric)
+            .set_dimensions(Some(alarm.dimensions().to_vec()))
+            .start_time(start)
+            .end_time(now)
+            .period(alarm.period().unwrap_or(60).max(1));
+        request = match alarm.extended_statistic() {
+            Some(percentile) => request.extended_statistics(percentile),
+            None => request.statistics(statistic.clone()),
+        };
+        let out = request
+            .send()
+            .await
+            .map_err(|e| sdk_error("GetMetricStatistics", e))?;
+        let values = out
+            .datapoints()
+            .iter()
+            .filter_map(|d| match alarm.extended_statistic() {
+                Some(p) => d.extended_statistics().and_then(|e| e.get(p).copied()),
+                None => match statistic {
+                    Statistic::Sum => d.sum(),
+                    Statistic::Maximum => d.maximum(),
+                    Statistic::Minimum => d.minimum(),
+                    Statistic::SampleCount => d.sample_count(),
+                    _ => d.average(),
+                },
+            });
+        let value = match comparison {
+            crate::config::Comparison::Less | crate::config::Comparison::LessOrEqual => values
+                .fold(None, |worst: Option<f64>, v| {
+                    Some(worst.map_or(v, |w| w.min(v)))
+                }),
+            _ => values.fold(None, |worst: Option<f64>, v| {
+                Some(worst.map_or(v, |w| w.max(v)))
+            }),
+        };
+        Ok(Some(MetricPeak {
+            value,
+            threshold,
+            comparison,
+        }))
+    }
+
     /// DescribeAlarmHistory takes one alarm name a call; the calls are made side by side.
     pub(super) async fn alarm_transitions(
         &self,

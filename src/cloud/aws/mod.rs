@@ -428,6 +428,9 @@ impl Cloud for Aws {
     ) -> CloudResult<Vec<AlarmTransition>> {
         self.alarm_transitions(names, since).await
     }
+    async fn alarm_metric_peak(&self, alarm: &str, since: &str) -> CloudResult<Option<MetricPeak>> {
+        self.alarm_metric_peak(alarm, since).await
+    }
     async fn put_alarm(&self, request: &AlarmRequest) -> CloudResult<()> {
         self.put_alarm(request).await
     }
