@@ -368,8 +368,38 @@ async fn run(
     // Undone without a lock: the release was never to blame (a gate already failing, a
     // name held by someone else, a refusal by AWS).
     let mut stopped = Vec::new();
+    // Fleets whose change did not end well, and why: a fleet that runs `after` one of
+    // them is not started.
+    let mut unwell: std::collections::BTreeMap<String, &'static str> = Default::default();
     for change in &plan.changes {
         let name = &change.fleet;
+        let waits_for = config
+            .fleets
+            .iter()
+            .find(|f| &f.name == name)
+            .and_then(|f| {
+                f.rollout
+                    .after
+                    .iter()
+                    .find_map(|a| Some((a, *unwell.get(a)?)))
+            });
+        if let (Some((first, why)), false) = (waits_for, matches!(change.action, Action::NoOp)) {
+            let reason =
+                format!("not started: it runs after fleet {first}, which {why} in this apply");
+            if view == View::Json {
+                view.ended(
+                    name,
+                    String::new(),
+                    Ended::Blocked,
+                    None,
+                    Some(&reason),
+                    false,
+                );
+            }
+            blocked.push(format!("fleet {name} was {reason}"));
+            unwell.insert(name.clone(), "was not started");
+            continue;
+        }
         reporter.working_on(Some(name));
         engine.cloud = regions[name];
         // A retired fleet is the one without a configuration.
@@ -399,9 +429,11 @@ async fn run(
                     );
                 }
                 blocked.push(format!("fleet {name}: {}", change.reason));
+                unwell.insert(name.clone(), "is blocked");
                 continue;
             }
             Action::Locked { reason, held } => {
+                unwell.insert(name.clone(), "is locked");
                 if view == View::Json {
                     view.ended(name, String::new(), Ended::Locked, None, Some(reason), true);
                 }
@@ -488,6 +520,15 @@ async fn run(
         if let Some(notice) = notice {
             reporter.notifier.send(notice);
         }
+        if !matches!(outcome, Outcome::Released { .. } | Outcome::Restored { .. }) {
+            unwell.insert(
+                name.clone(),
+                match outcome {
+                    Outcome::Held { .. } => "is held",
+                    _ => "was rolled back",
+                },
+            );
+        }
         match outcome {
             Outcome::Held { reason, group } => {
                 let text = format!(
@@ -564,13 +605,17 @@ async fn run(
         }),
         _ => {}
     }
+    // The exit code is the worst outcome's; every fleet's outcome is said.
+    blocked.extend(stopped);
     if !rolled_back.is_empty() {
+        rolled_back.extend(locked);
+        rolled_back.extend(blocked);
         return Err(CliError::RolledBack(rolled_back.join("\n")));
     }
     if !locked.is_empty() {
+        locked.extend(blocked);
         return Err(CliError::Locked(locked.join("\n")));
     }
-    blocked.extend(stopped);
     if !blocked.is_empty() {
         return Err(CliError::Message(format!("error: {}", blocked.join("\n"))));
     }

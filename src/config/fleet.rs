@@ -528,6 +528,8 @@ fn default_rollout(steps: Vec<u8>) -> RolloutSpec {
         keep_previous: 0,
         poll_interval: Duration::from_secs(5),
         rate: None,
+        after: Vec::new(),
+        after_span: None,
         gates: Vec::new(),
     }
 }
@@ -637,6 +639,12 @@ fn read_rollout(r: &mut BlockReader, worker: bool) -> RolloutSpec {
     let rate = rate
         .map(|(rate, _)| rate)
         .filter(|r| !r.min_pause.is_zero() && r.min_pause <= r.max_pause);
+    // Read as written, not evaluated: a fleet's attributes are not known while fleets
+    // are read, but its name is.
+    let (after, after_span) = match r.expression("after") {
+        None => (Vec::new(), None),
+        Some((expression, span)) => (read_after(r, expression, span.clone()), span),
+    };
     RolloutSpec {
         pause,
         healthy_within,
@@ -644,6 +652,8 @@ fn read_rollout(r: &mut BlockReader, worker: bool) -> RolloutSpec {
         poll_interval,
         gates,
         rate,
+        after,
+        after_span,
         ..defaults
     }
 }
@@ -860,4 +870,45 @@ fn read_promote_after<'a>(
         place: place?,
         fleet,
     })
+}
+
+/// `after = [fleet.api, fleet.db]`: the names of the fleets, as state knows them.
+fn read_after(
+    r: &mut BlockReader,
+    expression: &hcl_edit::expr::Expression,
+    span: Option<crate::config::Span>,
+) -> Vec<String> {
+    use hcl_edit::expr::{Expression, TraversalOperator};
+    let fix = "write after = [fleet.api, fleet.db], naming fleets of the same module";
+    let Expression::Array(items) = expression else {
+        r.diags
+            .push(Diagnostic::new("`after` must be a list of fleets", span).with_hint(fix));
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    for item in items.iter() {
+        let label = match item {
+            Expression::Traversal(t) => match (&t.expr, t.operators.as_slice()) {
+                (Expression::Variable(root), [op]) if root.as_str() == "fleet" => {
+                    match op.value() {
+                        TraversalOperator::GetAttr(name) => Some(name.as_str().to_string()),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        match label {
+            Some(label) => names.push(super::load::fleet_name(&r.eval.module_path, &label)),
+            None => r.diags.push(
+                Diagnostic::new(
+                    "`after` lists fleets, as `fleet.NAME`",
+                    span_of(r.file, item),
+                )
+                .with_hint(fix),
+            ),
+        }
+    }
+    names
 }

@@ -209,6 +209,7 @@ fn load_files(
         for fleet in &mut fleets {
             fleet.default_tags = default_tags.clone();
         }
+        check_order(&fleets, &mut diags);
         Config {
             dir: dir.to_path_buf(),
             backend,
@@ -225,6 +226,83 @@ fn load_files(
         Some(config) if diags.is_empty() => Ok(config),
         _ => fail(sources, diags),
     }
+}
+
+/// `after` names fleets of this configuration and never goes round in a circle.
+fn check_order(fleets: &[Fleet], diags: &mut Diagnostics) {
+    let known: Vec<&str> = fleets.iter().map(|f| f.name.as_str()).collect();
+    for fleet in fleets {
+        for name in &fleet.rollout.after {
+            if !known.contains(&name.as_str()) {
+                let d = Diagnostic::new(
+                    format!("fleet `{}` waits for fleet `{name}`, which the configuration does not have", fleet.name),
+                    fleet.rollout.after_span.clone(),
+                );
+                diags.push(match did_you_mean(name, &known) {
+                    Some(k) => d.with_hint(format!("did you mean fleet.{k}?")),
+                    None => d.with_hint(format!("the fleets are: {}", known.join(", "))),
+                });
+            }
+        }
+    }
+    // Each circle reported once, at the first fleet of it in the configuration.
+    let after = |name: &str| {
+        fleets
+            .iter()
+            .find(|f| f.name == name)
+            .map_or(&[][..], |f| &f.rollout.after[..])
+    };
+    let mut reported: Vec<String> = Vec::new();
+    for fleet in fleets {
+        let mut path = vec![fleet.name.clone()];
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(circle) = circle_from(&fleet.name, &mut path, &mut seen, &after) {
+            let mut members = circle.clone();
+            members.sort();
+            members.dedup();
+            if reported.contains(&members.join(",")) {
+                continue;
+            }
+            reported.push(members.join(","));
+            diags.push(
+                Diagnostic::new(
+                    format!(
+                        "fleets wait for each other in a circle: {}",
+                        circle.join(" -> ")
+                    ),
+                    fleet.rollout.after_span.clone(),
+                )
+                .with_hint("one of them must not wait: remove it from the other's `after`"),
+            );
+        }
+    }
+}
+
+/// A way back to `start` along `after`, as the names on it (start first and last).
+/// A fleet in `seen` was explored already without leading back: it never will.
+fn circle_from<'a>(
+    start: &str,
+    path: &mut Vec<String>,
+    seen: &mut std::collections::BTreeSet<String>,
+    after: &impl Fn(&str) -> &'a [String],
+) -> Option<Vec<String>> {
+    let last = path.last().expect("the path starts at start").clone();
+    for next in after(&last) {
+        if next == start {
+            let mut circle = path.clone();
+            circle.push(start.to_string());
+            return Some(circle);
+        }
+        if !seen.insert(next.clone()) {
+            continue;
+        }
+        path.push(next.clone());
+        if let Some(found) = circle_from(start, path, seen, after) {
+            return Some(found);
+        }
+        path.pop();
+    }
+    None
 }
 
 /// Problems in a module used twice are found twice; show each once, in file order.
@@ -613,7 +691,7 @@ pub fn read_unit<'a>(
 /// A fleet in a module is named after the calls that lead to it, so that two calls of
 /// one module make two fleets: `fleet "api"` in `module "checkout"` is `checkout-api`,
 /// and a module's single `fleet "this"` takes the call's name, `checkout`.
-fn fleet_name(module_path: &[String], label: &str) -> String {
+pub(super) fn fleet_name(module_path: &[String], label: &str) -> String {
     let mut parts = module_path.to_vec();
     if parts.is_empty() || label != "this" {
         parts.push(label.to_string());

@@ -401,6 +401,12 @@ pub struct RolloutSpec {
     /// `rate { min_pause, max_pause }`: each step's pause follows what the gates read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate: Option<crate::rollout::pace::Rate>,
+    /// `after = [fleet.api]`: fleets whose releases must finish first, by name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+    /// Where `after` is written, for errors found once every fleet is known.
+    #[serde(skip)]
+    pub after_span: Option<crate::config::Span>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

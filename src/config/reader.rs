@@ -69,6 +69,16 @@ impl<'r, 'a> BlockReader<'r, 'a> {
         Some((literal, sensitive))
     }
 
+    /// The attribute's expression as written, unevaluated, and where it is.
+    pub fn expression(
+        &mut self,
+        key: &'static str,
+    ) -> Option<(&'a hcl_edit::expr::Expression, Option<Span>)> {
+        self.known_attributes.push(key);
+        let attr = self.body.get_attribute(key)?;
+        Some((&attr.value, span_of(self.file, &attr.value)))
+    }
+
     pub fn has(&mut self, key: &'static str) -> bool {
         self.known_attributes.push(key);
         self.body.get_attribute(key).is_some()

@@ -179,6 +179,9 @@ pub struct Release {
     /// `rollout { rate }`: the pauses' bounds and the gates that pace them, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pace: Option<String>,
+    /// `rollout { after }`: fleets whose releases must finish in this apply first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
 }
 
 /// How a worker fleet's release moves capacity.
@@ -509,9 +512,8 @@ pub fn builder_name(group: &str) -> String {
 }
 
 pub fn plan(config: &Config, state: &State, observed: &BTreeMap<String, Observed>) -> Plan {
-    let mut changes: Vec<Change> = config
-        .fleets
-        .iter()
+    let mut changes: Vec<Change> = in_order(&config.fleets)
+        .into_iter()
         .map(|fleet| plan_fleet(fleet, state, observed.get(&fleet.name)))
         .collect();
     for (name, recorded) in &state.fleets {
@@ -520,6 +522,33 @@ pub fn plan(config: &Config, state: &State, observed: &BTreeMap<String, Observed
         }
     }
     Plan { changes }
+}
+
+/// The fleets in the configuration's order, except that a fleet comes after the fleets
+/// of its `after` (the configuration has no circles: it is checked when loaded).
+pub fn in_order(fleets: &[Fleet]) -> Vec<&Fleet> {
+    let mut placed: Vec<&Fleet> = Vec::with_capacity(fleets.len());
+    while placed.len() < fleets.len() {
+        let before = placed.len();
+        for fleet in fleets {
+            let ready = fleet.rollout.after.iter().all(|name| {
+                placed.iter().any(|p| &p.name == name) || !fleets.iter().any(|f| &f.name == name)
+            });
+            if ready && !placed.iter().any(|p| p.name == fleet.name) {
+                placed.push(fleet);
+            }
+        }
+        if placed.len() == before {
+            // A circle (refused at load): the rest in the configuration's order.
+            placed.extend(
+                fleets
+                    .iter()
+                    .filter(|f| !placed.iter().any(|p| p.name == f.name))
+                    .collect::<Vec<_>>(),
+            );
+        }
+    }
+    placed
 }
 
 fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Change {
@@ -703,6 +732,7 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
         workers: fleet.is_worker().then(|| worker_plan(fleet, live)),
         settings: settings_of(fleet),
         irreversible: fleet.irreversible,
+        after: fleet.rollout.after.clone(),
         pace: fleet.rollout.rate.map(|rate| {
             let gates: Vec<String> = fleet
                 .rollout

@@ -191,6 +191,14 @@ pub fn render(plan: &Plan, color: bool) -> String {
                 if let Some(pace) = &r.pace {
                     let _ = writeln!(out, "        pace    {pace}");
                 }
+                if !r.after.is_empty() {
+                    let after: Vec<String> = r.after.iter().map(|a| format!("fleet.{a}")).collect();
+                    let _ = writeln!(
+                        out,
+                        "        after   {}: starts once their changes in this apply ended well",
+                        after.join(", ")
+                    );
+                }
                 if r.irreversible {
                     let moved = match r.workers {
                         Some(_) => "capacity moves to it",

@@ -627,3 +627,26 @@ fn an_unproven_release_is_blocked_with_where_it_stands_and_an_update_is_not() {
     let plan = super::plan(&v1, &state, &observed);
     assert!(matches!(plan.changes[0].action, Action::NoOp), "{plan:?}");
 }
+
+#[test]
+fn fleets_are_planned_after_the_fleets_they_run_after_and_otherwise_in_order() {
+    let mut config = config("v1");
+    let mut fleet = |name: &str, after: &[&str]| {
+        let mut f = config.fleets[0].clone();
+        f.name = name.into();
+        f.rollout.after = after.iter().map(|a| a.to_string()).collect();
+        f
+    };
+    let fleets = vec![
+        fleet("web", &["api", "db"]),
+        fleet("api", &["db"]),
+        fleet("batch", &[]),
+        fleet("db", &[]),
+    ];
+    config.fleets = fleets;
+    let order: Vec<&str> = super::in_order(&config.fleets)
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
+    assert_eq!(order, ["batch", "db", "api", "web"]);
+}

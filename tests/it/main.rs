@@ -15,6 +15,7 @@ mod interrupt;
 mod irreversible;
 mod locks;
 mod notify;
+mod order;
 mod ownership;
 mod pace;
 mod plans;
