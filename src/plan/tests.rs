@@ -631,7 +631,7 @@ fn an_unproven_release_is_blocked_with_where_it_stands_and_an_update_is_not() {
 #[test]
 fn fleets_are_planned_after_the_fleets_they_run_after_and_otherwise_in_order() {
     let mut config = config("v1");
-    let mut fleet = |name: &str, after: &[&str]| {
+    let fleet = |name: &str, after: &[&str]| {
         let mut f = config.fleets[0].clone();
         f.name = name.into();
         f.rollout.after = after.iter().map(|a| a.to_string()).collect();
