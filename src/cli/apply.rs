@@ -468,10 +468,24 @@ async fn run(
         reporter.finish(name);
         let outcome = match outcome {
             Err(EngineError::Interrupted { group, phase, .. }) => {
-                if !signals.interactive || !offer_rollback(&fleet.name, &group, &phase).await {
+                // An irreversible release that traffic reached is rolled back only on
+                // purpose (`--force --reason`), never by a yes to a question.
+                let irreversible = engine
+                    .state
+                    .fleets
+                    .get(name)
+                    .and_then(|f| f.rollout.as_ref())
+                    .is_some_and(|r| r.irreversible && r.weight > 0);
+                let rollback_hint = match irreversible {
+                    true => format!("`immune rollback {} --force --reason TEXT` (the release is irreversible) to roll it back", fleet.name),
+                    false => format!("`immune rollback {}` to roll it back", fleet.name),
+                };
+                if !signals.interactive
+                    || irreversible
+                    || !offer_rollback(&fleet.name, &group, &phase).await
+                {
                     return Err(CliError::Message(format!(
-                        "error: interrupted during {phase} of {group}; state records where the rollout stopped\n  run `immune apply` to resume it, or `immune rollback {}` to roll it back",
-                        fleet.name
+                        "error: interrupted during {phase} of {group}; state records where the rollout stopped\n  run `immune apply` to resume it, or {rollback_hint}"
                     )));
                 }
                 let by = format!("{} after Ctrl-C", crate::state::operator());
