@@ -10,7 +10,7 @@ pub struct FmtArgs {
     /// Change nothing; fail when a file is not formatted.
     #[arg(long)]
     pub check: bool,
-    /// Show the changes as a diff.
+    /// Show the changes as a diff (the files are rewritten too, unless --check).
     #[arg(long)]
     pub diff: bool,
 }
