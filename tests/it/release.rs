@@ -304,7 +304,12 @@ async fn on_a_terminal_apply_shows_a_live_row_with_the_step_time_left_and_gates(
     assert!(out.status.success(), "{shown}");
     let row = format!("fleet.{} step 1/2 50% on {} [", w.prefix, w.group(1));
     assert!(shown.contains(&row), "no live row: {shown}");
-    assert!(shown.contains(" left · errors OK"), "{shown}");
+    // The gate's state follows the row: OK, or no data while LocalStack has not yet
+    // evaluated the fresh alarm.
+    assert!(
+        shown.contains(" left · errors OK") || shown.contains(" left · errors no data"),
+        "{shown}"
+    );
     assert!(
         shown.contains(&format!("fleet.{}: release complete", w.prefix)),
         "{shown}"
