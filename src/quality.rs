@@ -20,7 +20,7 @@ pub struct GateQuality {
     pub mode: String,
     /// Releases it watched.
     pub watched: u32,
-    /// Releases it rolled back (or held) in enforce mode.
+    /// Releases it failed in enforce mode: rolled back, or held when irreversible.
     pub fired_enforce: u32,
     /// Releases it would have rolled back in dry-run.
     pub fired_dry_run: u32,
@@ -86,7 +86,11 @@ pub fn of_fleet(name: &str, fleet: &FleetState) -> Vec<GateQuality> {
             if !tally.fired && undone_by_hand {
                 q.missed += 1;
             }
-            if tally.failed && released_unchanged_later(entry, &history[k + 1..]) {
+            // Failed, then released unchanged later, or promoted past it by a person (an
+            // irreversible release held, then let go on): likely a false alarm.
+            if tally.failed
+                && (entry.outcome == "done" || released_unchanged_later(entry, &history[k + 1..]))
+            {
                 q.false_alarms += 1;
             }
         }
@@ -105,13 +109,14 @@ pub fn of_fleet(name: &str, fleet: &FleetState) -> Vec<GateQuality> {
         .collect()
 }
 
-/// A person rolled the release back (`immune rollback` while it ran).
+/// A person rolled the release back because of it (`immune rollback` while it ran); a
+/// Ctrl-C's rollback says nothing of the release.
 fn by_hand(entry: &HistoryEntry) -> bool {
     entry.outcome == "rolled_back"
         && entry
             .decisions
             .iter()
-            .any(|d| d.what.starts_with("rollback asked by"))
+            .any(|d| d.what.starts_with("rollback asked by") && !d.what.contains("after Ctrl-C"))
 }
 
 /// The same release (name and fingerprint) finished later: what failed it was likely
@@ -212,7 +217,7 @@ pub fn render(report: &[GateQuality]) -> String {
         );
         let mut counts = Vec::new();
         for (n, what) in [
-            (q.fired_enforce, "rolled back"),
+            (q.fired_enforce, "failed (rolled back or held)"),
             (q.fired_dry_run, "would have rolled back"),
             (q.asked, "asked a person"),
             (q.flapping, "flapped"),

@@ -438,11 +438,7 @@ async fn run(
                     view.ended(name, String::new(), Ended::Locked, None, Some(reason), true);
                 }
                 locked.push(match held {
-                    true => format!(
-                        "fleet {name} holds {}\n  {}",
-                        change.reason,
-                        held_hint(name)
-                    ),
+                    true => format!("fleet {name}: {}\n  {}", change.reason, held_hint(name)),
                     false => format!(
                         "fleet {name} is locked: {reason}\n  run `immune unlock {name} --reason TEXT` once the cause is understood"
                     ),

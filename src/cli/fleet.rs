@@ -549,6 +549,19 @@ async fn promote_held(cli: &Cli, name: &str, full: bool) -> Result<Success, CliE
     let result = async {
         let mut state = backend.load().await.map_err(error)?;
         super::init::check_location(cli, &config, &state).await?;
+        // The release goes on as it was started: the variables must describe it.
+        if let Some(held) = state.fleets.get(name).and_then(|f| f.rollout.as_ref()) {
+            let (release, fingerprint) = (plan::release_name(fleet), plan::fingerprint(fleet));
+            if (held.release.as_str(), held.fingerprint.as_str())
+                != (release.as_str(), fingerprint.as_str())
+            {
+                return Err(error(format!(
+                    "the configuration describes release {release}, but release {} is held{}: give the variables it was released with (as for the apply that started it)",
+                    held.release,
+                    if held.release == release { " with other settings" } else { "" }
+                )));
+            }
+        }
         let clouds = observe::connect(cli, &config, &state).await?;
         let cloud = observe::cloud_of(&clouds, &config, &state, name);
         let signals = Signals::default();

@@ -17,6 +17,16 @@ pub async fn unproven(cli: &Cli, config: &Config) -> BTreeMap<String, String> {
             continue;
         };
         let place = after.place.shown();
+        if let Upstream::Dir(dir) = &after.place {
+            let same = |p: &std::path::Path| std::fs::canonicalize(p).ok();
+            if same(dir).is_some() && same(dir) == same(&config.dir) {
+                why.insert(
+                    fleet.name.clone(),
+                    format!("promote_after names this configuration's own directory ({place}): point it at the environment that must go first"),
+                );
+                continue;
+            }
+        }
         if !states.contains_key(&place) {
             let read = read(cli, &after.place).await;
             states.insert(place.clone(), read);
@@ -44,6 +54,23 @@ async fn read(cli: &Cli, place: &Upstream) -> Result<State, String> {
             // Only its backend is wanted: its variables may be unset here.
             let config = crate::config::load_with(dir, &VarInputs::default(), Mode::Validate)
                 .map_err(|e| format!("its configuration does not load:\n{e}"))?;
+            // A backend block whose values come from variables falls back to the default
+            // file without them: that would read some other state. Refused instead.
+            let default = dir.join(".immune/state.json");
+            let written = std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "hcl"))
+                .any(|e| {
+                    std::fs::read_to_string(e.path()).is_ok_and(|t| {
+                        t.contains("backend \"s3\"")
+                            || (t.contains("backend \"local\"") && t.contains("path"))
+                    })
+                });
+            if written && config.backend == (crate::config::Backend::Local { path: default }) {
+                return Err("its backend block could not be read without its variables: write the backend out in promote_after { backend \"...\" { ... } } instead".into());
+            }
             config.backend
         }
     };

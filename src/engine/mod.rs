@@ -543,6 +543,10 @@ impl Engine<'_> {
                 "FAILED: {reason}; the release is irreversible: it keeps {}% {on} and is held, nothing is rolled back on its own",
                 rollout.weight
             ));
+            // The lock goes into the same save as the hold: no crash between them.
+            if let Some(recorded) = self.state.fleets.get_mut(&fleet.name) {
+                recorded.hold(&now());
+            }
         }
         if let Some(what) = what {
             self.note(&fleet.name, what, None);

@@ -10,7 +10,7 @@ use super::{Engine, Halt, Watch};
 use crate::cloud::{AlarmReading, AlarmState, AlarmTransition};
 use crate::config::{show_duration, Fleet};
 use crate::rollout::gates::{decide, shown, step_state, Evidence, Reading, StepState, Verdict};
-use crate::rollout::pace::{self, Pace, Pressure};
+use crate::rollout::pace::{self, Pace};
 use crate::rollout::{Awaiting, Event};
 use crate::state::{now, AnswerKind};
 use std::collections::BTreeMap;
@@ -150,7 +150,6 @@ impl Engine<'_> {
         let mut terminal: Option<mpsc::Receiver<bool>> = None;
         // The worst share of its threshold each paced gate read in this step.
         let mut peaks: Vec<Option<f64>> = vec![None; spec.gates.len()];
-        let mut worst: Option<Pressure> = None;
         let mut faults = Faults {
             since: None,
             budget: self.retry_budget,
@@ -200,10 +199,8 @@ impl Engine<'_> {
                 verdicts.push(verdict);
             }
             if paced.is_some() {
-                let read = self
-                    .read_pressures(fleet, &rollout.group, &since, &mut peaks)
+                self.read_pressures(fleet, &rollout.group, &since, &mut peaks)
                     .await;
-                worst = worst.max(read);
             }
             // The gates decide first: a failing one needs no slower health read.
             let mut state = step_state(&verdicts, started.elapsed(), pause);
@@ -241,6 +238,15 @@ impl Engine<'_> {
             if let (StepState::Passed, Some(rate), false) =
                 (&state, paced, promote_now || current.promoted)
             {
+                // Each gate by its worst reading in the step: polls before its first
+                // datapoint arrived do not count as no data.
+                let worst = spec
+                    .gates
+                    .iter()
+                    .zip(&peaks)
+                    .filter_map(|(g, peak)| Some(pace::pressure(*peak, g.slow_at?)))
+                    .max();
+                let last = matches!(window, Window::Step(s) if s + 1 == rollout.steps.len());
                 match pace::at_end(&rate, pause, worst) {
                     Pace::Stretch { pause: longer } => {
                         self.rollout(&fleet.name).pace_ms = Some(longer.as_millis() as u64);
@@ -258,7 +264,7 @@ impl Engine<'_> {
                         pause = longer;
                         state = StepState::Observing;
                     }
-                    Pace::Pass { next } if next != pause => {
+                    Pace::Pass { next } if next != pause && !last => {
                         self.rollout(&fleet.name).pace_ms = Some(next.as_millis() as u64);
                         self.note(
                             &fleet.name,
@@ -369,10 +375,15 @@ impl Engine<'_> {
                             evidence: evidence.summary(),
                             since: now(),
                         });
+                        // A reject holds an irreversible release that traffic reached.
+                        let reject = match rollout.irreversible && rollout.weight > 0 {
+                            true => "to stop it (irreversible: it is held, not rolled back)",
+                            false => "to roll back",
+                        };
                         self.note(
                             &fleet.name,
                             format!(
-                                "waiting for a person: {}; run `immune approve {name}` to go on or `immune reject {name}` to roll back",
+                                "waiting for a person: {}; run `immune approve {name}` to go on or `immune reject {name}` {reject}",
                                 evidence.summary(),
                                 name = fleet.name
                             ),
@@ -383,7 +394,7 @@ impl Engine<'_> {
                             kind: crate::config::NoticeKind::AwaitingApproval,
                             fleet: fleet.name.clone(),
                             text: format!(
-                                "waiting for a person during {during} of {}: {}; run `immune approve {name}` to go on or `immune reject {name}` to roll back",
+                                "waiting for a person during {during} of {}: {}; run `immune approve {name}` to go on or `immune reject {name}` {reject}",
                                 rollout.group,
                                 evidence.summary(),
                                 name = fleet.name
@@ -602,19 +613,18 @@ impl Engine<'_> {
     }
 
     /// Reads the metric of every gate with `slow_at` over the step so far; keeps each
-    /// one's worst share of its threshold in `peaks`. Returns the worst pressure read now.
+    /// one's worst share of its threshold in `peaks`.
     async fn read_pressures(
         &self,
         fleet: &Fleet,
         group: &str,
         since: &str,
         peaks: &mut [Option<f64>],
-    ) -> Option<Pressure> {
-        let mut worst = None;
+    ) {
         for (i, gate) in fleet.rollout.gates.iter().enumerate() {
-            let Some(slow_at) = gate.slow_at else {
+            if gate.slow_at.is_none() {
                 continue;
-            };
+            }
             let share = match self
                 .cloud
                 .alarm_metric_peak(&gate.alarm_name(group), since)
@@ -629,9 +639,7 @@ impl Engine<'_> {
             if let Some(share) = share {
                 peaks[i] = Some(peaks[i].map_or(share, |p: f64| p.max(share)));
             }
-            worst = worst.max(Some(pace::pressure(share, slow_at)));
         }
-        worst
     }
 
     /// While reads fail: a rollback asked for by `immune rollback` is still heard.

@@ -9,7 +9,7 @@ pub use render::render;
 
 use crate::cloud::{GroupStatus, Weight};
 use crate::config::{Capacity, Config, Fleet};
-use crate::state::{FleetState, Group, State};
+use crate::state::{FleetState, Group, HistoryEntry, State};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -405,11 +405,32 @@ pub fn proven(
     let done = there
         .history
         .iter()
-        .filter(|h| h.release == release && h.outcome == "done")
+        .enumerate()
+        .filter(|(_, h)| h.release == release && h.outcome == "done")
         .collect::<Vec<_>>();
-    if done.iter().any(|h| h.image_spec == spec) {
+    // Finished, and not rolled back by hand right after (`immune rollback` restores the
+    // group it replaced: the next entry).
+    let restored = |k: usize| {
+        there
+            .history
+            .get(k + 1)
+            .is_some_and(|n| n.outcome == "restored")
+    };
+    if done
+        .iter()
+        .any(|(k, h)| h.image_spec == spec && !restored(*k))
+    {
         return Ok(());
     }
+    if let Some((k, _)) = done.iter().rev().find(|(_, h)| h.image_spec == spec) {
+        let back = &there.history[k + 1];
+        return Err(format!(
+            "release {release} finished in {place} but was rolled back by hand afterwards (to release {} at {})",
+            back.release,
+            back.finished_at.as_deref().unwrap_or(&back.started_at)
+        ));
+    }
+    let done: Vec<&HistoryEntry> = done.into_iter().map(|(_, h)| h).collect();
     if let Some(h) = done.last() {
         return Err(match h.image_spec.is_empty() {
             true => format!("release {release} finished in {place} at {}, recorded before immune kept image specs, so it cannot be told to be the same release: release it there again", h.finished_at.as_deref().unwrap_or("?")),
@@ -417,6 +438,12 @@ pub fn proven(
         });
     }
     if let Some(r) = there.rollout.as_ref().filter(|r| r.release == release) {
+        if let crate::rollout::Phase::Held { .. } = r.phase {
+            return Err(format!(
+                "release {release} is held in {place} after a failure ({})",
+                r.group
+            ));
+        }
         return Err(format!(
             "release {release} is still in progress in {place} ({} of {})",
             r.phase.name(),
@@ -624,6 +651,11 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
                         "an earlier apply stopped during {phase} of release {} ({})",
                         rollout.release, rollout.group
                     )
+                } else if rollout.irreversible && rollout.weight > 0 {
+                    format!(
+                        "an earlier apply stopped during {phase} of irreversible release {} ({}), which the configuration no longer asks for: traffic reached it, so it will be held for a person, not rolled back",
+                        rollout.release, rollout.group
+                    )
                 } else {
                     format!(
                         "an earlier apply stopped during {phase} of release {} ({}), which the configuration no longer asks for: it will be rolled back; apply again for release {release}",
@@ -741,9 +773,10 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
                 .filter_map(|g| Some(format!("{} (slow_at {:.0}%)", g.name, g.slow_at? * 100.0)))
                 .collect();
             format!(
-                "each pause between {} and {}, paced by {}",
+                "each pause between {} and {} (the first {}), paced by {}",
                 show(rate.min_pause),
                 show(rate.max_pause),
+                show(rate.clamp(fleet.rollout.pause)),
                 gates.join(", ")
             )
         }),

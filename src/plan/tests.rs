@@ -603,6 +603,15 @@ fn a_release_is_proven_only_by_a_finished_run_of_the_same_image_spec_upstream() 
     let fleet = staging.fleets.get_mut("web").unwrap();
     fleet.history.push(entry("v2", "done", "s2"));
     assert_eq!(super::proven(&staging, place, "web", "v2", "s2"), Ok(()));
+
+    // Rolled back by hand right after it finished: not proven.
+    let fleet = staging.fleets.get_mut("web").unwrap();
+    fleet.history.push(entry("v1", "restored", ""));
+    let back = super::proven(&staging, place, "web", "v2", "s2").unwrap_err();
+    assert!(
+        back.contains("was rolled back by hand afterwards (to release v1"),
+        "{back}"
+    );
 }
 
 #[test]
