@@ -1,5 +1,5 @@
-//! Notifications: the events a team must hear of (a release done or rolled back, a gate
-//! waiting for a person, an apply that stopped) sent to SNS topics and webhooks. A notice
+//! Notifications: the events a team must hear of (a release done, rolled back or held, a
+//! gate waiting for a person, an apply that stopped) sent to SNS topics and webhooks. A notice
 //! is sent after the state that backs it is saved, and a notice that cannot be sent is a
 //! warning: it never fails, slows or stops a release beyond its few seconds' timeout.
 
