@@ -3,6 +3,7 @@
 //! missed, and which dry-run gates look ready to enforce: the brownfield path of trying
 //! candidate metrics in dry-run first, then promoting the stable ones. Pure.
 
+use crate::engine::plural;
 use crate::state::{FleetState, HistoryEntry};
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -192,14 +193,6 @@ fn advise(q: &GateQuality) -> (String, bool) {
     match problems.is_empty() {
         true => ("no problems seen".into(), false),
         false => (problems.join("; "), false),
-    }
-}
-
-fn plural(n: u32) -> &'static str {
-    if n == 1 {
-        ""
-    } else {
-        "s"
     }
 }
 

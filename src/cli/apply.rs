@@ -471,7 +471,7 @@ async fn run(
                     .fleets
                     .get(name)
                     .and_then(|f| f.rollout.as_ref())
-                    .is_some_and(|r| r.irreversible && r.weight > 0);
+                    .is_some_and(|r| r.irreversibly_reached());
                 let rollback_hint = match irreversible {
                     true => format!("`immune rollback {} --force --reason TEXT` (the release is irreversible) to roll it back", fleet.name),
                     false => format!("`immune rollback {}` to roll it back", fleet.name),

@@ -785,8 +785,8 @@ fn irreversible_refusal(
     };
     let release = match recorded.rollout.as_ref().filter(|r| !r.phase.is_finished()) {
         Some(r) if r.kind == crate::rollout::Kind::Release => {
-            let reached = r.weight > 0 || matches!(r.phase, crate::rollout::Phase::Held { .. });
-            (r.irreversible && reached).then(|| (r.release.clone(), r.group.clone()))
+            let held = matches!(r.phase, crate::rollout::Phase::Held { .. });
+            (r.irreversibly_reached() || held).then(|| (r.release.clone(), r.group.clone()))
         }
         Some(_) => None,
         None => recorded

@@ -51,10 +51,8 @@ impl NotifyTarget {
         match self {
             NotifyTarget::Sns { topic_arn } => format!("SNS topic {topic_arn}"),
             NotifyTarget::Webhook { url } => {
-                let rest = url.0.split_once("://").map_or("", |(_, rest)| rest);
-                let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
                 // `user:password@host`: only the host is shown.
-                let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+                let host = super::notify::scheme_and_host(&url.0).map_or("", |(_, h)| h);
                 format!("webhook on {host}")
             }
         }

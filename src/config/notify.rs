@@ -139,13 +139,21 @@ pub fn topic_region(arn: &str) -> Option<&str> {
     }
 }
 
+/// A URL's scheme and host (with its port, without `user:password@`).
+pub fn scheme_and_host(url: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    Some((
+        scheme,
+        authority.rsplit_once('@').map_or(authority, |(_, h)| h),
+    ))
+}
+
 /// Why a webhook address cannot be used, in words that do not repeat it.
 fn webhook_problem(url: &str) -> Option<&'static str> {
-    let Some((scheme, rest)) = url.split_once("://") else {
+    let Some((scheme, host)) = scheme_and_host(url) else {
         return Some("is not an http(s) address");
     };
-    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
     let bare = host.split(':').next().unwrap_or_default();
     match scheme {
         _ if bare.is_empty() => Some("has no host"),

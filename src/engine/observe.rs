@@ -376,7 +376,7 @@ impl Engine<'_> {
                             since: now(),
                         });
                         // A reject holds an irreversible release that traffic reached.
-                        let reject = match rollout.irreversible && rollout.weight > 0 {
+                        let reject = match rollout.irreversibly_reached() {
                             true => "to stop it (irreversible: it is held, not rolled back)",
                             false => "to roll back",
                         };

@@ -651,7 +651,7 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
                         "an earlier apply stopped during {phase} of release {} ({})",
                         rollout.release, rollout.group
                     )
-                } else if rollout.irreversible && rollout.weight > 0 {
+                } else if rollout.irreversibly_reached() {
                     format!(
                         "an earlier apply stopped during {phase} of irreversible release {} ({}), which the configuration no longer asks for: traffic reached it, so it will be held for a person, not rolled back",
                         rollout.release, rollout.group

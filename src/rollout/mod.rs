@@ -691,12 +691,17 @@ impl Rollout {
         self.settle();
     }
 
+    /// An irreversible release that traffic (or capacity) reached: only a person's
+    /// forced rollback undoes it.
+    pub fn irreversibly_reached(&self) -> bool {
+        self.irreversible && self.weight > 0
+    }
+
     /// Whether a failure now holds the release instead of rolling it back: an
     /// irreversible release that traffic (or capacity) reached, while it is judged.
     fn holds(&self) -> bool {
-        self.irreversible
+        self.irreversibly_reached()
             && self.kind == Kind::Release
-            && self.weight > 0
             && matches!(
                 self.phase,
                 Phase::Shift { .. } | Phase::Observe { .. } | Phase::Drain

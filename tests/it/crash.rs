@@ -42,17 +42,6 @@ impl At {
     }
 }
 
-async fn set_alarm(sdk: &Sdk, alarm: &str, state: StateValue) {
-    sdk.cloudwatch
-        .set_alarm_state()
-        .alarm_name(alarm)
-        .state_value(state)
-        .state_reason("set by the crash test")
-        .send()
-        .await
-        .expect("SetAlarmState");
-}
-
 fn kill9(pid: u32) {
     let status = std::process::Command::new("kill")
         .args(["-9", &pid.to_string()])
@@ -77,7 +66,7 @@ async fn killed_at(at: At) {
     let w = World::new();
     let s = &w.surroundings;
     let sdk = w.sdk().await;
-    set_alarm(&sdk, &s.alarm, StateValue::Ok).await;
+    sdk.set_alarm(&s.alarm, StateValue::Ok).await;
     let gate = format!("gate \"errors\" {{\n      alarm = \"{}\"\n    }}", s.alarm);
     let base = w.fleet_config(&s.source_ami, &s.load_balancer, &gate);
     w.write("main.hcl", &base);
@@ -103,7 +92,7 @@ async fn killed_at(at: At) {
     loop {
         let fleet = w.fleet_state();
         if matches!(at, At::RollBack) && !alarm_set && At::Observe.reached(&fleet) {
-            set_alarm(&sdk, &s.alarm, StateValue::Alarm).await;
+            sdk.set_alarm(&s.alarm, StateValue::Alarm).await;
             alarm_set = true;
         }
         if at.reached(&fleet) {
@@ -123,7 +112,7 @@ async fn killed_at(at: At) {
     let decided_rollback = matches!(at, At::RollBack);
     if decided_rollback {
         // The alarm clears: the decision stands anyway.
-        set_alarm(&sdk, &s.alarm, StateValue::Ok).await;
+        sdk.set_alarm(&s.alarm, StateValue::Ok).await;
     }
 
     w.write(

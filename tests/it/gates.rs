@@ -6,17 +6,6 @@ use crate::harness::{Sdk, World};
 use aws_sdk_cloudwatch::types::StateValue;
 use std::time::Duration;
 
-async fn set_alarm(sdk: &Sdk, alarm: &str, state: StateValue) {
-    sdk.cloudwatch
-        .set_alarm_state()
-        .alarm_name(alarm)
-        .state_value(state)
-        .state_reason("set by the gate test")
-        .send()
-        .await
-        .expect("SetAlarmState");
-}
-
 /// The fleet with an enforce gate on the surroundings' alarm, `pause` and `poll`.
 fn gated(w: &World, pause: &str, poll: &str, drain: &str) -> String {
     let s = &w.surroundings;
@@ -39,7 +28,7 @@ fn gated(w: &World, pause: &str, poll: &str, drain: &str) -> String {
 /// v1 released with its gate's alarm OK; returns the alarm's name.
 async fn release_v1(w: &World, sdk: &Sdk) -> String {
     let alarm = w.surroundings.alarm.clone();
-    set_alarm(sdk, &alarm, StateValue::Ok).await;
+    sdk.set_alarm(&alarm, StateValue::Ok).await;
     w.write("main.hcl", &gated(w, "1s", "200ms", "0s"));
     let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
     assert_eq!(v1.code, 0, "{v1:?}");
@@ -57,9 +46,9 @@ async fn an_alarm_that_starts_and_ends_between_two_polls_is_caught_and_rolled_ba
     let v2 = w.spawn(&["apply", "--auto-approve", "--var", "release=v2"]);
     w.wait_for_phase("observe");
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    set_alarm(&sdk, &alarm, StateValue::Alarm).await;
+    sdk.set_alarm(&alarm, StateValue::Alarm).await;
     tokio::time::sleep(Duration::from_millis(3000)).await;
-    set_alarm(&sdk, &alarm, StateValue::Ok).await;
+    sdk.set_alarm(&alarm, StateValue::Ok).await;
     let out = v2.wait(Duration::from_secs(60));
     assert_eq!(out.code, 3, "caught and rolled back: {out:?}");
     assert!(
@@ -103,14 +92,14 @@ async fn an_alarm_already_firing_stops_apply_before_anything_is_launched_and_loc
             }
         })
     };
-    set_alarm(&sdk, &alarm, StateValue::Alarm).await;
+    sdk.set_alarm(&alarm, StateValue::Alarm).await;
     let plan = w.immune(&["plan", "--var", "release=v2"]);
     assert_eq!(plan.code, 0, "{plan:?}");
     assert!(
         plan.stdout.contains("is in ALARM now") && plan.stdout.contains("apply will not start"),
         "plan warns: {plan:?}"
     );
-    set_alarm(&sdk, &alarm, StateValue::Alarm).await;
+    sdk.set_alarm(&alarm, StateValue::Alarm).await;
     let v2 = w.immune(&["apply", "--auto-approve", "--var", "release=v2"]);
     keep_failing.abort();
     assert_eq!(v2.code, 1, "{v2:?}");
@@ -126,7 +115,7 @@ async fn an_alarm_already_firing_stops_apply_before_anything_is_launched_and_loc
     // LocalStack's evaluator counts a datum for about 30 s (see `fire_alarm_once` in
     // immune.rs): once the last errors are older, the alarm clears for good.
     tokio::time::sleep(Duration::from_secs(35)).await;
-    set_alarm(&sdk, &alarm, StateValue::Ok).await;
+    sdk.set_alarm(&alarm, StateValue::Ok).await;
     let again = w.immune(&["apply", "--auto-approve", "--var", "release=v2"]);
     assert_eq!(
         again.code, 0,
@@ -143,7 +132,7 @@ async fn an_alarm_during_the_drain_sends_traffic_back_to_the_old_group() {
     w.write("main.hcl", &gated(&w, "1s", "200ms", "20s"));
     let v2 = w.spawn(&["apply", "--auto-approve", "--var", "release=v2"]);
     w.wait_for_phase("drain");
-    set_alarm(&sdk, &alarm, StateValue::Alarm).await;
+    sdk.set_alarm(&alarm, StateValue::Alarm).await;
     let out = v2.wait(Duration::from_secs(60));
     assert_eq!(out.code, 3, "{out:?}");
     assert_eq!(
@@ -209,7 +198,7 @@ async fn a_fresh_load_balancer_that_answers_404_gets_its_response_back_when_a_fi
     let sdk = w.sdk().await;
     let listener = fixed_response_listener(&w, &sdk).await;
     let alarm = w.surroundings.alarm.clone();
-    set_alarm(&sdk, &alarm, StateValue::Ok).await;
+    sdk.set_alarm(&alarm, StateValue::Ok).await;
     let config = gated(&w, "8s", "200ms", "0s")
         .replace("listener_port        = 80", "listener_port        = 81");
     w.write("main.hcl", &config);
@@ -220,7 +209,7 @@ async fn a_fresh_load_balancer_that_answers_404_gets_its_response_back_when_a_fi
     let bad = w.spawn(&["apply", "--auto-approve", "--var", "release=v1"]);
     w.wait_for_phase("observe");
     assert_eq!(sdk.weights(&listener).await, [(w.group(1), 100)]);
-    set_alarm(&sdk, &alarm, StateValue::Alarm).await;
+    sdk.set_alarm(&alarm, StateValue::Alarm).await;
     let out = bad.wait(Duration::from_secs(60));
     assert_eq!(out.code, 3, "{out:?}");
     assert!(
@@ -230,7 +219,7 @@ async fn a_fresh_load_balancer_that_answers_404_gets_its_response_back_when_a_fi
     assert!(!sdk.group_exists(&w.group(1)).await);
 
     // Unlocked and with the alarm clear, a first release goes out.
-    set_alarm(&sdk, &alarm, StateValue::Ok).await;
+    sdk.set_alarm(&alarm, StateValue::Ok).await;
     let unlock = w.immune(&["unlock", &w.prefix, "--reason", "the test"]);
     assert_eq!(unlock.code, 0, "{unlock:?}");
     w.write(
@@ -357,7 +346,7 @@ async fn apply_json_prints_only_events_through_steps_a_manual_gate_and_a_rollbac
     let w = World::new();
     let sdk = w.sdk().await;
     let alarm = w.surroundings.alarm.clone();
-    set_alarm(&sdk, &alarm, StateValue::Ok).await;
+    sdk.set_alarm(&alarm, StateValue::Ok).await;
     let s = &w.surroundings;
     let with_gate = |mode: &str, pause: &str| {
         let gate = format!(
@@ -390,13 +379,13 @@ async fn apply_json_prints_only_events_through_steps_a_manual_gate_and_a_rollbac
     w.write("main.hcl", &with_gate("manual", "3s"));
     let v2 = w.spawn(&["apply", "--json", "--auto-approve", "--var", "release=v2"]);
     w.wait_for_phase("observe");
-    set_alarm(&sdk, &alarm, StateValue::Alarm).await;
+    sdk.set_alarm(&alarm, StateValue::Alarm).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while w.fleet_state()["rollout"]["awaiting"].is_null() {
         assert!(std::time::Instant::now() < deadline, "the gate never asked");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    set_alarm(&sdk, &alarm, StateValue::Ok).await;
+    sdk.set_alarm(&alarm, StateValue::Ok).await;
     assert_eq!(w.immune(&["approve", &w.prefix]).code, 0);
     let v2 = v2.wait(Duration::from_secs(60));
     assert_eq!(v2.code, 0, "{v2:?}");
@@ -414,9 +403,9 @@ async fn apply_json_prints_only_events_through_steps_a_manual_gate_and_a_rollbac
     w.write("main.hcl", &with_gate("enforce", "10s"));
     let v3 = w.spawn(&["apply", "--json", "--auto-approve", "--var", "release=v3"]);
     w.wait_for_phase("observe");
-    set_alarm(&sdk, &alarm, StateValue::Alarm).await;
+    sdk.set_alarm(&alarm, StateValue::Alarm).await;
     let v3 = v3.wait(Duration::from_secs(60));
-    set_alarm(&sdk, &alarm, StateValue::Ok).await;
+    sdk.set_alarm(&alarm, StateValue::Ok).await;
     assert_eq!(v3.code, 3, "{v3:?}");
     let seen = events(&v3);
     let outcome = of_type(&seen, "outcome");

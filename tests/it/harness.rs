@@ -300,6 +300,19 @@ impl Sdk {
     }
 
     /// A fresh bucket for one test's remote state.
+    /// Puts an alarm into `state` as SetAlarmState does (LocalStack re-evaluates it about
+    /// every 10 s from its data).
+    pub async fn set_alarm(&self, alarm: &str, state: aws_sdk_cloudwatch::types::StateValue) {
+        self.cloudwatch
+            .set_alarm_state()
+            .alarm_name(alarm)
+            .state_value(state)
+            .state_reason("set by a test")
+            .send()
+            .await
+            .expect("SetAlarmState");
+    }
+
     pub async fn bucket(&self, name: &str) {
         self.s3
             .create_bucket()

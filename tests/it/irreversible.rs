@@ -6,17 +6,6 @@ use crate::harness::{Sdk, World};
 use aws_sdk_cloudwatch::types::StateValue;
 use std::time::Duration;
 
-async fn set_alarm(sdk: &Sdk, alarm: &str, state: StateValue) {
-    sdk.cloudwatch
-        .set_alarm_state()
-        .alarm_name(alarm)
-        .state_value(state)
-        .state_reason("set by the irreversible test")
-        .send()
-        .await
-        .expect("SetAlarmState");
-}
-
 /// The fleet with an enforce gate, marked irreversible from a variable as an operator
 /// would for a release that migrates a schema.
 fn irreversible(w: &World, pause: &str) -> String {
@@ -35,7 +24,7 @@ fn irreversible(w: &World, pause: &str) -> String {
 /// v1 released, then v2 (irreversible) started and its alarm fired at the first step.
 async fn held_v2(w: &World, sdk: &Sdk) -> crate::harness::Run {
     let alarm = w.surroundings.alarm.clone();
-    set_alarm(sdk, &alarm, StateValue::Ok).await;
+    sdk.set_alarm(&alarm, StateValue::Ok).await;
     w.write("main.hcl", &irreversible(w, "1s"));
     let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
     assert_eq!(v1.code, 0, "{v1:?}");
@@ -62,9 +51,9 @@ async fn held_v2(w: &World, sdk: &Sdk) -> crate::harness::Run {
         "migrates_schema=true",
     ]);
     w.wait_for_phase("observe");
-    set_alarm(sdk, &alarm, StateValue::Alarm).await;
+    sdk.set_alarm(&alarm, StateValue::Alarm).await;
     let out = v2.wait(Duration::from_secs(90));
-    set_alarm(sdk, &alarm, StateValue::Ok).await;
+    sdk.set_alarm(&alarm, StateValue::Ok).await;
     out
 }
 

@@ -142,20 +142,7 @@ async fn releases_rollbacks_and_waits_for_a_person_are_notified_and_a_dead_webho
     let (_sns, sqs, topic, queue) = topic_with_queue(&w.prefix).await;
     let (hook, mut posted) = webhook().await;
     let alarm = w.surroundings.alarm.clone();
-    let set_alarm = |state: StateValue| {
-        let (cloudwatch, alarm) = (sdk.cloudwatch.clone(), alarm.clone());
-        async move {
-            cloudwatch
-                .set_alarm_state()
-                .alarm_name(alarm)
-                .state_value(state)
-                .state_reason("set by the notify test")
-                .send()
-                .await
-                .unwrap();
-        }
-    };
-    set_alarm(StateValue::Ok).await;
+    sdk.set_alarm(&alarm, StateValue::Ok).await;
     let s = &w.surroundings;
     let config = |mode: &str, pause: &str| {
         let gate = format!(
@@ -250,7 +237,7 @@ notify "gone" {{
         &hook_var,
     ]);
     w.wait_for_phase("observe");
-    set_alarm(StateValue::Alarm).await;
+    sdk.set_alarm(&alarm, StateValue::Alarm).await;
     let waiting = tokio::time::timeout(Duration::from_secs(60), posted.recv())
         .await
         .expect("the chat hears of the wait")
@@ -270,7 +257,7 @@ notify "gone" {{
     // Rejected: the release rolls back, is locked, and everyone hears of it.
     assert_eq!(w.immune(&["reject", &w.prefix]).code, 0);
     let v2 = v2.wait(Duration::from_secs(60));
-    set_alarm(StateValue::Ok).await;
+    sdk.set_alarm(&alarm, StateValue::Ok).await;
     assert_eq!(v2.code, 3, "{v2:?}");
     let rolled_back = tokio::time::timeout(Duration::from_secs(30), posted.recv())
         .await

@@ -30,20 +30,7 @@ async fn a_fleet_after_another_waits_for_it_and_is_not_started_when_it_rolls_bac
             .replace("variable \"release\" { type = string }", "");
         format!("{other}\n{first}")
     };
-    let set = |state: StateValue| {
-        let (cloudwatch, alarm) = (sdk.cloudwatch.clone(), s.alarm.clone());
-        async move {
-            cloudwatch
-                .set_alarm_state()
-                .alarm_name(alarm)
-                .state_value(state)
-                .state_reason("set by the order test")
-                .send()
-                .await
-                .unwrap();
-        }
-    };
-    set(StateValue::Ok).await;
+    sdk.set_alarm(&s.alarm, StateValue::Ok).await;
     w.write("main.hcl", &config("1s"));
     let plan = w.immune(&["plan", "--var", "release=v1"]);
     assert!(
@@ -67,9 +54,9 @@ async fn a_fleet_after_another_waits_for_it_and_is_not_started_when_it_rolls_bac
     w.write("main.hcl", &config("10s"));
     let v2 = w.spawn(&["apply", "--auto-approve", "--var", "release=v2"]);
     w.wait_for_phase("observe");
-    set(StateValue::Alarm).await;
+    sdk.set_alarm(&s.alarm, StateValue::Alarm).await;
     let v2 = v2.wait(Duration::from_secs(90));
-    set(StateValue::Ok).await;
+    sdk.set_alarm(&s.alarm, StateValue::Ok).await;
     assert_eq!(v2.code, 3, "{v2:?}");
     assert!(
         v2.stderr.contains(&format!(

@@ -2,20 +2,9 @@
 //! (the release went out unchanged after), a flapping alarm and a dry-run finding on a
 //! release that went well, counted from what the gates saw.
 
-use crate::harness::{Sdk, World};
+use crate::harness::World;
 use aws_sdk_cloudwatch::types::{ComparisonOperator, StateValue, Statistic};
 use std::time::Duration;
-
-async fn set_alarm(sdk: &Sdk, alarm: &str, state: StateValue) {
-    sdk.cloudwatch
-        .set_alarm_state()
-        .alarm_name(alarm)
-        .state_value(state)
-        .state_reason("set by the gate quality test")
-        .send()
-        .await
-        .expect("SetAlarmState");
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_gate_report_counts_false_alarms_flapping_and_dry_run_findings() {
@@ -36,8 +25,8 @@ async fn the_gate_report_counts_false_alarms_flapping_and_dry_run_findings() {
         .send()
         .await
         .unwrap();
-    set_alarm(&sdk, &errors, StateValue::Ok).await;
-    set_alarm(&sdk, &trial, StateValue::Ok).await;
+    sdk.set_alarm(&errors, StateValue::Ok).await;
+    sdk.set_alarm(&trial, StateValue::Ok).await;
     let s = &w.surroundings;
     let gates = format!(
         "gate \"errors\" {{\n      alarm = \"{errors}\"\n    }}\n    gate \"trial\" {{\n      alarm = \"{trial}\"\n      mode  = \"dry-run\"\n    }}"
@@ -67,9 +56,9 @@ async fn the_gate_report_counts_false_alarms_flapping_and_dry_run_findings() {
     let v2 = w.spawn(&["apply", "--auto-approve", "--var", "release=v2"]);
     w.wait_for_phase("observe");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    set_alarm(&sdk, &errors, StateValue::Alarm).await;
+    sdk.set_alarm(&errors, StateValue::Alarm).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    set_alarm(&sdk, &errors, StateValue::Ok).await;
+    sdk.set_alarm(&errors, StateValue::Ok).await;
     let v2 = v2.wait(Duration::from_secs(60));
     assert_eq!(v2.code, 3, "{v2:?}");
 
@@ -86,9 +75,9 @@ async fn the_gate_report_counts_false_alarms_flapping_and_dry_run_findings() {
     w.write("main.hcl", &config("3s", "200ms"));
     let v3 = w.spawn(&["apply", "--auto-approve", "--var", "release=v3"]);
     w.wait_for_phase("observe");
-    set_alarm(&sdk, &trial, StateValue::Alarm).await;
+    sdk.set_alarm(&trial, StateValue::Alarm).await;
     let v3 = v3.wait(Duration::from_secs(60));
-    set_alarm(&sdk, &trial, StateValue::Ok).await;
+    sdk.set_alarm(&trial, StateValue::Ok).await;
     assert_eq!(v3.code, 0, "{v3:?}");
 
     let report = w.immune(&["gates", &w.prefix, "--json"]);

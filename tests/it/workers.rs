@@ -171,17 +171,6 @@ async fn capacity(sdk: &Sdk, group: &str) -> Option<(i32, i32, i32, usize)> {
     })
 }
 
-async fn set_alarm(sdk: &Sdk, alarm: &str, state: StateValue) {
-    sdk.cloudwatch
-        .set_alarm_state()
-        .alarm_name(alarm)
-        .state_value(state)
-        .state_reason("set by the worker test")
-        .send()
-        .await
-        .expect("SetAlarmState");
-}
-
 fn apply(w: &World, release: &str) -> crate::harness::Run {
     w.immune(&[
         "apply",
@@ -287,7 +276,7 @@ async fn a_bad_worker_release_gives_the_old_group_its_capacity_back_and_locks() 
     let sdk = w.sdk().await;
     let _workers = Workers::play(&w.prefix, false);
     let alarm = w.surroundings.alarm.clone();
-    set_alarm(&sdk, &alarm, StateValue::Ok).await;
+    sdk.set_alarm(&alarm, StateValue::Ok).await;
     let gate = format!("gate \"failures\" {{\n      alarm = \"{alarm}\"\n    }}");
     let config = worker_config(&w, &gate, "[50, 100]");
     w.write("main.hcl", &config);
@@ -303,9 +292,9 @@ async fn a_bad_worker_release_gives_the_old_group_its_capacity_back_and_locks() 
     // The new group holds half of the capacity, the old one the other half.
     assert_eq!(capacity(&sdk, &w.group(2)).await, Some((1, 1, 1, 1)));
     assert_eq!(capacity(&sdk, &w.group(1)).await, Some((1, 1, 1, 1)));
-    set_alarm(&sdk, &alarm, StateValue::Alarm).await;
+    sdk.set_alarm(&alarm, StateValue::Alarm).await;
     let out = v2.wait(Duration::from_secs(90));
-    set_alarm(&sdk, &alarm, StateValue::Ok).await;
+    sdk.set_alarm(&alarm, StateValue::Ok).await;
     assert_eq!(out.code, 3, "rolled back: {out:?}");
     assert!(out.stdout.contains("gate failures failed"), "{out:?}");
     assert_eq!(
@@ -388,7 +377,7 @@ async fn the_gates_are_watched_while_old_workers_finish_their_jobs() {
     let sdk = w.sdk().await;
     let workers = Workers::play(&w.prefix, true);
     let alarm = w.surroundings.alarm.clone();
-    set_alarm(&sdk, &alarm, StateValue::Ok).await;
+    sdk.set_alarm(&alarm, StateValue::Ok).await;
     let gate = format!("gate \"failures\" {{\n      alarm = \"{alarm}\"\n    }}");
     w.write("main.hcl", &worker_config(&w, &gate, "[50, 100]"));
     assert_eq!(apply(&w, "v1").code, 0);
@@ -404,10 +393,10 @@ async fn the_gates_are_watched_while_old_workers_finish_their_jobs() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let fired = Instant::now();
-    set_alarm(&sdk, &alarm, StateValue::Alarm).await;
+    sdk.set_alarm(&alarm, StateValue::Alarm).await;
     workers.hang.store(false, Ordering::SeqCst);
     let out = v2.wait(Duration::from_secs(90));
-    set_alarm(&sdk, &alarm, StateValue::Ok).await;
+    sdk.set_alarm(&alarm, StateValue::Ok).await;
     assert_eq!(out.code, 3, "rolled back: {out:?}");
     assert!(
         fired.elapsed() < Duration::from_secs(25),
