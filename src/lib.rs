@@ -12,3 +12,4 @@ pub mod plan;
 pub mod quality;
 pub mod rollout;
 pub mod state;
+pub mod terminal;

@@ -8,7 +8,8 @@ use crate::config::NoticeKind;
 use crate::engine::{Engine, EngineError, Outcome, Reporter, Signals, Stdout};
 use crate::notify::{Notice, Notifier};
 use crate::plan::{Action, Document};
-use crate::state::LockGuard;
+use crate::state::{LockGuard, Shared};
+use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 use std::time::Duration;
@@ -43,9 +44,9 @@ pub async fn release(lock: LockGuard) {
 pub struct Notifying<'a> {
     pub view: View,
     pub notifier: &'a Notifier,
-    /// The fleet whose change is being carried out: an apply that stops on its way
-    /// tells of it.
-    pub current: std::sync::Mutex<Option<String>>,
+    /// The fleets whose changes are being carried out: an apply that stops at once
+    /// tells of them.
+    pub running: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// The live rows, when the text view is on a terminal.
     pub progress: Option<super::progress::Progress>,
 }
@@ -61,7 +62,7 @@ impl<'a> Notifying<'a> {
         Notifying {
             view,
             notifier,
-            current: Default::default(),
+            running: Default::default(),
             progress,
         }
     }
@@ -81,8 +82,12 @@ impl<'a> Notifying<'a> {
         }
     }
 
-    fn working_on(&self, fleet: Option<&str>) {
-        *self.current.lock().expect("not poisoned") = fleet.map(str::to_string);
+    fn working_on(&self, fleet: &str, running: bool) {
+        let mut set = self.running.lock().expect("not poisoned");
+        match running {
+            true => set.insert(fleet.to_string()),
+            false => set.remove(fleet),
+        };
     }
 }
 
@@ -175,13 +180,17 @@ impl View {
     }
 }
 
-pub async fn apply(
-    cli: &Cli,
-    saved: Option<&Path>,
-    auto_approve: bool,
-    lock_timeout: Duration,
-    view: View,
-) -> Result<Success, CliError> {
+/// How apply runs, from its flags.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub auto_approve: bool,
+    pub lock_timeout: Duration,
+    pub view: View,
+    /// At most this many fleets' changes at once.
+    pub parallelism: usize,
+}
+
+pub async fn apply(cli: &Cli, saved: Option<&Path>, options: Options) -> Result<Success, CliError> {
     let message = |e: &dyn std::fmt::Display| CliError::Message(format!("error: {e}"));
     // A saved plan carries the variable values it was made with, but none of the
     // sensitive ones: those are given again.
@@ -203,20 +212,11 @@ pub async fn apply(
         None => cli.load()?,
     };
     let backend = backend(cli, &config).await?;
-    let lock = lock::take(backend.as_ref(), "apply", lock_timeout)
+    let lock = lock::take(backend.as_ref(), "apply", options.lock_timeout)
         .await
         .map_err(|e| CliError::Message(format!("error: {e}")))?;
     let notifier = Notifier::new(&config).await;
-    let result = apply_locked(
-        cli,
-        &config,
-        backend.as_ref(),
-        document,
-        auto_approve,
-        view,
-        &notifier,
-    )
-    .await;
+    let result = apply_locked(cli, &config, backend.as_ref(), document, options, &notifier).await;
     release(lock).await;
     notifier.flush().await;
     result
@@ -227,10 +227,15 @@ async fn apply_locked(
     config: &Config,
     backend: &dyn crate::state::Backend,
     saved: Option<(Document, &Path)>,
-    auto_approve: bool,
-    view: View,
+    options: Options,
     notifier: &Notifier,
 ) -> Result<Success, CliError> {
+    let Options {
+        auto_approve,
+        view,
+        parallelism,
+        ..
+    } = options;
     let message = |e: &dyn std::fmt::Display| CliError::Message(format!("error: {e}"));
     let mut state = backend.load().await.map_err(|e| message(&e))?;
     super::init::check_location(cli, config, &state).await?;
@@ -315,96 +320,288 @@ async fn apply_locked(
         interrupts.next().await;
     };
     let reporter = Notifying::new(view, notifier);
+    let shared = Shared::new(backend, state);
     let result = tokio::select! {
-        result = run(config, &cloud, backend, &mut state, &plan, &signals, &reporter) => result,
+        result = run(config, &cloud, &shared, &plan, &signals, &reporter, parallelism) => result,
         _ = interrupts => Err(CliError::Message(
             "error: stopped at once; state records the last completed step: run `immune apply` to resume the rollout or `immune rollback FLEET` to roll it back".into(),
         )),
     };
-    // An apply that stopped on its way leaves a fleet for the next one to finish.
     if let Some(progress) = &reporter.progress {
         progress.clear();
     }
-    let current = reporter.current.lock().expect("not poisoned").clone();
-    if let (Err(CliError::Message(why)), Some(fleet)) = (&result, current) {
+    // Fleets still on their way when the apply stopped at once are left for the next
+    // one to finish: their teams hear so.
+    let running = std::mem::take(&mut *reporter.running.lock().expect("not poisoned"));
+    if let Err(CliError::Message(why)) = &result {
+        let state = shared.snapshot().await;
         let why = why.strip_prefix("error: ").unwrap_or(why);
-        let text = format!("apply stopped: {why}");
-        notifier.send(notice(
-            &state,
-            NoticeKind::Stopped,
-            &fleet,
-            text,
-            None,
-            false,
-        ));
+        for fleet in running {
+            let text = format!("apply stopped: {why}");
+            notifier.send(notice(
+                &state,
+                NoticeKind::Stopped,
+                &fleet,
+                text,
+                None,
+                false,
+            ));
+        }
     }
     result
 }
 
+/// What one apply shares between the fleets it carries out side by side.
+struct Run<'a> {
+    config: &'a Config,
+    /// Each fleet is carried out in the region its resources are in.
+    regions: BTreeMap<String, &'a dyn crate::cloud::Cloud>,
+    shared: &'a Shared<'a>,
+    signals: &'a Signals,
+    reporter: &'a Notifying<'a>,
+}
+
+/// How the apply ended for one fleet, for the summary and the fleets that run after it.
+#[derive(Debug, Default)]
+struct End {
+    /// Why a fleet that runs after this one is not started.
+    unwell: Option<&'static str>,
+    /// What the summary says of it, when it did not end well.
+    said: Option<(Worst, String)>,
+}
+
+/// The kinds of ends, the worst first: the exit code is the worst one's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Worst {
+    RolledBack,
+    Locked,
+    /// Stopped on an error (AWS past its budget, the state, Ctrl-C): resumable.
+    Failed,
+    Blocked,
+    /// Undone without a lock: the release was never to blame (a gate already failing, a
+    /// name held by someone else, a refusal by AWS).
+    Undone,
+}
+
+impl End {
+    fn well() -> Self {
+        End::default()
+    }
+
+    fn unwell(why: &'static str, worst: Worst, said: String) -> Self {
+        End {
+            unwell: Some(why),
+            said: Some((worst, said)),
+        }
+    }
+}
+
+/// Carries out the plan, at most `parallelism` fleets at a time. A fleet starts once
+/// the fleets it runs `after` have ended, and not at all when one of them did not end
+/// well; one fleet's rollback stops no other. State holds every fleet's last transition.
 async fn run(
     config: &Config,
     clouds: &crate::cloud::Clouds,
-    backend: &dyn crate::state::Backend,
-    state: &mut crate::state::State,
+    shared: &Shared<'_>,
     plan: &crate::plan::Plan,
     signals: &Signals,
     reporter: &Notifying<'_>,
+    parallelism: usize,
 ) -> Result<Success, CliError> {
     let view = reporter.view;
-    let message = |e: &dyn std::fmt::Display| CliError::Message(format!("error: {e}"));
-    // Each fleet is carried out in the region its resources are in.
-    let regions: std::collections::BTreeMap<String, &dyn crate::cloud::Cloud> = plan
+    let recorded = shared.snapshot().await;
+    let regions = plan
         .changes
         .iter()
         .map(|c| {
-            let cloud = observe::cloud_of(clouds, config, state, &c.fleet);
+            let cloud = observe::cloud_of(clouds, config, &recorded, &c.fleet);
             (c.fleet.clone(), cloud)
         })
         .collect();
-    let mut engine = Engine::new(clouds.get(None), backend, state, reporter, signals);
-    let mut rolled_back = Vec::new();
-    let mut locked = Vec::new();
-    let mut blocked = Vec::new();
-    // Undone without a lock: the release was never to blame (a gate already failing, a
-    // name held by someone else, a refusal by AWS).
-    let mut stopped = Vec::new();
-    // Fleets whose change did not end well, and why: a fleet that runs `after` one of
-    // them is not started.
-    let mut unwell: std::collections::BTreeMap<String, &'static str> = Default::default();
-    for change in &plan.changes {
-        let name = &change.fleet;
-        let waits_for = config
+    let run = Run {
+        config,
+        regions,
+        shared,
+        signals,
+        reporter,
+    };
+    let after = |name: &str| -> Vec<String> {
+        config
             .fleets
             .iter()
-            .find(|f| &f.name == name)
-            .and_then(|f| {
-                f.rollout
-                    .after
-                    .iter()
-                    .find_map(|a| Some((a, *unwell.get(a)?)))
-            });
-        if let (Some((first, why)), false) = (waits_for, matches!(change.action, Action::NoOp)) {
-            let reason =
-                format!("not started: it runs after fleet {first}, which {why} in this apply");
-            if view == View::Json {
-                view.ended(
-                    name,
-                    String::new(),
-                    Ended::Blocked,
-                    None,
-                    Some(&reason),
-                    false,
-                );
+            .find(|f| f.name == name)
+            .map(|f| f.rollout.after.clone())
+            .unwrap_or_default()
+    };
+    // The plan lists fleets after the fleets they run after.
+    let mut waiting: Vec<&crate::plan::Change> = plan.changes.iter().collect();
+    let mut running = futures_util::stream::FuturesUnordered::new();
+    let mut ended: BTreeMap<String, End> = BTreeMap::new();
+    let mut order = Vec::new();
+    loop {
+        let mut i = 0;
+        while i < waiting.len() && running.len() < parallelism.max(1) {
+            let change = waiting[i];
+            let name = &change.fleet;
+            let after = after(name);
+            let unfinished =
+                |a: &String| !ended.contains_key(a) && plan.changes.iter().any(|c| &c.fleet == a);
+            if after.iter().any(unfinished) && !running.is_empty() {
+                i += 1;
+                continue;
             }
-            blocked.push(format!("fleet {name} was {reason}"));
-            unwell.insert(name.clone(), "was not started");
-            continue;
+            waiting.remove(i);
+            order.push(name.clone());
+            let first_unwell = after.iter().find_map(|a| Some((a, ended.get(a)?.unwell?)));
+            let end = match (first_unwell, &change.action) {
+                (_, Action::NoOp) => Some(End::well()),
+                (Some((first, why)), _) => {
+                    let reason = format!(
+                        "not started: it runs after fleet {first}, which {why} in this apply"
+                    );
+                    Some(not_started(view, name, reason))
+                }
+                (None, _) if signals.is_interrupted() => Some(not_started(
+                    view,
+                    name,
+                    "not started: the apply was interrupted".into(),
+                )),
+                (None, _) => None,
+            };
+            match end {
+                Some(end) => {
+                    ended.insert(name.clone(), end);
+                }
+                None => {
+                    reporter.working_on(name, true);
+                    running.push(async {
+                        let end = run.carry_out(change).await;
+                        (change.fleet.clone(), end)
+                    });
+                }
+            }
         }
-        reporter.working_on(Some(name));
-        engine.cloud = regions[name];
+        use futures_util::StreamExt;
+        match running.next().await {
+            Some((name, end)) => {
+                reporter.working_on(&name, false);
+                ended.insert(name, end);
+            }
+            None if waiting.is_empty() => break,
+            None => continue,
+        }
+    }
+    drop(running);
+    let state = shared.snapshot().await;
+    // What runs now, for whoever applied: even after a rollback the outputs name it.
+    let outputs = crate::outputs::resolve(config, &state);
+    match view {
+        View::Text { .. } if !outputs.is_empty() => {
+            println!("Outputs:\n\n{}", crate::outputs::render(&outputs))
+        }
+        View::Json if !outputs.is_empty() => emit(&ApplyEvent::Outputs {
+            outputs: outputs
+                .iter()
+                .map(|o| {
+                    let shown = OutputValue {
+                        value: o.shown(),
+                        sensitive: o.sensitive,
+                    };
+                    (o.name.clone(), shown)
+                })
+                .collect(),
+        }),
+        _ => {}
+    }
+    // The exit code is the worst outcome's; every fleet's outcome is said, the worst
+    // first, each kind in the plan's order.
+    let mut said: Vec<(Worst, String)> = order
+        .iter()
+        .filter_map(|name| ended.remove(name)?.said)
+        .collect();
+    said.sort_by_key(|(worst, _)| *worst);
+    let text = said
+        .iter()
+        .map(|(_, text)| text.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    match said.first().map(|(worst, _)| *worst) {
+        Some(Worst::RolledBack) => Err(CliError::RolledBack(text)),
+        Some(Worst::Locked) => Err(CliError::Locked(text)),
+        Some(_) => Err(CliError::Message(format!("error: {text}"))),
+        None => {
+            if let View::Text { .. } = view {
+                println!("Apply complete.");
+            }
+            Ok(Success::Done)
+        }
+    }
+}
+
+/// A fleet the apply did not start.
+fn not_started(view: View, name: &str, reason: String) -> End {
+    if view == View::Json {
+        view.ended(
+            name,
+            String::new(),
+            Ended::Blocked,
+            None,
+            Some(&reason),
+            false,
+        );
+    }
+    End::unwell(
+        "was not started",
+        Worst::Blocked,
+        format!("fleet {name} was {reason}"),
+    )
+}
+
+impl Run<'_> {
+    /// One fleet's change, carried out by its own engine on its own copy of the state,
+    /// which saves only this fleet's record.
+    async fn carry_out(&self, change: &crate::plan::Change) -> End {
+        let name = &change.fleet;
+        let backend = self.shared.fleet(name);
+        let mut state = self.shared.snapshot().await;
+        let mut engine = Engine::new(
+            self.regions[name],
+            &backend,
+            &mut state,
+            self.reporter,
+            self.signals,
+        );
+        let end = self.drive(&mut engine, change).await;
+        self.reporter.finish(name);
+        match end {
+            Ok(end) => end,
+            // Stopped on its way: state records where, and the next apply goes on.
+            Err(why) => {
+                let shown = why.strip_prefix("error: ").unwrap_or(&why).to_string();
+                self.reporter.notifier.send(notice(
+                    engine.state,
+                    NoticeKind::Stopped,
+                    name,
+                    format!("apply stopped: {shown}"),
+                    None,
+                    false,
+                ));
+                End::unwell("stopped on an error", Worst::Failed, shown)
+            }
+        }
+    }
+
+    async fn drive(
+        &self,
+        engine: &mut Engine<'_>,
+        change: &crate::plan::Change,
+    ) -> Result<End, String> {
+        let name = &change.fleet;
+        let view = self.reporter.view;
+        let message = |e: &dyn std::fmt::Display| e.to_string();
         // A retired fleet is the one without a configuration.
         let configured = || {
-            config
+            self.config
                 .fleets
                 .iter()
                 .find(|f| &f.name == name)
@@ -415,7 +612,7 @@ async fn run(
                 engine.retire(name, retire).await.map_err(|e| message(&e))?;
                 let text = format!("fleet.{name}: retired");
                 view.ended(name, text, Ended::Retired, None, None, false);
-                continue;
+                return Ok(End::well());
             }
             Action::Blocked { .. } => {
                 if view == View::Json {
@@ -428,24 +625,25 @@ async fn run(
                         false,
                     );
                 }
-                blocked.push(format!("fleet {name}: {}", change.reason));
-                unwell.insert(name.clone(), "is blocked");
-                continue;
+                return Ok(End::unwell(
+                    "is blocked",
+                    Worst::Blocked,
+                    format!("fleet {name}: {}", change.reason),
+                ));
             }
             Action::Locked { reason, held } => {
-                unwell.insert(name.clone(), "is locked");
                 if view == View::Json {
                     view.ended(name, String::new(), Ended::Locked, None, Some(reason), true);
                 }
-                locked.push(match held {
+                let said = match held {
                     true => format!("fleet {name}: {}\n  {}", change.reason, held_hint(name)),
                     false => format!(
                         "fleet {name} is locked: {reason}\n  run `immune unlock {name} --reason TEXT` once the cause is understood"
                     ),
-                });
-                continue;
+                };
+                return Ok(End::unwell("is locked", Worst::Locked, said));
             }
-            Action::NoOp => continue,
+            Action::NoOp => return Ok(End::well()),
             Action::Update(update) => {
                 engine
                     .update(configured(), update)
@@ -453,7 +651,7 @@ async fn run(
                     .map_err(|e| message(&e))?;
                 let text = format!("fleet.{name}: updated in place");
                 view.ended(name, text, Ended::Updated, Some(&update.group), None, false);
-                continue;
+                return Ok(End::well());
             }
             Action::Release(_) | Action::Resume { .. } => configured(),
         };
@@ -461,7 +659,7 @@ async fn run(
             Action::Release(release) => engine.release(fleet, release).await,
             _ => engine.resume(fleet).await,
         };
-        reporter.finish(name);
+        self.reporter.finish(name);
         let outcome = match outcome {
             Err(EngineError::Interrupted { group, phase, .. }) => {
                 // An irreversible release that traffic reached is rolled back only on
@@ -476,13 +674,13 @@ async fn run(
                     true => format!("`immune rollback {} --force --reason TEXT` (the release is irreversible) to roll it back", fleet.name),
                     false => format!("`immune rollback {}` to roll it back", fleet.name),
                 };
-                if !signals.interactive
+                if !self.signals.interactive
                     || irreversible
                     || !offer_rollback(&fleet.name, &group, &phase).await
                 {
-                    return Err(CliError::Message(format!(
-                        "error: interrupted during {phase} of {group}; state records where the rollout stopped\n  run `immune apply` to resume it, or {rollback_hint}"
-                    )));
+                    return Err(format!(
+                        "fleet {name}: interrupted during {phase} of {group}; state records where the rollout stopped\n  run `immune apply` to resume it, or {rollback_hint}"
+                    ));
                 }
                 let by = format!("{} after Ctrl-C", crate::state::operator());
                 engine.roll_back(fleet, &by).await
@@ -528,29 +726,24 @@ async fn run(
             )),
         };
         if let Some(notice) = notice {
-            reporter.notifier.send(notice);
+            self.reporter.notifier.send(notice);
         }
-        if !matches!(outcome, Outcome::Released { .. } | Outcome::Restored { .. }) {
-            unwell.insert(
-                name.clone(),
-                match outcome {
-                    Outcome::Held { .. } => "is held",
-                    _ => "was rolled back",
-                },
-            );
-        }
-        match outcome {
+        Ok(match outcome {
             Outcome::Held { reason, group } => {
                 let text = format!(
                     "fleet.{}: HELD: irreversible release on {group}: {reason}",
                     fleet.name
                 );
                 view.ended(name, text, Ended::Held, Some(&group), Some(&reason), true);
-                locked.push(format!(
-                    "fleet {} holds its irreversible release on {group}, which failed: {reason}\n  {}",
-                    fleet.name,
-                    held_hint(&fleet.name)
-                ));
+                End::unwell(
+                    "is held",
+                    Worst::Locked,
+                    format!(
+                        "fleet {} holds its irreversible release on {group}, which failed: {reason}\n  {}",
+                        fleet.name,
+                        held_hint(&fleet.name)
+                    ),
+                )
             }
             Outcome::Released { group } => {
                 let on = match fleet.is_worker() {
@@ -559,10 +752,12 @@ async fn run(
                 };
                 let text = format!("fleet.{}: release complete: {on} on {group}", fleet.name);
                 view.ended(name, text, Ended::Released, Some(&group), None, false);
+                End::well()
             }
             Outcome::Restored { group } => {
                 let text = format!("fleet.{}: back on {group}", fleet.name);
                 view.ended(name, text, Ended::Restored, Some(&group), None, true);
+                End::well()
             }
             Outcome::RolledBack {
                 reason,
@@ -570,69 +765,37 @@ async fn run(
             } => {
                 let text = format!("fleet.{}: stopped and undone: {reason}", fleet.name);
                 view.ended(name, text, Ended::Undone, None, Some(&reason), false);
-                stopped.push(format!(
-                    "fleet {} was not released: {reason}\n  everything it had created is undone and the fleet is not locked: run `immune apply` again once the cause is fixed",
-                    fleet.name
-                ));
+                End::unwell(
+                    "was rolled back",
+                    Worst::Undone,
+                    format!(
+                        "fleet {} was not released: {reason}\n  everything it had created is undone and the fleet is not locked: run `immune apply` again once the cause is fixed",
+                        fleet.name
+                    ),
+                )
             }
             Outcome::RolledBack { reason, locked } => {
                 let text = format!("fleet.{}: ROLLED BACK: {reason}", fleet.name);
                 view.ended(name, text, Ended::RolledBack, None, Some(&reason), locked);
-                rolled_back.push(format!(
-                    "fleet {} rolled back: {reason}{}",
-                    fleet.name,
-                    if locked {
-                        format!(
-                            "\n  the fleet is locked; run `immune unlock {} --reason TEXT` once the cause is understood",
-                            fleet.name
-                        )
-                    } else {
-                        String::new()
-                    }
-                ));
+                End::unwell(
+                    "was rolled back",
+                    Worst::RolledBack,
+                    format!(
+                        "fleet {} rolled back: {reason}{}",
+                        fleet.name,
+                        if locked {
+                            format!(
+                                "\n  the fleet is locked; run `immune unlock {} --reason TEXT` once the cause is understood",
+                                fleet.name
+                            )
+                        } else {
+                            String::new()
+                        }
+                    ),
+                )
             }
-        }
+        })
     }
-    // Every fleet's change came to its end: whatever stops apply now is no fleet's.
-    reporter.working_on(None);
-    // What runs now, for whoever applied: even after a rollback the outputs name it.
-    let outputs = crate::outputs::resolve(config, state);
-    match view {
-        View::Text { .. } if !outputs.is_empty() => {
-            println!("Outputs:\n\n{}", crate::outputs::render(&outputs))
-        }
-        View::Json if !outputs.is_empty() => emit(&ApplyEvent::Outputs {
-            outputs: outputs
-                .iter()
-                .map(|o| {
-                    let shown = OutputValue {
-                        value: o.shown(),
-                        sensitive: o.sensitive,
-                    };
-                    (o.name.clone(), shown)
-                })
-                .collect(),
-        }),
-        _ => {}
-    }
-    // The exit code is the worst outcome's; every fleet's outcome is said.
-    blocked.extend(stopped);
-    if !rolled_back.is_empty() {
-        rolled_back.extend(locked);
-        rolled_back.extend(blocked);
-        return Err(CliError::RolledBack(rolled_back.join("\n")));
-    }
-    if !locked.is_empty() {
-        locked.extend(blocked);
-        return Err(CliError::Locked(locked.join("\n")));
-    }
-    if !blocked.is_empty() {
-        return Err(CliError::Message(format!("error: {}", blocked.join("\n"))));
-    }
-    if let View::Text { .. } = view {
-        println!("Apply complete.");
-    }
-    Ok(Success::Done)
 }
 
 /// What a person does about a held irreversible release.
@@ -640,18 +803,19 @@ pub fn held_hint(fleet: &str) -> String {
     format!("nothing is rolled back on its own: run `immune promote {fleet}` to go on with the release, or `immune rollback {fleet} --force --reason TEXT` to undo it")
 }
 
-/// At a safe point after Ctrl-C: roll back now, or leave the rollout for later?
+/// At a safe point after Ctrl-C: roll back now, or leave the rollout for later? Fleets
+/// that stopped side by side ask one after another.
 async fn offer_rollback(fleet: &str, group: &str, phase: &str) -> bool {
+    let answer = loop {
+        match crate::terminal::ask_line() {
+            Some(answer) => break answer,
+            None => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
     println!(
         "\nfleet.{fleet}: stopped during {phase} of {group}. Roll it back now? Only 'yes' rolls back; anything else leaves it for `immune apply` to resume."
     );
-    tokio::task::spawn_blocking(|| {
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer).ok();
-        answer.trim() == "yes"
-    })
-    .await
-    .unwrap_or(false)
+    answer.await.is_ok_and(|line| line == "yes")
 }
 
 /// Asks on a blocking thread, so that Ctrl-C at the prompt is heard and cancels.

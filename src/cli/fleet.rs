@@ -11,6 +11,7 @@ use crate::state::{
     now, operator, Answer, AnswerKind, Backend, FleetState, Holder, LockInfo, State, StateError,
 };
 use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 fn error(e: impl std::fmt::Display) -> CliError {
@@ -52,16 +53,19 @@ pub async fn status(cli: &Cli, only: Option<&str>, json: bool) -> Result<Success
     let state = apply::read_state(cli, &config).await?;
     // Live figures are a bonus: state alone still answers most questions.
     let cloud = observe::connect(cli, &config, &state).await.ok();
+    let fleets: Vec<&Fleet> = config
+        .fleets
+        .iter()
+        .filter(|f| only.is_none_or(|n| n == f.name))
+        .collect();
+    let live = match &cloud {
+        Some(clouds) => Some(Live::read(clouds, &config, &state, &fleets, only.is_some()).await),
+        None => None,
+    };
     let mut report = Vec::new();
-    for fleet in &config.fleets {
-        if only.is_some_and(|n| n != fleet.name) {
-            continue;
-        }
+    for fleet in fleets {
         let recorded = state.fleets.get(&fleet.name).cloned().unwrap_or_default();
-        let cloud = cloud
-            .as_ref()
-            .map(|c| observe::cloud_of(c, &config, &state, &fleet.name));
-        report.push(fleet_status(cloud, &fleet.name, &recorded).await);
+        report.push(fleet_status(live.as_ref(), &fleet.name, &recorded));
     }
     if json {
         println!(
@@ -136,26 +140,152 @@ struct RolloutStatus {
     promoted: bool,
 }
 
-async fn fleet_status(cloud: Option<&dyn Cloud>, name: &str, recorded: &FleetState) -> FleetStatus {
-    let mut live_error = cloud.is_none().then(|| "cannot connect to AWS".to_string());
-    let mut group_status = async |g: &crate::state::Group| {
+/// What `status` read of the live fleets: every kind of thing in a few calls, the
+/// regions side by side. Target health has no batched call, so it is read for the
+/// fleets asked for by name or in a rollout; a steady fleet's health is its Auto
+/// Scaling group's, which for a group behind a target group is the load balancer's
+/// health check (health check type ELB).
+#[derive(Default)]
+struct Live {
+    groups: BTreeMap<String, crate::cloud::GroupStatus>,
+    weights: BTreeMap<String, Result<Vec<crate::cloud::Weight>, String>>,
+    health: BTreeMap<String, Result<Vec<(String, crate::cloud::TargetState)>, String>>,
+    /// Why a group's region could not be read, by group.
+    unread: BTreeMap<String, String>,
+}
+
+impl Live {
+    async fn read(
+        clouds: &crate::cloud::Clouds,
+        config: &Config,
+        state: &crate::state::State,
+        fleets: &[&Fleet],
+        detailed: bool,
+    ) -> Live {
+        let mut regions: BTreeMap<String, (&dyn Cloud, Vec<&FleetState>)> = BTreeMap::new();
+        let none = FleetState::default();
+        for fleet in fleets {
+            let cloud = observe::cloud_of(clouds, config, state, &fleet.name);
+            let recorded = state.fleets.get(&fleet.name).unwrap_or(&none);
+            regions
+                .entry(cloud.region())
+                .or_insert_with(|| (cloud, Vec::new()))
+                .1
+                .push(recorded);
+        }
+        let parts = futures_util::future::join_all(
+            regions
+                .into_values()
+                .map(|(cloud, recorded)| Live::read_region(cloud, recorded, detailed)),
+        )
+        .await;
+        let mut live = Live::default();
+        for part in parts {
+            live.groups.extend(part.groups);
+            live.weights.extend(part.weights);
+            live.health.extend(part.health);
+            live.unread.extend(part.unread);
+        }
+        live
+    }
+
+    async fn read_region(cloud: &dyn Cloud, recorded: Vec<&FleetState>, detailed: bool) -> Live {
+        let mut groups = BTreeSet::new();
+        let mut routes = BTreeSet::new();
+        let mut checked = BTreeSet::new();
+        for fleet in &recorded {
+            let listed = fleet.active.iter().chain(&fleet.previous);
+            for g in listed.clone() {
+                groups.insert(g.name.clone());
+            }
+            if let Some(r) = &fleet.rollout {
+                groups.insert(r.group.clone());
+                groups.extend(r.previous.iter().map(|p| p.group.clone()));
+            }
+            if let Some(route) = route_of(fleet) {
+                routes.insert(route);
+            }
+            if detailed || fleet.rollout.is_some() {
+                checked.extend(listed.filter_map(|g| g.target_group.clone()));
+            }
+        }
+        let groups: Vec<String> = groups.into_iter().collect();
+        let routes: Vec<String> = routes.into_iter().collect();
+        let health = futures_util::future::join_all(checked.into_iter().map(|tg| async move {
+            let read = cloud.target_health(&tg).await.map_err(|e| e.to_string());
+            (tg, read)
+        }));
+        let weights = async {
+            match routes.is_empty() {
+                true => Ok(BTreeMap::new()),
+                false => cloud.route_weights(&routes).await,
+            }
+        };
+        let (found, weights, health) = tokio::join!(cloud.groups(&groups), weights, health);
+        let mut live = Live {
+            health: health.into_iter().collect(),
+            ..Live::default()
+        };
+        match found {
+            Ok(found) => live.groups = found,
+            Err(e) => live.unread = groups.iter().map(|g| (g.clone(), e.to_string())).collect(),
+        }
+        match weights {
+            Ok(weights) => {
+                live.weights = weights
+                    .into_iter()
+                    .map(|(route, read)| (route, read.map_err(|e| e.to_string())))
+                    .collect()
+            }
+            Err(e) => {
+                live.weights = routes
+                    .iter()
+                    .map(|r| (r.clone(), Err(e.to_string())))
+                    .collect()
+            }
+        }
+        live
+    }
+}
+
+/// The route whose weights `status` shows: the rollout's, else the active group's.
+fn route_of(recorded: &FleetState) -> Option<String> {
+    recorded
+        .rollout
+        .as_ref()
+        .map(|r| r.listener_arn.clone())
+        .filter(|arn| !arn.is_empty())
+        .or_else(|| {
+            recorded
+                .active
+                .as_ref()
+                .and_then(|a| a.listener_arn.clone())
+        })
+}
+
+fn fleet_status(live: Option<&Live>, name: &str, recorded: &FleetState) -> FleetStatus {
+    let mut live_error = live.is_none().then(|| "cannot connect to AWS".to_string());
+    let mut group_status = |g: &crate::state::Group| {
         let mut healthy = None;
-        if let Some(cloud) = cloud {
+        if let Some(live) = live {
             // A worker group is healthy when its instances are InService.
-            let targets = match &g.target_group {
-                Some(target_group) => cloud.target_health(target_group).await.map(Some),
-                None => Ok(None),
-            };
-            match (cloud.group(&g.name).await, targets) {
-                (Ok(Some(status)), Ok(targets)) => {
+            let targets = g.target_group.as_ref().map(|tg| live.health.get(tg));
+            match (live.groups.get(&g.name), targets) {
+                (_, Some(Some(Err(e)))) => live_error = Some(e.clone()),
+                (Some(status), targets) => {
                     let count = match targets {
-                        Some(targets) => status.healthy_in(&targets),
+                        Some(Some(Ok(targets))) => status.healthy_in(targets),
+                        Some(_) => status.in_service_healthy(),
                         None => status.in_service(),
                     };
                     healthy = Some((count, status.capacity.desired));
                 }
-                (Ok(None), _) => live_error = Some(format!("group {} not found", g.name)),
-                (Err(e), _) | (_, Err(e)) => live_error = Some(e.to_string()),
+                (None, _) => {
+                    live_error = Some(match live.unread.get(&g.name) {
+                        Some(e) => e.clone(),
+                        None => format!("group {} not found", g.name),
+                    })
+                }
             }
         }
         GroupStatus {
@@ -166,51 +296,35 @@ async fn fleet_status(cloud: Option<&dyn Cloud>, name: &str, recorded: &FleetSta
             healthy,
         }
     };
-    let active = match &recorded.active {
-        Some(g) => Some(group_status(g).await),
-        None => None,
-    };
-    let mut kept = Vec::new();
-    for g in &recorded.previous {
-        kept.push(group_status(g).await);
-    }
-    let listener = recorded
-        .rollout
-        .as_ref()
-        .map(|r| r.listener_arn.clone())
-        .filter(|arn| !arn.is_empty())
-        .or_else(|| {
-            recorded
-                .active
-                .as_ref()
-                .and_then(|a| a.listener_arn.clone())
-        });
+    let active = recorded.active.as_ref().map(&mut group_status);
+    let kept: Vec<GroupStatus> = recorded.previous.iter().map(&mut group_status).collect();
     let mut weights = None;
-    if let (Some(cloud), Some(listener)) = (cloud, listener) {
-        match cloud.listener_weights(&listener).await {
-            Ok(w) => weights = Some(w.into_iter().map(|w| (w.target_group, w.weight)).collect()),
-            Err(e) => live_error = Some(e.to_string()),
+    if let (Some(live), Some(listener)) = (live, route_of(recorded)) {
+        match live.weights.get(&listener) {
+            Some(Ok(w)) => {
+                weights = Some(
+                    w.iter()
+                        .map(|w| (w.target_group.clone(), w.weight))
+                        .collect(),
+                )
+            }
+            Some(Err(e)) => live_error = Some(e.clone()),
+            None => {}
         }
     }
     // A worker rollout's capacity, read from both groups.
     let mut instances = None;
-    if let (Some(r), Some(cloud)) = (&recorded.rollout, cloud) {
+    if let (Some(r), Some(live)) = (&recorded.rollout, live) {
         if let Some(workers) = r.workers {
-            let mut names = vec![r.group.clone()];
-            names.extend(r.previous.iter().map(|p| p.group.clone()));
-            match cloud.groups(&names).await {
-                Ok(found) => {
-                    instances = Some(WorkerShare {
-                        new: found.get(&r.group).map_or(0, |g| g.in_service()),
-                        of: workers.full.desired,
-                        old: r.previous.as_ref().map(|p| {
-                            let left = found.get(&p.group).map_or(0, |g| g.instances.len());
-                            (p.group.clone(), left)
-                        }),
-                    })
-                }
-                Err(e) => live_error = Some(e.to_string()),
-            }
+            let found = &live.groups;
+            instances = Some(WorkerShare {
+                new: found.get(&r.group).map_or(0, |g| g.in_service()),
+                of: workers.full.desired,
+                old: r.previous.as_ref().map(|p| {
+                    let left = found.get(&p.group).map_or(0, |g| g.instances.len());
+                    (p.group.clone(), left)
+                }),
+            });
         }
     }
     let rollout = recorded.rollout.as_ref().map(|r| RolloutStatus {

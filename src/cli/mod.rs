@@ -93,6 +93,10 @@ pub enum Command {
         /// --auto-approve or a saved plan, since nobody answers a prompt.
         #[arg(long)]
         json: bool,
+        /// How many fleets are released side by side. A fleet that runs `after` others
+        /// waits for them whatever this is.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+        parallelism: u16,
         #[command(flatten)]
         lock: LockArgs,
     },
@@ -400,27 +404,25 @@ pub async fn run(cli: Cli) -> Result<Success, CliError> {
             plan,
             auto_approve,
             json,
+            parallelism,
             lock,
         } => {
+            let options = |view| apply::Options {
+                auto_approve: *auto_approve,
+                lock_timeout: lock.lock_timeout,
+                view,
+                parallelism: usize::from(*parallelism),
+            };
             if !*json {
                 let view = apply::View::Text { color: cli.color() };
-                return apply::apply(
-                    &cli,
-                    plan.as_deref(),
-                    *auto_approve,
-                    lock.lock_timeout,
-                    view,
-                )
-                .await;
+                return apply::apply(&cli, plan.as_deref(), options(view)).await;
             }
             let result = match (*auto_approve, plan) {
                 (false, None) => Err(CliError::Message(
                     "error: apply --json does not ask for confirmation: pass --auto-approve, or a plan saved with `immune plan --out FILE`".into(),
                 )),
                 _ => {
-                    let view = apply::View::Json;
-                    apply::apply(&cli, plan.as_deref(), *auto_approve, lock.lock_timeout, view)
-                        .await
+                    apply::apply(&cli, plan.as_deref(), options(apply::View::Json)).await
                 }
             };
             // The last lines say how it ended, for a program that reads only stdout.

@@ -5,8 +5,9 @@
 use super::{Cli, CliError};
 use crate::cloud::aws::Aws;
 use crate::cloud::faulty::Faulty;
-use crate::cloud::{resolve_route, retry_reads, Claim, Cloud, CloudError, Clouds, Weight};
-use crate::config::{Config, GateCheck, ListenerRef};
+use crate::cloud::survey::listener_not_found;
+use crate::cloud::{retry_reads, Claim, Cloud, CloudError, Clouds, RouteRef, Weight};
+use crate::config::{Config, Fleet, GateCheck, ListenerRef};
 use crate::plan::{self, Live, Observed, Plan};
 use crate::state::{Group, State};
 use std::collections::{BTreeMap, BTreeSet};
@@ -83,6 +84,10 @@ pub fn cloud_of<'a>(
 }
 
 /// `unproven`: why a fleet's release may not go here yet (`promote_after`), by fleet.
+///
+/// Each region's fleets are read together, side by side with the other regions': each
+/// kind of thing (load balancers, rules, images, subnets, alarms, groups...) in a few
+/// calls whatever the number of fleets.
 pub async fn plan(
     clouds: &Clouds,
     config: &Config,
@@ -91,8 +96,8 @@ pub async fn plan(
 ) -> Result<Plan, CliError> {
     // Every call here only reads: a transient fault is asked again within the budget.
     let budget = crate::engine::retry_budget();
-    let mut observed = BTreeMap::new();
     let mut problems = Vec::new();
+    let mut regions: BTreeMap<String, (&dyn Cloud, Vec<&Fleet>)> = BTreeMap::new();
     for fleet in &config.fleets {
         let at = format!("fleet \"{}\" ({})", fleet.name, fleet.location);
         let cloud = clouds.for_fleet(fleet);
@@ -111,235 +116,24 @@ pub async fn plan(
                 continue;
             }
         }
-        let mut check = |result: Result<(), CloudError>, fix: &str| {
-            if let Err(e) = result {
-                problems.push(match e {
-                    CloudError::Credentials { .. } => format!(
-                        "error: {e}\n  immune takes AWS credentials from the standard chain: set AWS_PROFILE (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), log in with `aws sso login`, or run where an instance or container role applies"
-                    ),
-                    CloudError::Transport { .. } => format!(
-                        "error: cannot reach AWS: {e}\n  check the network, AWS_ENDPOINT_URL ({}) and your credentials",
-                        std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "not set".into())
-                    ),
-                    e if e.is_transient() => format!(
-                        "error: AWS kept failing while reading {at}: {e}\n  nothing was changed; try again in a moment"
-                    ),
-                    _ => format!("error: {at}: {e}\n  {fix}"),
-                });
-                false
-            } else {
-                true
-            }
-        };
-        // A worker fleet has no route.
-        let route = match &fleet.traffic {
-            Some(traffic) => {
-                let route = retry_reads(budget, || resolve_route(cloud, traffic)).await;
-                let listener = route.as_ref().map(|_| ()).map_err(Clone::clone);
-                let fix = match (&traffic.listener, traffic.rule_priority) {
-                    (_, Some(_)) => {
-                        "check traffic.rule_priority: the listener needs a rule with that priority whose action forwards to a target group"
-                    }
-                    (ListenerRef::Arn(_), None) => "check traffic.listener_arn",
-                    (ListenerRef::LoadBalancer { .. }, None) => {
-                        "check traffic.load_balancer and traffic.listener_port, or create the listener first; its default action must forward to a target group"
-                    }
-                };
-                if !check(listener, fix) {
-                    continue;
-                }
-                route.ok().map(|route| (route, traffic))
-            }
-            None => None,
-        };
-        let source = match retry_reads(budget, || {
-            cloud.source_image_exists(&fleet.image.source_ami)
-        })
-        .await
-        {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(CloudError::NotFound(format!(
-                "source image {}",
-                fleet.image.source_ami
-            ))),
-            Err(e) => Err(e),
-        };
-        if !check(
-            source,
-            "check image.source_ami: the image must exist in this region and account",
-        ) {
-            continue;
-        }
-        let subnets = retry_reads(budget, || cloud.vpc_of_subnets(&fleet.instances.subnets))
-            .await
-            .map(|_| ());
-        if !check(subnets, "check instances.subnets") {
-            continue;
-        }
-        // Instance types and the key pair fail only when instances launch, after the
-        // bake: found here, they never get that far.
-        let mut types = vec![
-            fleet.image.instance_type.clone(),
-            fleet.instances.instance_type.clone(),
-        ];
-        if let Some(spot) = &fleet.instances.spot {
-            types.extend(spot.instance_types.iter().cloned());
-        }
-        types.sort();
-        types.dedup();
-        let offered = match retry_reads(budget, || cloud.unknown_instance_types(&types)).await {
-            Ok(unknown) if unknown.is_empty() => Ok(()),
-            Ok(unknown) => Err(CloudError::NotFound(format!(
-                "instance type{} {} in {}",
-                if unknown.len() == 1 { "" } else { "s" },
-                unknown.join(", "),
-                cloud.region()
-            ))),
-            Err(e) => Err(e),
-        };
-        if !check(
-            offered,
-            "check the instance types (image.instance_type, instances.instance_type, spot.instance_types): each must be offered in the fleet's region",
-        ) {
-            continue;
-        }
-        if let Some(key) = &fleet.instances.key_name {
-            let found = match retry_reads(budget, || cloud.key_pair_exists(key)).await {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(CloudError::NotFound(format!(
-                    "key pair {key} in {}",
-                    cloud.region()
-                ))),
-                Err(e) => Err(e),
-            };
-            if !check(
-                found,
-                "check instances.key_name, or import the key pair into the fleet's region first",
-            ) {
-                continue;
-            }
-        }
-        // An alarm gate that names no alarm would fail the first step of every release.
-        let alarms: Vec<(String, String)> = fleet
-            .rollout
-            .gates
-            .iter()
-            .filter_map(|g| match &g.check {
-                GateCheck::Alarm(name) => Some((g.name.clone(), name.clone())),
-                GateCheck::Metric(_) => None,
-            })
-            .collect();
-        let mut gate_alarms = BTreeMap::new();
-        if !alarms.is_empty() {
-            let names: Vec<String> = alarms.iter().map(|(_, a)| a.clone()).collect();
-            match retry_reads(budget, || cloud.alarms(&names)).await {
-                Ok(found) => {
-                    gate_alarms = found.clone();
-                    for (gate, alarm) in &alarms {
-                        if !found.contains_key(alarm) {
-                            check(
-                                Err(CloudError::NotFound(format!(
-                                    "alarm {alarm} of gate \"{gate}\""
-                                ))),
-                                "create the CloudWatch alarm first, or fix the gate's `alarm` name",
-                            );
-                        }
-                    }
-                }
-                Err(e) => {
-                    check(Err(e), "");
-                }
-            }
-        }
-        let bake = plan::bake_id(fleet);
-        let baked = match retry_reads(budget, || cloud.find_baked_image(&fleet.name, &bake)).await {
-            Ok(baked) => baked.map(|i| i.id),
-            Err(e) => {
-                check(Err(e), "");
-                continue;
-            }
-        };
-        // The names the next release takes: held by anything but this configuration,
-        // they block the fleet here, before apply creates anything.
-        let seq = state.fleets.get(&fleet.name).map_or(0, |f| f.seq) + 1;
-        let group = plan::group_name(&fleet.resource_name(), seq);
-        let claim = Claim {
-            group: group.clone(),
-            workers: fleet.is_worker(),
-            launch_template: plan::template_name(fleet),
-            alarms: fleet
-                .rollout
-                .gates
-                .iter()
-                .filter(|g| matches!(g.check, GateCheck::Metric(_)))
-                .map(|g| g.alarm_name(&group))
-                .collect(),
-            image: baked.is_none().then(|| plan::image_name(fleet, seq)),
-            route: None,
-        };
-        let mut stand_in = None;
-        let claim = match route {
-            Some((route, traffic)) => {
-                // The route's target groups now: one of another configuration's means two
-                // configurations would shift the same traffic.
-                let forwards = match retry_reads(budget, || cloud.listener_weights(&route)).await {
-                    Ok(weights) => weights,
-                    Err(e) => {
-                        check(Err(e), "");
-                        continue;
-                    }
-                };
-                // One preflight with apply: a route must forward somewhere, or answer with the
-                // fixed response or redirect of a fresh load balancer, to have somewhere to send
-                // traffic back to.
-                if forwards.iter().all(|w| w.weight == 0) {
-                    match retry_reads(budget, || cloud.stand_in(&route)).await {
-                        Ok(Some(found)) => stand_in = Some(found),
-                        Ok(None) => {
-                            check(
-                        Err(CloudError::Invalid(format!(
-                            "{} neither forwards to a target group nor answers with a fixed response or a redirect, so a rollback would have nowhere to send traffic",
-                            traffic.route()
-                        ))),
-                        "point the route's action at a target group, a fixed response or a redirect first",
-                    );
-                            continue;
-                        }
-                        Err(e) => {
-                            check(Err(e), "");
-                            continue;
-                        }
-                    }
-                }
-                Claim {
-                    route: Some((
-                        traffic.route(),
-                        forwards.into_iter().map(|w| w.target_group).collect(),
-                    )),
-                    ..claim
-                }
-            }
-            None => claim,
-        };
-        match retry_reads(budget, || cloud.claim_conflicts(&claim)).await {
-            Ok(conflicts) => {
-                observed.insert(
-                    fleet.name.clone(),
-                    Observed {
-                        baked_image: baked,
-                        live: None,
-                        conflicts,
-                        gate_alarms,
-                        stand_in,
-                        region: Some(cloud.region()),
-                        unproven: unproven.get(&fleet.name).cloned(),
-                    },
-                );
-            }
-            Err(e) => {
-                check(Err(e), "");
-            }
-        }
+        regions
+            .entry(cloud.region())
+            .or_insert_with(|| (cloud, Vec::new()))
+            .1
+            .push(fleet);
+    }
+    let surveys = futures_util::future::join_all(
+        regions
+            .values()
+            .map(|(cloud, fleets)| survey(*cloud, fleets, state, unproven, budget)),
+    )
+    .await;
+    let mut observed = BTreeMap::new();
+    let mut weights = BTreeMap::new();
+    for survey in surveys {
+        observed.extend(survey.observed);
+        problems.extend(survey.problems);
+        weights.extend(survey.weights);
     }
     if !problems.is_empty() {
         problems.dedup();
@@ -356,29 +150,415 @@ pub async fn plan(
             });
         part.fleets.insert(name.clone(), recorded.clone());
     }
-    for (region, part) in &by_region {
+    let lives = futures_util::future::join_all(by_region.iter().map(|(region, part)| {
         let cloud = clouds.get(*region);
-        let live = retry_reads(budget, || refresh(cloud, part)).await.map_err(|e| {
-            CliError::Message(format!(
-                "error: reading what runs now in {}: {e}\n  check the network and your credentials, then plan again",
-                cloud.region()
-            ))
-        })?;
+        let weights = &weights;
+        async move {
+            let live = retry_reads(budget, || refresh_knowing(cloud, part, weights))
+                .await
+                .map_err(|e| {
+                    CliError::Message(format!(
+                        "error: reading what runs now in {}: {e}\n  check the network and your credentials, then plan again",
+                        cloud.region()
+                    ))
+                })?;
+            Ok::<_, CliError>((cloud.region(), live))
+        }
+    }))
+    .await;
+    for lives in lives {
+        let (region, live) = lives?;
         for (name, live) in live {
             let seen = observed.entry(name).or_default();
             seen.live = Some(live);
-            seen.region = Some(cloud.region());
+            seen.region = Some(region.clone());
         }
     }
     Ok(plan::plan(config, state, &observed))
 }
 
+/// What a plan read of one region's fleets.
+#[derive(Default)]
+struct Survey {
+    observed: BTreeMap<String, Observed>,
+    problems: Vec<String>,
+    /// The weights of every route read, by ARN: the refresh need not read them again.
+    weights: BTreeMap<String, Vec<Weight>>,
+}
+
+/// Reads the surroundings of one region's fleets in batches, then checks each fleet
+/// against them: a fleet whose surroundings are wrong is a problem, named with the fix.
+async fn survey(
+    cloud: &dyn Cloud,
+    fleets: &[&Fleet],
+    state: &State,
+    unproven: &BTreeMap<String, String>,
+    budget: std::time::Duration,
+) -> Survey {
+    let sorted = |items: Vec<String>| -> Vec<String> {
+        let set: BTreeSet<String> = items.into_iter().collect();
+        set.into_iter().collect()
+    };
+    let wanted_routes: Vec<RouteRef> = fleets
+        .iter()
+        .filter_map(|f| f.traffic.as_ref())
+        .map(|t| (t.listener.clone(), t.rule_priority))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let sources = sorted(fleets.iter().map(|f| f.image.source_ami.clone()).collect());
+    let subnets = sorted(
+        fleets
+            .iter()
+            .flat_map(|f| f.instances.subnets.iter().cloned())
+            .collect(),
+    );
+    let types_of = |fleet: &Fleet| {
+        let mut types = vec![
+            fleet.image.instance_type.clone(),
+            fleet.instances.instance_type.clone(),
+        ];
+        if let Some(spot) = &fleet.instances.spot {
+            types.extend(spot.instance_types.iter().cloned());
+        }
+        sorted(types)
+    };
+    let types = sorted(fleets.iter().flat_map(|f| types_of(f)).collect());
+    let keys = sorted(
+        fleets
+            .iter()
+            .filter_map(|f| f.instances.key_name.clone())
+            .collect(),
+    );
+    let alarms_of = |fleet: &Fleet| -> Vec<(String, String)> {
+        fleet
+            .rollout
+            .gates
+            .iter()
+            .filter_map(|g| match &g.check {
+                GateCheck::Alarm(name) => Some((g.name.clone(), name.clone())),
+                GateCheck::Metric(_) => None,
+            })
+            .collect()
+    };
+    let alarms = sorted(
+        fleets
+            .iter()
+            .flat_map(|f| alarms_of(f).into_iter().map(|(_, a)| a))
+            .collect(),
+    );
+    let bakes: Vec<(String, String)> = fleets
+        .iter()
+        .map(|f| (f.name.clone(), plan::bake_id(f)))
+        .collect();
+    let (routes, sources, subnets, types, keys, alarms, baked) = tokio::join!(
+        async {
+            match wanted_routes.is_empty() {
+                true => Ok(BTreeMap::new()),
+                false => retry_reads(budget, || cloud.routes(&wanted_routes)).await,
+            }
+        },
+        retry_reads(budget, || cloud.source_images(&sources)),
+        retry_reads(budget, || cloud.subnet_vpcs(&subnets)),
+        retry_reads(budget, || cloud.unknown_instance_types(&types)),
+        async {
+            match keys.is_empty() {
+                true => Ok(BTreeSet::new()),
+                false => retry_reads(budget, || cloud.key_pairs(&keys)).await,
+            }
+        },
+        async {
+            match alarms.is_empty() {
+                true => Ok(BTreeMap::new()),
+                false => retry_reads(budget, || cloud.alarms(&alarms)).await,
+            }
+        },
+        retry_reads(budget, || cloud.baked_images(&bakes)),
+    );
+    let mut survey = Survey::default();
+    if let Ok(routes) = &routes {
+        survey.weights = routes
+            .values()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|r| (r.arn.clone(), r.weights.clone()))
+            .collect();
+    }
+    let recorded_target_groups: BTreeSet<&String> = state
+        .fleets
+        .values()
+        .flat_map(|f| f.active.iter().chain(&f.previous))
+        .filter_map(|g| g.target_group.as_ref())
+        .collect();
+    // What each fleet that passed its checks claims, with what was seen of it.
+    let mut claims = Vec::new();
+    for fleet in fleets {
+        let at = format!("fleet \"{}\" ({})", fleet.name, fleet.location);
+        let problems = &mut survey.problems;
+        let mut check = |result: Result<(), CloudError>, fix: &str| match result {
+            Ok(()) => true,
+            Err(e) => {
+                problems.push(problem(&at, e, fix));
+                false
+            }
+        };
+        // A worker fleet has no route.
+        let route = match &fleet.traffic {
+            Some(traffic) => {
+                let route = match &routes {
+                    Ok(routes) => routes
+                        .get(&(traffic.listener.clone(), traffic.rule_priority))
+                        .cloned()
+                        .unwrap_or_else(|| Err(listener_not_found(&traffic.listener))),
+                    Err(e) => Err(e.clone()),
+                };
+                let fix = match (&traffic.listener, traffic.rule_priority) {
+                    (_, Some(_)) => {
+                        "check traffic.rule_priority: the listener needs a rule with that priority whose action forwards to a target group"
+                    }
+                    (ListenerRef::Arn(_), None) => "check traffic.listener_arn",
+                    (ListenerRef::LoadBalancer { .. }, None) => {
+                        "check traffic.load_balancer and traffic.listener_port, or create the listener first; its default action must forward to a target group"
+                    }
+                };
+                match route {
+                    Ok(route) => Some((route, traffic)),
+                    Err(e) => {
+                        check(Err(e), fix);
+                        continue;
+                    }
+                }
+            }
+            None => None,
+        };
+        let source = match &sources {
+            Ok(found) if found.contains(&fleet.image.source_ami) => Ok(()),
+            Ok(_) => Err(CloudError::NotFound(format!(
+                "source image {}",
+                fleet.image.source_ami
+            ))),
+            Err(e) => Err(e.clone()),
+        };
+        if !check(
+            source,
+            "check image.source_ami: the image must exist in this region and account",
+        ) {
+            continue;
+        }
+        let in_vpcs = subnets.as_ref().map_err(Clone::clone).and_then(|found| {
+            let wanted = &fleet.instances.subnets;
+            let missing: Vec<&str> = wanted
+                .iter()
+                .filter(|s| !found.contains_key(*s))
+                .map(String::as_str)
+                .collect();
+            let vpcs: BTreeSet<&String> = wanted.iter().filter_map(|s| found.get(s)).collect();
+            match (missing.is_empty(), vpcs.len()) {
+                (false, _) => Err(CloudError::NotFound(format!(
+                    "subnet(s) {}",
+                    missing.join(", ")
+                ))),
+                (true, 1) => Ok(()),
+                (true, _) => Err(CloudError::Invalid(format!(
+                    "subnets {} are in different VPCs; a fleet's subnets must share one VPC",
+                    wanted.join(", ")
+                ))),
+            }
+        });
+        if !check(in_vpcs, "check instances.subnets") {
+            continue;
+        }
+        // Instance types and the key pair fail only when instances launch, after the
+        // bake: found here, they never get that far.
+        let offered = types
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|unknown_anywhere| {
+                let unknown: Vec<String> = types_of(fleet)
+                    .into_iter()
+                    .filter(|t| unknown_anywhere.contains(t))
+                    .collect();
+                match unknown.is_empty() {
+                    true => Ok(()),
+                    false => Err(CloudError::NotFound(format!(
+                        "instance type{} {} in {}",
+                        if unknown.len() == 1 { "" } else { "s" },
+                        unknown.join(", "),
+                        cloud.region()
+                    ))),
+                }
+            });
+        if !check(
+            offered,
+            "check the instance types (image.instance_type, instances.instance_type, spot.instance_types): each must be offered in the fleet's region",
+        ) {
+            continue;
+        }
+        if let Some(key) = &fleet.instances.key_name {
+            let found =
+                keys.as_ref()
+                    .map_err(Clone::clone)
+                    .and_then(|found| match found.contains(key) {
+                        true => Ok(()),
+                        false => Err(CloudError::NotFound(format!(
+                            "key pair {key} in {}",
+                            cloud.region()
+                        ))),
+                    });
+            if !check(
+                found,
+                "check instances.key_name, or import the key pair into the fleet's region first",
+            ) {
+                continue;
+            }
+        }
+        // An alarm gate that names no alarm would fail the first step of every release.
+        let mut gate_alarms = BTreeMap::new();
+        let wanted = alarms_of(fleet);
+        if !wanted.is_empty() {
+            match &alarms {
+                Ok(found) => {
+                    for (gate, alarm) in &wanted {
+                        match found.get(alarm) {
+                            Some(reading) => {
+                                gate_alarms.insert(alarm.clone(), reading.clone());
+                            }
+                            None => {
+                                check(
+                                    Err(CloudError::NotFound(format!(
+                                        "alarm {alarm} of gate \"{gate}\""
+                                    ))),
+                                    "create the CloudWatch alarm first, or fix the gate's `alarm` name",
+                                );
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    check(Err(e.clone()), "");
+                }
+            }
+        }
+        let baked = match &baked {
+            Ok(found) => found.get(&fleet.name).map(|i| i.id.clone()),
+            Err(e) => {
+                check(Err(e.clone()), "");
+                continue;
+            }
+        };
+        // The names the next release takes: held by anything but this configuration,
+        // they block the fleet here, before apply creates anything.
+        let seq = state.fleets.get(&fleet.name).map_or(0, |f| f.seq) + 1;
+        let group = plan::group_name(&fleet.resource_name(), seq);
+        let mut claim = Claim {
+            group: group.clone(),
+            workers: fleet.is_worker(),
+            launch_template: plan::template_name(fleet),
+            alarms: fleet
+                .rollout
+                .gates
+                .iter()
+                .filter(|g| matches!(g.check, GateCheck::Metric(_)))
+                .map(|g| g.alarm_name(&group))
+                .collect(),
+            image: baked.is_none().then(|| plan::image_name(fleet, seq)),
+            route: None,
+        };
+        let mut stand_in = None;
+        if let Some((route, traffic)) = route {
+            // One preflight with apply: a route must forward somewhere, or answer with the
+            // fixed response or redirect of a fresh load balancer, to have somewhere to send
+            // traffic back to.
+            if route.weights.iter().all(|w| w.weight == 0) {
+                match route.stand_in {
+                    Some(found) => stand_in = Some(found),
+                    None => {
+                        check(
+                            Err(CloudError::Invalid(format!(
+                                "{} neither forwards to a target group nor answers with a fixed response or a redirect, so a rollback would have nowhere to send traffic",
+                                traffic.route()
+                            ))),
+                            "point the route's action at a target group, a fixed response or a redirect first",
+                        );
+                        continue;
+                    }
+                }
+            }
+            // The route's target groups now: one of another configuration's means two
+            // configurations would shift the same traffic.
+            // Target groups this state records are its own: only the others are asked
+            // who holds them.
+            claim.route = Some((
+                traffic.route(),
+                route
+                    .weights
+                    .into_iter()
+                    .map(|w| w.target_group)
+                    .filter(|tg| !recorded_target_groups.contains(tg))
+                    .collect(),
+            ));
+        }
+        let seen = Observed {
+            baked_image: baked,
+            live: None,
+            conflicts: Vec::new(),
+            gate_alarms,
+            stand_in,
+            region: Some(cloud.region()),
+            unproven: unproven.get(&fleet.name).cloned(),
+        };
+        claims.push((fleet, claim, seen));
+    }
+    let asked: Vec<Claim> = claims.iter().map(|(_, claim, _)| claim.clone()).collect();
+    match retry_reads(budget, || cloud.claims_conflicts(&asked)).await {
+        Ok(conflicts) => {
+            for ((fleet, _, mut seen), conflicts) in claims.into_iter().zip(conflicts) {
+                seen.conflicts = conflicts;
+                survey.observed.insert(fleet.name.clone(), seen);
+            }
+        }
+        Err(e) => {
+            for (fleet, _, _) in &claims {
+                let at = format!("fleet \"{}\" ({})", fleet.name, fleet.location);
+                survey.problems.push(problem(&at, e.clone(), ""));
+            }
+        }
+    }
+    survey
+}
+
+/// A fleet's surroundings that are wrong, or could not be read, in words with the fix.
+fn problem(at: &str, e: CloudError, fix: &str) -> String {
+    match e {
+        CloudError::Credentials { .. } => format!(
+            "error: {e}\n  immune takes AWS credentials from the standard chain: set AWS_PROFILE (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), log in with `aws sso login`, or run where an instance or container role applies"
+        ),
+        CloudError::Transport { .. } => format!(
+            "error: cannot reach AWS: {e}\n  check the network, AWS_ENDPOINT_URL ({}) and your credentials",
+            std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "not set".into())
+        ),
+        e if e.is_transient() => format!(
+            "error: AWS kept failing while reading {at}: {e}\n  nothing was changed; try again in a moment"
+        ),
+        _ => format!("error: {at}: {e}\n  {fix}"),
+    }
+}
+
 /// The live side of every release the state records as active, for the three-way plan.
 /// Many fleets cost a few calls, all made at once: DescribeAutoScalingGroups per 100
 /// groups, one listing of target groups, one DescribeImages, and each route's weights.
+#[cfg(test)]
 pub(crate) async fn refresh(
     cloud: &dyn Cloud,
     state: &State,
+) -> Result<BTreeMap<String, Live>, CloudError> {
+    refresh_knowing(cloud, state, &BTreeMap::new()).await
+}
+
+/// [`refresh`], with the weights of routes already read (by a plan) not read again.
+pub(crate) async fn refresh_knowing(
+    cloud: &dyn Cloud,
+    state: &State,
+    known: &BTreeMap<String, Vec<Weight>>,
 ) -> Result<BTreeMap<String, Live>, CloudError> {
     let recorded: Vec<(&String, &Group, &Vec<Weight>)> = state
         .fleets
@@ -403,21 +583,34 @@ pub(crate) async fn refresh(
         .iter()
         .filter_map(|(_, g, _)| g.listener_arn.as_ref())
         .collect();
-    let weights = futures_util::future::try_join_all(routes.into_iter().map(|route| async move {
-        match cloud.listener_weights(route).await {
-            Ok(weights) => Ok((route.clone(), weights)),
-            // A route deleted outside immune sends nothing: shown as drift.
-            Err(CloudError::NotFound(_)) => Ok((route.clone(), Vec::new())),
-            Err(e) => Err(e),
+    // Routes the plan has not read already, in one batch.
+    let unread: Vec<String> = routes
+        .into_iter()
+        .filter(|route| !known.contains_key(*route))
+        .cloned()
+        .collect();
+    let weights = async {
+        if unread.is_empty() {
+            return Ok(BTreeMap::new());
         }
-    }));
+        cloud.route_weights(&unread).await
+    };
     let (mut groups, target_groups, images, weights) = tokio::try_join!(
         cloud.groups(&groups),
         cloud.existing_target_groups(&target_groups),
         cloud.existing_images(&images),
         weights,
     )?;
-    let weights: BTreeMap<String, Vec<Weight>> = weights.into_iter().collect();
+    let mut weights: BTreeMap<String, Vec<Weight>> = weights
+        .into_iter()
+        .map(|(route, read)| match read {
+            Ok(weights) => Ok((route, weights)),
+            // A route deleted outside immune sends nothing: shown as drift.
+            Err(CloudError::NotFound(_)) => Ok((route, Vec::new())),
+            Err(e) => Err(e),
+        })
+        .collect::<Result<_, _>>()?;
+    weights.extend(known.iter().map(|(k, v)| (k.clone(), v.clone())));
     Ok(recorded
         .into_iter()
         .map(|(name, group, original)| {

@@ -559,6 +559,7 @@ impl Cloud for FakeCloud {
                         .map(|i| (i.clone(), true))
                         .chain(leaving)
                         .collect(),
+                    unhealthy: Default::default(),
                 };
                 Some((name.clone(), status))
             })

@@ -5,6 +5,7 @@
 pub mod aws;
 pub mod fake;
 pub mod faulty;
+pub mod survey;
 
 use crate::config::{
     Capacity, Comparison, HealthCheck, ListenerRef, Metadata, RootVolume, ScalingMetric, Spot,
@@ -348,12 +349,24 @@ pub struct GroupStatus {
     pub capacity: Capacity,
     /// Instance id and whether Auto Scaling reports it `InService`.
     pub instances: Vec<(String, bool)>,
+    /// Instances Auto Scaling found unhealthy (for a group behind a target group, by the
+    /// load balancer's health check) and will replace.
+    pub unhealthy: BTreeSet<String>,
 }
 
 impl GroupStatus {
     /// How many of the group's instances are `InService`: a worker fleet's health.
     pub fn in_service(&self) -> usize {
         self.instances.iter().filter(|(_, s)| *s).count()
+    }
+
+    /// How many are `InService` and not found unhealthy by Auto Scaling: the health
+    /// the group itself reports, read without asking its target group.
+    pub fn in_service_healthy(&self) -> usize {
+        self.instances
+            .iter()
+            .filter(|(id, s)| *s && !self.unhealthy.contains(id))
+            .count()
     }
 
     /// How many of the group's instances are InService and healthy in its target group.
@@ -608,6 +621,104 @@ pub trait Cloud: Send + Sync {
         template: &str,
         description: &str,
     ) -> CloudResult<Option<LaunchTemplateRef>>;
+
+    // Batched reads, for a plan or status of many fleets: each kind of thing is read in
+    // a few calls whatever the number of fleets. The defaults ask one at a time; the
+    // AWS implementation batches (see `survey`).
+
+    /// Each route's ARN, weights and stand-in, or why that route cannot be read. A
+    /// transient fault fails the whole read, so that it is asked again.
+    async fn routes(
+        &self,
+        wanted: &[RouteRef],
+    ) -> CloudResult<BTreeMap<RouteRef, CloudResult<Route>>> {
+        survey::routes_one_by_one(self, wanted).await
+    }
+    /// The source images among `ids` that exist.
+    async fn source_images(&self, ids: &[String]) -> CloudResult<BTreeSet<String>> {
+        let mut found = BTreeSet::new();
+        for id in ids {
+            if self.source_image_exists(id).await? {
+                found.insert(id.clone());
+            }
+        }
+        Ok(found)
+    }
+    /// The VPC of each subnet among `ids` that exists.
+    async fn subnet_vpcs(&self, ids: &[String]) -> CloudResult<BTreeMap<String, String>> {
+        let mut found = BTreeMap::new();
+        for id in ids {
+            match self.vpc_of_subnets(std::slice::from_ref(id)).await {
+                Ok(vpc) => {
+                    found.insert(id.clone(), vpc);
+                }
+                Err(CloudError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(found)
+    }
+    /// The key pairs among `names` that exist.
+    async fn key_pairs(&self, names: &[String]) -> CloudResult<BTreeSet<String>> {
+        let mut found = BTreeSet::new();
+        for name in names {
+            if self.key_pair_exists(name).await? {
+                found.insert(name.clone());
+            }
+        }
+        Ok(found)
+    }
+    /// This configuration's baked image for each (fleet, bake), by fleet, when there is one.
+    async fn baked_images(
+        &self,
+        wanted: &[(String, String)],
+    ) -> CloudResult<BTreeMap<String, Image>> {
+        let mut found = BTreeMap::new();
+        for (fleet, bake) in wanted {
+            if let Some(image) = self.find_baked_image(fleet, bake).await? {
+                found.insert(fleet.clone(), image);
+            }
+        }
+        Ok(found)
+    }
+    /// The weights of each route ARN (a listener or a rule), or why it cannot be read.
+    async fn route_weights(
+        &self,
+        arns: &[String],
+    ) -> CloudResult<BTreeMap<String, CloudResult<Vec<Weight>>>> {
+        let mut found = BTreeMap::new();
+        for arn in arns {
+            match self.listener_weights(arn).await {
+                Err(e) if e.is_transient() => return Err(e),
+                read => {
+                    found.insert(arn.clone(), read);
+                }
+            }
+        }
+        Ok(found)
+    }
+    /// [`Cloud::claim_conflicts`] of each claim, in order.
+    async fn claims_conflicts(&self, claims: &[Claim]) -> CloudResult<Vec<Vec<Conflict>>> {
+        let mut found = Vec::new();
+        for claim in claims {
+            found.push(self.claim_conflicts(claim).await?);
+        }
+        Ok(found)
+    }
+}
+
+/// A route as a configuration names it: a listener, and the priority of one of its rules
+/// (none: the listener's default action).
+pub type RouteRef = (ListenerRef, Option<u32>);
+
+/// A route read for a plan: where weights are set, what it forwards to now, and what it
+/// answers when it forwards nowhere.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub arn: String,
+    pub weights: Vec<Weight>,
+    /// Read only when no target group has weight.
+    pub stand_in: Option<StandIn>,
 }
 
 /// A builder instance immune launched to bake an image.

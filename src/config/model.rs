@@ -336,7 +336,7 @@ pub struct Capacity {
     pub desired: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub enum ListenerRef {
     Arn(String),
     LoadBalancer { name: String, port: u16 },

@@ -14,7 +14,6 @@ use crate::rollout::pace::{self, Pace};
 use crate::rollout::{Awaiting, Event};
 use crate::state::{now, AnswerKind};
 use std::collections::BTreeMap;
-use std::sync::mpsc;
 use std::time::Duration;
 use tokio::time::{sleep_until, Instant};
 
@@ -147,7 +146,7 @@ impl Engine<'_> {
             .iter()
             .map(|g| rollout.approved.contains(&g.name))
             .collect();
-        let mut terminal: Option<mpsc::Receiver<bool>> = None;
+        let mut terminal: Option<crate::terminal::Answer> = None;
         // The worst share of its threshold each paced gate read in this step.
         let mut peaks: Vec<Option<f64>> = vec![None; spec.gates.len()];
         let mut faults = Faults {
@@ -403,12 +402,16 @@ impl Engine<'_> {
                             group: Some(rollout.group.clone()),
                             locked: false,
                         });
-                        if self.signals.interactive {
+                    }
+                    // Asked at the terminal when no other fleet's question is open there;
+                    // else on a later poll, and `immune approve` answers meanwhile.
+                    if self.signals.interactive && terminal.is_none() {
+                        if let Some(answer) = crate::terminal::ask_yes_no() {
                             self.reporter.line(
                                 &fleet.name,
                                 &format!("gate {} needs a person. Go on with the release? Only 'yes' goes on, 'no' rolls back.", spec.gates[i].name),
                             );
-                            terminal = Some(ask_on_terminal());
+                            terminal = Some(answer);
                         }
                     }
                 }
@@ -428,7 +431,10 @@ impl Engine<'_> {
                 }
             };
             faults.since = None;
-            let from_terminal = terminal.as_ref().and_then(|rx| rx.try_recv().ok());
+            let from_terminal = terminal
+                .as_mut()
+                .and_then(|rx| rx.try_recv().ok())
+                .map(|line| line == "yes");
             let (kind, by) = match (answer, from_terminal) {
                 (Some(answer), _) => {
                     let _ = self.backend.clear_answer(&fleet.name).await;
@@ -733,27 +739,6 @@ fn reading(found: &BTreeMap<String, AlarmReading>, name: &str) -> Reading {
         Some(alarm) => Reading::Alarm(alarm),
         None => Reading::Unreadable(format!("alarm {name} does not exist")),
     }
-}
-
-/// Asks on the terminal while the poll loop goes on; the answer arrives on the channel.
-fn ask_on_terminal() -> mpsc::Receiver<bool> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if std::io::stdin().read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            match line.trim() {
-                "yes" => break tx.send(true),
-                "no" => break tx.send(false),
-                _ => println!("Answer yes or no."),
-            }
-        }
-        .ok();
-    });
-    rx
 }
 
 /// The readings behind a change of pace: each paced gate's worst share of its threshold.

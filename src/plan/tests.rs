@@ -82,6 +82,7 @@ fn as_recorded(config: &Config) -> Live {
             name: "web-v001".into(),
             capacity: config.fleets[0].instances.capacity,
             instances: Vec::new(),
+            unhealthy: Default::default(),
         }),
         target_group_exists: true,
         image_exists: true,

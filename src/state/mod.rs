@@ -7,12 +7,14 @@ mod lock;
 mod process;
 mod record;
 mod s3;
+mod shared;
 mod upgrade;
 
 pub use answers::{Answer, AnswerKind};
 pub use local::LocalBackend;
 pub use lock::{Holder, LockGuard, LockInfo, CORRUPT_ID};
 pub use s3::S3Backend;
+pub use shared::{FleetRecord, Shared};
 
 use crate::cloud::{LaunchTemplateRef, StandIn, Weight};
 use crate::config::Capacity;

@@ -23,5 +23,6 @@ mod production;
 mod promotion;
 mod quality;
 mod release;
+mod scale;
 mod schema;
 mod workers;

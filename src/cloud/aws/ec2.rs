@@ -65,6 +65,188 @@ impl Aws {
         }
     }
 
+    /// The source images among `ids` that exist, in calls of 200.
+    pub(super) async fn source_images(&self, ids: &[String]) -> CloudResult<BTreeSet<String>> {
+        let mut found = BTreeSet::new();
+        for chunk in ids.chunks(200) {
+            found.extend(self.existing_images(chunk).await?);
+        }
+        Ok(found)
+    }
+
+    /// A filter on `subnet-id`, unlike `SubnetIds`, does not fail the call for a subnet
+    /// that does not exist.
+    pub(super) async fn subnet_vpcs(
+        &self,
+        ids: &[String],
+    ) -> CloudResult<BTreeMap<String, String>> {
+        let mut found = BTreeMap::new();
+        for chunk in ids.chunks(200) {
+            let out = self
+                .ec2
+                .describe_subnets()
+                .filters(
+                    Filter::builder()
+                        .name("subnet-id")
+                        .set_values(Some(chunk.to_vec()))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| sdk_error("DescribeSubnets", e))?;
+            found.extend(
+                out.subnets()
+                    .iter()
+                    .filter_map(|s| Some((s.subnet_id()?.to_string(), s.vpc_id()?.to_string()))),
+            );
+        }
+        Ok(found)
+    }
+
+    pub(super) async fn key_pairs(&self, names: &[String]) -> CloudResult<BTreeSet<String>> {
+        let mut found = BTreeSet::new();
+        for chunk in names.chunks(200) {
+            let out = self
+                .ec2
+                .describe_key_pairs()
+                .filters(
+                    Filter::builder()
+                        .name("key-name")
+                        .set_values(Some(chunk.to_vec()))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| sdk_error("DescribeKeyPairs", e))?;
+            found.extend(
+                out.key_pairs()
+                    .iter()
+                    .filter_map(|k| k.key_name().map(str::to_string)),
+            );
+        }
+        Ok(found)
+    }
+
+    /// This configuration's images of all the fleets named, in calls of 200 fleets.
+    pub(super) async fn baked_images(
+        &self,
+        wanted: &[(String, String)],
+    ) -> CloudResult<BTreeMap<String, Image>> {
+        let mut found = BTreeMap::new();
+        for chunk in wanted.chunks(200) {
+            let fleets: Vec<String> = chunk.iter().map(|(f, _)| f.clone()).collect();
+            let out = self
+                .ec2
+                .describe_images()
+                .owners("self")
+                .filters(filter(format!("tag:{TAG_LINEAGE}"), &self.lineage))
+                .filters(
+                    Filter::builder()
+                        .name(format!("tag:{TAG_FLEET}"))
+                        .set_values(Some(fleets))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| sdk_error("DescribeImages", e))?;
+            for i in out.images() {
+                let tag = |key: &str| {
+                    i.tags()
+                        .iter()
+                        .find(|t| t.key() == Some(key))
+                        .and_then(|t| t.value())
+                };
+                let (Some(fleet), Some(bake)) = (tag(TAG_FLEET), tag(TAG_BAKE)) else {
+                    continue;
+                };
+                let image = Image {
+                    id: i.image_id().unwrap_or_default().to_string(),
+                    state: image_state(i.state()),
+                };
+                if chunk.iter().any(|(f, b)| f == fleet && b == bake)
+                    && self.holder(pairs(i.tags())) == Holder::Ours
+                    && image.state != ImageState::Failed
+                {
+                    found.entry(fleet.to_string()).or_insert(image);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The account's images of these names, with who holds each, in calls of 200.
+    pub(super) async fn images_named(
+        &self,
+        names: &[String],
+    ) -> CloudResult<BTreeMap<String, (Image, Holder)>> {
+        let mut found = BTreeMap::new();
+        for chunk in names.chunks(200) {
+            let out = self
+                .ec2
+                .describe_images()
+                .owners("self")
+                .filters(
+                    Filter::builder()
+                        .name("name")
+                        .set_values(Some(chunk.to_vec()))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| sdk_error("DescribeImages", e))?;
+            for i in out.images() {
+                if i.state() == Some(&aws_sdk_ec2::types::ImageState::Deregistered) {
+                    continue;
+                }
+                let Some(name) = i.name() else { continue };
+                let image = Image {
+                    id: i.image_id().unwrap_or_default().to_string(),
+                    state: image_state(i.state()),
+                };
+                found
+                    .entry(name.to_string())
+                    .or_insert((image, self.holder(pairs(i.tags()))));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Who holds the launch templates of these names, in calls of 200.
+    pub(super) async fn launch_template_holders(
+        &self,
+        names: &[String],
+    ) -> CloudResult<BTreeMap<String, Holder>> {
+        let mut found = BTreeMap::new();
+        for chunk in names.chunks(200) {
+            let mut token = None;
+            loop {
+                let out = self
+                    .ec2
+                    .describe_launch_templates()
+                    .filters(
+                        Filter::builder()
+                            .name("launch-template-name")
+                            .set_values(Some(chunk.to_vec()))
+                            .build(),
+                    )
+                    .set_next_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("DescribeLaunchTemplates", e))?;
+                for t in out.launch_templates() {
+                    if let Some(name) = t.launch_template_name() {
+                        found.insert(name.to_string(), self.holder(pairs(t.tags())));
+                    }
+                }
+                token = out.next_token().map(str::to_string);
+                if token.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(found)
+    }
+
     pub(super) async fn find_baked_image(
         &self,
         fleet: &str,
@@ -352,30 +534,52 @@ impl Aws {
         Ok(())
     }
 
-    /// One call per type: DescribeInstanceTypes fails the whole call for one unknown type.
+    /// All types in one call (100 a call); since one unknown type fails the whole call,
+    /// a call that fails so is asked again one type at a time.
     pub(super) async fn unknown_instance_types(
         &self,
         types: &[String],
     ) -> CloudResult<Vec<String>> {
         let mut unknown = Vec::new();
-        for t in types {
-            let out = self
-                .ec2
-                .describe_instance_types()
-                .instance_types(t.as_str().into())
-                .send()
-                .await
-                .map_err(|e| sdk_error("DescribeInstanceTypes", e));
-            match out {
-                Ok(out) if !out.instance_types().is_empty() => {}
-                Ok(_) => unknown.push(t.clone()),
+        for chunk in types.chunks(100) {
+            match self.offered_instance_types(chunk).await {
+                Ok(offered) => {
+                    unknown.extend(chunk.iter().filter(|t| !offered.contains(*t)).cloned())
+                }
                 Err(e) if code_of(&e).is_some_and(|c| c.starts_with("InvalidInstanceType")) => {
-                    unknown.push(t.clone())
+                    for t in chunk {
+                        match self.offered_instance_types(std::slice::from_ref(t)).await {
+                            Ok(offered) if offered.contains(t) => {}
+                            Ok(_) => unknown.push(t.clone()),
+                            Err(e)
+                                if code_of(&e)
+                                    .is_some_and(|c| c.starts_with("InvalidInstanceType")) =>
+                            {
+                                unknown.push(t.clone())
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
                 }
                 Err(e) => return Err(e),
             }
         }
         Ok(unknown)
+    }
+
+    async fn offered_instance_types(&self, types: &[String]) -> CloudResult<BTreeSet<String>> {
+        let out = self
+            .ec2
+            .describe_instance_types()
+            .set_instance_types(Some(types.iter().map(|t| t.as_str().into()).collect()))
+            .send()
+            .await
+            .map_err(|e| sdk_error("DescribeInstanceTypes", e))?;
+        Ok(out
+            .instance_types()
+            .iter()
+            .filter_map(|t| t.instance_type().map(|t| t.as_str().to_string()))
+            .collect())
     }
 
     pub(super) async fn key_pair_exists(&self, name: &str) -> CloudResult<bool> {
@@ -694,13 +898,6 @@ impl Aws {
             Err(e) if code_of(&e).is_some_and(|c| c.contains("NotFound")) => Ok(()),
             other => other.map(|_| ()),
         }
-    }
-
-    pub(super) async fn launch_template_holder(&self, name: &str) -> CloudResult<Option<Holder>> {
-        Ok(self
-            .launch_template(name)
-            .await?
-            .map(|t| self.holder(pairs(t.tags()))))
     }
 
     pub(super) async fn launch_template_version_named(

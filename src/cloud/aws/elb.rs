@@ -1,6 +1,7 @@
 //! Load balancer listeners and target groups (ELBv2).
 
 use super::*;
+use crate::cloud::survey::{listener_not_found, rule_not_found};
 use aws_sdk_elasticloadbalancingv2::types::{
     Action, ActionTypeEnum, FixedResponseActionConfig, ForwardActionConfig, ProtocolEnum,
     RedirectActionConfig, RedirectActionStatusCodeEnum, Tag, TargetGroupAttribute,
@@ -127,74 +128,273 @@ impl Aws {
     }
 
     pub(super) async fn listener_weights(&self, route_arn: &str) -> CloudResult<Vec<Weight>> {
-        let actions = self.route_actions(route_arn).await?;
-        let Some(action) = actions
-            .iter()
-            .find(|a| a.r#type() == Some(&ActionTypeEnum::Forward))
-        else {
-            return Ok(Vec::new());
-        };
-        let weighted: Vec<Weight> = action
-            .forward_config()
-            .map(|f| f.target_groups())
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|t| {
-                Some(Weight {
-                    target_group: t.target_group_arn()?.to_string(),
-                    weight: t.weight().unwrap_or(1).clamp(0, 100) as u8,
-                })
-            })
-            .collect();
-        if !weighted.is_empty() {
-            return Ok(weighted);
-        }
-        // A plain forward to one target group carries all the traffic.
-        Ok(action
-            .target_group_arn()
-            .map(|arn| {
-                vec![Weight {
-                    target_group: arn.to_string(),
-                    weight: 100,
-                }]
-            })
-            .unwrap_or_default())
+        Ok(weights_of(&self.route_actions(route_arn).await?))
     }
 
     pub(super) async fn stand_in(&self, route_arn: &str) -> CloudResult<Option<StandIn>> {
-        let actions = self.route_actions(route_arn).await?;
-        if actions
+        Ok(stand_in_of(&self.route_actions(route_arn).await?))
+    }
+
+    /// Every route wanted, in a few calls: the load balancers by name (20 a call), the
+    /// listeners of each, and all the rules of each listener that rules are wanted of
+    /// (400 a page), each listener's read side by side.
+    pub(super) async fn routes(
+        &self,
+        wanted: &[RouteRef],
+    ) -> CloudResult<BTreeMap<RouteRef, CloudResult<Route>>> {
+        let names: BTreeSet<&str> = wanted
             .iter()
-            .any(|a| a.r#type() == Some(&ActionTypeEnum::Forward))
-        {
-            return Ok(None);
+            .filter_map(|(l, _)| match l {
+                ListenerRef::LoadBalancer { name, .. } => Some(name.as_str()),
+                ListenerRef::Arn(_) => None,
+            })
+            .collect();
+        let mut load_balancers: BTreeMap<String, String> = BTreeMap::new();
+        let names: Vec<&str> = names.into_iter().collect();
+        for chunk in names.chunks(20) {
+            match self.load_balancer_arns(chunk).await {
+                Ok(found) => load_balancers.extend(found),
+                // One unknown name fails the call: the others are asked one by one.
+                Err(CloudError::NotFound(_)) => {
+                    for name in chunk {
+                        match self.load_balancer_arns(&[name]).await {
+                            Ok(found) => load_balancers.extend(found),
+                            Err(CloudError::NotFound(_)) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
-        let text = |s: Option<&str>| s.map(str::to_string);
-        Ok(actions.iter().find_map(|a| match a.r#type() {
-            Some(ActionTypeEnum::FixedResponse) => {
-                let c = a.fixed_response_config()?;
-                Some(StandIn::FixedResponse {
-                    status_code: c.status_code().unwrap_or("200").to_string(),
-                    content_type: text(c.content_type()),
-                    message_body: text(c.message_body()),
-                })
+        // Listeners: all of each load balancer, and those named by ARN.
+        let by_balancer = futures_util::future::try_join_all(load_balancers.iter().map(
+            |(name, arn)| async move {
+                let out = self
+                    .elb
+                    .describe_listeners()
+                    .load_balancer_arn(arn)
+                    .page_size(400)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("DescribeListeners", e))?;
+                Ok::<_, CloudError>((name.clone(), out.listeners().to_vec()))
+            },
+        ));
+        let arns: BTreeSet<&String> = wanted
+            .iter()
+            .filter_map(|(l, _)| match l {
+                ListenerRef::Arn(arn) => Some(arn),
+                ListenerRef::LoadBalancer { .. } => None,
+            })
+            .collect();
+        let by_arn = futures_util::future::try_join_all(arns.into_iter().map(|arn| async move {
+            let out = self
+                .elb
+                .describe_listeners()
+                .listener_arns(arn)
+                .send()
+                .await
+                .map_err(|e| sdk_error("DescribeListeners", e));
+            match out {
+                Ok(out) => Ok(out.listeners().to_vec()),
+                Err(e) if code_of(&e).is_some_and(|c| c.contains("NotFound")) => Ok(Vec::new()),
+                Err(e) => Err(e),
             }
-            Some(ActionTypeEnum::Redirect) => {
-                let c = a.redirect_config()?;
-                Some(StandIn::Redirect {
-                    status_code: c
-                        .status_code()
-                        .map_or("HTTP_302", |s| s.as_str())
-                        .to_string(),
-                    protocol: text(c.protocol()),
-                    host: text(c.host()),
-                    port: text(c.port()),
-                    path: text(c.path()),
-                    query: text(c.query()),
-                })
-            }
-            _ => None,
+        }));
+        let (by_balancer, by_arn) = tokio::try_join!(by_balancer, by_arn)?;
+        let by_balancer: BTreeMap<String, Vec<aws_sdk_elasticloadbalancingv2::types::Listener>> =
+            by_balancer.into_iter().collect();
+        let by_arn: Vec<_> = by_arn.into_iter().flatten().collect();
+        let listener_of = |listener: &ListenerRef| match listener {
+            ListenerRef::Arn(arn) => by_arn
+                .iter()
+                .find(|l| l.listener_arn() == Some(arn.as_str())),
+            ListenerRef::LoadBalancer { name, port } => by_balancer
+                .get(name)
+                .and_then(|ls| ls.iter().find(|l| l.port() == Some(i32::from(*port)))),
+        };
+        // Rules of every listener a rule is wanted of, all pages once.
+        let ruled: BTreeSet<String> = wanted
+            .iter()
+            .filter(|(_, priority)| priority.is_some())
+            .filter_map(|(l, _)| listener_of(l)?.listener_arn().map(str::to_string))
+            .collect();
+        let rules = futures_util::future::try_join_all(ruled.iter().map(|arn| async move {
+            Ok::<_, CloudError>((arn.clone(), self.all_rules(arn).await?))
         }))
+        .await?;
+        let rules: BTreeMap<String, Vec<aws_sdk_elasticloadbalancingv2::types::Rule>> =
+            rules.into_iter().collect();
+        Ok(wanted
+            .iter()
+            .map(|route @ (listener, priority)| {
+                let read = (|| {
+                    let found =
+                        listener_of(listener).ok_or_else(|| listener_not_found(listener))?;
+                    let listener_arn = found.listener_arn().unwrap_or_default();
+                    let (arn, actions) = match priority {
+                        None => (listener_arn.to_string(), found.default_actions().to_vec()),
+                        Some(priority) => {
+                            let wanted = priority.to_string();
+                            let rule = rules
+                                .get(listener_arn)
+                                .and_then(|rs| {
+                                    rs.iter().find(|r| r.priority() == Some(wanted.as_str()))
+                                })
+                                .ok_or_else(|| rule_not_found(listener_arn, *priority))?;
+                            (
+                                rule.rule_arn().unwrap_or_default().to_string(),
+                                rule.actions().to_vec(),
+                            )
+                        }
+                    };
+                    let weights = weights_of(&actions);
+                    let stand_in = match weights.iter().all(|w| w.weight == 0) {
+                        true => stand_in_of(&actions),
+                        false => None,
+                    };
+                    Ok(Route {
+                        arn,
+                        weights,
+                        stand_in,
+                    })
+                })();
+                (route.clone(), read)
+            })
+            .collect())
+    }
+
+    /// The weights of many routes. Rules are read with all the rules of their listener
+    /// (400 a page), the listeners side by side; listeners in calls of 20 ARNs. One
+    /// unknown listener ARN fails a call, so such a call is asked again one at a time.
+    pub(super) async fn route_weights(
+        &self,
+        arns: &[String],
+    ) -> CloudResult<BTreeMap<String, CloudResult<Vec<Weight>>>> {
+        let (rules, listeners): (Vec<String>, Vec<String>) =
+            arns.iter().cloned().partition(|arn| is_rule_arn(arn));
+        let mut found = BTreeMap::new();
+        let of_rules: BTreeSet<String> = rules.iter().filter_map(|r| listener_of_rule(r)).collect();
+        let read = futures_util::future::join_all(
+            of_rules
+                .iter()
+                .map(|listener| async move { (listener.clone(), self.all_rules(listener).await) }),
+        )
+        .await;
+        let mut actions: BTreeMap<String, Vec<Action>> = BTreeMap::new();
+        for (listener, rules) in read {
+            match rules {
+                Ok(rules) => actions.extend(
+                    rules
+                        .into_iter()
+                        .filter_map(|r| Some((r.rule_arn()?.to_string(), r.actions().to_vec()))),
+                ),
+                Err(e) if e.is_transient() => return Err(e),
+                // A listener gone: its rules are not found.
+                Err(_) => tracing::debug!("rules of {listener} not read"),
+            }
+        }
+        for arn in rules {
+            let read = actions
+                .get(&arn)
+                .map(|a| weights_of(a))
+                .ok_or_else(|| CloudError::NotFound(format!("listener rule {arn}")));
+            found.insert(arn, read);
+        }
+        for chunk in listeners.chunks(20) {
+            match self.listener_actions(chunk).await {
+                Ok(actions) => {
+                    for arn in chunk {
+                        let read = actions
+                            .get(arn)
+                            .map(|a| weights_of(a))
+                            .ok_or_else(|| CloudError::NotFound(format!("listener {arn}")));
+                        found.insert(arn.clone(), read);
+                    }
+                }
+                Err(e) if e.is_transient() => return Err(e),
+                Err(_) => {
+                    for arn in chunk {
+                        match self.listener_weights(arn).await {
+                            Err(e) if e.is_transient() => return Err(e),
+                            read => {
+                                found.insert(arn.clone(), read);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Every rule of a listener, all pages.
+    async fn all_rules(
+        &self,
+        listener_arn: &str,
+    ) -> CloudResult<Vec<aws_sdk_elasticloadbalancingv2::types::Rule>> {
+        let mut rules = Vec::new();
+        let mut marker = None;
+        loop {
+            let out = self
+                .elb
+                .describe_rules()
+                .listener_arn(listener_arn)
+                .page_size(400)
+                .set_marker(marker)
+                .send()
+                .await
+                .map_err(|e| sdk_error("DescribeRules", e))?;
+            rules.extend(out.rules().iter().cloned());
+            marker = out.next_marker().map(str::to_string);
+            if marker.is_none() {
+                return Ok(rules);
+            }
+        }
+    }
+
+    async fn listener_actions(
+        &self,
+        arns: &[String],
+    ) -> CloudResult<BTreeMap<String, Vec<Action>>> {
+        let out = self
+            .elb
+            .describe_listeners()
+            .set_listener_arns(Some(arns.to_vec()))
+            .send()
+            .await
+            .map_err(|e| sdk_error("DescribeListeners", e))?;
+        Ok(out
+            .listeners()
+            .iter()
+            .filter_map(|l| Some((l.listener_arn()?.to_string(), l.default_actions().to_vec())))
+            .collect())
+    }
+
+    /// The ARN of each load balancer named; a `NotFound` when one of them is not.
+    async fn load_balancer_arns(&self, names: &[&str]) -> CloudResult<Vec<(String, String)>> {
+        let out = self
+            .elb
+            .describe_load_balancers()
+            .set_names(Some(names.iter().map(|n| n.to_string()).collect()))
+            .send()
+            .await
+            .map_err(|e| sdk_error("DescribeLoadBalancers", e))
+            .map_err(|e| match code_of(&e) {
+                Some(c) if c.contains("NotFound") => CloudError::NotFound(names.join(", ")),
+                _ => e,
+            })?;
+        Ok(out
+            .load_balancers()
+            .iter()
+            .filter_map(|lb| {
+                Some((
+                    lb.load_balancer_name()?.to_string(),
+                    lb.load_balancer_arn()?.to_string(),
+                ))
+            })
+            .collect())
     }
 
     pub(super) async fn set_stand_in(
@@ -438,6 +638,56 @@ impl Aws {
         Ok(Some((arn, holder)))
     }
 
+    /// The target groups of these names that exist, with who holds each. One name is
+    /// asked for; more are picked out of the listing of all (400 a page), since one
+    /// unknown name fails a DescribeTargetGroups call.
+    pub(super) async fn target_groups_named(
+        &self,
+        names: &[String],
+    ) -> CloudResult<BTreeMap<String, (String, Holder)>> {
+        if let [name] = names {
+            return Ok(self
+                .target_group_named(name)
+                .await?
+                .map(|found| (name.clone(), found))
+                .into_iter()
+                .collect());
+        }
+        let mut arns = BTreeMap::new();
+        if names.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let mut marker = None;
+        loop {
+            let out = self
+                .elb
+                .describe_target_groups()
+                .page_size(400)
+                .set_marker(marker)
+                .send()
+                .await
+                .map_err(|e| sdk_error("DescribeTargetGroups", e))?;
+            for t in out.target_groups() {
+                if let (Some(name), Some(arn)) = (t.target_group_name(), t.target_group_arn()) {
+                    if names.iter().any(|n| n == name) {
+                        arns.insert(arn.to_string(), name.to_string());
+                    }
+                }
+            }
+            marker = out.next_marker().map(str::to_string);
+            if marker.is_none() {
+                break;
+            }
+        }
+        let found: Vec<String> = arns.keys().cloned().collect();
+        Ok(self
+            .target_group_holders(&found)
+            .await?
+            .into_iter()
+            .filter_map(|(arn, holder)| Some((arns.get(&arn)?.clone(), (arn, holder))))
+            .collect())
+    }
+
     /// Who holds each of these target groups (DescribeTags takes 20 ARNs a call).
     pub(super) async fn target_group_holders(
         &self,
@@ -528,5 +778,97 @@ impl Aws {
                 Some((id, state))
             })
             .collect())
+    }
+}
+
+/// The weights a route's forward action gives; none when it forwards nowhere.
+fn weights_of(actions: &[Action]) -> Vec<Weight> {
+    let Some(action) = actions
+        .iter()
+        .find(|a| a.r#type() == Some(&ActionTypeEnum::Forward))
+    else {
+        return Vec::new();
+    };
+    let weighted: Vec<Weight> = action
+        .forward_config()
+        .map(|f| f.target_groups())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|t| {
+            Some(Weight {
+                target_group: t.target_group_arn()?.to_string(),
+                weight: t.weight().unwrap_or(1).clamp(0, 100) as u8,
+            })
+        })
+        .collect();
+    if !weighted.is_empty() {
+        return weighted;
+    }
+    // A plain forward to one target group carries all the traffic.
+    action
+        .target_group_arn()
+        .map(|arn| {
+            vec![Weight {
+                target_group: arn.to_string(),
+                weight: 100,
+            }]
+        })
+        .unwrap_or_default()
+}
+
+/// What a route that forwards nowhere answers: a fixed response or a redirect.
+fn stand_in_of(actions: &[Action]) -> Option<StandIn> {
+    if actions
+        .iter()
+        .any(|a| a.r#type() == Some(&ActionTypeEnum::Forward))
+    {
+        return None;
+    }
+    let text = |s: Option<&str>| s.map(str::to_string);
+    actions.iter().find_map(|a| match a.r#type() {
+        Some(ActionTypeEnum::FixedResponse) => {
+            let c = a.fixed_response_config()?;
+            Some(StandIn::FixedResponse {
+                status_code: c.status_code().unwrap_or("200").to_string(),
+                content_type: text(c.content_type()),
+                message_body: text(c.message_body()),
+            })
+        }
+        Some(ActionTypeEnum::Redirect) => {
+            let c = a.redirect_config()?;
+            Some(StandIn::Redirect {
+                status_code: c
+                    .status_code()
+                    .map_or("HTTP_302", |s| s.as_str())
+                    .to_string(),
+                protocol: text(c.protocol()),
+                host: text(c.host()),
+                port: text(c.port()),
+                path: text(c.path()),
+                query: text(c.query()),
+            })
+        }
+        _ => None,
+    })
+}
+
+/// The listener of a rule ARN: `...:listener-rule/app/LB/ID/LISTENER/RULE` belongs to
+/// `...:listener/app/LB/ID/LISTENER`.
+fn listener_of_rule(rule_arn: &str) -> Option<String> {
+    let (listener, _rule) = rule_arn.rsplit_once('/')?;
+    Some(listener.replacen(":listener-rule/", ":listener/", 1))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_rule_belongs_to_the_listener_its_arn_names() {
+        assert_eq!(
+            super::listener_of_rule(
+                "arn:aws:elasticloadbalancing:us-east-1:1:listener-rule/app/web/50dc/f2f7/9683"
+            )
+            .as_deref(),
+            Some("arn:aws:elasticloadbalancing:us-east-1:1:listener/app/web/50dc/f2f7")
+        );
     }
 }

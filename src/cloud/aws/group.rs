@@ -166,6 +166,12 @@ impl Aws {
                                 Some((i.instance_id()?.to_string(), in_service))
                             })
                             .collect(),
+                        unhealthy: g
+                            .instances()
+                            .iter()
+                            .filter(|i| i.health_status() == Some("Unhealthy"))
+                            .filter_map(|i| i.instance_id().map(str::to_string))
+                            .collect(),
                     };
                     found.insert(name.to_string(), status);
                 }
@@ -179,6 +185,38 @@ impl Aws {
     }
 
     /// Who holds the group of this name, if it exists.
+    /// Who holds each of the groups named that exists, in calls of 100.
+    pub(super) async fn group_holders(
+        &self,
+        names: &[String],
+    ) -> CloudResult<BTreeMap<String, Holder>> {
+        let mut found = BTreeMap::new();
+        for batch in names.chunks(100) {
+            let mut token = None;
+            loop {
+                let out = self
+                    .autoscaling
+                    .describe_auto_scaling_groups()
+                    .set_auto_scaling_group_names(Some(batch.to_vec()))
+                    .set_next_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("DescribeAutoScalingGroups", e))?;
+                for g in out.auto_scaling_groups() {
+                    if let Some(name) = g.auto_scaling_group_name() {
+                        let holder = self.holder(g.tags().iter().map(|t| (t.key(), t.value())));
+                        found.insert(name.to_string(), holder);
+                    }
+                }
+                token = out.next_token().map(str::to_string);
+                if token.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(found)
+    }
+
     pub(super) async fn group_holder(&self, name: &str) -> CloudResult<Option<Holder>> {
         let out = self
             .autoscaling

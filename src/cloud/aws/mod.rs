@@ -2,6 +2,7 @@
 //! `AWS_ENDPOINT_URL` for LocalStack, standard retries) shared by the four clients.
 
 mod alarms;
+mod calls;
 mod ec2;
 mod elb;
 mod group;
@@ -38,10 +39,26 @@ impl Aws {
             region,
             lineage: lineage.to_string(),
             legacy: false,
-            ec2: aws_sdk_ec2::Client::new(&config),
-            elb: aws_sdk_elasticloadbalancingv2::Client::new(&config),
-            autoscaling: aws_sdk_autoscaling::Client::new(&config),
-            cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
+            ec2: aws_sdk_ec2::Client::from_conf(
+                aws_sdk_ec2::config::Builder::from(&config)
+                    .interceptor(calls::Calls)
+                    .build(),
+            ),
+            elb: aws_sdk_elasticloadbalancingv2::Client::from_conf(
+                aws_sdk_elasticloadbalancingv2::config::Builder::from(&config)
+                    .interceptor(calls::Calls)
+                    .build(),
+            ),
+            autoscaling: aws_sdk_autoscaling::Client::from_conf(
+                aws_sdk_autoscaling::config::Builder::from(&config)
+                    .interceptor(calls::Calls)
+                    .build(),
+            ),
+            cloudwatch: aws_sdk_cloudwatch::Client::from_conf(
+                aws_sdk_cloudwatch::config::Builder::from(&config)
+                    .interceptor(calls::Calls)
+                    .build(),
+            ),
         })
     }
 }
@@ -177,78 +194,126 @@ impl Aws {
         }
     }
 
-    /// Every name of `claim` held by anything but this configuration, read side by side.
-    async fn claim_conflicts(&self, claim: &Claim) -> CloudResult<Vec<Conflict>> {
-        let group = async {
-            self.group_holder(&claim.group)
-                .await
-                .map(|h| h.map(|h| (format!("Auto Scaling group {}", claim.group), h)))
+    /// Every name of each claim held by anything but this configuration: each kind of
+    /// resource read once for all the claims, the kinds side by side.
+    async fn claims_conflicts(&self, claims: &[Claim]) -> CloudResult<Vec<Vec<Conflict>>> {
+        let names = |of: &dyn Fn(&Claim) -> Option<String>| -> Vec<String> {
+            let set: BTreeSet<String> = claims.iter().filter_map(of).collect();
+            set.into_iter().collect()
         };
-        let target_group = async {
-            if claim.workers {
-                return Ok(None);
-            }
-            self.target_group_named(&claim.group)
-                .await
-                .map(|t| t.map(|(_, h)| (format!("target group {}", claim.group), h)))
-        };
-        let template = async {
-            self.launch_template_holder(&claim.launch_template)
-                .await
-                .map(|h| h.map(|h| (format!("launch template {}", claim.launch_template), h)))
-        };
-        let image = async {
-            let Some(name) = &claim.image else {
-                return Ok(None);
-            };
-            // Image names are unique in the account: even one of ours cannot be baked
-            // again under the same name.
-            Ok(self
-                .image_named(name)
-                .await?
-                .map(|(image, holder)| (format!("image name \"{name}\" ({})", image.id), holder)))
-        };
-        let alarms = self.alarm_holders(&claim.alarms);
-        let route = async {
-            let Some((route, target_groups)) = &claim.route else {
-                return Ok(Vec::new());
-            };
-            let holders = self.target_group_holders(target_groups).await?;
-            Ok::<_, CloudError>(
-                holders
-                    .into_iter()
-                    .filter(|(_, h)| matches!(h, Holder::OtherState { .. }))
-                    .map(|(arn, holder)| Conflict {
-                        resource: format!(
-                            "the route {route}, which forwards to target group {}",
-                            crate::plan::target_group_name(&arn)
-                        ),
-                        holder,
-                    })
-                    .collect(),
-            )
-        };
-        let (group, target_group, template, image, alarms, shared_route) =
-            tokio::try_join!(group, target_group, template, image, alarms, route)?;
-        // The fleet's launch template and alarms of this lineage are its own. A group or
-        // target group of this lineage under the next release's name was made by another
-        // copy of this state (this one has not reached that release): a conflict too.
-        let own = [group, target_group].into_iter().flatten();
-        let shared = [template]
+        let groups = names(&|c| Some(c.group.clone()));
+        let target_groups = names(&|c| (!c.workers).then(|| c.group.clone()));
+        let templates = names(&|c| Some(c.launch_template.clone()));
+        let images = names(&|c| c.image.clone());
+        let alarms: Vec<String> = claims
+            .iter()
+            .flat_map(|c| c.alarms.iter().cloned())
+            .collect::<BTreeSet<_>>()
             .into_iter()
-            .flatten()
-            .chain(
-                alarms
+            .collect();
+        let routed: Vec<String> = claims
+            .iter()
+            .filter_map(|c| c.route.as_ref())
+            .flat_map(|(_, tgs)| tgs.iter().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let images = async {
+            match images.is_empty() {
+                true => Ok(BTreeMap::new()),
+                false => self.images_named(&images).await,
+            }
+        };
+        let routed = async {
+            Ok::<_, CloudError>(
+                self.target_group_holders(&routed)
+                    .await?
                     .into_iter()
-                    .map(|(name, h)| (format!("alarm {name}"), h)),
+                    .collect::<BTreeMap<_, _>>(),
             )
-            .filter(|(_, holder)| *holder != Holder::Ours);
-        let image = image.map(|(resource, holder)| Conflict { resource, holder });
-        Ok(own
-            .chain(shared)
-            .map(|(resource, holder)| Conflict { resource, holder })
-            .chain(image)
-            .chain(shared_route)
+        };
+        let alarms = async {
+            Ok::<_, CloudError>(
+                self.alarm_holders(&alarms)
+                    .await?
+                    .into_iter()
+                    .collect::<BTreeMap<_, _>>(),
+            )
+        };
+        let (groups, target_groups, templates, images, alarms, routed) = tokio::try_join!(
+            self.group_holders(&groups),
+            self.target_groups_named(&target_groups),
+            self.launch_template_holders(&templates),
+            images,
+            alarms,
+            routed,
+        )?;
+        Ok(claims
+            .iter()
+            .map(|claim| {
+                let mut conflicts = Vec::new();
+                // A group or target group of this lineage under the next release's name
+                // was made by another copy of this state (this one has not reached that
+                // release): a conflict too.
+                if let Some(holder) = groups.get(&claim.group) {
+                    conflicts.push(Conflict {
+                        resource: format!("Auto Scaling group {}", claim.group),
+                        holder: holder.clone(),
+                    });
+                }
+                if let Some((_, holder)) =
+                    target_groups.get(&claim.group).filter(|_| !claim.workers)
+                {
+                    conflicts.push(Conflict {
+                        resource: format!("target group {}", claim.group),
+                        holder: holder.clone(),
+                    });
+                }
+                // The fleet's launch template and alarms of this lineage are its own.
+                if let Some(holder) = templates
+                    .get(&claim.launch_template)
+                    .filter(|h| **h != Holder::Ours)
+                {
+                    conflicts.push(Conflict {
+                        resource: format!("launch template {}", claim.launch_template),
+                        holder: holder.clone(),
+                    });
+                }
+                for alarm in &claim.alarms {
+                    if let Some(holder) = alarms.get(alarm).filter(|h| **h != Holder::Ours) {
+                        conflicts.push(Conflict {
+                            resource: format!("alarm {alarm}"),
+                            holder: holder.clone(),
+                        });
+                    }
+                }
+                // Image names are unique in the account: even one of ours cannot be baked
+                // again under the same name.
+                if let Some((image, holder)) =
+                    claim.image.as_ref().and_then(|n| Some((n, images.get(n)?)))
+                {
+                    conflicts.push(Conflict {
+                        resource: format!("image name \"{}\" ({})", image, holder.0.id),
+                        holder: holder.1.clone(),
+                    });
+                }
+                // A route that forwards to another configuration's target group: two
+                // configurations would shift the same traffic.
+                if let Some((route, tgs)) = &claim.route {
+                    for arn in tgs {
+                        if let Some(holder @ Holder::OtherState { .. }) = routed.get(arn) {
+                            conflicts.push(Conflict {
+                                resource: format!(
+                                    "the route {route}, which forwards to target group {}",
+                                    crate::plan::target_group_name(arn)
+                                ),
+                                holder: holder.clone(),
+                            });
+                        }
+                    }
+                }
+                conflicts
+            })
             .collect())
     }
 }
@@ -396,7 +461,38 @@ impl Cloud for Aws {
         self.alarms(names).await
     }
     async fn claim_conflicts(&self, claim: &Claim) -> CloudResult<Vec<Conflict>> {
-        self.claim_conflicts(claim).await
+        let mut found = self.claims_conflicts(std::slice::from_ref(claim)).await?;
+        Ok(found.pop().unwrap_or_default())
+    }
+    async fn claims_conflicts(&self, claims: &[Claim]) -> CloudResult<Vec<Vec<Conflict>>> {
+        Aws::claims_conflicts(self, claims).await
+    }
+    async fn routes(
+        &self,
+        wanted: &[RouteRef],
+    ) -> CloudResult<BTreeMap<RouteRef, CloudResult<Route>>> {
+        Aws::routes(self, wanted).await
+    }
+    async fn route_weights(
+        &self,
+        arns: &[String],
+    ) -> CloudResult<BTreeMap<String, CloudResult<Vec<Weight>>>> {
+        Aws::route_weights(self, arns).await
+    }
+    async fn source_images(&self, ids: &[String]) -> CloudResult<BTreeSet<String>> {
+        Aws::source_images(self, ids).await
+    }
+    async fn subnet_vpcs(&self, ids: &[String]) -> CloudResult<BTreeMap<String, String>> {
+        Aws::subnet_vpcs(self, ids).await
+    }
+    async fn key_pairs(&self, names: &[String]) -> CloudResult<BTreeSet<String>> {
+        Aws::key_pairs(self, names).await
+    }
+    async fn baked_images(
+        &self,
+        wanted: &[(String, String)],
+    ) -> CloudResult<BTreeMap<String, Image>> {
+        Aws::baked_images(self, wanted).await
     }
     async fn alarm_holders(&self, names: &[String]) -> CloudResult<Vec<(String, Holder)>> {
         self.alarm_holders(names).await
