@@ -13,7 +13,7 @@ use crate::rollout::gates::{decide, shown, step_state, Evidence, Reading, StepSt
 use crate::rollout::pace::{self, Pace};
 use crate::rollout::{Awaiting, Event};
 use crate::state::{now, AnswerKind};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio::time::{sleep_until, Instant};
 
@@ -544,11 +544,7 @@ impl Engine<'_> {
         if alarms.is_empty() {
             return Ok(Vec::new());
         }
-        let (states, history) = tokio::join!(
-            self.cloud.alarms(alarms),
-            self.cloud.alarm_transitions(alarms, since)
-        );
-        let found = match states {
+        let found = match self.cloud.alarms(alarms).await {
             Ok(found) => found,
             Err(e) if e.is_transient() => return Err(e.to_string()),
             Err(e) => {
@@ -556,6 +552,32 @@ impl Engine<'_> {
                     .iter()
                     .map(|_| Reading::Unreadable(e.to_string()))
                     .collect())
+            }
+        };
+        // Only an alarm out of ALARM now whose state changed in the window (or about
+        // then: the clocks may differ) can have gone into ALARM and out again between
+        // two polls: only those cost a history call. A steady alarm costs none.
+        let window = crate::state::parse_time(since).map(|at| at - time::Duration::minutes(5));
+        let changed: BTreeSet<String> = alarms
+            .iter()
+            .filter(|name| match found.get(*name) {
+                Some(r) if r.state == AlarmState::Alarm => false,
+                Some(r) => match (
+                    r.since.as_deref().and_then(crate::state::parse_time),
+                    window,
+                ) {
+                    (Some(at), Some(window)) => at >= window,
+                    _ => true,
+                },
+                None => false,
+            })
+            .cloned()
+            .collect();
+        let history = match changed.is_empty() {
+            true => Ok(Vec::new()),
+            false => {
+                let changed: Vec<String> = changed.into_iter().collect();
+                self.cloud.alarm_transitions(&changed, since).await
             }
         };
         // The states alone still decide when the history cannot be read: an alarm in

@@ -23,10 +23,17 @@ impl Aws {
         Ok(alarms)
     }
 
+    /// The alarms' readings, through the region's one poller.
     pub(super) async fn alarms(
         &self,
         names: &[String],
     ) -> CloudResult<BTreeMap<String, AlarmReading>> {
+        self.poller
+            .alarms(names, |all| async move { self.read_alarms(&all).await })
+            .await
+    }
+
+    async fn read_alarms(&self, names: &[String]) -> CloudResult<BTreeMap<String, AlarmReading>> {
         Ok(self
             .describe_alarms(names)
             .await?

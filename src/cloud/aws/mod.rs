@@ -6,6 +6,7 @@ mod calls;
 mod ec2;
 mod elb;
 mod group;
+mod poller;
 
 use super::*;
 use aws_config::retry::RetryConfig;
@@ -23,6 +24,8 @@ pub struct Aws {
     elb: aws_sdk_elasticloadbalancingv2::Client,
     autoscaling: aws_sdk_autoscaling::Client,
     cloudwatch: aws_sdk_cloudwatch::Client,
+    /// Every rollout's gate alarms, read together.
+    poller: std::sync::Arc<poller::Poller>,
 }
 
 impl Aws {
@@ -54,6 +57,7 @@ impl Aws {
                     .interceptor(calls::Calls)
                     .build(),
             ),
+            poller: Default::default(),
             cloudwatch: aws_sdk_cloudwatch::Client::from_conf(
                 aws_sdk_cloudwatch::config::Builder::from(&config)
                     .interceptor(calls::Calls)

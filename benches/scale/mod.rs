@@ -1,0 +1,69 @@
+//! What the scale benchmarks share: one test world per fleet count, its fleets on the
+//! rules of one load balancer, commands timed and their AWS calls counted.
+
+use crate::harness::World;
+use crate::scale;
+use std::time::{Duration, Instant};
+
+/// The fleet counts to measure: IMMUNE_BENCH_FLEETS (default "1,10,100").
+pub fn sizes() -> Vec<u32> {
+    std::env::var("IMMUNE_BENCH_FLEETS")
+        .unwrap_or_else(|_| "1,10,100".into())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect()
+}
+
+/// A world with `count` fleets configured, each on its own listener rule, each with an
+/// alarm gate and `pause` between its steps.
+pub async fn world(count: u32, pause: &str) -> World {
+    let w = World::new();
+    let sdk = w.sdk().await;
+    scale::rules(&sdk, &w.surroundings.listener_arn, count).await;
+    sdk.set_alarm(
+        &w.surroundings.alarm,
+        aws_sdk_cloudwatch::types::StateValue::Ok,
+    )
+    .await;
+    let gate = format!(
+        "gate \"errors\" {{\n      alarm = \"{}\"\n    }}",
+        w.surroundings.alarm
+    );
+    let mut config = String::from("variable \"release\" { type = string }\n");
+    for i in 1..=count {
+        config.push_str(&scale::fleet(
+            &w,
+            &format!("{}n{i}", w.prefix),
+            i,
+            pause,
+            &gate,
+        ));
+    }
+    w.write("main.hcl", &config);
+    w
+}
+
+/// One run of `immune ARGS`: its wall time and AWS calls; it must succeed.
+pub fn timed(w: &World, args: &[&str]) -> (Duration, usize) {
+    let started = Instant::now();
+    let (run, calls) = scale::counted(w, args);
+    let took = started.elapsed();
+    assert_eq!(run.code, 0, "immune {args:?} failed: {run:?}");
+    (took, calls.len())
+}
+
+/// The median of `runs` runs.
+pub fn median(w: &World, args: &[&str], runs: usize) -> (Duration, usize) {
+    let mut seen: Vec<(Duration, usize)> = (0..runs).map(|_| timed(w, args)).collect();
+    seen.sort();
+    seen[seen.len() / 2]
+}
+
+pub fn seconds(d: Duration) -> String {
+    format!("{:.2}s", d.as_secs_f64())
+}
+
+/// `last / first` of the figures, as `12.3x`.
+pub fn ratio(first: Duration, last: Duration) -> String {
+    format!("{:.1}x", last.as_secs_f64() / first.as_secs_f64().max(1e-9))
+}
