@@ -281,3 +281,76 @@ async fn a_plan_and_status_of_fifty_live_fleets_make_no_more_calls_than_of_five(
         fifty.1
     );
 }
+
+/// Waits until every fleet named has its rollout recorded in `phase`.
+fn wait_until_all_in(w: &World, fleets: &[String], phase: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let state: serde_json::Value = std::fs::read_to_string(w.dir.join(".immune/state.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        if fleets
+            .iter()
+            .all(|f| state["fleets"][f]["rollout"]["phase"]["name"] == phase)
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every fleet reached {phase}: {state:#}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Fleets observing side by side, stopped by Ctrl-C or by kill -9, are each where the
+/// state says: the next apply finishes every one of them, nothing is left behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn fleets_stopped_side_by_side_by_ctrl_c_or_kill_9_are_all_finished_by_the_next_apply() {
+    let w = World::new();
+    let sdk = w.sdk().await;
+    rules(&sdk, &w.surroundings.listener_arn, 4).await;
+    let names: Vec<String> = (1..=4).map(|i| format!("{}n{i}", w.prefix)).collect();
+    let mut config = String::from("variable \"release\" { type = string }\n");
+    for (i, name) in names.iter().enumerate() {
+        config.push_str(&fleet(&w, name, i as u32 + 1, "10s", ""));
+    }
+    w.write("main.hcl", &config);
+    // Ctrl-C: every fleet stops at its next safe point, and says so.
+    let apply = w.spawn(&["apply", "--auto-approve", "--var", "release=v1"]);
+    wait_until_all_in(&w, &names, "observe");
+    apply.interrupt();
+    let stopped = apply.wait(Duration::from_secs(60));
+    assert_eq!(stopped.code, 1, "{stopped:?}");
+    for name in &names {
+        assert!(
+            stopped
+                .stderr
+                .contains(&format!("fleet {name}: interrupted during")),
+            "{name}: {stopped:?}"
+        );
+    }
+    // The next apply goes on with all four; kill -9 while they observe again.
+    let apply = w.spawn(&["apply", "--auto-approve", "--var", "release=v1"]);
+    wait_until_all_in(&w, &names, "observe");
+    apply.signal("KILL");
+    let killed = apply.wait(Duration::from_secs(10));
+    assert_eq!(killed.code, -1, "{killed:?}");
+    // A lock left by a killed process is taken over; every fleet finishes.
+    let done = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
+    assert_eq!(done.code, 0, "{done:?}");
+    let state = w.state();
+    for name in &names {
+        assert_eq!(
+            state["fleets"][name]["active"]["name"],
+            format!("{name}-v001")
+        );
+        assert!(state["fleets"][name]["rollout"].is_null(), "{state:#}");
+        assert_eq!(
+            sdk.groups_with_prefix(name).await,
+            [format!("{name}-v001")],
+            "one group per fleet"
+        );
+    }
+}
