@@ -3,14 +3,23 @@
 //! DescribeAlarms (100 names a call) reads every alarm watched at most every 250 ms, so
 //! 100 fleets polling every second make a few calls a second, within CloudWatch's
 //! request quota. A fleet whose poll comes while a read is under way waits for it.
+//!
+//! Throttling slows the poller rather than failing gates: after a transient failure the
+//! next read waits twice as long (up to 5 s), and meanwhile polls get the last readings
+//! while they are at most 10 s old, else the failure, which each rollout counts against
+//! its retry budget as any fault.
 
-use super::{AlarmReading, CloudResult};
+use super::{AlarmReading, CloudError, CloudResult};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 /// How old a read may be and still answer a poll.
 const FRESH: Duration = Duration::from_millis(250);
+/// The longest wait between reads while AWS throttles them.
+const SLOWEST: Duration = Duration::from_secs(5);
+/// How old readings may be and still answer polls while AWS throttles.
+const STALEST: Duration = Duration::from_secs(10);
 /// An alarm nobody asked for this long is no longer read.
 const WATCHED_FOR: Duration = Duration::from_secs(60);
 
@@ -19,8 +28,16 @@ pub(super) struct Poller {
     /// Alarms asked for, with when they were last asked for: told before waiting for a
     /// read under way, so that the next read takes them in.
     watched: std::sync::Mutex<BTreeMap<String, Instant>>,
-    /// The last read; held while a read is under way.
-    last: tokio::sync::Mutex<Option<Read>>,
+    /// The last reads; held while a read is under way.
+    last: tokio::sync::Mutex<Polled>,
+}
+
+#[derive(Default)]
+struct Polled {
+    /// The last read that answered.
+    read: Option<Read>,
+    /// The last read, when it failed transiently, and the wait before the next one.
+    failed: Option<(Instant, CloudError, Duration)>,
 }
 
 struct Read {
@@ -48,16 +65,27 @@ impl Poller {
                 watched.insert(name.clone(), now);
             }
         }
-        let mut last = self.last.lock().await;
+        let mut polled = self.last.lock().await;
         let now = Instant::now();
+        let covers = |read: &Read| {
+            names
+                .iter()
+                .all(|n| read.asked.contains(n) && read.found.contains_key(n))
+        };
         // An alarm the last read did not find may have been created since: read again.
-        if let Some(last) = last.as_ref() {
-            if now.duration_since(last.at) < FRESH
-                && names
-                    .iter()
-                    .all(|n| last.asked.contains(n) && last.found.contains_key(n))
-            {
-                return Ok(pick(&last.found, names));
+        if let Some(read) = polled.read.as_ref() {
+            if now.duration_since(read.at) < FRESH && covers(read) {
+                return Ok(pick(&read.found, names));
+            }
+        }
+        if let Some((at, error, wait)) = &polled.failed {
+            if now.duration_since(*at) < *wait {
+                return match polled.read.as_ref() {
+                    Some(read) if now.duration_since(read.at) < STALEST && covers(read) => {
+                        Ok(pick(&read.found, names))
+                    }
+                    _ => Err(error.clone()),
+                };
             }
         }
         let all: Vec<String> = {
@@ -65,9 +93,21 @@ impl Poller {
             watched.retain(|_, asked| now.duration_since(*asked) < WATCHED_FOR);
             watched.keys().cloned().collect()
         };
-        let found = read(all.clone()).await?;
+        let found = match read(all.clone()).await {
+            Ok(found) => found,
+            Err(e) if e.is_transient() => {
+                let wait = match &polled.failed {
+                    Some((_, _, wait)) => (*wait * 2).min(SLOWEST),
+                    None => FRESH * 2,
+                };
+                polled.failed = Some((now, e.clone(), wait));
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         let picked = pick(&found, names);
-        *last = Some(Read {
+        polled.failed = None;
+        polled.read = Some(Read {
             at: now,
             asked: all.into_iter().collect(),
             found,
@@ -139,5 +179,34 @@ mod tests {
         assert!(missing.is_empty());
         let created = poller.alarms(&names(99), read).await.unwrap();
         assert!(created.contains_key("alarm-99"));
+    }
+
+    #[tokio::test]
+    async fn throttling_slows_the_reads_and_polls_meanwhile_get_the_last_readings() {
+        let poller = Poller::default();
+        let names = vec!["alarm".to_string()];
+        let answers =
+            |names: Vec<String>| async move { Ok(names.into_iter().map(|n| (n, ok())).collect()) };
+        poller.alarms(&names, answers).await.unwrap();
+        tokio::time::sleep(FRESH).await;
+        let throttled = || async {
+            Err(CloudError::Service {
+                operation: "DescribeAlarms",
+                code: "Throttling".into(),
+                message: "Rate exceeded".into(),
+            })
+        };
+        let reads = AtomicUsize::new(0);
+        let counted = |_: Vec<String>| {
+            reads.fetch_add(1, Ordering::SeqCst);
+            throttled()
+        };
+        assert!(poller.alarms(&names, counted).await.is_err());
+        // Within the wait, no read: the last readings answer.
+        for _ in 0..5 {
+            let found = poller.alarms(&names, counted).await.unwrap();
+            assert!(found.contains_key("alarm"));
+        }
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
     }
 }
