@@ -96,18 +96,8 @@ impl LocalBackend {
     /// the new one, never a torn write. The old one is kept as the backup first, so a
     /// document someone broke by hand (or a bad write) can be put back.
     pub fn save(&self, state: &mut State) -> Result<(), StateError> {
-        match fs::read_to_string(&self.path) {
-            Ok(previous) => write_atomically(&self.backup_path(), &previous)?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(StateError::Read {
-                    path: self.path.display().to_string(),
-                    message: e.to_string(),
-                })
-            }
-        }
         state.serial += 1;
-        write_atomically(&self.path, &super::encode(state))
+        write_with_backup(&self.path, &self.backup_path(), &super::encode(state))
     }
 
     /// The lock file's contents, or `None` when there is no lock.
@@ -284,8 +274,22 @@ impl Backend for LocalBackend {
         LocalBackend::load(self)
     }
 
+    /// The files are written on a blocking thread: rollouts side by side go on while
+    /// one fleet's save waits for the disk, and their saves meanwhile are written
+    /// together by the next write (see `Shared`).
     async fn save(&self, state: &mut State) -> Result<(), StateError> {
-        LocalBackend::save(self, state)
+        state.serial += 1;
+        let text = super::encode(state);
+        let (path, backup) = (self.path.clone(), self.backup_path());
+        let shown = path.display().to_string();
+        tokio::task::spawn_blocking(move || write_with_backup(&path, &backup, &text))
+            .await
+            .unwrap_or_else(|e| {
+                Err(StateError::Write {
+                    path: shown,
+                    message: e.to_string(),
+                })
+            })
     }
 
     async fn lock(&self, operation: &str) -> Result<LockGuard, StateError> {
@@ -311,6 +315,22 @@ impl Backend for LocalBackend {
     async fn clear_answer(&self, fleet: &str) -> Result<(), StateError> {
         LocalBackend::clear_answer(self, fleet)
     }
+}
+
+/// Keeps the document at `path` as `backup`, then writes `text` in its place: a document
+/// someone broke by hand (or a bad write) can be put back.
+fn write_with_backup(path: &Path, backup: &Path, text: &str) -> Result<(), StateError> {
+    match fs::read_to_string(path) {
+        Ok(previous) => write_atomically(backup, &previous)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(StateError::Read {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })
+        }
+    }
+    write_atomically(path, text)
 }
 
 /// Writes `text` to `path` (0600) through a temp file, fsync and rename, so a reader
