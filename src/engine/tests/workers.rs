@@ -435,3 +435,65 @@ async fn a_rollback_cut_off_while_old_workers_leave_is_finished_by_the_next_roll
     drop(w);
     assert!(s.state.fleets["jobs"].lock.is_some());
 }
+
+/// Three worker fleets released side by side, each by its own engine on its own copy of
+/// the state, saving through one shared document: every fleet's every transition lands,
+/// none overwrites another's, and the next plan finds all three released.
+#[tokio::test]
+async fn fleets_released_side_by_side_over_one_shared_state_lose_no_update() {
+    let block = std::fs::read_to_string(workers("").dir.join("main.hcl")).unwrap();
+    let fleet = &block[block.find("fleet \"jobs\"").unwrap()..];
+    let mut hcl = "variable \"release\" { type = string }\nvariable \"pause\" { type = string }\n"
+        .to_string();
+    for name in ["a", "b", "c"] {
+        hcl.push_str(&fleet.replace("fleet \"jobs\"", &format!("fleet \"{name}\"")));
+    }
+    let mut s = setup_hcl("0s", hcl);
+    for release in ["v1", "v2"] {
+        let config = s.config(release);
+        let plan = plan(&config, &s.state, &BTreeMap::new());
+        let shared = crate::state::Shared::new(&s.backend, s.state.clone());
+        let runs = plan.changes.iter().map(|change| {
+            let (shared, signals, cloud) = (&shared, &s.signals, &*s.faults);
+            let fleet = config
+                .fleets
+                .iter()
+                .find(|f| f.name == change.fleet)
+                .unwrap();
+            async move {
+                let backend = shared.fleet(&change.fleet);
+                let mut state = shared.snapshot().await;
+                let mut engine = Engine::new(cloud, &backend, &mut state, &Quiet, signals);
+                match &change.action {
+                    PlanAction::Release(release) => engine.release(fleet, release).await,
+                    other => panic!("unexpected plan {other:?}"),
+                }
+            }
+        });
+        let outcomes = futures_util::future::join_all(runs).await;
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| matches!(o, Ok(Outcome::Released { .. }))),
+            "{outcomes:?}"
+        );
+        s.state = shared.into_state();
+        let saved = s.backend.load().unwrap();
+        assert_eq!(saved, s.state, "the shared document is what was written");
+        let seq = if release == "v1" { 1 } else { 2 };
+        for name in ["a", "b", "c"] {
+            let recorded = &saved.fleets[name];
+            assert_eq!(
+                recorded.active.as_ref().unwrap().name,
+                format!("{name}-v00{seq}")
+            );
+            assert!(recorded.rollout.is_none());
+            assert_eq!(recorded.history.len(), seq);
+            assert!(recorded.history.iter().all(|h| h.outcome == "done"));
+        }
+    }
+    // Nothing is left to do.
+    let config = s.config("v2");
+    let again = plan(&config, &s.state, &BTreeMap::new());
+    assert!(!again.has_changes(), "{again:?}");
+}
