@@ -364,6 +364,9 @@ struct Run<'a> {
 /// How the apply ended for one fleet, for the summary and the fleets that run after it.
 #[derive(Debug, Default)]
 struct End {
+    /// What became of the fleet, for the summary: `released`, `rolled back`...; none
+    /// when nothing was to be done.
+    label: Option<&'static str>,
     /// Why a fleet that runs after this one is not started.
     unwell: Option<&'static str>,
     /// What the summary says of it, when it did not end well.
@@ -384,12 +387,25 @@ enum Worst {
 }
 
 impl End {
-    fn well() -> Self {
-        End::default()
+    fn well(label: &'static str) -> Self {
+        End {
+            label: Some(label),
+            ..End::default()
+        }
     }
 
     fn unwell(why: &'static str, worst: Worst, said: String) -> Self {
+        let label = match (worst, why) {
+            (Worst::RolledBack, _) => "rolled back",
+            (Worst::Locked, "is held") => "held",
+            (Worst::Locked, _) => "locked",
+            (Worst::Failed, _) => "stopped",
+            (Worst::Blocked, "is blocked") => "blocked",
+            (Worst::Blocked, _) => "not started",
+            (Worst::Undone, _) => "undone",
+        };
         End {
+            label: Some(label),
             unwell: Some(why),
             said: Some((worst, said)),
         }
@@ -454,7 +470,7 @@ async fn run(
             order.push(name.clone());
             let first_unwell = after.iter().find_map(|a| Some((a, ended.get(a)?.unwell?)));
             let end = match (first_unwell, &change.action) {
-                (_, Action::NoOp) => Some(End::well()),
+                (_, Action::NoOp) => Some(End::default()),
                 (Some((first, why)), _) => {
                     let reason = format!(
                         "not started: it runs after fleet {first}, which {why} in this apply"
@@ -492,6 +508,26 @@ async fn run(
         }
     }
     drop(running);
+    // Every fleet's end in one line, for whoever reads the interleaved lines above.
+    if let View::Text { .. } = view {
+        let mut by_label: Vec<(&str, Vec<&str>)> = Vec::new();
+        for name in &order {
+            let Some(label) = ended.get(name).and_then(|e| e.label) else {
+                continue;
+            };
+            match by_label.iter_mut().find(|(l, _)| *l == label) {
+                Some((_, names)) => names.push(name),
+                None => by_label.push((label, vec![name])),
+            }
+        }
+        if !by_label.is_empty() {
+            let parts: Vec<String> = by_label
+                .iter()
+                .map(|(label, names)| format!("{label} {}", names.join(", ")))
+                .collect();
+            println!("Summary: {}.", parts.join("; "));
+        }
+    }
     let state = shared.snapshot().await;
     // What runs now, for whoever applied: even after a rollback the outputs name it.
     let outputs = crate::outputs::resolve(config, &state);
@@ -612,7 +648,7 @@ impl Run<'_> {
                 engine.retire(name, retire).await.map_err(|e| message(&e))?;
                 let text = format!("fleet.{name}: retired");
                 view.ended(name, text, Ended::Retired, None, None, false);
-                return Ok(End::well());
+                return Ok(End::well("retired"));
             }
             Action::Blocked { .. } => {
                 if view == View::Json {
@@ -643,7 +679,7 @@ impl Run<'_> {
                 };
                 return Ok(End::unwell("is locked", Worst::Locked, said));
             }
-            Action::NoOp => return Ok(End::well()),
+            Action::NoOp => return Ok(End::default()),
             Action::Update(update) => {
                 engine
                     .update(configured(), update)
@@ -651,7 +687,7 @@ impl Run<'_> {
                     .map_err(|e| message(&e))?;
                 let text = format!("fleet.{name}: updated in place");
                 view.ended(name, text, Ended::Updated, Some(&update.group), None, false);
-                return Ok(End::well());
+                return Ok(End::well("updated"));
             }
             Action::Release(_) | Action::Resume { .. } => configured(),
         };
@@ -752,12 +788,12 @@ impl Run<'_> {
                 };
                 let text = format!("fleet.{}: release complete: {on} on {group}", fleet.name);
                 view.ended(name, text, Ended::Released, Some(&group), None, false);
-                End::well()
+                End::well("released")
             }
             Outcome::Restored { group } => {
                 let text = format!("fleet.{}: back on {group}", fleet.name);
                 view.ended(name, text, Ended::Restored, Some(&group), None, true);
-                End::well()
+                End::well("restored")
             }
             Outcome::RolledBack {
                 reason,

@@ -104,6 +104,11 @@ struct GroupStatus {
     target_group: Option<String>,
     /// Instances InService and healthy / wanted, when the cloud answered.
     healthy: Option<(usize, u32)>,
+    /// Whose health that is: `target_group` (its targets' health checks, read for a
+    /// fleet in a rollout or asked for by name) or `auto_scaling` (the group's own view,
+    /// for steady fleets: for a group behind a target group, the load balancer's check).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health_from: Option<&'static str>,
 }
 
 /// A worker fleet's capacity during a rollout, as the groups run it.
@@ -267,17 +272,18 @@ fn fleet_status(live: Option<&Live>, name: &str, recorded: &FleetState) -> Fleet
     let mut live_error = live.is_none().then(|| "cannot connect to AWS".to_string());
     let mut group_status = |g: &crate::state::Group| {
         let mut healthy = None;
+        let mut health_from = None;
         if let Some(live) = live {
             // A worker group is healthy when its instances are InService.
             let targets = g.target_group.as_ref().map(|tg| live.health.get(tg));
             match (live.groups.get(&g.name), targets) {
                 (_, Some(Some(Err(e)))) => live_error = Some(e.clone()),
                 (Some(status), targets) => {
-                    let count = match targets {
-                        Some(Some(Ok(targets))) => status.healthy_in(targets),
-                        Some(_) => status.in_service_healthy(),
-                        None => status.in_service(),
+                    let (count, from) = match targets {
+                        Some(Some(Ok(targets))) => (status.healthy_in(targets), "target_group"),
+                        _ => (status.in_service_healthy(), "auto_scaling"),
                     };
+                    health_from = Some(from);
                     healthy = Some((count, status.capacity.desired));
                 }
                 (None, _) => {
@@ -294,6 +300,7 @@ fn fleet_status(live: Option<&Live>, name: &str, recorded: &FleetState) -> Fleet
             image: g.image.clone(),
             target_group: g.target_group.clone(),
             healthy,
+            health_from,
         }
     };
     let active = recorded.active.as_ref().map(&mut group_status);
@@ -361,7 +368,10 @@ impl FleetStatus {
         let mut out = format!("fleet.{}\n", self.fleet);
         let group_line = |g: &GroupStatus| {
             let health = g.healthy.map_or("health unknown".to_string(), |(h, w)| {
-                format!("{h}/{w} healthy")
+                match (g.health_from, &g.target_group) {
+                    (Some("auto_scaling"), Some(_)) => format!("{h}/{w} healthy by Auto Scaling"),
+                    _ => format!("{h}/{w} healthy"),
+                }
             });
             format!(
                 "{} (release {}, image {}, {health})",

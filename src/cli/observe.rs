@@ -311,12 +311,14 @@ async fn survey(
                         .unwrap_or_else(|| Err(listener_not_found(&traffic.listener))),
                     Err(e) => Err(e.clone()),
                 };
+                // A rule that is missing, or the load balancer or listener it is on.
+                let rule_missing = matches!(&route, Err(CloudError::NotFound(what)) if what.starts_with("rule with priority"));
                 let fix = match (&traffic.listener, traffic.rule_priority) {
-                    (_, Some(_)) => {
+                    (_, Some(_)) if rule_missing => {
                         "check traffic.rule_priority: the listener needs a rule with that priority whose action forwards to a target group"
                     }
-                    (ListenerRef::Arn(_), None) => "check traffic.listener_arn",
-                    (ListenerRef::LoadBalancer { .. }, None) => {
+                    (ListenerRef::Arn(_), _) => "check traffic.listener_arn",
+                    (ListenerRef::LoadBalancer { .. }, _) => {
                         "check traffic.load_balancer and traffic.listener_port, or create the listener first; its default action must forward to a target group"
                     }
                 };

@@ -199,6 +199,9 @@ fn load_files(
                 Default::default(),
             ),
         };
+        if namespace.is_none() {
+            check_short_names(&root.value.fleets, &mut diags);
+        }
         let mut fleets: Vec<Fleet> = root.value.fleets.into_iter().map(|(f, _)| f).collect();
         if let Some((namespace, span)) = &namespace {
             check_name_budget(namespace, span, &fleets, &mut diags);
@@ -338,6 +341,25 @@ fn check_fleet_names(sources: &Sources, fleets: &[(Fleet, Option<Span>)], diags:
                 }
                 None => d,
             });
+        }
+    }
+}
+
+/// Without a namespace a fleet's name is its launch template's, which AWS wants of 3
+/// characters at least: found here, not after the bake.
+fn check_short_names(fleets: &[(Fleet, Option<Span>)], diags: &mut Diagnostics) {
+    for (fleet, span) in fleets {
+        if fleet.name.len() < 3 {
+            diags.push(
+                Diagnostic::new(
+                    format!(
+                        "fleet name `{}` is shorter than the 3 characters AWS wants of a launch template name, which is the fleet's name",
+                        fleet.name
+                    ),
+                    span.clone(),
+                )
+                .with_hint("use a name of 3 characters or more, or set `immune { namespace = \"...\" }`, which goes before it in every name"),
+            );
         }
     }
 }

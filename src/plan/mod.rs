@@ -543,6 +543,35 @@ pub fn plan(config: &Config, state: &State, observed: &BTreeMap<String, Observed
         .into_iter()
         .map(|fleet| plan_fleet(fleet, state, observed.get(&fleet.name)))
         .collect();
+    // One preflight with apply: a fleet that runs after a locked or blocked one will not
+    // be started, so the plan says so (the changes are in order: the fleets it runs
+    // after are decided already).
+    for i in 0..changes.len() {
+        if matches!(
+            changes[i].action,
+            Action::NoOp | Action::Locked { .. } | Action::Blocked { .. }
+        ) {
+            continue;
+        }
+        let Some(fleet) = config.fleets.iter().find(|f| f.name == changes[i].fleet) else {
+            continue;
+        };
+        let waits_for = fleet.rollout.after.iter().find_map(|after| {
+            let earlier = changes[..i].iter().find(|c| &c.fleet == after)?;
+            match earlier.action {
+                Action::Locked { .. } => Some((after, "is locked")),
+                Action::Blocked { .. } => Some((after, "is blocked")),
+                _ => None,
+            }
+        });
+        if let Some((after, why)) = waits_for {
+            let reason = format!("will not start: it runs after fleet {after}, which {why}");
+            changes[i].reason = format!(
+                "{reason}\n  it goes out with the apply that finds fleet {after} free to release"
+            );
+            changes[i].action = Action::Blocked { reason };
+        }
+    }
     for (name, recorded) in &state.fleets {
         if !config.fleets.iter().any(|f| &f.name == name) {
             changes.extend(plan_removed(name, recorded, observed.get(name)));

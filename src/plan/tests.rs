@@ -660,3 +660,44 @@ fn fleets_are_planned_after_the_fleets_they_run_after_and_otherwise_in_order() {
         .collect();
     assert_eq!(order, ["batch", "db", "api", "web"]);
 }
+
+#[test]
+fn a_fleet_after_a_locked_one_is_planned_as_blocked_and_so_is_one_after_it() {
+    let mut config = config("v2");
+    let fleet = |name: &str, after: &[&str]| {
+        let mut f = config.fleets[0].clone();
+        f.name = name.into();
+        f.rollout.after = after.iter().map(|a| a.to_string()).collect();
+        f
+    };
+    config.fleets = vec![
+        fleet("web", &[]),
+        fleet("api", &["web"]),
+        fleet("edge", &["api"]),
+        fleet("batch", &[]),
+    ];
+    let mut state = State::new();
+    state.fleets.entry("web".into()).or_default().lock = Some(crate::state::FleetLock {
+        reason: "gate errors fired".into(),
+        release: "v2".into(),
+        at: "now".into(),
+    });
+    let plan = plan(&config, &state, &BTreeMap::new());
+    let action = |name: &str| {
+        &plan
+            .changes
+            .iter()
+            .find(|c| c.fleet == name)
+            .unwrap()
+            .action
+    };
+    assert!(matches!(action("web"), Action::Locked { .. }));
+    assert!(
+        matches!(action("api"), Action::Blocked { reason } if reason == "will not start: it runs after fleet web, which is locked")
+    );
+    assert!(
+        matches!(action("edge"), Action::Blocked { reason } if reason.contains("after fleet api, which is blocked"))
+    );
+    assert!(matches!(action("batch"), Action::Release(_)));
+    assert!(render(&plan, false).contains("fleet.api: will not start"));
+}

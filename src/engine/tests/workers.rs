@@ -445,7 +445,7 @@ async fn fleets_released_side_by_side_over_one_shared_state_lose_no_update() {
     let fleet = &block[block.find("fleet \"jobs\"").unwrap()..];
     let mut hcl = "variable \"release\" { type = string }\nvariable \"pause\" { type = string }\n"
         .to_string();
-    for name in ["a", "b", "c"] {
+    for name in ["ant", "bee", "cat"] {
         hcl.push_str(&fleet.replace("fleet \"jobs\"", &format!("fleet \"{name}\"")));
     }
     let mut s = setup_hcl("0s", hcl);
@@ -481,7 +481,7 @@ async fn fleets_released_side_by_side_over_one_shared_state_lose_no_update() {
         let saved = s.backend.load().unwrap();
         assert_eq!(saved, s.state, "the shared document is what was written");
         let seq = if release == "v1" { 1 } else { 2 };
-        for name in ["a", "b", "c"] {
+        for name in ["ant", "bee", "cat"] {
             let recorded = &saved.fleets[name];
             assert_eq!(
                 recorded.active.as_ref().unwrap().name,
