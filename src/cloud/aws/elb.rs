@@ -489,16 +489,10 @@ impl Aws {
         Ok(())
     }
 
-    /// DescribeTargetGroups fails a whole call for one unknown ARN, so every target group
-    /// is listed (400 a page) and the wanted ones picked out.
-    pub(super) async fn existing_target_groups(
-        &self,
-        arns: &[String],
-    ) -> CloudResult<BTreeSet<String>> {
-        let mut found = BTreeSet::new();
-        if arns.is_empty() {
-            return Ok(found);
-        }
+    /// Every target group's name and ARN, 400 a page: DescribeTargetGroups fails a whole
+    /// call for one unknown name or ARN, so the wanted ones are picked out of the listing.
+    async fn all_target_groups(&self) -> CloudResult<Vec<(String, String)>> {
+        let mut found = Vec::new();
         let mut marker = None;
         loop {
             let out = self
@@ -509,18 +503,33 @@ impl Aws {
                 .send()
                 .await
                 .map_err(|e| sdk_error("DescribeTargetGroups", e))?;
-            found.extend(
-                out.target_groups()
-                    .iter()
-                    .filter_map(|t| t.target_group_arn())
-                    .filter(|arn| arns.iter().any(|a| a == arn))
-                    .map(str::to_string),
-            );
+            found.extend(out.target_groups().iter().filter_map(|t| {
+                Some((
+                    t.target_group_name()?.to_string(),
+                    t.target_group_arn()?.to_string(),
+                ))
+            }));
             marker = out.next_marker().map(str::to_string);
             if marker.is_none() {
                 return Ok(found);
             }
         }
+    }
+
+    pub(super) async fn existing_target_groups(
+        &self,
+        arns: &[String],
+    ) -> CloudResult<BTreeSet<String>> {
+        if arns.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        Ok(self
+            .all_target_groups()
+            .await?
+            .into_iter()
+            .map(|(_, arn)| arn)
+            .filter(|arn| arns.contains(arn))
+            .collect())
     }
 
     pub(super) async fn create_target_group(
@@ -653,32 +662,16 @@ impl Aws {
                 .into_iter()
                 .collect());
         }
-        let mut arns = BTreeMap::new();
         if names.is_empty() {
             return Ok(BTreeMap::new());
         }
-        let mut marker = None;
-        loop {
-            let out = self
-                .elb
-                .describe_target_groups()
-                .page_size(400)
-                .set_marker(marker)
-                .send()
-                .await
-                .map_err(|e| sdk_error("DescribeTargetGroups", e))?;
-            for t in out.target_groups() {
-                if let (Some(name), Some(arn)) = (t.target_group_name(), t.target_group_arn()) {
-                    if names.iter().any(|n| n == name) {
-                        arns.insert(arn.to_string(), name.to_string());
-                    }
-                }
-            }
-            marker = out.next_marker().map(str::to_string);
-            if marker.is_none() {
-                break;
-            }
-        }
+        let arns: BTreeMap<String, String> = self
+            .all_target_groups()
+            .await?
+            .into_iter()
+            .filter(|(name, _)| names.contains(name))
+            .map(|(name, arn)| (arn, name))
+            .collect();
         let found: Vec<String> = arns.keys().cloned().collect();
         Ok(self
             .target_group_holders(&found)

@@ -128,95 +128,89 @@ impl Aws {
         Ok(())
     }
 
-    /// DescribeAutoScalingGroups takes at most 100 names a call; each batch is paged.
+    /// The groups of these names that exist: DescribeAutoScalingGroups takes at most 100
+    /// names a call, and each batch is paged.
+    async fn described_groups(
+        &self,
+        names: &[String],
+    ) -> CloudResult<Vec<aws_sdk_autoscaling::types::AutoScalingGroup>> {
+        let mut found = Vec::new();
+        for batch in names.chunks(100) {
+            let mut token = None;
+            loop {
+                let out = self
+                    .autoscaling
+                    .describe_auto_scaling_groups()
+                    .set_auto_scaling_group_names(Some(batch.to_vec()))
+                    .set_next_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("DescribeAutoScalingGroups", e))?;
+                found.extend(out.auto_scaling_groups().iter().cloned());
+                token = out.next_token().map(str::to_string);
+                if token.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(found)
+    }
+
     pub(super) async fn groups(
         &self,
         names: &[String],
     ) -> CloudResult<BTreeMap<String, GroupStatus>> {
         let count = |n: Option<i32>| n.unwrap_or(0).max(0) as u32;
         let mut found = BTreeMap::new();
-        for batch in names.chunks(100) {
-            let mut token = None;
-            loop {
-                let out = self
-                    .autoscaling
-                    .describe_auto_scaling_groups()
-                    .set_auto_scaling_group_names(Some(batch.to_vec()))
-                    .set_next_token(token)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error("DescribeAutoScalingGroups", e))?;
-                for g in out.auto_scaling_groups() {
-                    let Some(name) = g.auto_scaling_group_name() else {
-                        continue;
-                    };
-                    let status = GroupStatus {
-                        name: name.to_string(),
-                        capacity: Capacity {
-                            min: count(g.min_size()),
-                            max: count(g.max_size()),
-                            desired: count(g.desired_capacity()),
-                        },
-                        instances: g
-                            .instances()
-                            .iter()
-                            .filter_map(|i| {
-                                let in_service = i.lifecycle_state()
-                                    == Some(&aws_sdk_autoscaling::types::LifecycleState::InService);
-                                Some((i.instance_id()?.to_string(), in_service))
-                            })
-                            .collect(),
-                        unhealthy: g
-                            .instances()
-                            .iter()
-                            .filter(|i| i.health_status() == Some("Unhealthy"))
-                            .filter_map(|i| i.instance_id().map(str::to_string))
-                            .collect(),
-                    };
-                    found.insert(name.to_string(), status);
-                }
-                token = out.next_token().map(str::to_string);
-                if token.is_none() {
-                    break;
-                }
-            }
+        for g in self.described_groups(names).await? {
+            let Some(name) = g.auto_scaling_group_name() else {
+                continue;
+            };
+            let status = GroupStatus {
+                name: name.to_string(),
+                capacity: Capacity {
+                    min: count(g.min_size()),
+                    max: count(g.max_size()),
+                    desired: count(g.desired_capacity()),
+                },
+                instances: g
+                    .instances()
+                    .iter()
+                    .filter_map(|i| {
+                        let in_service = i.lifecycle_state()
+                            == Some(&aws_sdk_autoscaling::types::LifecycleState::InService);
+                        Some((i.instance_id()?.to_string(), in_service))
+                    })
+                    .collect(),
+                unhealthy: g
+                    .instances()
+                    .iter()
+                    .filter(|i| i.health_status() == Some("Unhealthy"))
+                    .filter_map(|i| i.instance_id().map(str::to_string))
+                    .collect(),
+            };
+            found.insert(name.to_string(), status);
         }
         Ok(found)
     }
 
-    /// Who holds the group of this name, if it exists.
-    /// Who holds each of the groups named that exists, in calls of 100.
+    /// Who holds each of the groups named that exists.
     pub(super) async fn group_holders(
         &self,
         names: &[String],
     ) -> CloudResult<BTreeMap<String, Holder>> {
-        let mut found = BTreeMap::new();
-        for batch in names.chunks(100) {
-            let mut token = None;
-            loop {
-                let out = self
-                    .autoscaling
-                    .describe_auto_scaling_groups()
-                    .set_auto_scaling_group_names(Some(batch.to_vec()))
-                    .set_next_token(token)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error("DescribeAutoScalingGroups", e))?;
-                for g in out.auto_scaling_groups() {
-                    if let Some(name) = g.auto_scaling_group_name() {
-                        let holder = self.holder(g.tags().iter().map(|t| (t.key(), t.value())));
-                        found.insert(name.to_string(), holder);
-                    }
-                }
-                token = out.next_token().map(str::to_string);
-                if token.is_none() {
-                    break;
-                }
-            }
-        }
-        Ok(found)
+        Ok(self
+            .described_groups(names)
+            .await?
+            .iter()
+            .filter_map(|g| {
+                let holder = self.holder(g.tags().iter().map(|t| (t.key(), t.value())));
+                Some((g.auto_scaling_group_name()?.to_string(), holder))
+            })
+            .collect())
     }
 
+    /// Who holds the group of this name, if it exists.
     pub(super) async fn group_holder(&self, name: &str) -> CloudResult<Option<Holder>> {
         let out = self
             .autoscaling
