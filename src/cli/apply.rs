@@ -157,6 +157,20 @@ impl View {
         }
     }
 
+    /// A fleet left as it is, as an event: the text view says why in the summary.
+    fn blocked(self, fleet: &str, reason: &str) {
+        if self == View::Json {
+            self.ended(
+                fleet,
+                String::new(),
+                Ended::Blocked,
+                None,
+                Some(reason),
+                false,
+            );
+        }
+    }
+
     /// A fleet's end, in words or as an event.
     fn ended(
         self,
@@ -576,16 +590,7 @@ async fn run(
 
 /// A fleet the apply did not start.
 fn not_started(view: View, name: &str, reason: String) -> End {
-    if view == View::Json {
-        view.ended(
-            name,
-            String::new(),
-            Ended::Blocked,
-            None,
-            Some(&reason),
-            false,
-        );
-    }
+    view.blocked(name, &reason);
     End::unwell(
         "was not started",
         Worst::Blocked,
@@ -651,16 +656,7 @@ impl Run<'_> {
                 return Ok(End::well("retired"));
             }
             Action::Blocked { .. } => {
-                if view == View::Json {
-                    view.ended(
-                        name,
-                        String::new(),
-                        Ended::Blocked,
-                        None,
-                        Some(&change.reason),
-                        false,
-                    );
-                }
+                view.blocked(name, &change.reason);
                 return Ok(End::unwell(
                     "is blocked",
                     Worst::Blocked,

@@ -74,30 +74,12 @@ impl Aws {
         priority: u32,
     ) -> CloudResult<String> {
         let wanted = priority.to_string();
-        let mut marker = None;
-        loop {
-            let out = self
-                .elb
-                .describe_rules()
-                .listener_arn(listener_arn)
-                .set_marker(marker)
-                .send()
-                .await
-                .map_err(|e| sdk_error("DescribeRules", e))?;
-            if let Some(rule) = out
-                .rules()
-                .iter()
-                .find(|r| r.priority() == Some(wanted.as_str()))
-            {
-                return Ok(rule.rule_arn().unwrap_or_default().to_string());
-            }
-            marker = out.next_marker().map(str::to_string);
-            if marker.is_none() {
-                return Err(CloudError::NotFound(format!(
-                    "rule with priority {priority} of listener {listener_arn}"
-                )));
-            }
-        }
+        self.all_rules(listener_arn)
+            .await?
+            .iter()
+            .find(|r| r.priority() == Some(wanted.as_str()))
+            .map(|rule| rule.rule_arn().unwrap_or_default().to_string())
+            .ok_or_else(|| rule_not_found(listener_arn, priority))
     }
 
     /// The actions of a listener's default action or of a rule.
