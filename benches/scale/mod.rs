@@ -3,6 +3,7 @@
 
 use crate::harness::World;
 use crate::scale;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// The fleet counts to measure: IMMUNE_BENCH_FLEETS (default "1,10,100").
@@ -41,13 +42,49 @@ pub async fn world(count: u32, pause: &str) -> World {
     w
 }
 
-/// One run of `immune ARGS`: its wall time and AWS calls; it must succeed.
+/// One run of `immune ARGS`: its wall time and AWS calls; it must succeed. With
+/// IMMUNE_BENCH_CALLS set, the calls by operation follow, with their answer times.
 pub fn timed(w: &World, args: &[&str]) -> (Duration, usize) {
     let started = Instant::now();
     let (run, calls) = scale::counted(w, args);
     let took = started.elapsed();
     assert_eq!(run.code, 0, "immune {args:?} failed: {run:?}");
+    if std::env::var_os("IMMUNE_BENCH_CALLS").is_some() {
+        print_calls(&run.stderr);
+    }
     (took, calls.len())
+}
+
+/// Per operation: how many answers, their total and longest time, the costliest first.
+fn print_calls(stderr: &str) {
+    let mut by_operation: BTreeMap<String, (u32, u64, u64)> = BTreeMap::new();
+    for line in stderr
+        .lines()
+        .filter(|l| l.contains("immune::aws: answered"))
+    {
+        let field = |name: &str| {
+            line.split(&format!(" {name}="))
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(|v| v.trim_matches('"').to_string())
+        };
+        let (Some(operation), Some(ms)) = (field("operation"), field("ms")) else {
+            continue;
+        };
+        let ms: u64 = ms.parse().unwrap_or(0);
+        let entry = by_operation.entry(operation).or_default();
+        entry.0 += 1;
+        entry.1 += ms;
+        entry.2 = entry.2.max(ms);
+    }
+    let mut rows: Vec<_> = by_operation.into_iter().collect();
+    rows.sort_by_key(|(_, (_, total, _))| std::cmp::Reverse(*total));
+    for (operation, (count, total, longest)) in rows {
+        println!(
+            "    {operation:<32} {count:>6} calls {total:>8} ms total {:>6} ms mean {longest:>6} ms longest",
+            total / u64::from(count.max(1))
+        );
+    }
 }
 
 /// The median of `runs` runs.

@@ -25,6 +25,9 @@ before any request is served. Each fix is for a gap seen with localstack-core
 - Instances a group terminates itself (scale-in, group deleted) stay registered,
   and "healthy", in its target groups; an instance launched to replace one
   terminated through EC2 is not registered at all.
+- RunInstances with an instance profile made through LocalStack's IAM is NoSuchEntity.
+- A tag filter on DescribeInstances or DescribeImages costs the square of the tags in
+  the account (each resource's tags are found by scanning them all).
 """
 
 import contextvars
@@ -358,3 +361,30 @@ def immune_fix_ec2_instance_profiles() -> None:
 
     ec2_profiles.filter_iam_instance_profiles = filter_iam_instance_profiles
     ec2_instances.filter_iam_instance_profiles = filter_iam_instance_profiles
+
+
+@hooks.on_infra_start()
+def immune_fix_ec2_tag_lookup() -> None:
+    """moto finds one resource's tags by scanning every tag of the account with a regex
+    per tag (TagBackend.describe_tags filtered by resource-id), and does it for each
+    resource a tag filter looks at: DescribeInstances or DescribeImages filtered by tags
+    cost the square of what the account holds. A hundred fleets made a call take seconds
+    and most of LocalStack's time. AWS answers these from an index; so does this, from
+    the backend's own map of tags by resource id. Same answers: the scan's resource-id
+    pattern is an exact match (fnmatch.translate, anchored), ids hold no wildcards."""
+    from moto.ec2.models.core import TaggedEC2Resource
+    from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
+
+    def get_tags(self):
+        resource_id = getattr(self, "id", None)
+        if not resource_id:
+            return []
+        # .get: the map is a defaultdict, and a lookup must not add an entry.
+        tags = self.ec2_backend.tags.get(resource_id) or {}
+        kind = EC2_PREFIX_TO_RESOURCE.get(get_prefix(resource_id), "")
+        return [
+            {"resource_id": resource_id, "key": key, "value": value, "resource_type": kind}
+            for key, value in tags.items()
+        ]
+
+    TaggedEC2Resource.get_tags = get_tags
