@@ -43,7 +43,8 @@ pub async fn world(count: u32, pause: &str) -> World {
 }
 
 /// One run of `immune ARGS`: its wall time and AWS calls; it must succeed. With
-/// IMMUNE_BENCH_CALLS set, the calls by operation follow, with their answer times.
+/// IMMUNE_BENCH_CALLS set, the calls by operation follow, with their answer times; with
+/// IMMUNE_BENCH_LOG=DIR, the run's log is kept in DIR.
 pub fn timed(w: &World, args: &[&str]) -> (Duration, usize) {
     let started = Instant::now();
     let (run, calls) = scale::counted(w, args);
@@ -51,6 +52,17 @@ pub fn timed(w: &World, args: &[&str]) -> (Duration, usize) {
     assert_eq!(run.code, 0, "immune {args:?} failed: {run:?}");
     if std::env::var_os("IMMUNE_BENCH_CALLS").is_some() {
         print_calls(&run.stderr);
+    }
+    // Each run's log, to read the calls in order: IMMUNE_BENCH_LOG=DIR.
+    if let Some(dir) = std::env::var_os("IMMUNE_BENCH_LOG") {
+        let dir = std::path::PathBuf::from(dir);
+        let _ = std::fs::create_dir_all(&dir);
+        let file = format!(
+            "{}-{}.log",
+            w.prefix,
+            args.join("_").replace(['/', '='], "-")
+        );
+        let _ = std::fs::write(dir.join(file), &run.stderr);
     }
     (took, calls.len())
 }

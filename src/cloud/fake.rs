@@ -29,6 +29,8 @@ pub struct World {
     pub alarms: BTreeMap<String, AlarmState>,
     /// Every alarm's transitions into ALARM: (alarm, RFC 3339 time).
     pub alarm_history: Vec<(String, String)>,
+    /// When each alarm's state was last set (pulses and firings are in its history).
+    pub alarm_changed: BTreeMap<String, String>,
     /// What an alarm's metric reads (its share of a threshold of 1.0, `> 1`), by alarm.
     pub metric: BTreeMap<String, f64>,
     /// Alarms that go into ALARM as soon as traffic moves to a target group that had
@@ -148,6 +150,10 @@ impl FakeCloud {
         if state == AlarmState::Alarm && w.alarms.get(name) != Some(&AlarmState::Alarm) {
             w.alarm_history
                 .push((name.to_string(), crate::state::now()));
+        }
+        if w.alarms.get(name) != Some(&state) {
+            w.alarm_changed
+                .insert(name.to_string(), crate::state::now());
         }
         w.alarms.insert(name.to_string(), state);
     }
@@ -692,10 +698,18 @@ impl Cloud for FakeCloud {
                     None if w.created_alarms.contains_key(n) => AlarmState::InsufficientData,
                     None => return None,
                 };
+                // As AWS's StateUpdatedTimestamp: every transition moves it.
+                let since = w
+                    .alarm_history
+                    .iter()
+                    .filter(|(alarm, _)| alarm == n)
+                    .map(|(_, at)| at.clone())
+                    .chain(w.alarm_changed.get(n).cloned())
+                    .max_by_key(|at| crate::state::parse_time(at));
                 let reading = AlarmReading {
                     state,
                     reason: format!("fake alarm {n} is {state:?}"),
-                    since: None,
+                    since,
                     needs: None,
                 };
                 Some((n.clone(), reading))

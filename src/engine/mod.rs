@@ -187,6 +187,8 @@ pub struct Engine<'a> {
     pub retry_budget: Duration,
     /// Decisions recorded but not yet saved: they are said only once saved.
     unsaid: Vec<(String, String)>,
+    /// Each gate alarm's history as last read in its step (see `read_gates`).
+    histories: std::sync::Mutex<std::collections::BTreeMap<String, observe::History>>,
 }
 
 impl<'a> Engine<'a> {
@@ -205,6 +207,7 @@ impl<'a> Engine<'a> {
             signals,
             retry_budget: retry_budget(),
             unsaid: Vec::new(),
+            histories: Default::default(),
         }
     }
 }

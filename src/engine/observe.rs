@@ -573,23 +573,56 @@ impl Engine<'_> {
             })
             .cloned()
             .collect();
-        let history = match changed.is_empty() {
-            true => Ok(Vec::new()),
-            false => {
-                let changed: Vec<String> = changed.into_iter().collect();
-                self.cloud.alarm_transitions(&changed, since).await
+        // An alarm whose state has not changed since its history was last read in this
+        // window has no new history: every transition moves its state's timestamp, which
+        // comes from AWS's clock, so no margin is needed. What that read found stands.
+        let mut transitions = Vec::new();
+        let mut unread = Vec::new();
+        {
+            let read = self.histories.lock().unwrap();
+            for name in changed {
+                let alarm_since = found.get(&name).and_then(|r| r.since.clone());
+                match read.get(&name) {
+                    Some(h)
+                        if h.window == since
+                            && alarm_since.is_some()
+                            && h.alarm_since == alarm_since =>
+                    {
+                        transitions.extend(h.transitions.iter().cloned())
+                    }
+                    _ => unread.push(name),
+                }
             }
-        };
-        // The states alone still decide when the history cannot be read: an alarm in
-        // ALARM now fails its gate whatever the history call does. Only a pulse between
-        // two polls goes unseen until the history answers again.
-        let transitions = match history {
-            Ok(transitions) => transitions,
-            Err(e) => {
-                tracing::warn!("alarm history unreadable, judging the alarms by their state: {e}");
-                Vec::new()
+        }
+        if !unread.is_empty() {
+            // The states alone still decide when the history cannot be read: an alarm in
+            // ALARM now fails its gate whatever the history call does. Only a pulse
+            // between two polls goes unseen until the history answers again.
+            match self.cloud.alarm_transitions(&unread, since).await {
+                Ok(read) => {
+                    let mut histories = self.histories.lock().unwrap();
+                    for name in unread {
+                        let alarm_since = found.get(&name).and_then(|r| r.since.clone());
+                        let of_alarm: Vec<AlarmTransition> =
+                            read.iter().filter(|t| t.alarm == name).cloned().collect();
+                        histories.insert(
+                            name,
+                            History {
+                                window: since.to_string(),
+                                alarm_since,
+                                transitions: of_alarm,
+                            },
+                        );
+                    }
+                    transitions.extend(read);
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "alarm history unreadable, judging the alarms by their state: {e}"
+                    );
+                }
             }
-        };
+        }
         Ok(alarms
             .iter()
             .map(|name| in_window(reading(&found, name), name, &transitions))
@@ -691,6 +724,15 @@ impl Engine<'_> {
 
 /// The reading over the window: the state now, or the first ALARM the window saw when
 /// the alarm has left it again.
+/// What one alarm's history held over a step's window when it was last read, and the
+/// state timestamp the alarm had then: while that timestamp stays, nothing was added.
+#[derive(Debug, Clone, Default)]
+pub(super) struct History {
+    window: String,
+    alarm_since: Option<String>,
+    transitions: Vec<AlarmTransition>,
+}
+
 /// How a reading starts when the alarm's history, not its state, showed the ALARM.
 const BETWEEN_POLLS: &str = "went into ALARM at";
 

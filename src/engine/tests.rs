@@ -1029,6 +1029,51 @@ async fn an_alarm_that_comes_and_goes_between_two_polls_fails_the_step() {
 }
 
 #[tokio::test]
+async fn a_lately_changed_alarm_costs_one_history_read_per_step_until_it_changes_again() {
+    let mut s = setup_with("300ms", &gate("enforce", "pass"));
+    // Set just now: inside every step's window, so its history is worth a read.
+    s.set_alarm("web-5xx", AlarmState::Ok);
+    s.apply("v1").await.unwrap();
+    let count = |calls: &[&str], what: &str| calls.iter().filter(|c| **c == what).count();
+    let (polls, reads, seen) = {
+        let w = s.cloud.world.lock().unwrap();
+        (
+            count(&w.calls, "alarms"),
+            count(&w.calls, "alarm_transitions"),
+            w.calls.len(),
+        )
+    };
+    assert!(
+        polls >= 20,
+        "the steps were polled: {polls} reads of the alarm"
+    );
+    assert!(
+        reads <= 3,
+        "one history read per step, not per poll: {reads} of {polls}"
+    );
+
+    // A pulse in the middle of a step moves the alarm's timestamp: read again, caught.
+    let cloud = s.cloud.clone();
+    let pulser = tokio::spawn(async move {
+        loop {
+            let read = cloud.world.lock().unwrap().calls[seen..].contains(&"alarm_transitions");
+            if read {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        cloud.pulse_alarm("web-5xx");
+    });
+    let outcome = s.apply("v2").await.unwrap();
+    pulser.await.unwrap();
+    let Outcome::RolledBack { reason, .. } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(reason.contains("went into ALARM at"), "{reason}");
+}
+
+#[tokio::test]
 async fn an_alarm_already_firing_stops_the_release_before_anything_is_launched() {
     let mut s = setup_with("0s", &gate("enforce", "pass"));
     s.set_alarm("web-5xx", AlarmState::Ok);
