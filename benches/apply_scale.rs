@@ -5,7 +5,9 @@
 //! Goal: 100 fleets within 15x of one fleet.
 //!
 //! `cargo bench --bench apply_scale` (LocalStack is started when it is not running).
-//! IMMUNE_BENCH_FLEETS (default "1,10,100") the fleet counts.
+//! IMMUNE_BENCH_FLEETS (default "1,10,100") the fleet counts; IMMUNE_BENCH_CALLS=1 prints
+//! each run's calls by operation with their answer times; IMMUNE_BENCH_LOG=DIR keeps logs.
+//! Figures are LocalStack's as much as immune's: start it afresh before measuring.
 
 #[allow(dead_code)]
 #[path = "../tests/it/harness.rs"]

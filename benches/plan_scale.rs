@@ -4,7 +4,9 @@
 //! of one fleet's and at most 25 calls; status of 100 fleets at most 25 calls.
 //!
 //! `cargo bench --bench plan_scale` (LocalStack is started when it is not running).
-//! IMMUNE_BENCH_FLEETS (default "1,10,100") the fleet counts.
+//! IMMUNE_BENCH_FLEETS (default "1,10,100") the fleet counts; IMMUNE_BENCH_CALLS=1 prints
+//! each run's calls by operation with their answer times; IMMUNE_BENCH_LOG=DIR keeps logs.
+//! Figures are LocalStack's as much as immune's: start it afresh before measuring.
 
 #[allow(dead_code)]
 #[path = "../tests/it/harness.rs"]
