@@ -722,11 +722,9 @@ impl Engine<'_> {
     }
 }
 
-/// The reading over the window: the state now, or the first ALARM the window saw when
-/// the alarm has left it again.
 /// What one alarm's history held over a step's window when it was last read, and the
 /// state timestamp the alarm had then: while that timestamp stays, nothing was added.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug)]
 pub(super) struct History {
     window: String,
     alarm_since: Option<String>,
@@ -736,6 +734,8 @@ pub(super) struct History {
 /// How a reading starts when the alarm's history, not its state, showed the ALARM.
 const BETWEEN_POLLS: &str = "went into ALARM at";
 
+/// The reading over the window: the state now, or the first ALARM the window saw when
+/// the alarm has left it again.
 fn in_window(now: Reading, alarm: &str, transitions: &[AlarmTransition]) -> Reading {
     let Reading::Alarm(current) = &now else {
         return now;
