@@ -23,6 +23,7 @@ import sys
 import tempfile
 
 import boto3
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 REGION = "us-east-1"
@@ -66,10 +67,14 @@ class Surroundings:
         session = boto3.Session(
             aws_access_key_id="test", aws_secret_access_key="test", region_name=region
         )
-        self.ec2 = session.client("ec2", endpoint_url=endpoint_url)
-        self.elbv2 = session.client("elbv2", endpoint_url=endpoint_url)
-        self.cloudwatch = session.client("cloudwatch", endpoint_url=endpoint_url)
-        self.iam = session.client("iam", endpoint_url=endpoint_url)
+        # A test's setup should not fail on one bad answer from a busy emulator: the
+        # standard retry mode also retries InternalError and other transient codes.
+        config = Config(retries={"mode": "standard", "max_attempts": 8})
+        client = lambda service: session.client(service, endpoint_url=endpoint_url, config=config)
+        self.ec2 = client("ec2")
+        self.elbv2 = client("elbv2")
+        self.cloudwatch = client("cloudwatch")
+        self.iam = client("iam")
         self.tags = [{"Key": "Name", "Value": prefix}, {"Key": "immune:surroundings", "Value": prefix}]
 
     def default_network(self) -> tuple[str, list[str]]:

@@ -34,11 +34,15 @@ pub fn surroundings(prefix: &str, region: &str) -> Surroundings {
         .env("AWS_ENDPOINT_URL", ENDPOINT)
         .output()
         .expect("run surroundings.py");
-    assert!(
-        out.status.success(),
-        "surroundings.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if !out.status.success() {
+        // The exception's own line first: a long traceback gets cut in the middle.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
+        panic!(
+            "surroundings.py failed: {}\n{stderr}",
+            last.unwrap_or("(no output)")
+        );
+    }
     serde_json::from_slice(&out.stdout).expect("surroundings JSON")
 }
 
