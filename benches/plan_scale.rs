@@ -5,7 +5,8 @@
 //!
 //! `cargo bench --bench plan_scale` (LocalStack is started when it is not running).
 //! IMMUNE_BENCH_FLEETS (default "1,10,100") the fleet counts; IMMUNE_BENCH_CALLS=1 prints
-//! each run's calls by operation with their answer times; IMMUNE_BENCH_LOG=DIR keeps logs.
+//! each run's calls by operation with their answer times; IMMUNE_BENCH_LOG=DIR keeps logs;
+//! IMMUNE_BENCH_KEEP=1 keeps each size's directory to plan it again by hand.
 //! Figures are LocalStack's as much as immune's: start it afresh before measuring.
 
 #[allow(dead_code)]
@@ -52,6 +53,12 @@ fn main() {
             status.1
         );
         rows.push((count, plan, status));
+        // IMMUNE_BENCH_KEEP=1 keeps the fleets' directory, to plan them again by hand
+        // (with a profiler on LocalStack, say); their resources stay in LocalStack anyway.
+        if std::env::var_os("IMMUNE_BENCH_KEEP").is_some() {
+            println!("        kept: {}", w.dir.display());
+            std::mem::forget(w);
+        }
     }
     if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
         println!(

@@ -6,7 +6,7 @@ use super::{Cli, CliError};
 use crate::cloud::aws::Aws;
 use crate::cloud::faulty::Faulty;
 use crate::cloud::survey::listener_not_found;
-use crate::cloud::{retry_reads, Claim, Cloud, CloudError, Clouds, RouteRef, Weight};
+use crate::cloud::{retry_reads, Claim, Cloud, CloudError, Clouds, Conflict, RouteRef, Weight};
 use crate::config::{Config, Fleet, GateCheck, ListenerRef};
 use crate::plan::{self, Live, Observed, Plan};
 use crate::state::{Group, State};
@@ -130,10 +130,12 @@ pub async fn plan(
     .await;
     let mut observed = BTreeMap::new();
     let mut weights = BTreeMap::new();
-    for survey in surveys {
+    let mut pending = Vec::new();
+    for ((cloud, _), survey) in regions.values().zip(surveys) {
         observed.extend(survey.observed);
         problems.extend(survey.problems);
         weights.extend(survey.weights);
+        pending.push((*cloud, survey.claims));
     }
     if !problems.is_empty() {
         problems.dedup();
@@ -174,27 +176,71 @@ pub async fn plan(
             seen.region = Some(region.clone());
         }
     }
+    // Only a fleet that releases needs an image to reuse and its next names checked:
+    // those are read for the fleets this plan releases, and the plan made again with
+    // them (they can only turn a release into one that reuses an image, or block it).
+    let first = plan::plan(config, state, &observed);
+    let releasing: BTreeSet<&str> = first
+        .changes
+        .iter()
+        .filter(|c| matches!(c.action, plan::Action::Release(_)))
+        .map(|c| c.fleet.as_str())
+        .collect();
+    if releasing.is_empty() {
+        return Ok(first);
+    }
+    let claimed = futures_util::future::join_all(pending.iter().map(|(cloud, claims)| {
+        let asked: Vec<&Pending> = claims
+            .iter()
+            .filter(|p| releasing.contains(p.fleet.name.as_str()))
+            .collect();
+        async move {
+            match asked.is_empty() {
+                true => Ok(Vec::new()),
+                false => read_claims(*cloud, &asked, budget).await,
+            }
+        }
+    }))
+    .await;
+    for claimed in claimed {
+        match claimed {
+            Ok(found) => {
+                for c in found {
+                    let seen = observed.entry(c.fleet).or_default();
+                    seen.baked_image = c.baked_image;
+                    seen.conflicts = c.conflicts;
+                }
+            }
+            Err(found) => problems.extend(found),
+        }
+    }
+    if !problems.is_empty() {
+        problems.dedup();
+        return Err(CliError::Message(problems.join("\n\n")));
+    }
     Ok(plan::plan(config, state, &observed))
 }
 
 /// What a plan read of one region's fleets.
 #[derive(Default)]
-struct Survey {
+struct Survey<'a> {
     observed: BTreeMap<String, Observed>,
     problems: Vec<String>,
     /// The weights of every route read, by ARN: the refresh need not read them again.
     weights: BTreeMap<String, Vec<Weight>>,
+    /// What each fleet that passed its checks would claim if it released.
+    claims: Vec<Pending<'a>>,
 }
 
 /// Reads the surroundings of one region's fleets in batches, then checks each fleet
 /// against them: a fleet whose surroundings are wrong is a problem, named with the fix.
-async fn survey(
+async fn survey<'a>(
     cloud: &dyn Cloud,
-    fleets: &[&Fleet],
+    fleets: &[&'a Fleet],
     state: &State,
     unproven: &BTreeMap<String, String>,
     budget: std::time::Duration,
-) -> Survey {
+) -> Survey<'a> {
     let sorted = |items: Vec<String>| -> Vec<String> {
         let set: BTreeSet<String> = items.into_iter().collect();
         set.into_iter().collect()
@@ -247,11 +293,7 @@ async fn survey(
             .flat_map(|f| alarms_of(f).into_iter().map(|(_, a)| a))
             .collect(),
     );
-    let bakes: Vec<(String, String)> = fleets
-        .iter()
-        .map(|f| (f.name.clone(), plan::bake_id(f)))
-        .collect();
-    let (routes, sources, subnets, types, keys, alarms, baked) = tokio::join!(
+    let (routes, sources, subnets, types, keys, alarms) = tokio::join!(
         async {
             match wanted_routes.is_empty() {
                 true => Ok(BTreeMap::new()),
@@ -273,7 +315,6 @@ async fn survey(
                 false => retry_reads(budget, || cloud.alarms(&alarms)).await,
             }
         },
-        retry_reads(budget, || cloud.baked_images(&bakes)),
     );
     let mut survey = Survey::default();
     if let Ok(routes) = &routes {
@@ -289,8 +330,6 @@ async fn survey(
         .flat_map(|f| f.active.iter().chain(&f.previous))
         .filter_map(|g| g.target_group.as_ref())
         .collect();
-    // What each fleet that passed its checks claims, with what was seen of it.
-    let mut claims = Vec::new();
     for fleet in fleets {
         let at = format!("fleet \"{}\" ({})", fleet.name, fleet.location);
         let problems = &mut survey.problems;
@@ -440,15 +479,7 @@ async fn survey(
                 }
             }
         }
-        let baked = match &baked {
-            Ok(found) => found.get(&fleet.name).map(|i| i.id.clone()),
-            Err(e) => {
-                check(Err(e.clone()), "");
-                continue;
-            }
-        };
-        // The names the next release takes: held by anything but this configuration,
-        // they block the fleet here, before apply creates anything.
+        // The names a next release would take, asked only if the fleet releases.
         let seq = state.fleets.get(&fleet.name).map_or(0, |f| f.seq) + 1;
         let group = plan::group_name(&fleet.resource_name(), seq);
         let mut claim = Claim {
@@ -462,7 +493,7 @@ async fn survey(
                 .filter(|g| matches!(g.check, GateCheck::Metric(_)))
                 .map(|g| g.alarm_name(&group))
                 .collect(),
-            image: baked.is_none().then(|| plan::image_name(fleet, seq)),
+            image: Some(plan::image_name(fleet, seq)),
             route: None,
         };
         let mut stand_in = None;
@@ -500,7 +531,7 @@ async fn survey(
             ));
         }
         let seen = Observed {
-            baked_image: baked,
+            baked_image: None,
             live: None,
             conflicts: Vec::new(),
             gate_alarms,
@@ -508,24 +539,82 @@ async fn survey(
             region: Some(cloud.region()),
             unproven: unproven.get(&fleet.name).cloned(),
         };
-        claims.push((fleet, claim, seen));
-    }
-    let asked: Vec<Claim> = claims.iter().map(|(_, claim, _)| claim.clone()).collect();
-    match retry_reads(budget, || cloud.claims_conflicts(&asked)).await {
-        Ok(conflicts) => {
-            for ((fleet, _, mut seen), conflicts) in claims.into_iter().zip(conflicts) {
-                seen.conflicts = conflicts;
-                survey.observed.insert(fleet.name.clone(), seen);
-            }
-        }
-        Err(e) => {
-            for (fleet, _, _) in &claims {
-                let at = format!("fleet \"{}\" ({})", fleet.name, fleet.location);
-                survey.problems.push(problem(&at, e.clone(), ""));
-            }
-        }
+        survey.observed.insert(fleet.name.clone(), seen);
+        survey.claims.push(Pending {
+            fleet,
+            bake: plan::bake_id(fleet),
+            claim,
+        });
     }
     survey
+}
+
+/// What a release of a fleet would take, read only for the fleets a plan releases: a
+/// settled fleet needs neither an image to reuse nor its next names checked, and at a
+/// hundred fleets these reads return a hundred images and launch templates.
+struct Pending<'a> {
+    fleet: &'a Fleet,
+    bake: String,
+    /// With the image name it takes if it bakes.
+    claim: Claim,
+}
+
+/// What [`read_claims`] found for one fleet.
+struct Claimed {
+    fleet: String,
+    baked_image: Option<String>,
+    conflicts: Vec<Conflict>,
+}
+
+/// For the releasing fleets of one region: the image each can reuse (baked earlier from
+/// the same spec), then the names its release would take that anything but this
+/// configuration holds. What could not be read is a problem of each fleet.
+async fn read_claims(
+    cloud: &dyn Cloud,
+    pending: &[&Pending<'_>],
+    budget: std::time::Duration,
+) -> Result<Vec<Claimed>, Vec<String>> {
+    let at = |fleet: &Fleet| format!("fleet \"{}\" ({})", fleet.name, fleet.location);
+    let bakes: Vec<(String, String)> = pending
+        .iter()
+        .map(|p| (p.fleet.name.clone(), p.bake.clone()))
+        .collect();
+    let baked = match retry_reads(budget, || cloud.baked_images(&bakes)).await {
+        Ok(baked) => baked,
+        Err(e) => {
+            return Err(pending
+                .iter()
+                .map(|p| problem(&at(p.fleet), e.clone(), ""))
+                .collect())
+        }
+    };
+    // A release that reuses an image bakes none, so it takes no image name.
+    let asked: Vec<Claim> = pending
+        .iter()
+        .map(|p| Claim {
+            image: p
+                .claim
+                .image
+                .clone()
+                .filter(|_| !baked.contains_key(&p.fleet.name)),
+            ..p.claim.clone()
+        })
+        .collect();
+    match retry_reads(budget, || cloud.claims_conflicts(&asked)).await {
+        Ok(conflicts) => Ok(pending
+            .iter()
+            .zip(conflicts)
+            .map(|(p, conflicts)| Claimed {
+                fleet: p.fleet.name.clone(),
+                baked_image: baked.get(&p.fleet.name).map(|i| i.id.clone()),
+                conflicts,
+            })
+            .collect()),
+        Err(e) => Err(pending
+            .iter()
+            .map(|p| problem(&at(p.fleet), e.clone(), ""))
+            .collect()),
+    }
 }
 
 /// A fleet's surroundings that are wrong, or could not be read, in words with the fix.

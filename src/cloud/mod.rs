@@ -9,7 +9,6 @@ pub mod survey;
 
 use crate::config::{
     Capacity, Comparison, HealthCheck, ListenerRef, Metadata, RootVolume, ScalingMetric, Spot,
-    Traffic,
 };
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -727,16 +726,6 @@ pub struct Builder {
     pub id: String,
     /// Its `Name` tag: `web-v002-builder`.
     pub name: String,
-}
-
-/// The ARN whose forward action carries the fleet's traffic: the listener's default
-/// action, or the rule chosen by `traffic.rule_priority`. Weights are read and set on it.
-pub async fn resolve_route(cloud: &dyn Cloud, traffic: &Traffic) -> CloudResult<String> {
-    let listener = cloud.resolve_listener(&traffic.listener).await?;
-    match traffic.rule_priority {
-        Some(priority) => cloud.listener_rule(&listener.arn, priority).await,
-        None => Ok(listener.arn),
-    }
 }
 
 /// Listener rule ARNs (`...:listener-rule/app/...`) are told apart from listener ARNs

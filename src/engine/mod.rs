@@ -8,7 +8,8 @@ mod observe;
 use observe::Window;
 mod update;
 
-use crate::cloud::{resolve_route, Cloud, CloudError, StandIn, Weight};
+use crate::cloud::survey::listener_not_found;
+use crate::cloud::{Cloud, CloudError, RouteRef, StandIn, Weight};
 use crate::config::{Fleet, Traffic};
 use crate::plan::{self, Release};
 use crate::rollout::gates::Evidence;
@@ -327,22 +328,21 @@ impl Engine<'_> {
         fleet: &Fleet,
         traffic: &Traffic,
     ) -> Result<(String, Vec<Weight>, Option<StandIn>), EngineError> {
+        // The batched read a plan makes, for one route: the load balancer, its listeners
+        // and the listener's rules, three calls where reading each part costs five.
+        let wanted: RouteRef = (traffic.listener.clone(), traffic.rule_priority);
         let read = || async {
-            let route = resolve_route(self.cloud, traffic).await?;
-            let weights: Vec<Weight> = self
+            let route = self
                 .cloud
-                .listener_weights(&route)
+                .routes(std::slice::from_ref(&wanted))
                 .await?
-                .into_iter()
-                .filter(|w| w.weight > 0)
-                .collect();
+                .remove(&wanted)
+                .unwrap_or_else(|| Err(listener_not_found(&traffic.listener)))?;
+            let weights: Vec<Weight> = route.weights.into_iter().filter(|w| w.weight > 0).collect();
             // A fresh load balancer answers with a fixed response (or a redirect) until
             // something is deployed: a valid start, put back if the release is undone.
-            let stand_in = match weights.is_empty() {
-                true => self.cloud.stand_in(&route).await?,
-                false => None,
-            };
-            Ok::<_, Halt>((route, weights, stand_in))
+            // The read has it exactly when no target group has weight.
+            Ok::<_, Halt>((route.arn, weights, route.stand_in))
         };
         let (route, weights, stand_in) =
             actions::with_retries(fleet.rollout.poll_interval, self.retry_budget, read)

@@ -1534,6 +1534,76 @@ async fn with_scaling_policies_a_new_group_starts_as_large_as_the_old_one_runs()
     assert_eq!(w.policies["web-v002"].len(), 2);
 }
 
+/// The plan's calls while it plans release `release` of the fleet.
+async fn plan_calls(s: &Setup, release: &str) -> (crate::plan::Plan, Vec<&'static str>) {
+    let config = s.config(release);
+    let clouds = crate::cloud::Clouds::single(s.cloud.clone());
+    s.cloud.world.lock().unwrap().calls.clear();
+    let plan = crate::cli::observe::plan(&clouds, &config, &s.state, &BTreeMap::new())
+        .await
+        .unwrap();
+    (
+        plan,
+        std::mem::take(&mut s.cloud.world.lock().unwrap().calls),
+    )
+}
+
+#[tokio::test]
+async fn a_plan_looks_for_an_image_to_reuse_and_checks_next_names_only_for_a_fleet_it_releases() {
+    let mut s = setup();
+    s.apply("v1").await.unwrap();
+    let asks_claims = |calls: &[&str]| {
+        (
+            calls.contains(&"find_baked_image"),
+            calls.contains(&"claim_conflicts"),
+        )
+    };
+    // Settled: nothing to bake or to name.
+    let (plan, calls) = plan_calls(&s, "v1").await;
+    assert!(
+        matches!(plan.changes[0].action, PlanAction::NoOp),
+        "{plan:?}"
+    );
+    assert_eq!(asks_claims(&calls), (false, false), "{calls:?}");
+
+    // A new release of the same image spec reuses the image, and its names are checked.
+    let (plan, calls) = plan_calls(&s, "v2").await;
+    let PlanAction::Release(release) = &plan.changes[0].action else {
+        panic!("{plan:?}")
+    };
+    assert!(
+        matches!(release.image, crate::plan::ImagePlan::Reuse { .. }),
+        "{release:?}"
+    );
+    assert_eq!(asks_claims(&calls), (true, true), "{calls:?}");
+
+    // The same release whose group was deleted outside immune goes out again: its next
+    // names are checked, so a name held by someone else blocks it here, in the plan.
+    {
+        let mut w = s.cloud.world.lock().unwrap();
+        w.groups.remove("web-v001");
+        w.held.insert(
+            "Auto Scaling group web-v002".into(),
+            crate::cloud::Holder::Foreign,
+        );
+    }
+    let (plan, calls) = plan_calls(&s, "v1").await;
+    assert_eq!(asks_claims(&calls), (true, true), "{calls:?}");
+    let PlanAction::Blocked { reason } = &plan.changes[0].action else {
+        panic!("{plan:?}")
+    };
+    assert!(reason.contains("web-v002"), "{reason}");
+    s.cloud.world.lock().unwrap().held.clear();
+    let (plan, _) = plan_calls(&s, "v1").await;
+    let PlanAction::Release(release) = &plan.changes[0].action else {
+        panic!("{plan:?}")
+    };
+    assert!(
+        matches!(release.image, crate::plan::ImagePlan::Reuse { .. }),
+        "{release:?}"
+    );
+}
+
 /// Posts `kind` for the running release once it observes step `step` (0-based).
 async fn answer_at_step(dir: std::path::PathBuf, kind: AnswerKind, step: usize) {
     let backend = LocalBackend::new(dir.join(".immune/state.json"));

@@ -28,6 +28,8 @@ before any request is served. Each fix is for a gap seen with localstack-core
 - RunInstances with an instance profile made through LocalStack's IAM is NoSuchEntity.
 - A tag filter on DescribeInstances or DescribeImages costs the square of the tags in
   the account (each resource's tags are found by scanning them all).
+- DescribeImages filtered by image-id or name runs fnmatch for every image of the
+  region against every value.
 """
 
 import contextvars
@@ -388,3 +390,41 @@ def immune_fix_ec2_tag_lookup() -> None:
         ]
 
     TaggedEC2Resource.get_tags = get_tags
+
+
+@hooks.on_infra_start()
+def immune_fix_ec2_image_filters() -> None:
+    """DescribeImages filtered by image-id or name matches every image of the region
+    (moto's catalogue of public images included) against every value with fnmatch: a
+    plan asking for a hundred fleets' images by id spent most of its LocalStack time
+    there. Literal values (no *, ? or [) match only equal strings, so those images are
+    picked by a set lookup first and the filter runs on them alone: the same images,
+    in the same order."""
+    from moto.ec2.models.amis import AmiBackend
+
+    original = AmiBackend.describe_images
+    attribute = {"image-id": "id", "name": "name"}
+
+    def literal(values) -> bool:
+        return isinstance(values, list) and all(
+            isinstance(v, str) and not any(c in v for c in "*?[") for v in values
+        )
+
+    def describe_images(self, ami_ids=None, filters=None, exec_users=None, owners=None):
+        narrowed = {
+            key: set(values)
+            for key, values in (filters or {}).items()
+            if key in attribute and literal(values)
+        }
+        if ami_ids or not narrowed:
+            return original(self, ami_ids, filters, exec_users, owners)
+        # The narrowing filters are applied here; the others by moto.
+        rest = {k: v for k, v in filters.items() if k not in narrowed}
+        images = original(self, ami_ids, rest, exec_users, owners)
+        return [
+            image
+            for image in images
+            if all(getattr(image, attribute[k]) in wanted for k, wanted in narrowed.items())
+        ]
+
+    AmiBackend.describe_images = describe_images
