@@ -645,7 +645,8 @@ pub(crate) async fn refresh(
     refresh_knowing(cloud, state, &BTreeMap::new()).await
 }
 
-/// [`refresh`], with the weights of routes already read (by a plan) not read again.
+/// [`refresh`], with the weights of routes already read (by a plan) not read again, and
+/// the target groups they forward to known to exist.
 pub(crate) async fn refresh_knowing(
     cloud: &dyn Cloud,
     state: &State,
@@ -686,12 +687,26 @@ pub(crate) async fn refresh_knowing(
         }
         cloud.route_weights(&unread).await
     };
-    let (mut groups, target_groups, images, weights) = tokio::try_join!(
+    // A target group a route read forwards to exists: ELBv2 refuses to delete one that
+    // a listener or rule uses. Only the others are looked for, so a plan of settled
+    // fleets lists no target groups.
+    let forwarded: BTreeSet<&String> = known.values().flatten().map(|w| &w.target_group).collect();
+    let (seen, unseen): (Vec<String>, Vec<String>) = target_groups
+        .into_iter()
+        .partition(|tg| forwarded.contains(tg));
+    let existing_target_groups = async {
+        match unseen.is_empty() {
+            true => Ok(BTreeSet::new()),
+            false => cloud.existing_target_groups(&unseen).await,
+        }
+    };
+    let (mut groups, mut target_groups, images, weights) = tokio::try_join!(
         cloud.groups(&groups),
-        cloud.existing_target_groups(&target_groups),
+        existing_target_groups,
         cloud.existing_images(&images),
         weights,
     )?;
+    target_groups.extend(seen);
     let mut weights: BTreeMap<String, Vec<Weight>> = weights
         .into_iter()
         .map(|(route, read)| match read {

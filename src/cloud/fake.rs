@@ -82,6 +82,8 @@ pub struct World {
     /// Every capacity a group was given after it was created, in order.
     pub scaled: Vec<(String, Capacity)>,
     pub calls: Vec<&'static str>,
+    /// The target groups asked whether they exist.
+    pub target_groups_asked: Vec<String>,
     counter: u64,
 }
 
@@ -573,7 +575,8 @@ impl Cloud for FakeCloud {
     }
 
     async fn existing_target_groups(&self, arns: &[String]) -> CloudResult<BTreeSet<String>> {
-        let w = self.enter("existing_target_groups")?;
+        let mut w = self.enter("existing_target_groups")?;
+        w.target_groups_asked.extend(arns.iter().cloned());
         Ok(arns
             .iter()
             .filter(|a| w.target_groups.contains_key(*a) || w.foreign_target_groups.contains(*a))

@@ -1549,7 +1549,7 @@ async fn plan_calls(s: &Setup, release: &str) -> (crate::plan::Plan, Vec<&'stati
 }
 
 #[tokio::test]
-async fn a_plan_looks_for_an_image_to_reuse_and_checks_next_names_only_for_a_fleet_it_releases() {
+async fn a_plan_reads_only_what_its_fleets_need_an_image_to_reuse_and_next_names_only_to_release() {
     let mut s = setup();
     s.apply("v1").await.unwrap();
     let asks_claims = |calls: &[&str]| {
@@ -1558,13 +1558,16 @@ async fn a_plan_looks_for_an_image_to_reuse_and_checks_next_names_only_for_a_fle
             calls.contains(&"claim_conflicts"),
         )
     };
-    // Settled: nothing to bake or to name.
+    // Settled: nothing to bake or to name, and the target group the route forwards to
+    // exists without being looked for.
     let (plan, calls) = plan_calls(&s, "v1").await;
     assert!(
         matches!(plan.changes[0].action, PlanAction::NoOp),
         "{plan:?}"
     );
     assert_eq!(asks_claims(&calls), (false, false), "{calls:?}");
+    let asked = std::mem::take(&mut s.cloud.world.lock().unwrap().target_groups_asked);
+    assert!(!asked.contains(&"arn:tg/web-v001".to_string()), "{asked:?}");
 
     // A new release of the same image spec reuses the image, and its names are checked.
     let (plan, calls) = plan_calls(&s, "v2").await;

@@ -505,6 +505,28 @@ impl Aws {
         if arns.is_empty() {
             return Ok(BTreeSet::new());
         }
+        // A few are asked for by ARN, which fails the whole call when one is gone: then,
+        // and for many, they are picked out of the listing of all.
+        if arns.len() <= 20 {
+            let out = self
+                .elb
+                .describe_target_groups()
+                .set_target_group_arns(Some(arns.to_vec()))
+                .send()
+                .await
+                .map_err(|e| sdk_error("DescribeTargetGroups", e));
+            match out {
+                Ok(out) => {
+                    return Ok(out
+                        .target_groups()
+                        .iter()
+                        .filter_map(|t| t.target_group_arn().map(str::to_string))
+                        .collect())
+                }
+                Err(CloudError::Service { code, .. }) if code == "TargetGroupNotFound" => {}
+                Err(e) => return Err(e),
+            }
+        }
         Ok(self
             .all_target_groups()
             .await?
