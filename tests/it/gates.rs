@@ -419,3 +419,55 @@ async fn apply_json_prints_only_events_through_steps_a_manual_gate_and_a_rollbac
     assert_eq!(asks.code, 1, "{asks:?}");
     assert_eq!(events(&asks).last().unwrap()["type"], "done");
 }
+
+/// A hundred fleets' gates are read in one DescribeAlarms, which AWS answers 50 alarms a
+/// page: the alarms on the second page must be read too, or their gates look missing.
+#[tokio::test(flavor = "multi_thread")]
+async fn gate_alarms_beyond_the_first_page_of_describe_alarms_are_read() {
+    use aws_sdk_cloudwatch::types::{ComparisonOperator, Statistic};
+    const GATES: usize = 60;
+    let w = World::new();
+    let sdk = w.sdk().await;
+    let names: Vec<String> = (0..GATES)
+        .map(|i| format!("{}-gate-{i:02}", w.prefix))
+        .collect();
+    for name in &names {
+        sdk.cloudwatch
+            .put_metric_alarm()
+            .alarm_name(name)
+            .namespace("Immune/Test")
+            .metric_name("Errors")
+            .statistic(Statistic::Sum)
+            .period(60)
+            .evaluation_periods(1)
+            .threshold(1.0)
+            .comparison_operator(ComparisonOperator::GreaterThanThreshold)
+            .send()
+            .await
+            .expect("PutMetricAlarm");
+    }
+    // LocalStack pages them as AWS does (our plugin): 50, then the rest.
+    let first = sdk
+        .cloudwatch
+        .describe_alarms()
+        .set_alarm_names(Some(names.clone()))
+        .send()
+        .await
+        .expect("DescribeAlarms");
+    assert_eq!(first.metric_alarms().len(), 50);
+    assert!(first.next_token().is_some());
+
+    let gates: String = names
+        .iter()
+        .enumerate()
+        .map(|(i, alarm)| format!("gate \"g{i}\" {{\n      alarm = \"{alarm}\"\n    }}\n    "))
+        .collect();
+    let s = &w.surroundings;
+    w.write(
+        "main.hcl",
+        &w.fleet_config(&s.source_ami, &s.load_balancer, &gates),
+    );
+    let plan = w.immune(&["plan", "--var", "release=v1"]);
+    assert_eq!(plan.code, 0, "every gate's alarm is found: {plan:?}");
+    assert!(!plan.stderr.contains("not found"), "{plan:?}");
+}

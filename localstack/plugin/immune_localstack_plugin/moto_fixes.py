@@ -30,6 +30,8 @@ before any request is served. Each fix is for a gap seen with localstack-core
   the account (each resource's tags are found by scanning them all).
 - DescribeImages filtered by image-id or name runs fnmatch for every image of the
   region against every value.
+- DescribeAlarms answers every alarm in one page, where AWS answers 50 (MaxRecords,
+  at most 100) and a NextToken.
 """
 
 import contextvars
@@ -428,3 +430,42 @@ def immune_fix_ec2_image_filters() -> None:
         ]
 
     AmiBackend.describe_images = describe_images
+
+
+@hooks.on_infra_start()
+def immune_fix_cloudwatch_alarm_pages() -> None:
+    """DescribeAlarms (LocalStack's own CloudWatch) answers every alarm in one page and
+    ignores MaxRecords and NextToken ("TODO: Pagination"). AWS answers at most
+    MaxRecords (1 to 100, 50 by default) alarms a page, with a NextToken for the rest: a
+    caller that reads one page sees up to 50 of a hundred fleets' alarms, and here it
+    would not notice. Pages are cut from the alarms sorted by name, as AWS lists them."""
+    from localstack.aws.api import CommonServiceException
+    from localstack.services.cloudwatch.provider_v2 import CloudwatchProvider
+
+    original = CloudwatchProvider.describe_alarms
+
+    def describe_alarms(self, context, *args, max_records=None, next_token=None, **kwargs):
+        if max_records is not None and not 1 <= max_records <= 100:
+            raise CommonServiceException(
+                "ValidationError",
+                f"1 validation error detected: Value '{max_records}' at 'maxRecords' "
+                "failed to satisfy constraint: Member must have value between 1 and 100",
+            )
+        result = original(self, context, *args, **kwargs)
+        alarms = sorted(result.get("MetricAlarms") or [], key=lambda a: a["AlarmName"])
+        start = 0
+        if next_token:
+            try:
+                start = int(next_token)
+            except ValueError:
+                raise CommonServiceException("InvalidNextToken", "The next token is invalid")
+        size = max_records or 50
+        page = dict(result)
+        page["MetricAlarms"] = alarms[start : start + size]
+        if start + size < len(alarms):
+            page["NextToken"] = str(start + size)
+        else:
+            page.pop("NextToken", None)
+        return page
+
+    CloudwatchProvider.describe_alarms = describe_alarms

@@ -9,16 +9,27 @@ use aws_sdk_cloudwatch::types::{
 impl Aws {
     async fn describe_alarms(&self, names: &[String]) -> CloudResult<Vec<MetricAlarm>> {
         let mut alarms = Vec::new();
-        // DescribeAlarms takes at most 100 names a call.
+        // DescribeAlarms takes at most 100 names a call, and answers 50 alarms a page
+        // unless asked for the most, 100: a gate whose alarm is on a later page would
+        // read as missing.
         for chunk in names.chunks(100) {
-            let out = self
-                .cloudwatch
-                .describe_alarms()
-                .set_alarm_names(Some(chunk.to_vec()))
-                .send()
-                .await
-                .map_err(|e| sdk_error("DescribeAlarms", e))?;
-            alarms.extend(out.metric_alarms().iter().cloned());
+            let mut token = None;
+            loop {
+                let out = self
+                    .cloudwatch
+                    .describe_alarms()
+                    .set_alarm_names(Some(chunk.to_vec()))
+                    .max_records(100)
+                    .set_next_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("DescribeAlarms", e))?;
+                alarms.extend(out.metric_alarms().iter().cloned());
+                token = out.next_token().map(str::to_string);
+                if token.is_none() {
+                    break;
+                }
+            }
         }
         Ok(alarms)
     }

@@ -129,7 +129,7 @@ impl Aws {
     }
 
     /// The groups of these names that exist: DescribeAutoScalingGroups takes at most 100
-    /// names a call, and each batch is paged.
+    /// names a call, and each batch is paged (50 a page unless asked for the most, 100).
     async fn described_groups(
         &self,
         names: &[String],
@@ -142,6 +142,7 @@ impl Aws {
                     .autoscaling
                     .describe_auto_scaling_groups()
                     .set_auto_scaling_group_names(Some(batch.to_vec()))
+                    .max_records(100)
                     .set_next_token(token)
                     .send()
                     .await
