@@ -773,6 +773,51 @@ async fn a_listener_rule_chosen_by_priority_carries_the_canary_and_the_rollback(
         ["/api/*"],
         "the rule's conditions are left as they were"
     );
+
+    // The rule moves to another priority after the plan read it and before the release
+    // starts: the release reads its route again and finds no rule at priority 10, rather
+    // than shifting the rule it saw in the plan.
+    let unlock = w.immune(&["unlock", &w.prefix, "--reason", "the test"]);
+    assert_eq!(unlock.code, 0, "{unlock:?}");
+    w.write("main.hcl", &on_rule(10));
+    let mut waiting = crate::harness::immune_command(
+        &w.dir,
+        &["apply", "--var", "release=v3"],
+        crate::harness::ENDPOINT,
+    )
+    .env("IMMUNE_CONFIRM_FROM_PIPE", "1")
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("start immune");
+    let mut stdout = std::io::BufReader::new(waiting.stdout.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("Enter a value") {
+        let mut line = Vec::new();
+        let read = std::io::BufRead::read_until(&mut stdout, b':', &mut line).unwrap();
+        assert!(read > 0, "apply ended before asking: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&line));
+    }
+    sdk.elb
+        .set_rule_priorities()
+        .rule_priorities(
+            aws_sdk_elasticloadbalancingv2::types::RulePriorityPair::builder()
+                .rule_arn(&rule_arn)
+                .priority(12)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("SetRulePriorities");
+    use std::io::Write;
+    waiting.stdin.take().unwrap().write_all(b"yes\n").unwrap();
+    let out = waiting.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{seen}\n{stderr}");
+    assert!(stderr.contains("rule with priority 10"), "{stderr}");
+    assert_eq!(sdk.rule_weights(&rule_arn).await, [(w.group(1), 100)]);
+    assert!(!sdk.group_exists(&w.group(3)).await, "nothing was launched");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -100,7 +100,12 @@ impl Aws {
                     .filter_map(|s| Some((s.subnet_id()?.to_string(), s.vpc_id()?.to_string()))),
             );
         }
+        self.remember_vpcs(found.iter().map(|(s, v)| (s.clone(), v.clone())));
         Ok(found)
+    }
+
+    fn remember_vpcs(&self, found: impl IntoIterator<Item = (String, String)>) {
+        self.subnet_vpcs.lock().unwrap().extend(found);
     }
 
     pub(super) async fn key_pairs(&self, names: &[String]) -> CloudResult<BTreeSet<String>> {
@@ -598,6 +603,13 @@ impl Aws {
     }
 
     pub(super) async fn vpc_of_subnets(&self, subnets: &[String]) -> CloudResult<String> {
+        let known: Option<BTreeSet<String>> = {
+            let seen = self.subnet_vpcs.lock().unwrap();
+            subnets.iter().map(|s| seen.get(s).cloned()).collect()
+        };
+        if let Some(vpcs) = known.filter(|v| !v.is_empty()) {
+            return one_vpc(subnets, vpcs.iter().map(String::as_str).collect());
+        }
         let out = self
             .ec2
             .describe_subnets()
@@ -611,19 +623,15 @@ impl Aws {
                 }
                 _ => e,
             })?;
-        let vpcs: std::collections::BTreeSet<&str> =
-            out.subnets().iter().filter_map(|s| s.vpc_id()).collect();
-        match (vpcs.len(), vpcs.first()) {
-            (1, Some(vpc)) => Ok(vpc.to_string()),
-            (0, _) => Err(CloudError::NotFound(format!(
-                "subnet(s) {}",
-                subnets.join(", ")
-            ))),
-            _ => Err(CloudError::Invalid(format!(
-                "subnets {} are in different VPCs; a fleet's subnets must share one VPC",
-                subnets.join(", ")
-            ))),
-        }
+        self.remember_vpcs(
+            out.subnets()
+                .iter()
+                .filter_map(|s| Some((s.subnet_id()?.to_string(), s.vpc_id()?.to_string()))),
+        );
+        one_vpc(
+            subnets,
+            out.subnets().iter().filter_map(|s| s.vpc_id()).collect(),
+        )
     }
 
     pub(super) async fn create_launch_template_version(
@@ -935,5 +943,20 @@ impl Aws {
                 return Ok(None);
             }
         }
+    }
+}
+
+/// The one VPC a fleet's subnets are in.
+fn one_vpc(subnets: &[String], vpcs: BTreeSet<&str>) -> CloudResult<String> {
+    match (vpcs.len(), vpcs.first()) {
+        (1, Some(vpc)) => Ok(vpc.to_string()),
+        (0, _) => Err(CloudError::NotFound(format!(
+            "subnet(s) {}",
+            subnets.join(", ")
+        ))),
+        _ => Err(CloudError::Invalid(format!(
+            "subnets {} are in different VPCs; a fleet's subnets must share one VPC",
+            subnets.join(", ")
+        ))),
     }
 }

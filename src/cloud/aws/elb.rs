@@ -119,8 +119,123 @@ impl Aws {
 
     /// Every route wanted, in a few calls: the load balancers by name (20 a call), the
     /// listeners of each, and all the rules of each listener that rules are wanted of
-    /// (400 a page), each listener's read side by side.
+    /// (400 a page), each listener's read side by side. Routes found before (by the
+    /// plan, for a release) are read by their ARN instead, when that still answers.
     pub(super) async fn routes(
+        &self,
+        wanted: &[RouteRef],
+    ) -> CloudResult<BTreeMap<RouteRef, CloudResult<Route>>> {
+        if let Some(found) = self.known_routes(wanted).await? {
+            return Ok(found);
+        }
+        let found = self.look_for_routes(wanted).await?;
+        self.route_arns.lock().unwrap().extend(
+            found
+                .iter()
+                .filter_map(|(route, read)| Some((route.clone(), read.as_ref().ok()?.arn.clone()))),
+        );
+        Ok(found)
+    }
+
+    /// The routes wanted, when each was found before: its rule (or listener) read by ARN
+    /// with the listener it is on, two small calls where looking for it reads all the
+    /// rules of the listener. `None` when one is not known, or no longer answers as the
+    /// configuration names it: gone (deleted with its listener or load balancer), at
+    /// another priority, or its listener moved to another port. A rule that still
+    /// answers at the wanted priority on that listener is the route: ELBv2 keeps
+    /// priorities unique on a listener and never renames a load balancer.
+    async fn known_routes(
+        &self,
+        wanted: &[RouteRef],
+    ) -> CloudResult<Option<BTreeMap<RouteRef, CloudResult<Route>>>> {
+        let known: Option<Vec<(&RouteRef, String)>> = {
+            let arns = self.route_arns.lock().unwrap();
+            wanted
+                .iter()
+                .map(|route| Some((route, arns.get(route)?.clone())))
+                .collect()
+        };
+        let Some(known) = known.filter(|k| !k.is_empty() && k.len() <= 20) else {
+            return Ok(None);
+        };
+        let rules: Vec<String> = known
+            .iter()
+            .filter(|(_, arn)| is_rule_arn(arn))
+            .map(|(_, arn)| arn.clone())
+            .collect();
+        let listeners: Vec<String> = known
+            .iter()
+            .map(|(_, arn)| match is_rule_arn(arn) {
+                true => listener_of_rule(arn).unwrap_or_default(),
+                false => arn.clone(),
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let gone = |e: &CloudError| code_of(e).is_some_and(|c| c.contains("NotFound"));
+        let read_rules = async {
+            if rules.is_empty() {
+                return Ok(Vec::new());
+            }
+            self.elb
+                .describe_rules()
+                .set_rule_arns(Some(rules.clone()))
+                .send()
+                .await
+                .map(|out| out.rules().to_vec())
+                .map_err(|e| sdk_error("DescribeRules", e))
+        };
+        let read_listeners = async {
+            self.elb
+                .describe_listeners()
+                .set_listener_arns(Some(listeners.clone()))
+                .send()
+                .await
+                .map(|out| out.listeners().to_vec())
+                .map_err(|e| sdk_error("DescribeListeners", e))
+        };
+        let (rules, listeners) = match tokio::join!(read_rules, read_listeners) {
+            (Ok(rules), Ok(listeners)) => (rules, listeners),
+            (Err(e), _) | (_, Err(e)) if gone(&e) => return Ok(None),
+            (Err(e), _) | (_, Err(e)) => return Err(e),
+        };
+        let mut found = BTreeMap::new();
+        for ((listener, priority), arn) in known {
+            let on = match is_rule_arn(&arn) {
+                true => listener_of_rule(&arn).unwrap_or_default(),
+                false => arn.clone(),
+            };
+            let Some(on) = listeners
+                .iter()
+                .find(|l| l.listener_arn() == Some(on.as_str()))
+            else {
+                return Ok(None);
+            };
+            let same_listener = match listener {
+                ListenerRef::Arn(wanted) => on.listener_arn() == Some(wanted.as_str()),
+                ListenerRef::LoadBalancer { port, .. } => on.port() == Some(i32::from(*port)),
+            };
+            let actions = match priority {
+                None => on.default_actions().to_vec(),
+                Some(priority) => {
+                    let wanted = priority.to_string();
+                    match rules.iter().find(|r| r.rule_arn() == Some(arn.as_str())) {
+                        Some(rule) if rule.priority() == Some(wanted.as_str()) => {
+                            rule.actions().to_vec()
+                        }
+                        _ => return Ok(None),
+                    }
+                }
+            };
+            if !same_listener {
+                return Ok(None);
+            }
+            found.insert((listener.clone(), *priority), Ok(route_of(arn, &actions)));
+        }
+        Ok(Some(found))
+    }
+
+    async fn look_for_routes(
         &self,
         wanted: &[RouteRef],
     ) -> CloudResult<BTreeMap<RouteRef, CloudResult<Route>>> {
@@ -231,16 +346,7 @@ impl Aws {
                             )
                         }
                     };
-                    let weights = weights_of(&actions);
-                    let stand_in = match weights.iter().all(|w| w.weight == 0) {
-                        true => stand_in_of(&actions),
-                        false => None,
-                    };
-                    Ok(Route {
-                        arn,
-                        weights,
-                        stand_in,
-                    })
+                    Ok(route_of(arn, &actions))
                 })();
                 (route.clone(), read)
             })
@@ -851,6 +957,20 @@ fn stand_in_of(actions: &[Action]) -> Option<StandIn> {
 
 /// The listener of a rule ARN: `...:listener-rule/app/LB/ID/LISTENER/RULE` belongs to
 /// `...:listener/app/LB/ID/LISTENER`.
+/// A route read: its weights, and what it answers when it forwards nowhere.
+fn route_of(arn: String, actions: &[Action]) -> Route {
+    let weights = weights_of(actions);
+    let stand_in = match weights.iter().all(|w| w.weight == 0) {
+        true => stand_in_of(actions),
+        false => None,
+    };
+    Route {
+        arn,
+        weights,
+        stand_in,
+    }
+}
+
 fn listener_of_rule(rule_arn: &str) -> Option<String> {
     let (listener, _rule) = rule_arn.rsplit_once('/')?;
     Some(listener.replacen(":listener-rule/", ":listener/", 1))

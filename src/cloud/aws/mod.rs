@@ -26,6 +26,13 @@ pub struct Aws {
     cloudwatch: aws_sdk_cloudwatch::Client,
     /// Every rollout's gate alarms, read together.
     poller: std::sync::Arc<poller::Poller>,
+    /// The VPC of each subnet read so far: a subnet never moves to another VPC, so the
+    /// plan's read serves every release's target group.
+    subnet_vpcs: std::sync::Mutex<BTreeMap<String, String>>,
+    /// The ARN each route was found at (a rule, or a listener for its default action):
+    /// read again by ARN, and checked, before a route is looked for from its load
+    /// balancer down (see `routes`).
+    route_arns: std::sync::Mutex<BTreeMap<RouteRef, String>>,
 }
 
 impl Aws {
@@ -58,6 +65,8 @@ impl Aws {
                     .build(),
             ),
             poller: Default::default(),
+            subnet_vpcs: Default::default(),
+            route_arns: Default::default(),
             cloudwatch: aws_sdk_cloudwatch::Client::from_conf(
                 aws_sdk_cloudwatch::config::Builder::from(&config)
                     .interceptor(calls::Calls)
