@@ -268,10 +268,32 @@ def immune_fix_moto_group_lifecycle() -> None:
 
     original_notify = AutoScalingBackend.notify_terminate_instances
 
+    # The replacements are registered for the groups that lost an instance only, and
+    # only running instances: registering every group's instances failed an unrelated
+    # TerminateInstances (a builder's, say) with InvalidTarget whenever another group
+    # held an instance on its way out (a termination lifecycle hook's wait).
     def notify_terminate_instances(self, instance_ids):
+        lost = [
+            name
+            for name, group in self.autoscaling_groups.items()
+            if any(state.instance.id in instance_ids for state in group.instance_states)
+        ]
         original_notify(self, instance_ids)
-        for name in list(self.autoscaling_groups):  # register the replacements
-            self.update_attached_target_groups(name)
+        for name in lost:
+            group = self.autoscaling_groups.get(name)
+            if group is None or not group.target_group_arns:
+                continue
+            running = [
+                state.instance.id
+                for state in group.instance_states
+                if state.instance.state == "running"
+            ]
+            for target_group in self.elbv2_backend.describe_target_groups(
+                target_group_arns=group.target_group_arns, load_balancer_arn=None, names=None
+            ):
+                self.elbv2_backend.register_targets(
+                    target_group.arn, [{"Id": i, "Port": target_group.port} for i in running]
+                )
 
     AutoScalingBackend.notify_terminate_instances = notify_terminate_instances
 
