@@ -328,8 +328,9 @@ impl Engine<'_> {
         fleet: &Fleet,
         traffic: &Traffic,
     ) -> Result<(String, Vec<Weight>, Option<StandIn>), EngineError> {
-        // The batched read a plan makes, for one route: the load balancer, its listeners
-        // and the listener's rules, three calls where reading each part costs five.
+        // The batched read a plan makes, for one route. After the plan in this process
+        // found it, its rule (or listener) is read by ARN and checked: two small calls
+        // where looking for it reads every rule of the listener.
         let wanted: RouteRef = (traffic.listener.clone(), traffic.rule_priority);
         let read = || async {
             let route = self
