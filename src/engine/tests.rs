@@ -1548,6 +1548,17 @@ async fn plan_calls(s: &Setup, release: &str) -> (crate::plan::Plan, Vec<&'stati
     )
 }
 
+/// The plan releases its one fleet with an image baked earlier.
+fn assert_reuses_an_image(plan: &crate::plan::Plan) {
+    let PlanAction::Release(release) = &plan.changes[0].action else {
+        panic!("{plan:?}")
+    };
+    assert!(
+        matches!(release.image, crate::plan::ImagePlan::Reuse { .. }),
+        "{release:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_plan_reads_only_what_its_fleets_need_an_image_to_reuse_and_next_names_only_to_release() {
     let mut s = setup();
@@ -1571,13 +1582,7 @@ async fn a_plan_reads_only_what_its_fleets_need_an_image_to_reuse_and_next_names
 
     // A new release of the same image spec reuses the image, and its names are checked.
     let (plan, calls) = plan_calls(&s, "v2").await;
-    let PlanAction::Release(release) = &plan.changes[0].action else {
-        panic!("{plan:?}")
-    };
-    assert!(
-        matches!(release.image, crate::plan::ImagePlan::Reuse { .. }),
-        "{release:?}"
-    );
+    assert_reuses_an_image(&plan);
     assert_eq!(asks_claims(&calls), (true, true), "{calls:?}");
 
     // The same release whose group was deleted outside immune goes out again: its next
@@ -1598,13 +1603,7 @@ async fn a_plan_reads_only_what_its_fleets_need_an_image_to_reuse_and_next_names
     assert!(reason.contains("web-v002"), "{reason}");
     s.cloud.world.lock().unwrap().held.clear();
     let (plan, _) = plan_calls(&s, "v1").await;
-    let PlanAction::Release(release) = &plan.changes[0].action else {
-        panic!("{plan:?}")
-    };
-    assert!(
-        matches!(release.image, crate::plan::ImagePlan::Reuse { .. }),
-        "{release:?}"
-    );
+    assert_reuses_an_image(&plan);
 }
 
 /// Posts `kind` for the running release once it observes step `step` (0-based).

@@ -94,11 +94,7 @@ impl Aws {
                 .send()
                 .await
                 .map_err(|e| sdk_error("DescribeSubnets", e))?;
-            found.extend(
-                out.subnets()
-                    .iter()
-                    .filter_map(|s| Some((s.subnet_id()?.to_string(), s.vpc_id()?.to_string()))),
-            );
+            found.extend(vpcs_of(out.subnets()));
         }
         self.remember_vpcs(found.iter().map(|(s, v)| (s.clone(), v.clone())));
         Ok(found)
@@ -623,11 +619,7 @@ impl Aws {
                 }
                 _ => e,
             })?;
-        self.remember_vpcs(
-            out.subnets()
-                .iter()
-                .filter_map(|s| Some((s.subnet_id()?.to_string(), s.vpc_id()?.to_string()))),
-        );
+        self.remember_vpcs(vpcs_of(out.subnets()));
         one_vpc(
             subnets,
             out.subnets().iter().filter_map(|s| s.vpc_id()).collect(),
@@ -944,6 +936,13 @@ impl Aws {
             }
         }
     }
+}
+
+/// Each subnet's id with its VPC's.
+fn vpcs_of(subnets: &[aws_sdk_ec2::types::Subnet]) -> impl Iterator<Item = (String, String)> + '_ {
+    subnets
+        .iter()
+        .filter_map(|s| Some((s.subnet_id()?.to_string(), s.vpc_id()?.to_string())))
 }
 
 /// The one VPC a fleet's subnets are in.

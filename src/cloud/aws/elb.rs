@@ -148,11 +148,19 @@ impl Aws {
         &self,
         wanted: &[RouteRef],
     ) -> CloudResult<Option<BTreeMap<RouteRef, CloudResult<Route>>>> {
-        let known: Option<Vec<(&RouteRef, String)>> = {
+        // Each known route with the listener it is on (itself, for a default action).
+        let known: Option<Vec<(&RouteRef, String, String)>> = {
             let arns = self.route_arns.lock().unwrap();
             wanted
                 .iter()
-                .map(|route| Some((route, arns.get(route)?.clone())))
+                .map(|route| {
+                    let arn = arns.get(route)?.clone();
+                    let on = match is_rule_arn(&arn) {
+                        true => listener_of_rule(&arn)?,
+                        false => arn.clone(),
+                    };
+                    Some((route, arn, on))
+                })
                 .collect()
         };
         let Some(known) = known.filter(|k| !k.is_empty() && k.len() <= 20) else {
@@ -160,15 +168,12 @@ impl Aws {
         };
         let rules: Vec<String> = known
             .iter()
-            .filter(|(_, arn)| is_rule_arn(arn))
-            .map(|(_, arn)| arn.clone())
+            .filter(|(_, arn, _)| is_rule_arn(arn))
+            .map(|(_, arn, _)| arn.clone())
             .collect();
         let listeners: Vec<String> = known
             .iter()
-            .map(|(_, arn)| match is_rule_arn(arn) {
-                true => listener_of_rule(arn).unwrap_or_default(),
-                false => arn.clone(),
-            })
+            .map(|(_, _, on)| on.clone())
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
@@ -200,11 +205,7 @@ impl Aws {
             (Err(e), _) | (_, Err(e)) => return Err(e),
         };
         let mut found = BTreeMap::new();
-        for ((listener, priority), arn) in known {
-            let on = match is_rule_arn(&arn) {
-                true => listener_of_rule(&arn).unwrap_or_default(),
-                false => arn.clone(),
-            };
+        for ((listener, priority), arn, on) in known {
             let Some(on) = listeners
                 .iter()
                 .find(|l| l.listener_arn() == Some(on.as_str()))
@@ -215,6 +216,9 @@ impl Aws {
                 ListenerRef::Arn(wanted) => on.listener_arn() == Some(wanted.as_str()),
                 ListenerRef::LoadBalancer { port, .. } => on.port() == Some(i32::from(*port)),
             };
+            if !same_listener {
+                return Ok(None);
+            }
             let actions = match priority {
                 None => on.default_actions().to_vec(),
                 Some(priority) => {
@@ -227,9 +231,6 @@ impl Aws {
                     }
                 }
             };
-            if !same_listener {
-                return Ok(None);
-            }
             found.insert((listener.clone(), *priority), Ok(route_of(arn, &actions)));
         }
         Ok(Some(found))
@@ -955,8 +956,6 @@ fn stand_in_of(actions: &[Action]) -> Option<StandIn> {
     })
 }
 
-/// The listener of a rule ARN: `...:listener-rule/app/LB/ID/LISTENER/RULE` belongs to
-/// `...:listener/app/LB/ID/LISTENER`.
 /// A route read: its weights, and what it answers when it forwards nowhere.
 fn route_of(arn: String, actions: &[Action]) -> Route {
     let weights = weights_of(actions);
@@ -971,6 +970,8 @@ fn route_of(arn: String, actions: &[Action]) -> Route {
     }
 }
 
+/// The listener of a rule ARN: `...:listener-rule/app/LB/ID/LISTENER/RULE` belongs to
+/// `...:listener/app/LB/ID/LISTENER`.
 fn listener_of_rule(rule_arn: &str) -> Option<String> {
     let (listener, _rule) = rule_arn.rsplit_once('/')?;
     Some(listener.replacen(":listener-rule/", ":listener/", 1))
