@@ -31,7 +31,9 @@ before any request is served. Each fix is for a gap seen with localstack-core
 - DescribeImages filtered by image-id or name runs fnmatch for every image of the
   region against every value.
 - DescribeAlarms answers every alarm in one page, where AWS answers 50 (MaxRecords,
-  at most 100) and a NextToken.
+  at most 100) and a NextToken; it answers composite alarms without AlarmTypes and
+  applies only one of its filters. DescribeAlarmHistory ignores AlarmTypes (AWS
+  answers metric alarms' items only when it is omitted).
 """
 
 import contextvars
@@ -300,12 +302,16 @@ def immune_fix_moto_group_lifecycle() -> None:
 
 @hooks.on_infra_start()
 def immune_fix_cloudwatch_alarm_history() -> None:
-    """DescribeAlarmHistory (LocalStack's own CloudWatch, not moto) is wrong three ways:
+    """DescribeAlarmHistory (LocalStack's own CloudWatch, not moto) is wrong four ways:
     a history item is stamped with the time the *previous* state began instead of the
     time of the change; stamps are naive local times, so comparing them with a
     request's StartDate (which arrives with a time zone) fails with a 500 ("can't
-    compare offset-naive and offset-aware datetimes"); and HistoryItemType is ignored.
-    Items are stamped with the change's time in UTC, and the filters applied here."""
+    compare offset-naive and offset-aware datetimes"); HistoryItemType is ignored; and
+    so is AlarmTypes, where AWS answers metric alarms' items only when it is omitted
+    ("If you omit this parameter, only metric alarms are returned",
+    https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_DescribeAlarmHistory.html).
+    Items are stamped with the change's time in UTC, and the filters applied here. An
+    alarm's StateUpdatedTimestamp is kept in UTC too (it was a naive local time)."""
     import datetime
 
     from localstack.services.cloudwatch.provider_v2 import CloudwatchProvider
@@ -323,8 +329,9 @@ def immune_fix_cloudwatch_alarm_history() -> None:
         store = self.get_store(context.account_id, context.region)
         before = len(store.histories)
         result = original_update(self, context, alarm, *args, **kwargs)
+        alarm.alarm["StateUpdatedTimestamp"] = utc(alarm.alarm["StateUpdatedTimestamp"])
         for item in store.histories[before:]:
-            item["Timestamp"] = utc(alarm.alarm["StateUpdatedTimestamp"])
+            item["Timestamp"] = alarm.alarm["StateUpdatedTimestamp"]
         return result
 
     def describe_alarm_history(self, context, alarm_name=None, alarm_contributor_id=None,
@@ -333,10 +340,13 @@ def immune_fix_cloudwatch_alarm_history() -> None:
                                scan_by=None, **kwargs):
         store = self.get_store(context.account_id, context.region)
         start, end = utc(start_date), utc(end_date)
+        types = set(alarm_types or ["MetricAlarm"])
         items = []
         for item in store.histories:
             stamp = utc(item.get("Timestamp"))
             if alarm_name and item.get("AlarmName") != alarm_name:
+                continue
+            if item.get("AlarmType", "MetricAlarm") not in types:
                 continue
             if history_item_type and item.get("HistoryItemType") != history_item_type:
                 continue
@@ -460,21 +470,61 @@ def immune_fix_cloudwatch_alarm_pages() -> None:
     ignores MaxRecords and NextToken ("TODO: Pagination"). AWS answers at most
     MaxRecords (1 to 100, 50 by default) alarms a page, with a NextToken for the rest: a
     caller that reads one page sees up to 50 of a hundred fleets' alarms, and here it
-    would not notice. Pages are cut from the alarms sorted by name, as AWS lists them."""
+    would not notice. Pages are cut from the alarms sorted by name, as AWS lists them.
+
+    It also answers composite alarms when AlarmTypes is omitted, where AWS answers
+    metric alarms only ("If you omit this parameter, only metric alarms are returned",
+    https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_DescribeAlarms.html),
+    and applies only one of its filters (names, prefix, state, action prefix; the first
+    given). Here AlarmTypes selects the types, every filter given applies, and
+    ChildrenOfAlarmName / ParentsOfAlarmName select a composite alarm's children or an
+    alarm's composite parents."""
     from localstack.aws.api import CommonServiceException
     from localstack.services.cloudwatch.provider_v2 import CloudwatchProvider
 
-    original = CloudwatchProvider.describe_alarms
+    from .alarms import RuleError, alarm_name, names_in, parse
 
-    def describe_alarms(self, context, *args, max_records=None, next_token=None, **kwargs):
+    def children_of(alarm) -> set:
+        try:
+            return {alarm_name(n) for n in names_in(parse(alarm.get("AlarmRule") or ""))}
+        except RuleError:
+            return set()
+
+    def describe_alarms(self, context, alarm_names=None, alarm_name_prefix=None, alarm_types=None,
+                        children_of_alarm_name=None, parents_of_alarm_name=None, state_value=None,
+                        action_prefix=None, max_records=None, next_token=None, **kwargs):
         if max_records is not None and not 1 <= max_records <= 100:
             raise CommonServiceException(
                 "ValidationError",
                 f"1 validation error detected: Value '{max_records}' at 'maxRecords' "
                 "failed to satisfy constraint: Member must have value between 1 and 100",
             )
-        result = original(self, context, *args, **kwargs)
-        alarms = sorted(result.get("MetricAlarms") or [], key=lambda a: a["AlarmName"])
+        store = self.get_store(context.account_id, context.region)
+        alarms = [a.alarm for a in store.alarms.values()]
+        by_name = {a["AlarmName"]: a for a in alarms}
+        types = set(alarm_types or ["MetricAlarm"])
+        if children_of_alarm_name:
+            parent = by_name.get(children_of_alarm_name)
+            wanted = children_of(parent) if parent and parent.get("AlarmRule") else set()
+            alarms = [a for a in alarms if a["AlarmName"] in wanted]
+        if parents_of_alarm_name:
+            alarms = [a for a in alarms if a.get("AlarmRule") and parents_of_alarm_name in children_of(a)]
+        if alarm_names:
+            alarms = [a for a in alarms if a["AlarmName"] in alarm_names]
+        if alarm_name_prefix:
+            alarms = [a for a in alarms if a["AlarmName"].startswith(alarm_name_prefix)]
+        if state_value:
+            alarms = [a for a in alarms if a.get("StateValue") == state_value]
+        if action_prefix:
+            alarms = [
+                a for a in alarms
+                if any(action.startswith(action_prefix) for action in a.get("AlarmActions") or [])
+            ]
+        alarms = [
+            a for a in alarms
+            if ("CompositeAlarm" if a.get("AlarmRule") is not None else "MetricAlarm") in types
+        ]
+        alarms.sort(key=lambda a: a["AlarmName"])
         start = 0
         if next_token:
             try:
@@ -482,12 +532,13 @@ def immune_fix_cloudwatch_alarm_pages() -> None:
             except ValueError:
                 raise CommonServiceException("InvalidNextToken", "The next token is invalid")
         size = max_records or 50
-        page = dict(result)
-        page["MetricAlarms"] = alarms[start : start + size]
+        page = alarms[start : start + size]
+        result = {
+            "MetricAlarms": [a for a in page if a.get("AlarmRule") is None],
+            "CompositeAlarms": [a for a in page if a.get("AlarmRule") is not None],
+        }
         if start + size < len(alarms):
-            page["NextToken"] = str(start + size)
-        else:
-            page.pop("NextToken", None)
-        return page
+            result["NextToken"] = str(start + size)
+        return result
 
     CloudwatchProvider.describe_alarms = describe_alarms
