@@ -8,8 +8,8 @@ AWS pages:
   https://docs.aws.amazon.com/elasticloadbalancing/latest/APIReference/Welcome.html
   https://docs.aws.amazon.com/autoscaling/ec2/APIReference/Welcome.html
 
-Each create here is tagged immune-localstack:propagation = 1 (seconds), except the test
-of the default delay and the test of a 2 s delay.
+Each create here is tagged immune-localstack:propagation = 1.5 (seconds), except the
+test of the default delay and the test of a 2 s delay.
 """
 
 import time
@@ -25,7 +25,7 @@ from support import (
     wait_for,
 )
 
-ONE_SECOND = {"Key": PROPAGATION, "Value": "1"}
+DELAYED = {"Key": PROPAGATION, "Value": "1.5"}
 
 
 def found(fn, *args, **kwargs) -> bool:
@@ -44,7 +44,7 @@ class PropagationTest(EmulatorTest):
         GetConsoleOutput, StopInstances and TerminateInstances naming the instance
         answer InvalidInstanceID.NotFound for a while.
         https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html"""
-        [instance] = self.run_instance(tags=[ONE_SECOND])
+        [instance] = self.run_instance(tags=[DELAYED])
         ids = {"InstanceIds": [instance]}
         self.assertError("InvalidInstanceID.NotFound", self.ec2.describe_instances, **ids)
         self.assertError("InvalidInstanceID.NotFound", self.ec2.describe_instance_status, **ids)
@@ -60,7 +60,7 @@ class PropagationTest(EmulatorTest):
         leaves it out while it propagates.
         https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html"""
         marker = unique()
-        [instance] = self.run_instance(tags=[ONE_SECOND, {"Key": "conformance", "Value": marker}])
+        [instance] = self.run_instance(tags=[DELAYED, {"Key": "conformance", "Value": marker}])
         filters = [{"Name": "tag:conformance", "Values": [marker]}]
 
         def listed():
@@ -77,7 +77,7 @@ class PropagationTest(EmulatorTest):
         [instance] = self.run_instance()
         name = unique()
         image = self.ec2.create_image(
-            InstanceId=instance, Name=name, TagSpecifications=ec2_tags("image", ONE_SECOND)
+            InstanceId=instance, Name=name, TagSpecifications=ec2_tags("image", DELAYED)
         )["ImageId"]
         self.cleanup(self.ec2.deregister_image, ImageId=image)
         self.assertError("InvalidAMIID.NotFound", self.ec2.describe_images, ImageIds=[image])
@@ -97,7 +97,7 @@ class PropagationTest(EmulatorTest):
         template = self.ec2.create_launch_template(
             LaunchTemplateName=name,
             LaunchTemplateData={"ImageId": source_ami(), "InstanceType": "t3.micro"},
-            TagSpecifications=ec2_tags("launch-template", ONE_SECOND),
+            TagSpecifications=ec2_tags("launch-template", DELAYED),
         )["LaunchTemplate"]["LaunchTemplateId"]
         self.cleanup(self.ec2.delete_launch_template, LaunchTemplateId=template)
         by_name = "InvalidLaunchTemplateName.NotFoundException"
@@ -126,7 +126,7 @@ class PropagationTest(EmulatorTest):
             TagSpecifications=ec2_tags("launch-template", {"Key": PROPAGATION, "Value": "0"}),
         )["LaunchTemplate"]["LaunchTemplateId"]
         self.cleanup(self.ec2.delete_launch_template, LaunchTemplateId=template)
-        self.ec2.create_tags(Resources=[template], Tags=[ONE_SECOND])
+        self.ec2.create_tags(Resources=[template], Tags=[DELAYED])
         self.ec2.create_launch_template_version(
             LaunchTemplateId=template, SourceVersion="1", LaunchTemplateData={"InstanceType": "t3.small"}
         )
@@ -153,7 +153,7 @@ class PropagationTest(EmulatorTest):
         vpc, _ = default_network()
         name = unique()
         arn = self.elbv2.create_target_group(
-            Name=name, Protocol="HTTP", Port=80, VpcId=vpc, Tags=[ONE_SECOND]
+            Name=name, Protocol="HTTP", Port=80, VpcId=vpc, Tags=[DELAYED]
         )["TargetGroups"][0]["TargetGroupArn"]
         self.cleanup(self.elbv2.delete_target_group, TargetGroupArn=arn)
         code = "TargetGroupNotFound"
@@ -193,7 +193,7 @@ class PropagationTest(EmulatorTest):
             AutoScalingGroupName=name, MinSize=0, MaxSize=1, DesiredCapacity=0,
             LaunchTemplate={"LaunchTemplateId": template, "Version": "1"},
             VPCZoneIdentifier=subnets[0],
-            Tags=[{**ONE_SECOND, "PropagateAtLaunch": False}],
+            Tags=[{**DELAYED, "PropagateAtLaunch": False}],
         )
         self.cleanup(self.autoscaling.delete_auto_scaling_group, AutoScalingGroupName=name, ForceDelete=True)
 

@@ -7,8 +7,9 @@ AWS pages:
 - Deregistration delay:
   https://docs.aws.amazon.com/elasticloadbalancing/latest/application/edit-target-group-attributes.html#deregistration-delay
 
-Timing: target groups here are tagged with a small time scale, so a 30 s health check
-interval takes 0.6 s and a deregistration delay of 30 s takes 0.6 s; the tests poll.
+Timing: target groups here are tagged with a small time scale (0.04), so a 30 s health
+check interval takes 1.2 s and a deregistration delay of 30 s takes 1.2 s; the tests
+poll.
 """
 
 import time
@@ -16,7 +17,7 @@ import unittest
 
 from support import HEALTH, TIME_SCALE, EmulatorTest, forward, unique, wait_for
 
-FAST = {"Key": TIME_SCALE, "Value": "0.02"}
+FAST = {"Key": TIME_SCALE, "Value": "0.04"}
 
 
 class TargetHealthTest(EmulatorTest):
@@ -38,7 +39,7 @@ class TargetHealthTest(EmulatorTest):
         tg = self.target_group(FAST)
         [instance] = self.run_instance()
         self.register(tg, instance)
-        time.sleep(1)  # past the initial check it would have on a group in use
+        time.sleep(1.3)  # past the initial check it would have on a group in use
         self.assertEqual(self.health(tg), {instance: ("unused", "Target.NotInUse")})
 
     def test_initial_then_healthy(self):
@@ -55,10 +56,10 @@ class TargetHealthTest(EmulatorTest):
 
     def test_interval_and_default_time_scale(self):
         """Without the time-scale tag the interval is scaled by the default
-        (IMMUNE_LOCALSTACK_TIME_SCALE, 0.05): a 5 s interval reads initial a moment,
-        then healthy.
+        (IMMUNE_LOCALSTACK_TIME_SCALE, 0.05): a 20 s interval reads initial for about a
+        second, then healthy.
         https://docs.aws.amazon.com/elasticloadbalancing/latest/application/target-group-health-checks.html"""
-        tg = self.target_group(HealthCheckIntervalSeconds=5, HealthCheckTimeoutSeconds=2)
+        tg = self.target_group(HealthCheckIntervalSeconds=20, HealthCheckTimeoutSeconds=5)
         lb = self.load_balancer()
         self.listener(lb, tg)
         [instance] = self.run_instance()
