@@ -64,6 +64,8 @@ def check_ec2_tags(tags) -> None:
 
 
 def on_request(context) -> None:
+    if context.is_internal_call:  # LocalStack's own requests (its tags may be aws:...)
+        return
     service, operation = operation_of(context)
     request = context.service_request
     if service == "elbv2":
