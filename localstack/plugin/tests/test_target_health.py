@@ -86,14 +86,18 @@ class TargetHealthTest(EmulatorTest):
 
     def test_stopped_instance_is_invalid_state(self):
         """A stopped instance reads unused, Target.InvalidState ("The target is in the
-        stopped or terminated state").
+        stopped or terminated state"); so does one terminated through EC2 (it stays
+        registered: only Auto Scaling deregisters the instances it takes out).
         https://docs.aws.amazon.com/elasticloadbalancing/latest/APIReference/API_TargetHealth.html"""
         _, _, tg = self.in_use_group()
-        [instance] = self.run_instance()
-        self.register(tg, instance)
-        wait_for("healthy", lambda: self.health(tg)[instance] == ("healthy", None))
-        self.ec2.stop_instances(InstanceIds=[instance])
-        self.assertEqual(self.health(tg)[instance], ("unused", "Target.InvalidState"))
+        [stopped, terminated] = self.run_instance(count=2)
+        self.register(tg, stopped)
+        self.register(tg, terminated)
+        wait_for("healthy", lambda: set(self.health(tg).values()) == {("healthy", None)})
+        self.ec2.stop_instances(InstanceIds=[stopped])
+        self.ec2.terminate_instances(InstanceIds=[terminated])
+        invalid = ("unused", "Target.InvalidState")
+        self.assertEqual(self.health(tg), {stopped: invalid, terminated: invalid})
 
     def test_deregistered_target_drains_then_is_gone(self):
         """A deregistered target of a group in use reads draining,
