@@ -154,7 +154,7 @@ struct RolloutStatus {
 struct Live {
     groups: BTreeMap<String, crate::cloud::GroupStatus>,
     weights: BTreeMap<String, Result<Vec<crate::cloud::Weight>, String>>,
-    health: BTreeMap<String, Result<Vec<(String, crate::cloud::TargetState)>, String>>,
+    health: BTreeMap<String, Result<Vec<crate::cloud::Target>, String>>,
     /// Why a group's region could not be read, by group.
     unread: BTreeMap<String, String>,
 }

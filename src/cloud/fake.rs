@@ -17,6 +17,9 @@ pub struct World {
     pub weights: BTreeMap<String, Vec<Weight>>,
     /// Routes that answer with a fixed response or redirect instead of forwarding.
     pub stand_ins: BTreeMap<String, StandIn>,
+    /// Health rules by release: a rule forwarding to the release's target group for
+    /// requests nobody sends (their weights are under the rule's ARN in `weights`).
+    pub health_rules: BTreeMap<String, String>,
     pub instances: BTreeMap<String, InstanceState>,
     /// image id -> (fleet, bake)
     pub images: BTreeMap<String, (String, String)>,
@@ -110,6 +113,14 @@ impl World {
                 false => self.jobs_finished.push(id),
             }
         }
+    }
+
+    /// Whether a route forwards to the target group, at any weight.
+    fn in_use(&self, target_group: &str) -> bool {
+        self.weights
+            .values()
+            .flatten()
+            .any(|x| x.target_group == target_group)
     }
 
     fn id(&mut self, prefix: &str) -> String {
@@ -339,8 +350,9 @@ impl Cloud for FakeCloud {
 
     async fn terminate_instance(&self, instance_id: &str) -> CloudResult<()> {
         let mut w = self.enter("terminate_instance")?;
-        if let Some(state) = w.instances.get_mut(instance_id) {
-            *state = InstanceState::Terminated;
+        match w.instances.get_mut(instance_id) {
+            Some(state) => *state = InstanceState::Terminated,
+            None => return Err(CloudError::NotFound(format!("instance {instance_id}"))),
         }
         Ok(())
     }
@@ -447,6 +459,38 @@ impl Cloud for FakeCloud {
         Ok(())
     }
 
+    async fn add_health_rule(
+        &self,
+        _route_arn: &str,
+        target_group: &str,
+        name: &str,
+        _tags: &Tags,
+    ) -> CloudResult<String> {
+        let mut w = self.enter("add_health_rule")?;
+        let arn = format!("arn:listener-rule/health/{name}");
+        w.weights.insert(
+            arn.clone(),
+            vec![Weight {
+                target_group: target_group.to_string(),
+                weight: 1,
+            }],
+        );
+        w.health_rules.insert(name.to_string(), arn.clone());
+        Ok(arn)
+    }
+
+    async fn health_rule(&self, _route_arn: &str, name: &str) -> CloudResult<Option<String>> {
+        let w = self.enter("health_rule")?;
+        Ok(w.health_rules.get(name).cloned())
+    }
+
+    async fn delete_health_rule(&self, rule_arn: &str) -> CloudResult<()> {
+        let mut w = self.enter("delete_health_rule")?;
+        w.weights.remove(rule_arn);
+        w.health_rules.retain(|_, arn| arn != rule_arn);
+        Ok(())
+    }
+
     async fn create_launch_template_version(
         &self,
         request: &LaunchRequest,
@@ -508,11 +552,8 @@ impl Cloud for FakeCloud {
                 Holder::Foreign,
             ));
         }
-        if w.weights
-            .values()
-            .flatten()
-            .any(|x| x.target_group == arn && x.weight > 0)
-        {
+        // In use at any weight, as AWS's DeleteTargetGroup refuses.
+        if w.in_use(arn) {
             return Err(CloudError::Service {
                 operation: "delete_target_group",
                 code: "ResourceInUse".into(),
@@ -584,20 +625,20 @@ impl Cloud for FakeCloud {
             .collect())
     }
 
-    async fn target_health(
-        &self,
-        target_group_arn: &str,
-    ) -> CloudResult<Vec<(String, TargetState)>> {
+    async fn target_health(&self, target_group_arn: &str) -> CloudResult<Vec<Target>> {
         let w = self.enter("target_health")?;
-        let state = if w.unhealthy.contains(target_group_arn) {
-            TargetState::Unhealthy
+        // ELB health-checks only target groups a route forwards to (at any weight).
+        let (state, reason) = if !w.in_use(target_group_arn) {
+            (TargetState::Unused, Some("Target.NotInUse"))
+        } else if w.unhealthy.contains(target_group_arn) {
+            (TargetState::Unhealthy, Some("Target.ResponseCodeMismatch"))
         } else {
-            TargetState::Healthy
+            (TargetState::Healthy, None)
         };
         Ok(w.groups
             .values()
             .filter(|(r, _)| r.target_group_arn.as_deref() == Some(target_group_arn))
-            .flat_map(|(_, instances)| instances.iter().map(|i| (i.clone(), state)))
+            .flat_map(|(_, instances)| instances.iter().map(|i| Target::new(i, state, reason)))
             .collect())
     }
 

@@ -277,6 +277,28 @@ impl Cloud for Faulty {
         )
         .await
     }
+    async fn add_health_rule(
+        &self,
+        route_arn: &str,
+        target_group: &str,
+        name: &str,
+        tags: &Tags,
+    ) -> CloudResult<String> {
+        self.call(
+            "CreateRule",
+            self.inner
+                .add_health_rule(route_arn, target_group, name, tags),
+        )
+        .await
+    }
+    async fn health_rule(&self, route_arn: &str, name: &str) -> CloudResult<Option<String>> {
+        self.call("DescribeRules", self.inner.health_rule(route_arn, name))
+            .await
+    }
+    async fn delete_health_rule(&self, rule_arn: &str) -> CloudResult<()> {
+        self.call("DeleteRule", self.inner.delete_health_rule(rule_arn))
+            .await
+    }
     async fn create_launch_template_version(
         &self,
         request: &LaunchRequest,
@@ -338,10 +360,7 @@ impl Cloud for Faulty {
         )
         .await
     }
-    async fn target_health(
-        &self,
-        target_group_arn: &str,
-    ) -> CloudResult<Vec<(String, TargetState)>> {
+    async fn target_health(&self, target_group_arn: &str) -> CloudResult<Vec<Target>> {
         self.call(
             "DescribeTargetHealth",
             self.inner.target_health(target_group_arn),

@@ -187,6 +187,17 @@ impl CloudError {
         }))
     }
 
+    /// AWS does not know the resource (now): `NotFound`, or a service code such as
+    /// `InvalidInstanceID.NotFound` or `TargetGroupNotFound`. For something created a
+    /// moment ago that means "not yet" (see [`CONSISTENCY`]).
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            CloudError::NotFound(_) => true,
+            CloudError::Service { code, .. } => code.contains("NotFound"),
+            _ => false,
+        }
+    }
+
     /// A fault that may pass if asked again: throttling, a 5xx, a timeout or a lost
     /// connection. Everything else is an answer that asking again will not change.
     pub fn is_transient(&self) -> bool {
@@ -197,6 +208,13 @@ impl CloudError {
         }
     }
 }
+
+/// How long after a create a NotFound for what was created means "not yet": EC2, ELB
+/// and Auto Scaling are eventually consistent, and a describe right after a create may
+/// not find it (EC2 API reference, "Eventual consistency in the Amazon EC2 API",
+/// https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html). Past it,
+/// NotFound means gone.
+pub const CONSISTENCY: Duration = Duration::from_secs(5 * 60);
 
 /// Asks again while AWS answers a read with a transient fault, backing off, for at most
 /// `budget`. Only for calls that change nothing: a create whose answer was lost must be
@@ -369,16 +387,95 @@ impl GroupStatus {
     }
 
     /// How many of the group's instances are InService and healthy in its target group.
-    pub fn healthy_in(&self, targets: &[(String, TargetState)]) -> usize {
+    pub fn healthy_in(&self, targets: &[Target]) -> usize {
         self.instances
             .iter()
             .filter(|(id, in_service)| {
                 *in_service
                     && targets
                         .iter()
-                        .any(|(t, state)| t == id && *state == TargetState::Healthy)
+                        .any(|t| &t.id == id && t.state == TargetState::Healthy)
             })
             .count()
+    }
+
+    /// The targets of the group's instances that are not healthy, in words by state and
+    /// reason (`1 initial (Elb.InitialHealthChecking), 1 unhealthy
+    /// (Target.ResponseCodeMismatch)`), failures first; empty when there are none.
+    pub fn unhealthy_in(&self, targets: &[Target]) -> String {
+        let mut counts: BTreeMap<(bool, String), usize> = BTreeMap::new();
+        for (id, _) in &self.instances {
+            let target = targets.iter().find(|t| &t.id == id);
+            let (waiting, what) = match target {
+                Some(t) if t.state == TargetState::Healthy => continue,
+                Some(t) => (t.waiting(), t.describe()),
+                // Auto Scaling registers an instance once it is launched: not yet.
+                None => (true, "not registered yet".to_string()),
+            };
+            *counts.entry((waiting, what)).or_default() += 1;
+        }
+        counts
+            .into_iter()
+            .map(|((_, what), n)| format!("{n} {what}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// One target of a target group as ELB reports it (TargetHealthDescription in the ELB
+/// API reference, https://docs.aws.amazon.com/elasticloadbalancing/latest/APIReference/API_TargetHealth.html).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The instance id.
+    pub id: String,
+    pub state: TargetState,
+    /// ELB's reason code (`Elb.InitialHealthChecking`, `Target.NotInUse`, ...), when
+    /// it gives one.
+    pub reason: Option<String>,
+}
+
+impl Target {
+    pub fn new(id: &str, state: TargetState, reason: Option<&str>) -> Target {
+        Target {
+            id: id.to_string(),
+            state,
+            reason: reason.map(str::to_string),
+        }
+    }
+
+    /// Whether the target may still become healthy by itself: its first health checks
+    /// are running (`initial`), it is leaving (`draining`), or its target group is not
+    /// health-checked yet (`unused` with `Target.NotRegistered` or `Target.NotInUse`:
+    /// ELB checks only target groups that a listener or rule forwards to). `unhealthy`
+    /// and `unused` with `Target.InvalidState` (a stopped or terminated instance) are
+    /// failures; a health wait still waits them out (Auto Scaling replaces instances,
+    /// an application may boot slowly), and says which.
+    pub fn waiting(&self) -> bool {
+        match self.state {
+            TargetState::Initial | TargetState::Draining => true,
+            TargetState::Unused => matches!(
+                self.reason.as_deref(),
+                None | Some("Target.NotRegistered") | Some("Target.NotInUse")
+            ),
+            _ => false,
+        }
+    }
+
+    /// `initial (Elb.InitialHealthChecking)`.
+    pub fn describe(&self) -> String {
+        let state = match self.state {
+            TargetState::Initial => "initial",
+            TargetState::Healthy => "healthy",
+            TargetState::Unhealthy => "unhealthy",
+            TargetState::Unused => "unused",
+            TargetState::Draining => "draining",
+            TargetState::Unavailable => "unavailable",
+            TargetState::Other => "in an unknown state",
+        };
+        match &self.reason {
+            Some(reason) => format!("{state} ({reason})"),
+            None => state.to_string(),
+        }
     }
 }
 
@@ -387,7 +484,11 @@ pub enum TargetState {
     Initial,
     Healthy,
     Unhealthy,
+    /// Not health-checked: see the reason.
+    Unused,
     Draining,
+    /// Health checks are disabled.
+    Unavailable,
     Other,
 }
 
@@ -531,6 +632,23 @@ pub trait Cloud: Send + Sync {
     async fn stand_in(&self, route_arn: &str) -> CloudResult<Option<StandIn>>;
     /// Puts a fixed response or redirect back as the route's action, in one call.
     async fn set_stand_in(&self, route_arn: &str, stand_in: &StandIn) -> CloudResult<()>;
+    /// Adds a rule of this configuration's to the route's listener that forwards to the
+    /// target group only for requests no client sends (see [`health_rule_host`]): ELB
+    /// health-checks only target groups that a listener or rule forwards to, and a route
+    /// answering with a fixed response or a redirect has no forward to join. `name` is
+    /// the release's group. Returns the rule's ARN.
+    async fn add_health_rule(
+        &self,
+        route_arn: &str,
+        target_group: &str,
+        name: &str,
+        tags: &Tags,
+    ) -> CloudResult<String>;
+    /// The health rule of the release `name` on the route's listener, if there is one:
+    /// the one a lost call made.
+    async fn health_rule(&self, route_arn: &str, name: &str) -> CloudResult<Option<String>>;
+    /// Deletes a health rule of this configuration's; one already gone is fine.
+    async fn delete_health_rule(&self, rule_arn: &str) -> CloudResult<()>;
 
     // Launch.
     /// A new version of the fleet's launch template, creating the template on first use.
@@ -562,10 +680,7 @@ pub trait Cloud: Send + Sync {
     async fn groups(&self, names: &[String]) -> CloudResult<BTreeMap<String, GroupStatus>>;
     /// Which of these target groups exist.
     async fn existing_target_groups(&self, arns: &[String]) -> CloudResult<BTreeSet<String>>;
-    async fn target_health(
-        &self,
-        target_group_arn: &str,
-    ) -> CloudResult<Vec<(String, TargetState)>>;
+    async fn target_health(&self, target_group_arn: &str) -> CloudResult<Vec<Target>>;
     /// Deletes the group and terminates its instances.
     async fn delete_group(&self, name: &str) -> CloudResult<()>;
 
@@ -726,6 +841,13 @@ pub struct Builder {
     pub id: String,
     /// Its `Name` tag: `web-v002-builder`.
     pub name: String,
+}
+
+/// The host header a health rule matches: a name under `invalid`, which no DNS resolves
+/// and no client sends (RFC 2606, https://www.rfc-editor.org/rfc/rfc2606#section-2), with
+/// the release and the state's lineage, so that it is found again and never another's.
+pub fn health_rule_host(name: &str, lineage: &str) -> String {
+    format!("{name}.{lineage}.immune.invalid").to_lowercase()
 }
 
 /// Listener rule ARNs (`...:listener-rule/app/...`) are told apart from listener ARNs

@@ -71,7 +71,7 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
                     &fleet.name,
                     &format!("reusing image {} baked from the same spec", image.id),
                 );
-                wait_image(cloud, &image.id, poll, stop).await?;
+                wait_image(cloud, &image.id, None, poll, stop).await?;
                 return Ok(Event::ImageReady(image.id));
             }
             let name = builder_name(&rollout.group);
@@ -114,7 +114,7 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
                     &fleet.name,
                     &format!("found image {image} (\"{name}\") created by an earlier attempt (cut off or timed out)"),
                 );
-                wait_image(cloud, &image, poll, stop).await?;
+                wait_image(cloud, &image, None, poll, stop).await?;
                 return Ok(Event::ImageReady(image));
             }
             let timeout = fleet.image.bake_timeout;
@@ -125,16 +125,25 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
                     show_duration(timeout)
                 ),
             );
-            wait_provisioned(cloud, builder, timeout, poll, stop).await?;
+            let launched = fresh(rollout, builder);
+            wait_provisioned(cloud, builder, launched, timeout, poll, stop).await?;
             let image = cloud
                 .create_image(builder, &name, &rollout.bake, &tags)
                 .await?;
             reporter.line(&fleet.name, &format!("creating image {image} (\"{name}\")"));
-            wait_image(cloud, &image, poll, stop).await?;
+            wait_image(cloud, &image, Some(Instant::now()), poll, stop).await?;
             Ok(Event::ImageReady(image))
         }
         Action::TerminateBuilder { builder } => {
-            cloud.terminate_instance(builder).await?;
+            match cloud.terminate_instance(builder).await {
+                // Not found by a describe long after its launch: it is gone. Soon after,
+                // it may only not be visible yet, and is asked for again.
+                Err(e) if e.is_not_found() && fresh(rollout, builder).is_some() => {
+                    return Err(not_yet(e))
+                }
+                Err(e) if e.is_not_found() => {}
+                other => other?,
+            }
             Ok(Event::BuilderTerminated)
         }
         Action::Adopt { intent } => adopt(cloud, fleet, rollout, *intent).await,
@@ -300,8 +309,57 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
             put_hook(cloud, fleet, rollout).await?;
             Ok(Event::GroupCreated)
         }
+        Action::JoinRoute { weights } => {
+            // The target group was created a moment ago: the listener may not know it yet.
+            let created = rollout
+                .target_group
+                .as_deref()
+                .and_then(|tg| fresh(rollout, tg));
+            cloud
+                .set_listener_weights(&rollout.listener_arn, weights)
+                .await
+                .map_err(|e| match created.is_some() && e.is_not_found() {
+                    true => not_yet(e),
+                    false => e.into(),
+                })?;
+            set_weights(cloud, &rollout.listener_arn, weights).await?;
+            Ok(Event::Joined)
+        }
+        Action::AddHealthRule => {
+            let target_group = rollout.target_group.as_deref().unwrap_or_default();
+            let route = &rollout.listener_arn;
+            if let Some(rule) = cloud.health_rule(route, &rollout.group).await? {
+                adopt_or_refuse(format!("health rule {rule}"))?;
+                return Ok(Event::HealthRuleAdded(rule));
+            }
+            let created = fresh(rollout, target_group).is_some();
+            let rule = cloud
+                .add_health_rule(route, target_group, &rollout.group, &tags)
+                .await
+                .map_err(|e| match created && e.is_not_found() {
+                    true => not_yet(e),
+                    false => e.into(),
+                })?;
+            reporter.line(
+                &fleet.name,
+                &format!(
+                    "the route answers with {} and has no forward to join: rule {rule}, which no request matches, forwards to {} so that the load balancer health-checks it",
+                    rollout
+                        .stand_in
+                        .as_ref()
+                        .map_or("no forward".into(), |s| s.describe()),
+                    rollout.group
+                ),
+            );
+            Ok(Event::HealthRuleAdded(rule))
+        }
+        Action::DeleteHealthRule { rule } => {
+            cloud.delete_health_rule(rule).await?;
+            Ok(Event::HealthRuleDeleted)
+        }
         Action::WaitHealthy { target_group } => {
             let within = fleet.rollout.healthy_within;
+            let fresh = |key: &str| fresh(rollout, key).is_some();
             wait_healthy(
                 cloud,
                 &rollout.group,
@@ -309,19 +367,24 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
                 within,
                 poll,
                 stop,
+                &fresh,
             )
             .await?;
             Ok(Event::Healthy)
         }
         Action::SetWeights { weights, percent } => {
             set_weights(cloud, &rollout.listener_arn, weights).await?;
+            // The group takes traffic through the route now: its health rule goes.
+            if let Some(rule) = &rollout.health_rule {
+                cloud.delete_health_rule(rule).await?;
+            }
             Ok(Event::WeightsSet(*percent))
         }
         Action::SetCapacity { new, old, percent } => {
             // The new group grows first, so the fleet never runs below its capacity.
             cloud.scale_group(&rollout.group, *new).await?;
             let within = fleet.rollout.healthy_within;
-            wait_healthy(cloud, &rollout.group, None, within, poll, stop).await?;
+            wait_healthy(cloud, &rollout.group, None, within, poll, stop, &|_| false).await?;
             // The old group's leaving workers finish their jobs while the step is
             // observed: the gates are watched all that time (see `Engine::observe`).
             if let Some((group, capacity)) = old {
@@ -338,7 +401,7 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
             if let Some((group, capacity)) = previous {
                 cloud.scale_group(group, *capacity).await?;
                 let within = fleet.rollout.healthy_within;
-                wait_healthy(cloud, group, None, within, poll, stop).await?;
+                wait_healthy(cloud, group, None, within, poll, stop, &|_| false).await?;
             }
             Ok(Event::CapacityRestored)
         }
@@ -487,6 +550,7 @@ where
 async fn wait_provisioned(
     cloud: &dyn Cloud,
     builder: &str,
+    launched: Option<Instant>,
     timeout: Duration,
     poll: Duration,
     stop: &(dyn Fn() -> Option<Halt> + Sync),
@@ -495,7 +559,12 @@ async fn wait_provisioned(
     let deadline = Instant::now() + timeout;
     let mut polls: u128 = 0;
     loop {
-        match cloud.instance_state(builder).await? {
+        let state = match cloud.instance_state(builder).await {
+            // Launched a moment ago: EC2 may not find it yet.
+            Err(e) if e.is_not_found() && consistent_before(launched) => InstanceState::Pending,
+            other => other?,
+        };
+        match state {
             InstanceState::Stopped => return Ok(()),
             InstanceState::Pending | InstanceState::Running | InstanceState::Stopping => {}
             InstanceState::Terminated => {
@@ -615,9 +684,12 @@ async fn put_policies(
     Ok(())
 }
 
+/// Waits until the image is available. `created`: when this rollout asked for it, if
+/// just now: until [`CONSISTENCY`] after, a NotFound means EC2 does not show it yet.
 async fn wait_image(
     cloud: &dyn Cloud,
     image: &str,
+    created: Option<Instant>,
     poll: Duration,
     stop: &(dyn Fn() -> Option<Halt> + Sync),
 ) -> Result<(), Halt> {
@@ -627,7 +699,11 @@ async fn wait_image(
         "the image to become available",
         stop,
         || async {
-            match cloud.image(image).await?.state {
+            let read = match cloud.image(image).await {
+                Err(e) if e.is_not_found() && consistent_before(created) => return Ok(None),
+                other => other?,
+            };
+            match read.state {
                 ImageState::Available => Ok(Some(())),
                 ImageState::Pending => Ok(None),
                 ImageState::Failed => Err(Halt::Failed(format!("image {image} failed to bake"))),
@@ -655,8 +731,42 @@ pub(super) async fn health(
     Ok((healthy, status.capacity.desired as usize))
 }
 
+/// [`health`], with the targets that are not healthy in words (`1 initial
+/// (Elb.InitialHealthChecking)`), for a wait that says what it waits for. `None` while
+/// the group or its target group, created a moment ago (`fresh`), is not found yet.
+async fn health_in_words(
+    cloud: &dyn Cloud,
+    group: &str,
+    target_group: Option<&str>,
+    fresh: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<Option<(usize, usize, String)>, Halt> {
+    let status = match cloud.group(group).await? {
+        Some(status) => status,
+        None if fresh(group) => return Ok(None),
+        None => {
+            return Err(Halt::Failed(format!(
+                "Auto Scaling group {group} disappeared"
+            )))
+        }
+    };
+    let wanted = status.capacity.desired as usize;
+    let Some(target_group) = target_group else {
+        return Ok(Some((status.in_service(), wanted, String::new())));
+    };
+    let targets = match cloud.target_health(target_group).await {
+        Err(e) if e.is_not_found() && fresh(target_group) => return Ok(None),
+        other => other?,
+    };
+    Ok(Some((
+        status.healthy_in(&targets),
+        wanted,
+        status.unhealthy_in(&targets),
+    )))
+}
+
 /// Waits until every instance the group wants is healthy (see [`health`]), for at most
-/// `within`: after that the release has failed its health.
+/// `within`: after that the release has failed its health. `fresh` says whether the
+/// group or target group of that name was created a moment ago.
 async fn wait_healthy(
     cloud: &dyn Cloud,
     group: &str,
@@ -664,12 +774,17 @@ async fn wait_healthy(
     within: Duration,
     poll: Duration,
     stop: &(dyn Fn() -> Option<Halt> + Sync),
+    fresh: &(dyn Fn(&str) -> bool + Sync),
 ) -> Result<(), Halt> {
     // The last count seen, so a timeout reports it without asking again.
-    let last = std::sync::Mutex::new((0, 0));
+    let last = std::sync::Mutex::new((0, 0, String::from("not found yet")));
     let waited = wait_until(poll, within, "instances to be healthy", stop, || async {
-        let (healthy, wanted) = health(cloud, group, target_group).await?;
-        *last.lock().unwrap() = (healthy, wanted);
+        let Some((healthy, wanted, others)) =
+            health_in_words(cloud, group, target_group, fresh).await?
+        else {
+            return Ok(None);
+        };
+        *last.lock().unwrap() = (healthy, wanted, others.clone());
         // A web group must have registered instances; a worker group scaled to zero
         // (a queue with nothing in it) has none to wait for.
         let some = wanted > 0 || target_group.is_none();
@@ -678,9 +793,13 @@ async fn wait_healthy(
     .await;
     match waited {
         Err(Halt::Failed(_)) => {
-            let (healthy, wanted) = *last.lock().unwrap();
+            let (healthy, wanted, others) = last.lock().unwrap().clone();
+            let others = match others.is_empty() {
+                true => String::new(),
+                false => format!(": {others}"),
+            };
             Err(Halt::Failed(format!(
-                "{healthy} of {wanted} instances of {group} healthy after {}",
+                "{healthy} of {wanted} instances of {group} healthy after {}{others}",
                 show_duration(within)
             )))
         }
@@ -753,13 +872,9 @@ pub(super) async fn set_weights(
     weights: &[Weight],
 ) -> Result<(), Halt> {
     cloud.set_listener_weights(listener, weights).await?;
-    let mut read: Vec<Weight> = cloud
-        .listener_weights(listener)
-        .await?
-        .into_iter()
-        .filter(|w| w.weight > 0)
-        .collect();
-    let mut wanted: Vec<Weight> = weights.iter().filter(|w| w.weight > 0).cloned().collect();
+    // Target groups at weight 0 count: one joined for its health checks must be there.
+    let mut read: Vec<Weight> = cloud.listener_weights(listener).await?;
+    let mut wanted: Vec<Weight> = weights.to_vec();
     read.sort_by(|a, b| a.target_group.cmp(&b.target_group));
     wanted.sort_by(|a, b| a.target_group.cmp(&b.target_group));
     if read != wanted {
@@ -839,6 +954,28 @@ async fn delete_group(cloud: &dyn Cloud, name: &str, poll: Duration) -> Result<(
         || async { Ok(cloud.group(name).await?.is_none().then_some(())) },
     )
     .await
+}
+
+/// When this rollout created `key` (see `Rollout::created`), if that was less than
+/// [`CONSISTENCY`] ago: a NotFound for it may only mean AWS does not show it yet.
+fn fresh(rollout: &Rollout, key: &str) -> Option<Instant> {
+    let created = crate::state::parse_time(rollout.created.get(key)?)?;
+    let age = time::OffsetDateTime::now_utc() - created;
+    let age = Duration::try_from(age).unwrap_or_default();
+    (age < CONSISTENCY).then(|| Instant::now() - age)
+}
+
+/// Whether something created at `created` may still be missing from AWS's answers.
+fn consistent_before(created: Option<Instant>) -> bool {
+    created.is_some_and(|t| t.elapsed() < CONSISTENCY)
+}
+
+/// A NotFound for something created a moment ago: a transient fault, asked again
+/// (with backoff, within the retry budget) until AWS shows it.
+fn not_yet(e: CloudError) -> Halt {
+    Halt::Fault(format!(
+        "{e} yet: AWS is eventually consistent; asking again"
+    ))
 }
 
 /// Runs `call` again while it meets transient faults, for at most `budget`.
@@ -966,6 +1103,10 @@ async fn adopt(
             Some(Holder::Ours) => Some(Found::Group),
             _ => None,
         },
+        Intent::HealthRule => cloud
+            .health_rule(&rollout.listener_arn, &rollout.group)
+            .await?
+            .map(Found::HealthRule),
     };
     Ok(Event::Adopted(found.unwrap_or(Found::Nothing)))
 }

@@ -57,10 +57,11 @@ impl Engine<'_> {
             .await
             .map_err(|e| e.to_string())?;
         for builder in builders {
-            self.cloud
-                .terminate_instance(&builder.id)
-                .await
-                .map_err(|e| e.to_string())?;
+            // Found by the listing: not found by its id now, it has gone since.
+            match self.cloud.terminate_instance(&builder.id).await {
+                Err(e) if e.is_not_found() => {}
+                other => other.map_err(|e| e.to_string())?,
+            }
             self.note(
                 &fleet.name,
                 format!(

@@ -339,7 +339,8 @@ impl Engine<'_> {
                 .await?
                 .remove(&wanted)
                 .unwrap_or_else(|| Err(listener_not_found(&traffic.listener)))?;
-            let weights: Vec<Weight> = route.weights.into_iter().filter(|w| w.weight > 0).collect();
+            // Target groups at weight 0 included: they stay in the forward as they are.
+            let weights = route.weights;
             // A fresh load balancer answers with a fixed response (or a redirect) until
             // something is deployed: a valid start, put back if the release is undone.
             // The read has it exactly when no target group has weight.
@@ -349,7 +350,7 @@ impl Engine<'_> {
             actions::with_retries(fleet.rollout.poll_interval, self.retry_budget, read)
                 .await
                 .map_err(|halt| self.not_started(fleet, halt))?;
-        if weights.is_empty() && stand_in.is_none() {
+        if weights.iter().all(|w| w.weight == 0) && stand_in.is_none() {
             let action = match traffic.rule_priority {
                 Some(_) => "the rule's action",
                 None => "its default action",
@@ -383,14 +384,9 @@ impl Engine<'_> {
     /// The target groups the route sends traffic to now, with their weights.
     async fn forwarding(&self, fleet: &Fleet, route_arn: &str) -> Result<Vec<Weight>, EngineError> {
         let read = || async { Ok::<_, Halt>(self.cloud.listener_weights(route_arn).await?) };
-        Ok(
-            actions::with_retries(fleet.rollout.poll_interval, self.retry_budget, read)
-                .await
-                .map_err(|halt| self.not_started(fleet, halt))?
-                .into_iter()
-                .filter(|w| w.weight > 0)
-                .collect(),
-        )
+        actions::with_retries(fleet.rollout.poll_interval, self.retry_budget, read)
+            .await
+            .map_err(|halt| self.not_started(fleet, halt))
     }
 
     /// Continues the fleet's unfinished rollout from its recorded phase.
@@ -536,6 +532,10 @@ impl Engine<'_> {
             _ => describe(&event),
         };
         let was_held = matches!(self.rollout(&fleet.name).phase, Phase::Held { .. });
+        // Saved with the event: a NotFound for it soon after means "not yet".
+        if let Some(key) = self.rollout(&fleet.name).created_by(&event) {
+            self.rollout(&fleet.name).created.insert(key, now());
+        }
         self.rollout(&fleet.name).record(event);
         let rollout = self.rollout(&fleet.name);
         if let (Phase::Held { reason, .. }, false) = (&rollout.phase, was_held) {
@@ -948,6 +948,13 @@ fn describe(event: &Event) -> Option<String> {
         Event::AlarmsCreated(names) => format!("gate alarms created: {}", names.join(", ")),
         Event::GroupCreated => "Auto Scaling group created".into(),
         Event::ScaledUp => "kept group scaled back up".into(),
+        Event::HealthRuleAdded(rule) => format!(
+            "health rule {rule} added: the load balancer health-checks the target group, no traffic yet"
+        ),
+        Event::HealthRuleDeleted => "health rule deleted".into(),
+        Event::Joined => {
+            "target group joined the route at weight 0: the load balancer health-checks it, no traffic yet".into()
+        }
         Event::Healthy => "all instances InService and healthy".into(),
         Event::WeightsSet(p) => format!("listener weights set and verified: {p}% on the new group"),
         Event::CapacitySet {
@@ -988,6 +995,7 @@ fn describe(event: &Event) -> Option<String> {
             Found::Alarms(names) if names.is_empty() => return None,
             Found::Alarms(names) => format!("gate alarms to delete: {}", names.join(", ")),
             Found::Group => "found the Auto Scaling group made by an earlier attempt".into(),
+            Found::HealthRule(rule) => format!("found health rule {rule} made by an earlier attempt"),
             Found::Nothing => return None,
         },
         Event::WeightsRestored => "traffic restored to the previous group".into(),

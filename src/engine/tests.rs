@@ -221,6 +221,69 @@ async fn two_releases_leave_all_traffic_on_the_second_and_the_first_gone() {
 }
 
 #[tokio::test]
+async fn a_new_target_group_joins_the_forward_at_weight_0_and_an_unhealthy_one_leaves_it() {
+    let mut s = setup();
+    s.apply("v1").await.unwrap();
+    s.cloud
+        .world
+        .lock()
+        .unwrap()
+        .unhealthy
+        .insert("arn:tg/web-v002".into());
+    let outcome = s.apply("v2").await.unwrap();
+    let Outcome::RolledBack { reason, .. } = &outcome else {
+        panic!("{outcome:?}");
+    };
+    // Checked, so unhealthy with its reason, not `unused` (Target.NotInUse).
+    assert!(
+        reason.contains("2 unhealthy (Target.ResponseCodeMismatch)"),
+        "{reason}"
+    );
+    let decisions = s.decisions();
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d.starts_with("target group joined the route at weight 0")),
+        "{decisions:?}"
+    );
+    // Out of the forward again, so its target group could be deleted.
+    assert_eq!(s.weights(), [("arn:tg/web-v001".to_string(), 100)]);
+    assert!(!s
+        .cloud
+        .world
+        .lock()
+        .unwrap()
+        .target_groups
+        .contains_key("arn:tg/web-v002"));
+}
+
+#[tokio::test]
+async fn target_groups_the_route_forwarded_to_without_traffic_stay_in_it() {
+    let mut s = setup();
+    s.apply("v1").await.unwrap();
+    {
+        let mut w = s.cloud.world.lock().unwrap();
+        w.foreign_target_groups
+            .insert("arn:tg/someone-elses".into());
+        w.weights
+            .get_mut("arn:listener/web/80")
+            .unwrap()
+            .push(Weight {
+                target_group: "arn:tg/someone-elses".into(),
+                weight: 0,
+            });
+    }
+    s.apply("v2").await.unwrap();
+    assert_eq!(
+        s.weights(),
+        [
+            ("arn:tg/web-v002".to_string(), 100),
+            ("arn:tg/someone-elses".to_string(), 0)
+        ]
+    );
+}
+
+#[tokio::test]
 async fn a_transient_fault_on_launch_is_retried_and_the_release_goes_on() {
     let mut s = setup();
     s.apply("v1").await.unwrap();
@@ -1250,6 +1313,8 @@ async fn a_bad_first_release_on_a_fresh_load_balancer_puts_its_fixed_response_ba
         "the listener answers as it did before immune"
     );
     assert!(w.groups.is_empty());
+    assert!(w.health_rules.is_empty(), "the health rule is gone");
+    assert!(w.target_groups.is_empty());
 }
 
 #[tokio::test]
@@ -1264,6 +1329,15 @@ async fn a_first_release_on_a_fresh_load_balancer_goes_out_and_retiring_puts_the
     );
     assert_eq!(s.weights(), [("arn:tg/web-v001".to_string(), 100)]);
     assert!(s.cloud.world.lock().unwrap().stand_ins.is_empty());
+    assert!(
+        s.decisions().iter().any(|d| d.starts_with("health rule ")),
+        "a route with no forward to join gets a health rule: {:?}",
+        s.decisions()
+    );
+    assert!(
+        s.cloud.world.lock().unwrap().health_rules.is_empty(),
+        "deleted once the group took traffic"
+    );
     assert_eq!(
         s.state.fleets["web"].original_stand_in,
         Some(fixed_response())

@@ -8,6 +8,7 @@ pub mod pace;
 use crate::cloud::{LaunchTemplateRef, StandIn, Weight};
 use crate::config::Capacity;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// A rollout either brings a new release in, or brings a kept previous group back
 /// (`immune rollback` after a release finished).
@@ -115,6 +116,16 @@ pub struct Rollout {
     /// The new group's target group; a worker fleet has none.
     pub target_group: Option<String>,
     pub group_created: bool,
+    /// The new target group is in the route's forward (at weight 0 until the first
+    /// shift): ELB health-checks only target groups that a listener or rule forwards to,
+    /// so it joins before the health wait, and an undo takes it out again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub joined: bool,
+    /// On a route that forwards nowhere (a fixed response or a redirect), there is no
+    /// forward to join: a rule of immune's own that no request matches forwards to the
+    /// new target group instead, until the group takes traffic or is undone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_rule: Option<String>,
     /// Percent of traffic the listener currently sends to the new group, or for a worker
     /// fleet the share of capacity taken from the old group so far.
     pub weight: u8,
@@ -151,6 +162,11 @@ pub struct Rollout {
     /// and tags (adopted) instead of being made twice or leaked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intent: Option<Intent>,
+    /// When each resource this rollout created was recorded (RFC 3339), by instance id,
+    /// target group ARN or group name: AWS is eventually consistent, so a NotFound for
+    /// one of them soon after means "not yet" (see `cloud::CONSISTENCY`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub created: BTreeMap<String, String>,
     /// `immune pause`: who holds the rollout at its current step. Gates are still
     /// watched (a failing one still rolls back); the step does not pass until resumed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -219,6 +235,7 @@ pub enum Intent {
     TargetGroup,
     Alarms,
     Group,
+    HealthRule,
 }
 
 /// How a rollout ended.
@@ -251,6 +268,7 @@ pub enum Found {
     TargetGroup(String),
     Alarms(Vec<String>),
     Group,
+    HealthRule(String),
     Nothing,
 }
 
@@ -291,6 +309,17 @@ pub enum Action {
     CreateGroup {
         launch_template: LaunchTemplateRef,
         target_group: Option<String>,
+    },
+    /// The new target group joins the route's forward at weight 0, so that ELB
+    /// health-checks it before it takes traffic.
+    JoinRoute {
+        weights: Vec<Weight>,
+    },
+    /// A route that forwards nowhere: a rule of immune's own, that no request matches,
+    /// forwards to the new target group so that ELB health-checks it.
+    AddHealthRule,
+    DeleteHealthRule {
+        rule: String,
     },
     WaitHealthy {
         target_group: Option<String>,
@@ -357,6 +386,10 @@ pub enum Event {
     AlarmsCreated(Vec<String>),
     GroupCreated,
     ScaledUp,
+    /// The new target group is in the route's forward.
+    Joined,
+    HealthRuleAdded(String),
+    HealthRuleDeleted,
     Healthy,
     WeightsSet(u8),
     /// A worker fleet's step: `percent` of the capacity moved to the new group, which
@@ -408,6 +441,7 @@ fn creates(event: &Event) -> bool {
         event,
         Event::BuilderLaunched(_)
             | Event::ImageReady(_)
+            | Event::HealthRuleAdded(_)
             | Event::LaunchTemplateCreated(_)
             | Event::TargetGroupCreated(_)
             | Event::AlarmsCreated(_)
@@ -458,6 +492,8 @@ impl Rollout {
             launch_template: None,
             target_group: None,
             group_created: false,
+            joined: false,
+            health_rule: None,
             weight: 0,
             lock_after_rollback: false,
             kind: Kind::Release,
@@ -476,6 +512,18 @@ impl Rollout {
             irreversible: false,
             image_spec: String::new(),
             pace_ms: None,
+            created: BTreeMap::new(),
+        }
+    }
+
+    /// The key [`Rollout::created`] records the event's resource by, for an event that
+    /// says something was created.
+    pub fn created_by(&self, event: &Event) -> Option<String> {
+        match event {
+            Event::BuilderLaunched(id) => Some(id.clone()),
+            Event::TargetGroupCreated(arn) => Some(arn.clone()),
+            Event::GroupCreated => Some(self.group.clone()),
+            _ => None,
         }
     }
 
@@ -502,8 +550,18 @@ impl Rollout {
                     target_group: tg.clone(),
                 },
             },
-            Phase::WaitHealthy => Action::WaitHealthy {
-                target_group: self.target_group.clone(),
+            Phase::WaitHealthy => match &self.target_group {
+                Some(_) if self.workers.is_none() && !self.joined => {
+                    match self.previous_weights.is_empty() && self.stand_in.is_some() {
+                        true => Action::AddHealthRule,
+                        false => Action::JoinRoute {
+                            weights: self.joined_weights(),
+                        },
+                    }
+                }
+                target_group => Action::WaitHealthy {
+                    target_group: target_group.clone(),
+                },
             },
             Phase::Shift { step } => {
                 let percent = self.steps[*step];
@@ -546,7 +604,7 @@ impl Rollout {
                             .zip(workers.previous)
                             .map(|(p, capacity)| (p.group.clone(), capacity)),
                     }
-                } else if self.weight > 0 {
+                } else if self.weight > 0 || (self.joined && self.health_rule.is_none()) {
                     match (&self.stand_in, self.previous_weights.is_empty()) {
                         (Some(stand_in), true) => Action::RestoreStandIn {
                             stand_in: stand_in.clone(),
@@ -555,6 +613,8 @@ impl Rollout {
                             weights: self.previous_weights.clone(),
                         },
                     }
+                } else if let Some(rule) = &self.health_rule {
+                    Action::DeleteHealthRule { rule: rule.clone() }
                 } else if self.group_created {
                     match self.kind {
                         Kind::Release => Action::DeleteGroup,
@@ -601,9 +661,21 @@ impl Rollout {
                 self.group_created = true;
                 self.phase = Phase::WaitHealthy;
             }
+            Event::Joined => self.joined = true,
+            Event::HealthRuleAdded(rule) => {
+                self.health_rule = Some(rule);
+                self.joined = true;
+            }
+            Event::HealthRuleDeleted => {
+                self.health_rule = None;
+                self.joined = self.weight > 0;
+            }
             Event::Healthy => self.phase = Phase::Shift { step: 0 },
             Event::WeightsSet(percent) | Event::CapacitySet { percent, .. } => {
                 self.weight = percent;
+                self.joined |= self.workers.is_none();
+                // Its health rule went once the group took traffic.
+                self.health_rule = None;
                 // A new step: what a person approved at the last one is asked again.
                 self.approved.clear();
                 if let Phase::Shift { step } = self.phase {
@@ -673,9 +745,16 @@ impl Rollout {
                 Found::TargetGroup(arn) => self.target_group = Some(arn),
                 Found::Alarms(names) => self.alarms = names,
                 Found::Group => self.group_created = true,
+                Found::HealthRule(rule) => {
+                    self.health_rule = Some(rule);
+                    self.joined = true;
+                }
                 Found::Nothing => {}
             },
-            Event::WeightsRestored | Event::CapacityRestored => self.weight = 0,
+            Event::WeightsRestored | Event::CapacityRestored => {
+                self.weight = 0;
+                self.joined = false;
+            }
             Event::GroupDeleted => self.group_created = false,
             Event::ScaledToZero => {
                 // The kept group, its target group and template belong to the fleet's
@@ -731,6 +810,10 @@ impl Rollout {
         // the old weights back to be sure.
         if let Phase::Shift { step } = self.phase {
             self.weight = self.weight.max(self.steps[step]);
+        }
+        // So may a join of the route's forward: the target group is taken out again.
+        if let (Action::JoinRoute { .. }, Phase::WaitHealthy) = (self.next_action(), &self.phase) {
+            self.joined = true;
         }
         self.lock_after_rollback = self.kind == Kind::Release && !matches!(self.phase, Phase::Bake);
         self.awaiting = None;
@@ -800,6 +883,7 @@ impl Rollout {
             Action::CreateTargetGroup => Some(Intent::TargetGroup),
             Action::CreateAlarms { .. } => Some(Intent::Alarms),
             Action::CreateGroup { .. } => Some(Intent::Group),
+            Action::AddHealthRule => Some(Intent::HealthRule),
             _ => None,
         }
     }
@@ -813,6 +897,8 @@ impl Rollout {
             Phase::RollBack { reason }
                 if self.intent.is_none()
                     && self.weight == 0
+                    && !self.joined
+                    && self.health_rule.is_none()
                     && !self.group_created
                     && self.alarms.is_empty()
                     && self.target_group.is_none()
@@ -825,6 +911,23 @@ impl Rollout {
             }
             _ => {}
         }
+    }
+
+    /// The route's weights with the new target group joined at 0: every target group
+    /// the route forwarded to when the rollout started keeps its weight.
+    pub fn joined_weights(&self) -> Vec<Weight> {
+        let new = self.target_group.clone().expect("joining follows launch");
+        let mut weights: Vec<Weight> = self
+            .previous_weights
+            .iter()
+            .filter(|w| w.target_group != new)
+            .cloned()
+            .collect();
+        weights.push(Weight {
+            target_group: new,
+            weight: 0,
+        });
+        weights
     }
 
     /// The listener weights with `percent` on the new group and the rest shared by the
@@ -856,10 +959,18 @@ impl Rollout {
         }
         if percent > 0 || weights.is_empty() {
             weights.push(Weight {
-                target_group: new,
+                target_group: new.clone(),
                 weight: if weights.is_empty() { 100 } else { percent },
             });
         }
+        // Target groups the route forwarded to without traffic stay as they were: they
+        // are not immune's to remove.
+        weights.extend(
+            self.previous_weights
+                .iter()
+                .filter(|w| w.weight == 0 && w.target_group != new)
+                .cloned(),
+        );
         weights
     }
 }

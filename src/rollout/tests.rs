@@ -51,6 +51,15 @@ fn a_clean_rollout_walks_every_phase_in_order() {
             Action::CreateTargetGroup => Event::TargetGroupCreated("arn:tg/web-v002".into()),
             Action::CreateAlarms { .. } => Event::AlarmsCreated(vec!["web-v002-latency".into()]),
             Action::CreateGroup { .. } => Event::GroupCreated,
+            Action::JoinRoute { weights } => {
+                assert_eq!(
+                    weights.last().map(|w| (w.target_group.as_str(), w.weight)),
+                    Some(("arn:tg/web-v002", 0)),
+                    "the new target group joins at weight 0, the others keep theirs: {weights:?}"
+                );
+                assert_eq!(weights[..weights.len() - 1], r.previous_weights[..]);
+                Event::Joined
+            }
             Action::WaitHealthy { .. } => Event::Healthy,
             Action::SetWeights { percent, .. } => Event::WeightsSet(percent),
             Action::Observe { .. } => Event::StepPassed,
@@ -72,6 +81,7 @@ fn a_clean_rollout_walks_every_phase_in_order() {
             "CreateTargetGroup",
             "CreateAlarms",
             "CreateGroup",
+            "JoinRoute",
             "WaitHealthy",
             "SetWeights",
             "Observe",
@@ -209,7 +219,19 @@ mod properties {
             Action::ScaleUp => Event::ScaledUp,
             Action::ScaleToZero => Event::ScaledToZero,
             Action::DeleteAlarms { .. } => Event::AlarmsDeleted,
-            Action::WaitHealthy { .. } => Event::Healthy,
+            Action::JoinRoute { weights } => {
+                *listener = weights;
+                Event::Joined
+            }
+            Action::AddHealthRule => Event::HealthRuleAdded("rule".into()),
+            Action::DeleteHealthRule { .. } => Event::HealthRuleDeleted,
+            Action::WaitHealthy { .. } => {
+                assert!(
+                    r.health_rule.is_some() || listener.iter().any(|w| w.target_group == "new"),
+                    "ELB health-checks only a target group a route forwards to: {listener:?}"
+                );
+                Event::Healthy
+            }
             Action::SetWeights { weights, percent } => {
                 *listener = weights;
                 Event::WeightsSet(percent)
@@ -230,7 +252,13 @@ mod properties {
                 );
                 Event::GroupDeleted
             }
-            Action::DeleteTargetGroup { .. } => Event::TargetGroupDeleted,
+            Action::DeleteTargetGroup { .. } => {
+                assert!(
+                    listener.iter().all(|w| w.target_group != "new") && r.health_rule.is_none(),
+                    "ELB refuses to delete a target group a route forwards to: {listener:?}"
+                );
+                Event::TargetGroupDeleted
+            }
             Action::DeleteLaunchTemplateVersion { .. } => Event::LaunchTemplateDeleted,
             Action::Adopt { .. } => Event::Adopted(Found::Nothing),
             Action::RestoreStandIn { .. } => Event::WeightsRestored,
@@ -346,7 +374,19 @@ mod properties {
                 cloud.groups.insert(tg.clone(), (true, true));
                 Event::ScaledUp
             }
-            Action::WaitHealthy { .. } => Event::Healthy,
+            Action::JoinRoute { weights } => {
+                cloud.listener = weights;
+                Event::Joined
+            }
+            Action::AddHealthRule => Event::HealthRuleAdded("rule".into()),
+            Action::DeleteHealthRule { .. } => Event::HealthRuleDeleted,
+            Action::WaitHealthy { .. } => {
+                assert!(
+                    r.health_rule.is_some() || cloud.listener.iter().any(|w| w.target_group == tg),
+                    "ELB health-checks only a target group a route forwards to: {cloud:?}"
+                );
+                Event::Healthy
+            }
             Action::SetWeights { weights, percent } => {
                 for w in &weights {
                     assert!(
@@ -387,7 +427,16 @@ mod properties {
                 }
             }
             Action::DeleteAlarms { .. } => Event::AlarmsDeleted,
-            Action::DeleteTargetGroup { .. } => Event::TargetGroupDeleted,
+            Action::DeleteTargetGroup { target_group } => {
+                assert!(
+                    cloud
+                        .listener
+                        .iter()
+                        .all(|w| w.target_group != target_group),
+                    "ELB refuses to delete a target group a route forwards to: {cloud:?}"
+                );
+                Event::TargetGroupDeleted
+            }
             Action::DeleteLaunchTemplateVersion { .. } => Event::LaunchTemplateDeleted,
             Action::Adopt { .. } => Event::Adopted(Found::Nothing),
             Action::RestoreStandIn { .. } => Event::WeightsRestored,
@@ -555,15 +604,25 @@ mod crashes {
                     _ => Found::Nothing,
                 })
             }
+            Action::JoinRoute { .. } => {
+                create("join");
+                Event::Joined
+            }
             Action::WaitHealthy { .. } => Event::Healthy,
-            Action::SetWeights { percent, .. } => Event::WeightsSet(*percent),
+            Action::SetWeights { percent, .. } => {
+                create("join");
+                Event::WeightsSet(*percent)
+            }
             Action::Observe { step } if alarm => {
                 Event::Failed(format!("gate errors: ALARM at step {}", step + 1))
             }
             Action::Observe { .. } => Event::StepPassed,
             Action::Drain => Event::Drained,
             Action::RetirePrevious { .. } => Event::PreviousRetired,
-            Action::RestoreWeights { .. } => Event::WeightsRestored,
+            Action::RestoreWeights { .. } => {
+                made.things.remove("join");
+                Event::WeightsRestored
+            }
             Action::DeleteGroup => {
                 made.things.remove("group");
                 Event::GroupDeleted
@@ -573,6 +632,10 @@ mod crashes {
                 Event::AlarmsDeleted
             }
             Action::DeleteTargetGroup { .. } => {
+                assert!(
+                    !made.things.contains("join"),
+                    "ELB refuses to delete a target group a route forwards to"
+                );
                 made.things.remove("target group");
                 Event::TargetGroupDeleted
             }
@@ -643,6 +706,7 @@ mod crashes {
             match &r.phase {
                 Phase::Done => {
                     prop_assert!(!made.things.contains("builder"), "builder left: {:?}", made);
+                    prop_assert!(made.things.contains("join"), "the release took traffic: {:?}", made);
                     prop_assert!(r.group_created && r.target_group.is_some() && r.launch_template.is_some());
                 }
                 Phase::RolledBack { .. } => {

@@ -522,7 +522,11 @@ impl Aws {
                 .flat_map(|r| r.instances())
                 .flat_map(|i| i.tags().to_vec())
                 .collect(),
-            Err(e) if code_of(&e) == Some("InvalidInstanceID.NotFound") => return Ok(()),
+            // Not necessarily gone: EC2 is eventually consistent, and an instance launched
+            // a moment ago may not be found yet. The caller decides.
+            Err(e) if code_of(&e) == Some("InvalidInstanceID.NotFound") => {
+                return Err(CloudError::NotFound(format!("instance {instance_id}")))
+            }
             Err(e) => return Err(e),
         };
         self.ensure_ours(format!("instance {instance_id}"), pairs(&tags))?;

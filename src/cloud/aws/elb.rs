@@ -3,9 +3,10 @@
 use super::*;
 use crate::cloud::survey::{listener_not_found, rule_not_found};
 use aws_sdk_elasticloadbalancingv2::types::{
-    Action, ActionTypeEnum, FixedResponseActionConfig, ForwardActionConfig, ProtocolEnum,
-    RedirectActionConfig, RedirectActionStatusCodeEnum, Tag, TargetGroupAttribute,
-    TargetGroupTuple, TargetHealthStateEnum, TargetTypeEnum,
+    Action, ActionTypeEnum, AuthenticateOidcActionConfig, FixedResponseActionConfig,
+    ForwardActionConfig, HostHeaderConditionConfig, ProtocolEnum, RedirectActionConfig,
+    RedirectActionStatusCodeEnum, RuleCondition, Tag, TargetGroupAttribute, TargetGroupTuple,
+    TargetHealthStateEnum, TargetTypeEnum,
 };
 
 fn tag_pairs(tags: &[(String, String)]) -> impl Iterator<Item = (Option<&str>, Option<&str>)> {
@@ -527,17 +528,22 @@ impl Aws {
                 )
                 .build(),
         };
-        self.set_route_action(route_arn, action).await
+        let actions = self.route_actions(route_arn).await?;
+        self.set_route_actions(route_arn, with_terminal(actions, action))
+            .await
     }
 
-    /// One ModifyListener (default action) or ModifyRule (a rule's action; its conditions
-    /// stay as they are) call.
+    /// One ModifyListener (default actions) or ModifyRule (a rule's actions; its
+    /// conditions stay as they are) call that rewrites only the forward's target groups.
+    /// Both calls replace the whole action list (ModifyListener and ModifyRule in the ELB
+    /// API reference), so the list is read first and written back with everything else
+    /// as it was: authenticate actions and their order, the forward's stickiness.
     pub(super) async fn set_listener_weights(
         &self,
         route_arn: &str,
         weights: &[Weight],
     ) -> CloudResult<()> {
-        let groups = weights
+        let groups: Vec<TargetGroupTuple> = weights
             .iter()
             .map(|w| {
                 TargetGroupTuple::builder()
@@ -546,23 +552,32 @@ impl Aws {
                     .build()
             })
             .collect();
-        let action = Action::builder()
+        let actions = self.route_actions(route_arn).await?;
+        let stickiness = actions
+            .iter()
+            .find(|a| a.r#type() == Some(&ActionTypeEnum::Forward))
+            .and_then(|a| a.forward_config())
+            .and_then(|f| f.target_group_stickiness_config())
+            .cloned();
+        let forward = Action::builder()
             .r#type(ActionTypeEnum::Forward)
             .forward_config(
                 ForwardActionConfig::builder()
                     .set_target_groups(Some(groups))
+                    .set_target_group_stickiness_config(stickiness)
                     .build(),
             )
             .build();
-        self.set_route_action(route_arn, action).await
+        self.set_route_actions(route_arn, with_terminal(actions, forward))
+            .await
     }
 
-    async fn set_route_action(&self, route_arn: &str, action: Action) -> CloudResult<()> {
+    async fn set_route_actions(&self, route_arn: &str, actions: Vec<Action>) -> CloudResult<()> {
         if is_rule_arn(route_arn) {
             self.elb
                 .modify_rule()
                 .rule_arn(route_arn)
-                .actions(action)
+                .set_actions(Some(actions))
                 .send()
                 .await
                 .map_err(|e| sdk_error("ModifyRule", e))?;
@@ -570,12 +585,138 @@ impl Aws {
             self.elb
                 .modify_listener()
                 .listener_arn(route_arn)
-                .default_actions(action)
+                .set_default_actions(Some(actions))
                 .send()
                 .await
                 .map_err(|e| sdk_error("ModifyListener", e))?;
         }
         Ok(())
+    }
+
+    /// See [`Cloud::add_health_rule`]. The rule takes the highest free priority of the
+    /// listener, after the operator's own rules: no request matches it anyway. Its
+    /// condition names the release and the lineage ([`health_rule_host`]), so a lost
+    /// call's rule is found again by it.
+    pub(super) async fn add_health_rule(
+        &self,
+        route_arn: &str,
+        target_group: &str,
+        name: &str,
+        tags: &Tags,
+    ) -> CloudResult<String> {
+        let listener = route_listener(route_arn)?;
+        let used: BTreeSet<u32> = self
+            .all_rules(&listener)
+            .await?
+            .iter()
+            .filter_map(|r| r.priority()?.parse().ok())
+            .collect();
+        // ListenerRule priorities are 1 to 50000 (CreateRule in the ELB API reference).
+        let priority = (1..=50_000u32)
+            .rev()
+            .find(|p| !used.contains(p))
+            .ok_or_else(|| {
+                CloudError::Invalid(format!(
+                    "listener {listener} has no free rule priority for the health rule of {name}"
+                ))
+            })?;
+        let condition = RuleCondition::builder()
+            .field("host-header")
+            .host_header_config(
+                HostHeaderConditionConfig::builder()
+                    .values(health_rule_host(name, &self.lineage))
+                    .build(),
+            )
+            .build();
+        let forward = Action::builder()
+            .r#type(ActionTypeEnum::Forward)
+            .forward_config(
+                ForwardActionConfig::builder()
+                    .target_groups(
+                        TargetGroupTuple::builder()
+                            .target_group_arn(target_group)
+                            .weight(1)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build();
+        let tags = tags
+            .pairs()
+            .into_iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
+        let out = self
+            .elb
+            .create_rule()
+            .listener_arn(&listener)
+            .priority(priority as i32)
+            .conditions(condition)
+            .actions(forward)
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .map_err(|e| sdk_error("CreateRule", e))?;
+        out.rules()
+            .first()
+            .and_then(|r| r.rule_arn())
+            .map(str::to_string)
+            .ok_or_else(|| CloudError::Invalid("CreateRule returned no rule".into()))
+    }
+
+    pub(super) async fn health_rule(
+        &self,
+        route_arn: &str,
+        name: &str,
+    ) -> CloudResult<Option<String>> {
+        let host = health_rule_host(name, &self.lineage);
+        let rules = self.all_rules(&route_listener(route_arn)?).await?;
+        Ok(rules
+            .iter()
+            .find(|r| {
+                r.conditions().iter().any(|c| {
+                    c.host_header_config()
+                        .is_some_and(|h| h.values().contains(&host))
+                })
+            })
+            .and_then(|r| r.rule_arn())
+            .map(str::to_string))
+    }
+
+    pub(super) async fn delete_health_rule(&self, rule_arn: &str) -> CloudResult<()> {
+        let gone = |e: &CloudError| code_of(e).is_some_and(|c| c.contains("NotFound"));
+        let out = self
+            .elb
+            .describe_tags()
+            .resource_arns(rule_arn)
+            .send()
+            .await
+            .map_err(|e| sdk_error("DescribeTags", e));
+        let tags: Vec<(String, String)> = match out {
+            Ok(out) => out
+                .tag_descriptions()
+                .iter()
+                .flat_map(|d| d.tags())
+                .map(|t| {
+                    let text = |s: Option<&str>| s.unwrap_or_default().to_string();
+                    (text(t.key()), text(t.value()))
+                })
+                .collect(),
+            Err(e) if gone(&e) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        self.ensure_ours(format!("listener rule {rule_arn}"), tag_pairs(&tags))?;
+        match self
+            .elb
+            .delete_rule()
+            .rule_arn(rule_arn)
+            .send()
+            .await
+            .map_err(|e| sdk_error("DeleteRule", e))
+        {
+            Err(e) if gone(&e) => Ok(()),
+            other => other.map(|_| ()),
+        }
     }
 
     /// Every target group's name and ARN, 400 a page: DescribeTargetGroups fails a whole
@@ -687,14 +828,31 @@ impl Aws {
             .key("deregistration_delay.timeout_seconds")
             .value(request.deregistration_delay.as_secs().min(3600).to_string())
             .build();
-        self.elb
-            .modify_target_group_attributes()
-            .target_group_arn(&arn)
-            .attributes(attribute)
-            .send()
-            .await
-            .map_err(|e| sdk_error("ModifyTargetGroupAttributes", e))?;
-        Ok(arn)
+        // Right after the create, ELB may not find the target group yet (eventual
+        // consistency): asked again, backing off, within the consistency window.
+        let start = tokio::time::Instant::now();
+        let mut wait = Duration::from_millis(100);
+        loop {
+            let set = self
+                .elb
+                .modify_target_group_attributes()
+                .target_group_arn(&arn)
+                .attributes(attribute.clone())
+                .send()
+                .await
+                .map_err(|e| sdk_error("ModifyTargetGroupAttributes", e));
+            match set {
+                Err(e) if e.is_not_found() && start.elapsed() < CONSISTENCY => {
+                    tracing::info!("target group {arn} not found yet; asking again");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                other => {
+                    other?;
+                    return Ok(arn);
+                }
+            }
+        }
     }
 
     /// A target group of this name that immune created for the same fleet and release:
@@ -856,10 +1014,7 @@ impl Aws {
         }
     }
 
-    pub(super) async fn target_health(
-        &self,
-        target_group_arn: &str,
-    ) -> CloudResult<Vec<(String, TargetState)>> {
+    pub(super) async fn target_health(&self, target_group_arn: &str) -> CloudResult<Vec<Target>> {
         let out = self
             .elb
             .describe_target_health()
@@ -872,14 +1027,18 @@ impl Aws {
             .iter()
             .filter_map(|d| {
                 let id = d.target()?.id()?.to_string();
-                let state = match d.target_health().and_then(|h| h.state()) {
+                let health = d.target_health();
+                let state = match health.and_then(|h| h.state()) {
                     Some(TargetHealthStateEnum::Healthy) => TargetState::Healthy,
                     Some(TargetHealthStateEnum::Initial) => TargetState::Initial,
                     Some(TargetHealthStateEnum::Unhealthy) => TargetState::Unhealthy,
                     Some(TargetHealthStateEnum::Draining) => TargetState::Draining,
+                    Some(TargetHealthStateEnum::Unused) => TargetState::Unused,
+                    Some(TargetHealthStateEnum::Unavailable) => TargetState::Unavailable,
                     _ => TargetState::Other,
                 };
-                Some((id, state))
+                let reason = health.and_then(|h| h.reason()).map(|r| r.as_str());
+                Some(Target::new(&id, state, reason))
             })
             .collect())
     }
@@ -967,6 +1126,68 @@ fn route_of(arn: String, actions: &[Action]) -> Route {
         arn,
         weights,
         stand_in,
+    }
+}
+
+/// The route's actions with its terminal action (a forward, fixed response or redirect:
+/// the last, and the only one of its kind) replaced by `terminal`, at the same order.
+/// Everything before it stays as it was. An OIDC action read back carries no client
+/// secret (DescribeListeners never returns it), so it is written with
+/// UseExistingClientSecret (AuthenticateOidcActionConfig in the ELB API reference).
+fn with_terminal(actions: Vec<Action>, terminal: Action) -> Vec<Action> {
+    let is_terminal = |a: &Action| {
+        matches!(
+            a.r#type(),
+            Some(
+                ActionTypeEnum::Forward | ActionTypeEnum::FixedResponse | ActionTypeEnum::Redirect
+            )
+        )
+    };
+    let order = actions
+        .iter()
+        .find(|a| is_terminal(a))
+        .and_then(|a| a.order());
+    let mut kept: Vec<Action> = actions
+        .into_iter()
+        .filter(|a| !is_terminal(a))
+        .map(|a| match a.authenticate_oidc_config() {
+            Some(oidc) if oidc.client_secret().is_none() => {
+                let oidc = AuthenticateOidcActionConfig::builder()
+                    .set_issuer(oidc.issuer().map(str::to_string))
+                    .set_authorization_endpoint(oidc.authorization_endpoint().map(str::to_string))
+                    .set_token_endpoint(oidc.token_endpoint().map(str::to_string))
+                    .set_user_info_endpoint(oidc.user_info_endpoint().map(str::to_string))
+                    .set_client_id(oidc.client_id().map(str::to_string))
+                    .set_session_cookie_name(oidc.session_cookie_name().map(str::to_string))
+                    .set_scope(oidc.scope().map(str::to_string))
+                    .set_session_timeout(oidc.session_timeout())
+                    .set_authentication_request_extra_params(
+                        oidc.authentication_request_extra_params().cloned(),
+                    )
+                    .set_on_unauthenticated_request(oidc.on_unauthenticated_request().cloned())
+                    .use_existing_client_secret(true)
+                    .build();
+                let mut a = a;
+                a.authenticate_oidc_config = Some(oidc);
+                a
+            }
+            _ => a,
+        })
+        .collect();
+    // Actions run by order; without one the list's own order counts.
+    let order = order.or_else(|| kept.iter().filter_map(|a| a.order()).max().map(|o| o + 1));
+    let mut terminal = terminal;
+    terminal.order = order;
+    kept.push(terminal);
+    kept
+}
+
+/// The listener a route is on: itself, or the listener of a rule.
+fn route_listener(route_arn: &str) -> CloudResult<String> {
+    match is_rule_arn(route_arn) {
+        true => listener_of_rule(route_arn)
+            .ok_or_else(|| CloudError::Invalid(format!("{route_arn} is not a listener rule ARN"))),
+        false => Ok(route_arn.to_string()),
     }
 }
 

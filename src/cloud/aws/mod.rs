@@ -13,6 +13,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
 pub struct Aws {
     region: String,
@@ -112,16 +113,27 @@ pub async fn default_region() -> Option<String> {
 
 /// Splits SDK errors into "the service said no" (with its error code) and everything
 /// else (connection, timeout), which callers treat differently.
-fn sdk_error<E, R>(operation: &'static str, err: SdkError<E, R>) -> CloudError
+fn sdk_error<E>(operation: &'static str, err: SdkError<E, HttpResponse>) -> CloudError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
 {
     match &err {
         SdkError::ServiceError(service) => {
             let e = service.err();
-            let code = e.code().unwrap_or("Unknown").to_string();
+            let status = service.raw().status().as_u16();
             let message = e.message().unwrap_or_default().to_string();
+            // A 5xx or 429 is "not now" whatever its body says: a gateway's 502, 503 or
+            // 504 often carries no error code at all. Refusals are 4xx with a code.
+            if status >= 500 || status == 429 {
+                let code = e.code().unwrap_or("no error code");
+                return CloudError::Transport {
+                    operation,
+                    message: format!("HTTP {status} ({code}) {message}")
+                        .trim_end()
+                        .to_string(),
+                };
+            }
+            let code = e.code().unwrap_or("Unknown").to_string();
             match is_credential_code(&code) {
                 true => CloudError::Credentials {
                     operation,
@@ -413,6 +425,22 @@ impl Cloud for Aws {
     async fn set_stand_in(&self, route_arn: &str, stand_in: &StandIn) -> CloudResult<()> {
         self.set_stand_in(route_arn, stand_in).await
     }
+    async fn add_health_rule(
+        &self,
+        route_arn: &str,
+        target_group: &str,
+        name: &str,
+        tags: &Tags,
+    ) -> CloudResult<String> {
+        self.add_health_rule(route_arn, target_group, name, tags)
+            .await
+    }
+    async fn health_rule(&self, route_arn: &str, name: &str) -> CloudResult<Option<String>> {
+        self.health_rule(route_arn, name).await
+    }
+    async fn delete_health_rule(&self, rule_arn: &str) -> CloudResult<()> {
+        self.delete_health_rule(rule_arn).await
+    }
     async fn create_launch_template_version(
         &self,
         request: &LaunchRequest,
@@ -449,10 +477,7 @@ impl Cloud for Aws {
     async fn existing_target_groups(&self, arns: &[String]) -> CloudResult<BTreeSet<String>> {
         self.existing_target_groups(arns).await
     }
-    async fn target_health(
-        &self,
-        target_group_arn: &str,
-    ) -> CloudResult<Vec<(String, TargetState)>> {
+    async fn target_health(&self, target_group_arn: &str) -> CloudResult<Vec<Target>> {
         self.target_health(target_group_arn).await
     }
     async fn delete_group(&self, name: &str) -> CloudResult<()> {
