@@ -302,7 +302,16 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
                 spot: fleet.instances.spot.clone(),
                 tags: instance_tags,
             };
-            cloud.create_group(&request).await?;
+            match cloud.create_group(&request).await {
+                // Tried before (its intent was saved) and made then, though AWS did not
+                // show it yet when this attempt looked: the lost call's group.
+                Err(CloudError::Service { code, .. })
+                    if code == "AlreadyExists" && !first_attempt => {}
+                other => other?,
+            }
+            // AWS shows a new group a moment after creating it (eventual consistency):
+            // its policies and hook can only be put once it does.
+            wait_visible(cloud, &rollout.group, poll).await?;
             // Before the group takes traffic, so that it scales with the load it gets.
             put_policies(cloud, fleet, rollout, target_group.as_deref()).await?;
             // Before anything scales it in, so that no worker is ever cut off.
@@ -963,6 +972,29 @@ fn fresh(rollout: &Rollout, key: &str) -> Option<Instant> {
     let age = time::OffsetDateTime::now_utc() - created;
     let age = Duration::try_from(age).unwrap_or_default();
     (age < CONSISTENCY).then(|| Instant::now() - age)
+}
+
+/// Waits until DescribeAutoScalingGroups shows the group just created, for at most
+/// [`CONSISTENCY`]; a group of the name that is not this configuration's is refused.
+async fn wait_visible(cloud: &dyn Cloud, group: &str, poll: Duration) -> Result<(), Halt> {
+    let start = Instant::now();
+    let mut wait = poll.min(Duration::from_millis(200));
+    loop {
+        match cloud.group_holder(group).await? {
+            Some(Holder::Ours) => return Ok(()),
+            Some(holder) => return Err(held(format!("Auto Scaling group {group}"), holder)),
+            None if start.elapsed() < CONSISTENCY => {
+                sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            None => {
+                return Err(Halt::Fault(format!(
+                    "Auto Scaling group {group} was created but AWS has not shown it for {}",
+                    show_duration(CONSISTENCY)
+                )))
+            }
+        }
+    }
 }
 
 /// Whether something created at `created` may still be missing from AWS's answers.

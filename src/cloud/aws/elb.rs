@@ -612,14 +612,9 @@ impl Aws {
             .filter_map(|r| r.priority()?.parse().ok())
             .collect();
         // ListenerRule priorities are 1 to 50000 (CreateRule in the ELB API reference).
-        let priority = (1..=50_000u32)
-            .rev()
-            .find(|p| !used.contains(p))
-            .ok_or_else(|| {
-                CloudError::Invalid(format!(
-                    "listener {listener} has no free rule priority for the health rule of {name}"
-                ))
-            })?;
+        // Fleets released side by side on one listener may pick the same one: the next
+        // free one is tried then.
+        let mut free = (1..=50_000u32).rev().filter(|p| !used.contains(p)).take(20);
         let condition = RuleCondition::builder()
             .field("host-header")
             .host_header_config(
@@ -641,22 +636,33 @@ impl Aws {
                     .build(),
             )
             .build();
-        let tags = tags
+        let tags: Vec<Tag> = tags
             .pairs()
             .into_iter()
             .map(|(k, v)| Tag::builder().key(k).value(v).build())
             .collect();
-        let out = self
-            .elb
-            .create_rule()
-            .listener_arn(&listener)
-            .priority(priority as i32)
-            .conditions(condition)
-            .actions(forward)
-            .set_tags(Some(tags))
-            .send()
-            .await
-            .map_err(|e| sdk_error("CreateRule", e))?;
+        let out = loop {
+            let priority = free.next().ok_or_else(|| {
+                CloudError::Invalid(format!(
+                    "listener {listener} has no free rule priority for the health rule of {name}"
+                ))
+            })?;
+            let created = self
+                .elb
+                .create_rule()
+                .listener_arn(&listener)
+                .priority(priority as i32)
+                .conditions(condition.clone())
+                .actions(forward.clone())
+                .set_tags(Some(tags.clone()))
+                .send()
+                .await
+                .map_err(|e| sdk_error("CreateRule", e));
+            match created {
+                Err(e) if code_of(&e) == Some("PriorityInUse") => continue,
+                other => break other?,
+            }
+        };
         out.rules()
             .first()
             .and_then(|r| r.rule_arn())
