@@ -216,6 +216,18 @@ impl CloudError {
 /// NotFound means gone.
 pub const CONSISTENCY: Duration = Duration::from_secs(5 * 60);
 
+/// How long after the fact a namespace's metrics reach CloudWatch. Elastic Load
+/// Balancing publishes its metrics in 60-second intervals ("CloudWatch metrics for your
+/// Application Load Balancer", https://docs.aws.amazon.com/elasticloadbalancing/latest/application/load-balancer-cloudwatch-metrics.html;
+/// the same for Network Load Balancers): an alarm on them cannot see a minute that has
+/// not been published.
+pub fn publication_delay(namespace: &str) -> Duration {
+    match namespace {
+        "AWS/ApplicationELB" | "AWS/NetworkELB" => Duration::from_secs(60),
+        _ => Duration::ZERO,
+    }
+}
+
 /// Asks again while AWS answers a read with a transient fault, backing off, for at most
 /// `budget`. Only for calls that change nothing: a create whose answer was lost must be
 /// looked for, not repeated (the engine does that).

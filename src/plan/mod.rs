@@ -911,7 +911,10 @@ fn gate_warnings(fleet: &Fleet, group: &str, observed: Option<&Observed>) -> Vec
             });
         }
         let needs = match &gate.check {
-            GateCheck::Metric(m) => Some(m.period * m.evaluation_periods.max(1)),
+            GateCheck::Metric(m) => Some(
+                m.period * m.evaluation_periods.max(1)
+                    + crate::cloud::publication_delay(&m.namespace),
+            ),
             GateCheck::Alarm(_) => reading.and_then(|r| r.needs),
         };
         if let Some(needs) = needs.filter(|needs| *needs > pause) {

@@ -474,10 +474,15 @@ impl World {
     /// Starts `immune ARGS` without waiting for it; stdin is closed, so it is never
     /// interactive.
     pub fn spawn(&self, args: &[&str]) -> Background {
+        self.spawn_at(args, ENDPOINT)
+    }
+
+    /// [`World::spawn`] with AWS at `endpoint` (a gateway in front of LocalStack).
+    pub fn spawn_at(&self, args: &[&str], endpoint: &str) -> Background {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let stdout = std::env::temp_dir().join(format!("immune-it-{}-{id}.out", self.prefix));
         let stderr = std::env::temp_dir().join(format!("immune-it-{}-{id}.err", self.prefix));
-        let child = immune_command(&self.dir, args, ENDPOINT)
+        let child = immune_command(&self.dir, args, endpoint)
             .stdin(std::process::Stdio::null())
             .stdout(std::fs::File::create(&stdout).unwrap())
             .stderr(std::fs::File::create(&stderr).unwrap())

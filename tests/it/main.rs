@@ -22,6 +22,7 @@ mod plans;
 mod production;
 mod promotion;
 mod quality;
+mod real_aws;
 mod release;
 mod scale;
 mod schema;

@@ -1,13 +1,99 @@
 //! CloudWatch alarms: read for every gate, created and deleted per release for metric gates.
+//! A gate's alarm may be a metric alarm (one metric, or metric math) or a composite
+//! alarm: DescribeAlarms and DescribeAlarmHistory answer metric alarms only unless asked
+//! for both types (AlarmTypes in the CloudWatch API reference,
+//! https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_DescribeAlarms.html).
 
 use super::*;
 use aws_sdk_cloudwatch::primitives::{DateTime, DateTimeFormat};
 use aws_sdk_cloudwatch::types::{
-    ComparisonOperator, Dimension, HistoryItemType, MetricAlarm, StateValue, Statistic, Tag,
+    AlarmType, ComparisonOperator, CompositeAlarm, Dimension, HistoryItemType, MetricAlarm,
+    StateValue, Statistic, Tag,
 };
 
+/// An alarm of either type, as DescribeAlarms answers it.
+enum Alarm {
+    Metric(MetricAlarm),
+    Composite(CompositeAlarm),
+}
+
+impl Alarm {
+    fn name(&self) -> Option<&str> {
+        match self {
+            Alarm::Metric(a) => a.alarm_name(),
+            Alarm::Composite(a) => a.alarm_name(),
+        }
+    }
+
+    fn arn(&self) -> Option<&str> {
+        match self {
+            Alarm::Metric(a) => a.alarm_arn(),
+            Alarm::Composite(a) => a.alarm_arn(),
+        }
+    }
+
+    fn reading(&self) -> AlarmReading {
+        let (state, reason, updated) = match self {
+            Alarm::Metric(a) => (
+                a.state_value(),
+                a.state_reason(),
+                a.state_updated_timestamp(),
+            ),
+            Alarm::Composite(a) => (
+                a.state_value(),
+                a.state_reason(),
+                a.state_updated_timestamp(),
+            ),
+        };
+        AlarmReading {
+            state: match state {
+                Some(StateValue::Alarm) => AlarmState::Alarm,
+                Some(StateValue::Ok) => AlarmState::Ok,
+                _ => AlarmState::InsufficientData,
+            },
+            reason: reason.unwrap_or_default().to_string(),
+            since: updated.and_then(|t| t.fmt(DateTimeFormat::DateTime).ok()),
+            needs: match self {
+                Alarm::Metric(a) => needs(a),
+                // Its children decide when it can change: not known from it alone.
+                Alarm::Composite(_) => None,
+            },
+        }
+    }
+}
+
+/// How long a metric alarm needs before it can go into ALARM: its period times the
+/// datapoints to alarm (for metric math, the longest period of its metrics), plus the
+/// time its metrics take to be published.
+fn needs(alarm: &MetricAlarm) -> Option<Duration> {
+    let datapoints = alarm
+        .datapoints_to_alarm()
+        .or(alarm.evaluation_periods())
+        .unwrap_or(1)
+        .max(1) as u64;
+    let math = alarm.metrics();
+    let period = alarm.period().or_else(|| {
+        math.iter()
+            .filter_map(|q| q.period().or_else(|| q.metric_stat()?.period()))
+            .max()
+    })?;
+    let namespaces: Vec<&str> = match alarm.namespace() {
+        Some(namespace) => vec![namespace],
+        None => math
+            .iter()
+            .filter_map(|q| q.metric_stat()?.metric()?.namespace())
+            .collect(),
+    };
+    let delay = namespaces
+        .into_iter()
+        .map(publication_delay)
+        .max()
+        .unwrap_or_default();
+    Some(Duration::from_secs(period.max(0) as u64 * datapoints) + delay)
+}
+
 impl Aws {
-    async fn describe_alarms(&self, names: &[String]) -> CloudResult<Vec<MetricAlarm>> {
+    async fn describe_alarms(&self, names: &[String]) -> CloudResult<Vec<Alarm>> {
         let mut alarms = Vec::new();
         // DescribeAlarms takes at most 100 names a call, and answers 50 alarms a page
         // unless asked for the most, 100: a gate whose alarm is on a later page would
@@ -19,12 +105,15 @@ impl Aws {
                     .cloudwatch
                     .describe_alarms()
                     .set_alarm_names(Some(chunk.to_vec()))
+                    .alarm_types(AlarmType::MetricAlarm)
+                    .alarm_types(AlarmType::CompositeAlarm)
                     .max_records(100)
                     .set_next_token(token)
                     .send()
                     .await
                     .map_err(|e| sdk_error("DescribeAlarms", e))?;
-                alarms.extend(out.metric_alarms().iter().cloned());
+                alarms.extend(out.metric_alarms().iter().cloned().map(Alarm::Metric));
+                alarms.extend(out.composite_alarms().iter().cloned().map(Alarm::Composite));
                 token = out.next_token().map(str::to_string);
                 if token.is_none() {
                     break;
@@ -49,29 +138,7 @@ impl Aws {
             .describe_alarms(names)
             .await?
             .iter()
-            .filter_map(|alarm| {
-                let state = match alarm.state_value() {
-                    Some(StateValue::Alarm) => AlarmState::Alarm,
-                    Some(StateValue::Ok) => AlarmState::Ok,
-                    _ => AlarmState::InsufficientData,
-                };
-                let datapoints = alarm
-                    .datapoints_to_alarm()
-                    .or(alarm.evaluation_periods())
-                    .unwrap_or(1)
-                    .max(1) as u64;
-                let reading = AlarmReading {
-                    state,
-                    reason: alarm.state_reason().unwrap_or_default().to_string(),
-                    since: alarm
-                        .state_updated_timestamp()
-                        .and_then(|t| t.fmt(DateTimeFormat::DateTime).ok()),
-                    needs: alarm
-                        .period()
-                        .map(|p| Duration::from_secs(p.max(0) as u64 * datapoints)),
-                };
-                Some((alarm.alarm_name()?.to_string(), reading))
-            })
+            .filter_map(|alarm| Some((alarm.name()?.to_string(), alarm.reading())))
             .collect())
     }
 
@@ -84,7 +151,8 @@ impl Aws {
     ) -> CloudResult<Option<MetricPeak>> {
         let start = DateTime::from_str(since, DateTimeFormat::DateTime)
             .map_err(|e| CloudError::Invalid(format!("`{since}` is not an RFC 3339 time: {e}")))?;
-        let Some(alarm) = self
+        // A composite alarm watches no metric of its own.
+        let Some(Alarm::Metric(alarm)) = self
             .describe_alarms(&[name.to_string()])
             .await?
             .into_iter()
@@ -181,6 +249,8 @@ impl Aws {
                 .cloudwatch
                 .describe_alarm_history()
                 .alarm_name(name)
+                .alarm_types(AlarmType::MetricAlarm)
+                .alarm_types(AlarmType::CompositeAlarm)
                 .history_item_type(HistoryItemType::StateUpdate)
                 .start_date(start)
                 .set_next_token(token)
@@ -216,11 +286,11 @@ impl Aws {
         }
     }
 
-    async fn alarm_holder(&self, alarm: &MetricAlarm) -> CloudResult<Holder> {
+    async fn alarm_holder(&self, alarm: &Alarm) -> CloudResult<Holder> {
         let tags = self
             .cloudwatch
             .list_tags_for_resource()
-            .resource_arn(alarm.alarm_arn().unwrap_or_default())
+            .resource_arn(alarm.arn().unwrap_or_default())
             .send()
             .await
             .map_err(|e| sdk_error("ListTagsForResource", e))?;
@@ -238,7 +308,7 @@ impl Aws {
         }
         for alarm in self.describe_alarms(names).await? {
             let holder = self.alarm_holder(&alarm).await?;
-            holders.push((alarm.alarm_name().unwrap_or_default().to_string(), holder));
+            holders.push((alarm.name().unwrap_or_default().to_string(), holder));
         }
         Ok(holders)
     }
@@ -250,7 +320,7 @@ impl Aws {
             return Ok(None);
         };
         match self.alarm_holder(&alarm).await? {
-            Holder::Ours => Ok(Some(alarm.alarm_arn().unwrap_or_default().to_string())),
+            Holder::Ours => Ok(Some(alarm.arn().unwrap_or_default().to_string())),
             other => Err(CloudError::not_ours(format!("alarm {name}"), other)),
         }
     }
