@@ -13,8 +13,8 @@ use aws_sdk_cloudwatch::types::{
 
 /// An alarm of either type, as DescribeAlarms answers it.
 enum Alarm {
-    Metric(MetricAlarm),
-    Composite(CompositeAlarm),
+    Metric(Box<MetricAlarm>),
+    Composite(Box<CompositeAlarm>),
 }
 
 impl Alarm {
@@ -112,8 +112,18 @@ impl Aws {
                     .send()
                     .await
                     .map_err(|e| sdk_error("DescribeAlarms", e))?;
-                alarms.extend(out.metric_alarms().iter().cloned().map(Alarm::Metric));
-                alarms.extend(out.composite_alarms().iter().cloned().map(Alarm::Composite));
+                alarms.extend(
+                    out.metric_alarms()
+                        .iter()
+                        .cloned()
+                        .map(|a| Alarm::Metric(Box::new(a))),
+                );
+                alarms.extend(
+                    out.composite_alarms()
+                        .iter()
+                        .cloned()
+                        .map(|a| Alarm::Composite(Box::new(a))),
+                );
                 token = out.next_token().map(str::to_string);
                 if token.is_none() {
                     break;
