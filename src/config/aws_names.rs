@@ -568,7 +568,7 @@ mod tests {
         );
         assert_eq!(AMI_NAME.check("web-feat#12"), Err(Breach::Character('#')));
         assert_eq!(AMI_NAME.check("web:v1"), Err(Breach::Character(':')));
-        // "Alphanumeric" is ASCII here: EC2 refuses other letters in an AMI name.
+        // "Alphanumeric" read as ASCII, like the other characters the page lists.
         assert_eq!(AMI_NAME.check("café"), Err(Breach::Character('é')));
         assert_eq!(AMI_NAME.mend("web-feat#12"), "web-feat-12");
     }

@@ -12,6 +12,7 @@ mod guard;
 mod load;
 mod model;
 mod module;
+pub mod names;
 mod notify;
 mod reader;
 mod source;

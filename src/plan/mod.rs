@@ -524,19 +524,9 @@ pub fn release_name(fleet: &Fleet) -> String {
         .unwrap_or_else(|| format!("r-{}", &fingerprint(fleet)[..8]))
 }
 
-pub fn group_name(fleet: &str, seq: u32) -> String {
-    format!("{fleet}-v{seq:03}")
-}
-
-/// The fleet's launch template: one per fleet, a version per release.
-pub fn template_name(fleet: &Fleet) -> String {
-    fleet.resource_name()
-}
-
-/// The builder instance that bakes the release's image.
-pub fn builder_name(group: &str) -> String {
-    format!("{group}-builder")
-}
+// The names a release gives AWS resources come from the configuration, which checks
+// them against AWS's rules.
+pub use crate::config::names::{builder_name, group_name, image_name, policy_name, template_name};
 
 pub fn plan(config: &Config, state: &State, observed: &BTreeMap<String, Observed>) -> Plan {
     let mut changes: Vec<Change> = in_order(&config.fleets)
@@ -1318,15 +1308,6 @@ pub fn word(value: &impl Serialize) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default()
-}
-
-/// Image names must be unique in the account: the configured name, or the group's.
-pub fn image_name(fleet: &Fleet, seq: u32) -> String {
-    fleet
-        .image
-        .name
-        .clone()
-        .unwrap_or_else(|| group_name(&fleet.resource_name(), seq))
 }
 
 #[cfg(test)]
