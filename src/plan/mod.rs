@@ -732,6 +732,29 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
             };
         }
     };
+    // The configuration's names hold up to release 9999 (`config::names` checks them at
+    // 1 and 1000); a fifth digit may make one too long for AWS.
+    let refused: Vec<crate::config::names::Problem> = crate::config::names::problems(fleet, seq)
+        .into_iter()
+        .map(|p| crate::config::names::Problem {
+            from_seq: Some(seq),
+            ..p
+        })
+        .collect();
+    if !refused.is_empty() {
+        let said: Vec<String> = refused.iter().map(|p| p.summary(true)).collect();
+        let fix = format!(
+            "{}; `immune state mv fleet.{} fleet.NEW` renames the fleet without touching what runs, and its next release takes the new names",
+            refused[0].hint(true, fleet.namespace.is_some()),
+            fleet.name
+        );
+        return change(
+            Action::Blocked {
+                reason: said.join("; "),
+            },
+            format!("{}\n  {fix}", said.join("\n")),
+        );
+    }
     if let Some(why) = observed.and_then(|o| o.unproven.clone()) {
         return change(
             Action::Blocked {
