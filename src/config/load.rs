@@ -46,6 +46,11 @@ pub enum Mode {
     Validate,
     /// `plan` and `apply`: every variable needs a value.
     Plan,
+    /// Commands about what already runs (`status`, `approve`, `rollback`, another
+    /// environment's backend): as `Validate`, and the names of releases to come are not
+    /// checked against AWS's rules, so that a configuration that could not release
+    /// again can still roll back what runs.
+    Running,
 }
 
 /// A configuration that failed to load, with everything needed to show why.
@@ -214,7 +219,9 @@ fn load_files(
             fleet
                 .places
                 .insert(Source::DefaultTags, default_tags_at.clone());
-            check_aws_names(fleet, namespace.is_some(), &mut diags);
+            if mode != Mode::Running {
+                check_aws_names(fleet, namespace.is_some(), &mut diags);
+            }
         }
         check_order(&fleets, &mut diags);
         Config {

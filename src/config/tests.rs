@@ -783,4 +783,7 @@ module "web" {{
     // `validate` without the values knows none of them: nothing to say.
     let loaded = load_sources(&files, &VarInputs::default(), Mode::Validate);
     assert!(loaded.is_ok(), "{}", loaded.unwrap_err());
+    // `status`, `approve` and `rollback` are about what runs, not the next release.
+    let loaded = load_sources(&files, &inputs, Mode::Running);
+    assert!(loaded.is_ok(), "{}", loaded.unwrap_err());
 }

@@ -317,7 +317,7 @@ pub fn resolve(
                 // `validate` checks the configuration, not one set of values: as in
                 // Terraform, a required variable without a value is an error only when
                 // planning.
-                Supplied::Root(_) if program.mode == Mode::Validate || unreadable_file => {}
+                Supplied::Root(_) if program.mode != Mode::Plan || unreadable_file => {}
                 Supplied::Root(_) => diags.push(
                     Diagnostic::new(
                         format!("no value for required variable `{name}`"),
