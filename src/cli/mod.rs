@@ -274,7 +274,7 @@ impl Cli {
         Ok(config::load_with(
             &self.chdir,
             &self.inputs(),
-            config::Mode::Validate,
+            config::Mode::Running,
         )?)
     }
 

@@ -52,7 +52,7 @@ async fn read(cli: &Cli, place: &Upstream) -> Result<State, String> {
         Upstream::Backend(backend) => backend.clone(),
         Upstream::Dir(dir) => {
             // Only its backend is wanted: its variables may be unset here.
-            let config = crate::config::load_with(dir, &VarInputs::default(), Mode::Validate)
+            let config = crate::config::load_with(dir, &VarInputs::default(), Mode::Running)
                 .map_err(|e| format!("its configuration does not load:\n{e}"))?;
             // A backend block whose values come from variables falls back to the default
             // file without them: that would read some other state. Refused instead.

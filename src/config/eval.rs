@@ -11,7 +11,7 @@ use hcl_edit::structure::Block;
 use hcl_edit::template::{Element, Template};
 use hcl_edit::Span as _;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 /// Deeply nested input must end in an error, not a stack overflow.
@@ -58,6 +58,14 @@ struct Local<'a> {
     expr: &'a Expression,
 }
 
+/// What one evaluation read.
+#[derive(Debug, Clone, Default)]
+pub struct Trace {
+    pub sensitive: bool,
+    /// The unit's variables, by name.
+    pub vars: BTreeSet<String>,
+}
+
 /// A `module` block of the unit being evaluated, instantiated when first referenced.
 pub struct Call<'a> {
     pub file: FileId,
@@ -90,11 +98,16 @@ pub struct Evaluator<'a> {
     /// Set when an evaluation reads a sensitive value, so an output that shows it can be
     /// refused unless it is marked sensitive too (as Terraform does).
     touched_sensitive: Cell<bool>,
+    /// The variables an evaluation read, so a message about a value can say where it
+    /// came from (`--var release`).
+    touched_vars: RefCell<BTreeSet<String>>,
+    /// For each variable, the sources outside the configuration its value came from.
+    given: HashMap<String, Vec<String>>,
     /// Declared variables, with or without a value: a missing value is reported once at
     /// its declaration, not again at every use.
     declared: Vec<String>,
     locals: HashMap<String, Local<'a>>,
-    local_values: RefCell<HashMap<String, Option<(Value, bool)>>>,
+    local_values: RefCell<HashMap<String, Option<(Value, Trace)>>>,
     calls: HashMap<String, Call<'a>>,
     module_values: RefCell<HashMap<String, Option<ModuleValue>>>,
     /// The unit's fleets as `fleet.NAME` sees them; set once they are read, so only
@@ -121,6 +134,8 @@ impl<'a> Evaluator<'a> {
             vars,
             sensitive_vars: Vec::new(),
             touched_sensitive: Cell::new(false),
+            touched_vars: RefCell::default(),
+            given: HashMap::new(),
             locals: HashMap::new(),
             local_values: RefCell::default(),
             calls: HashMap::new(),
@@ -148,13 +163,44 @@ impl<'a> Evaluator<'a> {
         self.calls.insert(name, call);
     }
 
+    /// Records, for each variable, where its value came from outside the configuration.
+    pub fn give(&mut self, given: HashMap<String, Vec<String>>) {
+        self.given = given;
+    }
+
     /// Evaluates `expr` and says whether it read a sensitive value.
     pub fn eval_tracked(&self, file: FileId, expr: &Expression) -> (Eval<Value>, bool) {
-        let before = self.touched_sensitive.replace(false);
+        let (result, trace) = self.eval_traced(file, expr);
+        (result, trace.sensitive)
+    }
+
+    /// Evaluates `expr` and says what it read.
+    pub fn eval_traced(&self, file: FileId, expr: &Expression) -> (Eval<Value>, Trace) {
+        let sensitive_before = self.touched_sensitive.replace(false);
+        let vars_before = self.touched_vars.take();
         let result = self.eval(file, expr);
-        let touched = self.touched_sensitive.replace(before);
-        self.touched_sensitive.set(before || touched);
-        (result, touched)
+        let trace = Trace {
+            sensitive: self.touched_sensitive.replace(sensitive_before),
+            vars: self.touched_vars.replace(vars_before),
+        };
+        // An evaluation inside another one reads for both.
+        self.touched_sensitive
+            .set(sensitive_before || trace.sensitive);
+        self.touched_vars
+            .borrow_mut()
+            .extend(trace.vars.iter().cloned());
+        (result, trace)
+    }
+
+    /// Where the values of `vars` came from outside the configuration.
+    pub fn given_by(&self, vars: &BTreeSet<String>) -> Vec<String> {
+        let mut given: Vec<String> = Vec::new();
+        for source in vars.iter().filter_map(|v| self.given.get(v)).flatten() {
+            if !given.contains(source) {
+                given.push(source.clone());
+            }
+        }
+        given
     }
 
     pub fn has_local(&self, name: &str) -> bool {
@@ -468,6 +514,7 @@ impl<'a> Evaluator<'a> {
         if self.sensitive_vars.iter().any(|s| s == name) {
             self.touched_sensitive.set(true);
         }
+        self.touched_vars.borrow_mut().insert(name.to_string());
         match self.vars.get(name) {
             Some(value) => Ok(value.clone()),
             None if self.declared.iter().any(|d| d == name) => Err(None),
@@ -484,10 +531,11 @@ impl<'a> Evaluator<'a> {
 
     fn local(&self, name: &str, span: Option<Span>) -> Eval<Value> {
         if let Some(known) = self.local_values.borrow().get(name) {
-            let (value, sensitive) = known.clone().ok_or(None)?;
-            if sensitive {
+            let (value, trace) = known.clone().ok_or(None)?;
+            if trace.sensitive {
                 self.touched_sensitive.set(true);
             }
+            self.touched_vars.borrow_mut().extend(trace.vars);
             return Ok(value);
         }
         let Some(local) = self.locals.get(name) else {
@@ -510,10 +558,10 @@ impl<'a> Evaluator<'a> {
             )));
         }
         self.in_progress.borrow_mut().push(name.to_string());
-        let (result, sensitive) = self.eval_tracked(local.file, local.expr);
+        let (result, trace) = self.eval_traced(local.file, local.expr);
         self.in_progress.borrow_mut().pop();
         let stored = match result {
-            Ok(v) => Some((v, sensitive)),
+            Ok(v) => Some((v, trace)),
             Err(Some(d)) => {
                 self.local_errors.borrow_mut().push(d);
                 None

@@ -3,6 +3,7 @@
 use super::diagnostic::{Diagnostic, Diagnostics};
 use super::eval::{span_of, type_name, Evaluator};
 use super::model::*;
+use super::names::Source;
 use super::reader::BlockReader;
 use super::source::{FileId, Sources};
 use hcl::Value;
@@ -21,6 +22,14 @@ pub fn read_fleet(
 ) -> Fleet {
     let what = format!("fleet \"{label}\"");
     let location = span_of(file, &block.ident);
+    let mut places = Places::new();
+    places.insert(
+        Source::Name,
+        Place {
+            span: span_of(file, &block.labels[0]),
+            ..Place::default()
+        },
+    );
     let mut r = BlockReader::new(eval, diags, file, block, what);
     if !valid_name_part(&name) {
         let d = Diagnostic::new(
@@ -35,6 +44,7 @@ pub fn read_fleet(
     }
     let region = r.string("region");
     let release = r.string("release");
+    places.insert(Source::Release, r.place("release"));
     let irreversible = r.boolean("irreversible").unwrap_or(false);
     let promote_after = r
         .block("promote_after")
@@ -54,6 +64,7 @@ pub fn read_fleet(
                 security_groups: ir.optional_strings("security_groups"),
                 iam_instance_profile: ir.string("iam_instance_profile"),
             };
+            places.insert(Source::ImageName, ir.place("name"));
             if let Some(script) = &spec.provision {
                 check_provision(&mut ir, script);
             }
@@ -82,7 +93,7 @@ pub fn read_fleet(
 
     let worker = r.blocks("traffic").is_empty();
     let instances = match r.required_block("instances") {
-        Some(b) => read_instances(r.nested(b, "instances".into()), worker),
+        Some(b) => read_instances(r.nested(b, "instances".into()), worker, &mut places),
         None => InstanceSpec {
             instance_type: String::new(),
             subnets: Vec::new(),
@@ -110,7 +121,11 @@ pub fn read_fleet(
         .map(|b| read_traffic(&mut r.nested(b, "traffic".into())));
 
     let rollout = match r.block("rollout") {
-        Some(b) => read_rollout(&mut r.nested(b, "rollout".into()), traffic.is_none()),
+        Some(b) => read_rollout(
+            &mut r.nested(b, "rollout".into()),
+            traffic.is_none(),
+            &mut places,
+        ),
         None => default_rollout(vec![100]),
     };
     r.finish();
@@ -133,8 +148,12 @@ pub fn read_fleet(
                 format!("{}:{}:{}", at.path.display(), at.line, at.column)
             })
             .unwrap_or_default(),
+        places,
     }
 }
+
+/// Where the values of a fleet's names and tags are written.
+type Places = std::collections::BTreeMap<Source, Place>;
 
 /// A fleet name, or a namespace: both become parts of AWS resource names
 /// (`<namespace>-<fleet>-v001`), whose target group form has at most 32 characters.
@@ -176,7 +195,7 @@ fn check_provision(ir: &mut BlockReader, script: &str) {
 }
 
 /// `worker`: the fleet has no `traffic` block.
-fn read_instances(mut ir: BlockReader, worker: bool) -> InstanceSpec {
+fn read_instances(mut ir: BlockReader, worker: bool, places: &mut Places) -> InstanceSpec {
     let instance_type = instance_type(&mut ir, "instance_type");
     let subnets = ir.strings("subnets");
     let security_groups = ir.strings("security_groups");
@@ -184,6 +203,7 @@ fn read_instances(mut ir: BlockReader, worker: bool) -> InstanceSpec {
     let iam_instance_profile = ir.string("iam_instance_profile");
     let key_name = ir.string("key_name");
     let tags = ir.tags("tags");
+    places.insert(Source::InstanceTags, ir.place("tags"));
     let capacity = match ir.required_block("capacity") {
         Some(c) => read_capacity(ir.nested(c, "capacity".into())),
         None => Capacity {
@@ -300,6 +320,13 @@ fn read_instances(mut ir: BlockReader, worker: bool) -> InstanceSpec {
             ir.diags
                 .error(format!("duplicate scaling policy \"{name}\""), span.clone());
         }
+        places.insert(
+            Source::Scaling(name.clone()),
+            Place {
+                span: span_of(ir.file, &b.labels[0]),
+                ..Place::default()
+            },
+        );
         let mut pr = ir.nested(b, format!("scaling \"{name}\""));
         let metric = pr.choice("metric", &ScalingMetric::NAMES, "cpu");
         if !pr.has("metric") {
@@ -536,7 +563,7 @@ fn default_rollout(steps: Vec<u8>) -> RolloutSpec {
 
 /// `worker`: the fleet has no load balancer, so steps are shares of capacity and metric
 /// gates cannot point at a target group or load balancer.
-fn read_rollout(r: &mut BlockReader, worker: bool) -> RolloutSpec {
+fn read_rollout(r: &mut BlockReader, worker: bool, places: &mut Places) -> RolloutSpec {
     let steps = match r.value("steps") {
         None => vec![100],
         Some((value, span)) => match steps_of(&value) {
@@ -606,8 +633,15 @@ fn read_rollout(r: &mut BlockReader, worker: bool) -> RolloutSpec {
             r.diags.error(format!("duplicate gate \"{name}\""), span);
             continue;
         }
+        places.insert(
+            Source::Gate(name.clone()),
+            Place {
+                span: span_of(r.file, &gate.labels[0]),
+                ..Place::default()
+            },
+        );
         let mut gr = r.nested(gate, format!("gate \"{name}\""));
-        let check = read_gate_check(&mut gr, worker);
+        let check = read_gate_check(&mut gr, worker, &name, places);
         // Read even when the check is not known (an alarm from an unset variable), so
         // that its other attributes are not taken for unknown ones.
         let gate = read_gate(&mut gr, name);
@@ -658,9 +692,15 @@ fn read_rollout(r: &mut BlockReader, worker: bool) -> RolloutSpec {
     }
 }
 
-fn read_gate_check(r: &mut BlockReader, worker: bool) -> Option<GateCheck> {
+fn read_gate_check(
+    r: &mut BlockReader,
+    worker: bool,
+    gate: &str,
+    places: &mut Places,
+) -> Option<GateCheck> {
     let has_alarm = r.has("alarm");
     let alarm = r.string("alarm");
+    places.insert(Source::GateAlarm(gate.to_string()), r.place("alarm"));
     let metric = r.block("metric");
     match (alarm, metric) {
         // Given but not known (or already reported): nothing more to say.
@@ -669,6 +709,10 @@ fn read_gate_check(r: &mut BlockReader, worker: bool) -> Option<GateCheck> {
         (None, Some(block)) => {
             let mut mr = r.nested(block, "metric".into());
             let metric = read_metric(&mut mr);
+            for attribute in ["namespace", "name", "dimensions"] {
+                let source = Source::Metric(gate.to_string(), attribute);
+                places.insert(source, mr.place(attribute));
+            }
             if worker {
                 check_worker_metric(&mut mr, &metric);
             }

@@ -8,6 +8,7 @@ use super::files::{Disk, Files, Memory};
 use super::fleet::read_fleet;
 use super::model::*;
 use super::module::{discover, Unit};
+use super::names::Source;
 use super::reader::BlockReader;
 use super::source::{FileId, Sources, Span};
 use super::variables::{self, parse_type, Declared, Supplied, VarType};
@@ -45,6 +46,11 @@ pub enum Mode {
     Validate,
     /// `plan` and `apply`: every variable needs a value.
     Plan,
+    /// Commands about what already runs (`status`, `approve`, `rollback`, another
+    /// environment's backend): as `Validate`, and the names of releases to come are not
+    /// checked against AWS's rules, so that a configuration that could not release
+    /// again can still roll back what runs.
+    Running,
 }
 
 /// A configuration that failed to load, with everything needed to show why.
@@ -185,32 +191,37 @@ fn load_files(
     let mut diags = program.diags.into_inner();
     let config = root.map(|root| {
         check_fleet_names(&sources, &root.value.fleets, &mut diags);
-        let (backend, namespace, default_tags) = match root.settings {
+        let (backend, namespace, default_tags, default_tags_at) = match root.settings {
             Some(Settings {
                 backend,
                 namespace,
                 default_tags,
-            }) => (backend, namespace, default_tags),
+                default_tags_at,
+            }) => (backend, namespace, default_tags, default_tags_at),
             None => (
                 Backend::Local {
                     path: dir.join(".immune/state.json"),
                 },
                 None,
                 Default::default(),
+                Place::default(),
             ),
         };
-        if namespace.is_none() {
-            check_short_names(&root.value.fleets, &mut diags);
-        }
         let mut fleets: Vec<Fleet> = root.value.fleets.into_iter().map(|(f, _)| f).collect();
-        if let Some((namespace, span)) = &namespace {
-            check_name_budget(namespace, span, &fleets, &mut diags);
-            for fleet in &mut fleets {
-                fleet.namespace = Some(namespace.clone());
-            }
-        }
         for fleet in &mut fleets {
+            if let Some((namespace, at)) = &namespace {
+                fleet.namespace = Some(namespace.clone());
+                // A name too long for AWS is the namespace's and the fleet's together;
+                // the namespace is where the fleets meet.
+                fleet.places.insert(Source::Name, at.clone());
+            }
             fleet.default_tags = default_tags.clone();
+            fleet
+                .places
+                .insert(Source::DefaultTags, default_tags_at.clone());
+            if mode != Mode::Running {
+                check_aws_names(fleet, namespace.is_some(), &mut diags);
+            }
         }
         check_order(&fleets, &mut diags);
         Config {
@@ -345,22 +356,22 @@ fn check_fleet_names(sources: &Sources, fleets: &[(Fleet, Option<Span>)], diags:
     }
 }
 
-/// Without a namespace a fleet's name is its launch template's, which AWS wants of 3
-/// characters at least: found here, not after the bake.
-fn check_short_names(fleets: &[(Fleet, Option<Span>)], diags: &mut Diagnostics) {
-    for (fleet, span) in fleets {
-        if fleet.name.len() < 3 {
-            diags.push(
-                Diagnostic::new(
-                    format!(
-                        "fleet name `{}` is shorter than the 3 characters AWS wants of a launch template name, which is the fleet's name",
-                        fleet.name
-                    ),
-                    span.clone(),
-                )
-                .with_hint("use a name of 3 characters or more, or set `immune { namespace = \"...\" }`, which goes before it in every name"),
-            );
+/// Every name and tag the fleet's releases would give AWS resources, against AWS's rules
+/// (`config::names`): found at `validate` and `plan`, not by CreateImage after the bake.
+/// Each problem points at what it comes from.
+fn check_aws_names(fleet: &Fleet, namespace: bool, diags: &mut Diagnostics) {
+    for problem in super::names::problems_of_every_release(fleet) {
+        let place = fleet
+            .places
+            .get(&problem.sent.source)
+            .cloned()
+            .unwrap_or_default();
+        let shown = !place.sensitive;
+        let mut hint = problem.hint(shown, namespace);
+        if !place.given.is_empty() {
+            hint = format!("the value comes from {}; {hint}", place.given.join(" and "));
         }
+        diags.push(Diagnostic::new(problem.summary(shown), place.span).with_hint(hint));
     }
 }
 
@@ -380,9 +391,10 @@ pub struct UnitResult {
 pub struct Settings {
     pub backend: Backend,
     /// `namespace = "staging"` and where it is written.
-    pub namespace: Option<(String, Option<Span>)>,
+    pub namespace: Option<(String, Place)>,
     /// On everything immune creates.
     pub default_tags: std::collections::BTreeMap<String, String>,
+    pub default_tags_at: Place,
 }
 
 /// Evaluates one unit (the root or a module instance).
@@ -533,6 +545,7 @@ pub fn read_unit<'a>(
             .collect(),
     };
     let mut eval = Evaluator::new(program, &unit.dir, module_path.clone(), resolved.values);
+    eval.give(resolved.given);
     eval.declare(variables.iter().map(|d| d.name.clone()));
     for declared in &variables {
         // Marked before anything is evaluated, so every use is tracked.
@@ -771,36 +784,6 @@ fn fleet_value(fleet: &Fleet) -> Value {
     Value::Object(map)
 }
 
-/// Target group names, `<namespace>-<fleet>-v001`, may have at most 32 characters.
-const TARGET_GROUP_NAME_MAX: usize = 32;
-
-/// A namespace makes every name longer: each fleet's names must still fit AWS's limits.
-fn check_name_budget(
-    namespace: &str,
-    span: &Option<Span>,
-    fleets: &[Fleet],
-    diags: &mut Diagnostics,
-) {
-    for fleet in fleets {
-        let length = namespace.len() + 1 + fleet.name.len() + "-v001".len();
-        if length > TARGET_GROUP_NAME_MAX {
-            diags.push(
-                Diagnostic::new(
-                    format!(
-                        "namespace `{namespace}` and fleet `{}` make names of {length} characters (`{namespace}-{}-v001`), over the 32 AWS allows for a target group",
-                        fleet.name, fleet.name
-                    ),
-                    span.clone(),
-                )
-                .with_hint(format!(
-                    "namespace and fleet name together may have at most {} characters",
-                    TARGET_GROUP_NAME_MAX - 1 - "-v001".len()
-                )),
-            );
-        }
-    }
-}
-
 fn read_immune(eval: &Evaluator, diags: &mut Diagnostics, blocks: &[(FileId, &Block)]) -> Settings {
     let dir = eval.program.dir;
     let mut backend = Backend::Local {
@@ -808,6 +791,7 @@ fn read_immune(eval: &Evaluator, diags: &mut Diagnostics, blocks: &[(FileId, &Bl
     };
     let mut namespace = None;
     let mut default_tags = Default::default();
+    let mut default_tags_at = Place::default();
     for (i, (file, block)) in blocks.iter().enumerate() {
         if i > 0 {
             diags.error(
@@ -820,7 +804,7 @@ fn read_immune(eval: &Evaluator, diags: &mut Diagnostics, blocks: &[(FileId, &Bl
         if let Some((value, span)) = r.value("namespace") {
             match value {
                 hcl::Value::String(name) if super::fleet::valid_name_part(&name) => {
-                    namespace = Some((name, span));
+                    namespace = Some((name, r.place("namespace")));
                 }
                 other => r.diags.push(
                     Diagnostic::new(
@@ -832,6 +816,7 @@ fn read_immune(eval: &Evaluator, diags: &mut Diagnostics, blocks: &[(FileId, &Bl
             }
         }
         default_tags = r.tags("default_tags");
+        default_tags_at = r.place("default_tags");
         if let Some(b) = r.block("backend") {
             if let Some(read) = read_backend(&mut r, b, dir) {
                 backend = read;
@@ -843,6 +828,7 @@ fn read_immune(eval: &Evaluator, diags: &mut Diagnostics, blocks: &[(FileId, &Bl
         backend,
         namespace,
         default_tags,
+        default_tags_at,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The configuration language: HCL files -> typed [`Config`], with diagnostics that point
 //! at file, line and column.
 
+pub mod aws_names;
 mod diagnostic;
 mod eval;
 mod files;
@@ -11,6 +12,7 @@ mod guard;
 mod load;
 mod model;
 mod module;
+pub mod names;
 mod notify;
 mod reader;
 mod source;

@@ -198,6 +198,20 @@ pub struct Fleet {
     /// Where the fleet block starts, `file:line:col`, for errors found against the cloud.
     #[serde(skip)]
     pub location: String,
+    /// Where the values that make its AWS names and tags are written, for AWS's naming
+    /// rules, checked once the whole configuration is known (`config::names`).
+    #[serde(skip)]
+    pub places: BTreeMap<super::names::Source, Place>,
+}
+
+/// Where a value is written, and what lies behind it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Place {
+    pub span: Option<crate::config::Span>,
+    /// Sources outside the configuration the value came from: `--var release`.
+    pub given: Vec<String>,
+    /// It reads a sensitive value: messages do not show it.
+    pub sensitive: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -254,7 +254,8 @@ pub fn instantiate(parent: &Evaluator, name: &str, call: &Call) -> Option<Module
         match structure {
             Structure::Attribute(a) if a.key.as_str() == "source" => {}
             Structure::Attribute(a) => {
-                let value = match parent.eval(call.file, &a.value) {
+                let (value, trace) = parent.eval_traced(call.file, &a.value);
+                let value = match value {
                     Ok(v) => Some(v),
                     Err(Some(d)) => {
                         program.diags.borrow_mut().push(d);
@@ -267,6 +268,7 @@ pub fn instantiate(parent: &Evaluator, name: &str, call: &Call) -> Option<Module
                     key_span: span_of(call.file, &a.key),
                     value,
                     span: span_of(call.file, &a.value),
+                    given: parent.given_by(&trace.vars),
                 });
             }
             Structure::Block(b) => program.diags.borrow_mut().push(

@@ -2,8 +2,8 @@
 //! when the input is wrong, recording the problem instead, so one pass finds every error.
 
 use super::diagnostic::{did_you_mean, Diagnostic, Diagnostics};
-use super::eval::{span_of, type_name, Evaluator};
-use super::model::parse_duration;
+use super::eval::{span_of, type_name, Evaluator, Trace};
+use super::model::{parse_duration, Place};
 use super::source::{FileId, Span};
 use hcl::Value;
 use hcl_edit::structure::{Block, Body, Structure};
@@ -23,6 +23,8 @@ pub struct BlockReader<'r, 'a> {
     /// Attributes set to `null`: as in Terraform, that is the same as leaving them out.
     nulls: Vec<&'static str>,
     missing: Vec<String>,
+    /// What each attribute's evaluation read, for [`BlockReader::place`].
+    traces: Vec<(&'static str, Trace)>,
 }
 
 impl<'r, 'a> BlockReader<'r, 'a> {
@@ -44,6 +46,7 @@ impl<'r, 'a> BlockReader<'r, 'a> {
             known_blocks: Vec::new(),
             nulls: Vec::new(),
             missing: Vec::new(),
+            traces: Vec::new(),
         }
     }
 
@@ -58,6 +61,29 @@ impl<'r, 'a> BlockReader<'r, 'a> {
             .get_attribute(key)
             .and_then(|a| span_of(self.file, &a.value))
             .or_else(|| self.span.clone())
+    }
+
+    /// Where the attribute's value is written and where it came from, once read (the
+    /// block's header when it is absent).
+    pub fn place(&self, key: &str) -> Place {
+        let Some(attr) = self.body.get_attribute(key) else {
+            return Place {
+                span: self.span.clone(),
+                ..Place::default()
+            };
+        };
+        let trace = self
+            .traces
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == key)
+            .map(|(_, t)| t.clone())
+            .unwrap_or_default();
+        Place {
+            span: span_of(self.file, &attr.value),
+            given: self.eval.given_by(&trace.vars),
+            sensitive: trace.sensitive,
+        }
     }
 
     /// Whether the attribute is written out as a plain string, and whether its value
@@ -90,7 +116,9 @@ impl<'r, 'a> BlockReader<'r, 'a> {
         self.known_attributes.push(key);
         let attr = self.body.get_attribute(key)?;
         let span = span_of(self.file, &attr.value);
-        match self.eval.eval(self.file, &attr.value) {
+        let (result, trace) = self.eval.eval_traced(self.file, &attr.value);
+        self.traces.push((key, trace));
+        match result {
             Ok(Value::Null) => {
                 self.nulls.push(key);
                 None
@@ -313,34 +341,24 @@ impl<'r, 'a> BlockReader<'r, 'a> {
         Some(self.strings(key))
     }
 
-    /// Tags for AWS resources: a map of strings whose keys AWS accepts and immune does
-    /// not set itself.
+    /// Tags for AWS resources: a map of strings whose keys immune does not set itself.
+    /// What AWS accepts depends on the resources they go to: see `config::names`.
     pub fn tags(&mut self, key: &'static str) -> std::collections::BTreeMap<String, String> {
         let span = self
             .body
             .get_attribute(key)
             .and_then(|a| span_of(self.file, &a.value));
         let tags = self.string_map(key);
-        for (k, v) in &tags {
-            let problem = if k.is_empty() || k.chars().count() > 128 {
-                Some(format!("tag key `{k}` must have 1 to 128 characters"))
-            } else if v.chars().count() > 256 {
-                Some(format!("tag `{k}` has a value over 256 characters"))
-            } else if k.starts_with("aws:") {
-                Some(format!(
-                    "tag key `{k}` starts with `aws:`, which AWS reserves"
-                ))
-            } else if k.starts_with("immune:") || k == "Name" {
-                Some(format!(
-                    "tag `{k}` is set by immune itself (it names and owns what it creates)"
-                ))
-            } else {
-                None
-            };
-            if let Some(problem) = problem {
+        for k in tags.keys() {
+            if k.starts_with("immune:") || k == "Name" {
                 self.diags.push(
-                    Diagnostic::new(problem, span.clone())
-                        .with_hint("remove the tag or give it another key"),
+                    Diagnostic::new(
+                        format!(
+                            "tag `{k}` is set by immune itself (it names and owns what it creates)"
+                        ),
+                        span.clone(),
+                    )
+                    .with_hint("remove the tag or give it another key"),
                 );
             }
         }

@@ -1,6 +1,7 @@
 //! Data-driven tests over the repository's configurations:
 //! - every case in `tests/configs/broken/<name>/` fails with exactly the diagnostics in
-//!   its `expected.txt` (a file `plan` in the case loads it for plan instead of validate;
+//!   its `expected.txt` (a file `plan` in the case loads it for plan instead of validate,
+//!   a file `vars` gives it `--var` values, one `NAME=VALUE` a line;
 //!   `UPDATE_EXPECTED=1` rewrites the files, to be reviewed before committing);
 //! - every example in `examples/` and module in `modules/` validates, and `fmt` leaves it
 //!   unchanged and keeps its comments.
@@ -65,7 +66,16 @@ fn every_broken_configuration_fails_with_its_expected_message_and_location() {
         } else {
             Mode::Validate
         };
-        let actual = match load_with(&case, &VarInputs::default(), mode) {
+        let inputs = VarInputs {
+            cli: std::fs::read_to_string(case.join("vars"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect(),
+            ..VarInputs::default()
+        };
+        let actual = match load_with(&case, &inputs, mode) {
             Ok(_) => "(loaded without errors)\n".to_string(),
             Err(e) => e.diagnostics.render(&e.sources),
         };

@@ -566,7 +566,7 @@ fn a_namespace_prefixes_every_name_and_must_leave_room_for_it() {
     .unwrap_err();
     assert!(
         err.contains(
-            "namespace `staging-blue` and fleet `checkout-payments-eu` make names of 38 characters"
+            "name `staging-blue-checkout-payments-eu-v001` has 38 characters, more than the 32 ELB allows in a target group name"
         ),
         "{err}"
     );
@@ -574,7 +574,15 @@ fn a_namespace_prefixes_every_name_and_must_leave_room_for_it() {
         err.contains("main.hcl:2:"),
         "points at the namespace: {err}"
     );
-    assert!(err.contains("at most 26 characters"), "{err}");
+    assert!(
+        err.contains("shorten the namespace or the fleet name by 7 characters (names take a fourth digit from release 1000 on)"),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("error:").count(),
+        1,
+        "one mistake, one error: {err}"
+    );
 
     let err = load_text(&format!(
         "immune {{\n  namespace = \"Staging_1\"\n}}\n{fleet}"
@@ -630,7 +638,7 @@ fn instance_settings_are_read_and_their_mistakes_reported_together() {
     .unwrap_err();
     for expected in [
         "tag `Name` is set by immune",
-        "tag key `aws:x` starts with `aws:`",
+        "tag key `aws:x` begins with `aws:`, which AWS keeps for its own tags",
         "`hop_limit` must be a whole number from 1 to 64",
         "`big` is not an EC2 instance type",
         "`on_demand_percent` must be a whole number from 0 to 100",
@@ -661,5 +669,121 @@ fn a_gate_whose_alarm_comes_from_an_unset_variable_keeps_its_other_settings_know
         ("boot.sh", "#!/bin/sh\n"),
     ];
     let loaded = load_files(&files, Mode::Validate);
+    assert!(loaded.is_ok(), "{}", loaded.unwrap_err());
+}
+
+#[test]
+fn a_name_aws_would_refuse_points_at_its_attribute_and_says_where_the_value_came_from() {
+    // A fleet whose release, image name and instance tags are written by the caller.
+    let fleet = |name: &str, release: &str, image: &str, tags: &str| {
+        format!(
+            r#"
+fleet "{name}" {{
+  release = {release}
+  image {{
+    source_ami    = "ami-1"
+    instance_type = "t3.small"
+    name          = {image}
+  }}
+  instances {{
+    instance_type   = "t3.small"
+    subnets         = ["subnet-a"]
+    security_groups = ["sg-1"]
+    tags            = {tags}
+    capacity {{
+      min     = 1
+      max     = 2
+      desired = 1
+    }}
+  }}
+  traffic {{
+    load_balancer = "web"
+    port          = 8080
+  }}
+}}
+"#
+        )
+    };
+    // The module's release comes through a local and the module call from --var; the
+    // root fleet's image name from the environment, its tags from a sensitive variable.
+    let main = format!(
+        r#"
+variable "release" {{ type = string }}
+variable "suffix" {{ type = string }}
+variable "owner" {{
+  type      = string
+  sensitive = true
+}}
+locals {{
+  release = "${{var.release}}-rc"
+}}
+module "web" {{
+  source  = "./modules/web"
+  release = local.release
+}}
+{}"#,
+        fleet(
+            "api",
+            "\"v1\"",
+            "\"api-${var.suffix}\"",
+            "{ owner = \"${var.owner}\\u0007\" }"
+        )
+    );
+    let module = format!(
+        "variable \"release\" {{ type = string }}\n{}",
+        fleet("this", "var.release", "\"web\"", "{}")
+    );
+    let files: Vec<(std::path::PathBuf, Vec<u8>)> =
+        [("main.hcl", &main), ("modules/web/main.hcl", &module)]
+            .iter()
+            .map(|(p, t)| (p.into(), t.as_bytes().to_vec()))
+            .collect();
+    let inputs = VarInputs {
+        cli: vec![("release".into(), "feat#12".into())],
+        env: vec![
+            ("suffix".into(), "a:b".into()),
+            ("owner".into(), "alice".into()),
+        ],
+        ..VarInputs::default()
+    };
+    let err = load_sources(&files, &inputs, Mode::Plan)
+        .unwrap_err()
+        .to_string();
+    let errors: Vec<&str> = err.split("\nerror: ").collect();
+    assert_eq!(errors.len(), 3, "{err}");
+    assert!(
+        errors[0].starts_with("error: image name `api-a:b` holds `:`"),
+        "{err}"
+    );
+    assert!(
+        errors[0].contains("the value comes from environment variable IMMUNE_VAR_suffix; "),
+        "{err}"
+    );
+    assert!(
+        errors[1].starts_with("value (sensitive) of tag `owner` holds the character U+0007"),
+        "{err}"
+    );
+    assert!(
+        errors[2].starts_with("release `feat#12-rc` holds `#`"),
+        "{err}"
+    );
+    assert!(
+        errors[2].contains("--> modules/web/main.hcl:4:13"),
+        "points at the attribute in the module: {err}"
+    );
+    assert!(
+        errors[2].contains("hint: the value comes from --var release; "),
+        "through the local and the module call: {err}"
+    );
+    assert!(
+        !err.contains("alice"),
+        "a sensitive value is never shown: {err}"
+    );
+
+    // `validate` without the values knows none of them: nothing to say.
+    let loaded = load_sources(&files, &VarInputs::default(), Mode::Validate);
+    assert!(loaded.is_ok(), "{}", loaded.unwrap_err());
+    // `status`, `approve` and `rollback` are about what runs, not the next release.
+    let loaded = load_sources(&files, &inputs, Mode::Running);
     assert!(loaded.is_ok(), "{}", loaded.unwrap_err());
 }

@@ -106,6 +106,8 @@ pub struct Argument {
     /// `None` when the value is unknown or its problem is already reported.
     pub value: Option<Value>,
     pub span: Option<Span>,
+    /// Where the value came from outside the configuration (`--var release`).
+    pub given: Vec<String>,
 }
 
 /// Where a unit's variables get their values.
@@ -128,6 +130,9 @@ pub struct Origin {
 pub struct Resolved {
     pub values: Map<String, Value>,
     pub origins: HashMap<String, Origin>,
+    /// Where each value came from outside the configuration, for messages about what
+    /// uses it: `--var release`; nothing for defaults.
+    pub given: HashMap<String, Vec<String>>,
 }
 
 pub fn resolve(
@@ -139,6 +144,7 @@ pub fn resolve(
     let mut resolved = Resolved {
         values: Map::new(),
         origins: HashMap::new(),
+        given: HashMap::new(),
     };
     let find = |name: &str| declared.iter().find(|d| d.name == name);
     let names: Vec<&str> = declared.iter().map(|d| d.name.as_str()).collect();
@@ -191,6 +197,9 @@ pub fn resolve(
                 match decl.ty.convert(value) {
                     Ok(v) => {
                         resolved.values.insert(name.clone(), v);
+                        resolved
+                            .given
+                            .insert(name.clone(), vec![given_as(&name, &origin)]);
                         resolved.origins.insert(
                             name,
                             Origin {
@@ -246,6 +255,9 @@ pub fn resolve(
                 match decl.ty.convert(value) {
                     Ok(v) => {
                         resolved.values.insert(decl.name.clone(), v);
+                        resolved
+                            .given
+                            .insert(decl.name.clone(), argument.given.clone());
                         resolved
                             .origins
                             .insert(decl.name.clone(), origin_of(argument));
@@ -305,7 +317,7 @@ pub fn resolve(
                 // `validate` checks the configuration, not one set of values: as in
                 // Terraform, a required variable without a value is an error only when
                 // planning.
-                Supplied::Root(_) if program.mode == Mode::Validate || unreadable_file => {}
+                Supplied::Root(_) if program.mode != Mode::Plan || unreadable_file => {}
                 Supplied::Root(_) => diags.push(
                     Diagnostic::new(
                         format!("no value for required variable `{name}`"),
@@ -319,6 +331,16 @@ pub fn resolve(
         }
     }
     resolved
+}
+
+/// How a message names the source of a root variable's value: `--var release`.
+fn given_as(name: &str, origin: &str) -> String {
+    match origin {
+        "--var" => format!("--var {name}"),
+        // `environment variable IMMUNE_VAR_release` names the variable already.
+        _ if origin.starts_with("environment variable") => origin.to_string(),
+        _ => format!("{origin} (variable `{name}`)"),
+    }
 }
 
 fn origin_of(argument: &Argument) -> Origin {

@@ -683,7 +683,7 @@ async fn put_policies(
             });
         let request = PolicyRequest {
             group: rollout.group.clone(),
-            name: format!("{}-{}", rollout.group, policy.name),
+            name: crate::plan::policy_name(&rollout.group, &policy.name),
             metric: policy.metric,
             target: policy.target,
             resource_label,

@@ -524,19 +524,9 @@ pub fn release_name(fleet: &Fleet) -> String {
         .unwrap_or_else(|| format!("r-{}", &fingerprint(fleet)[..8]))
 }
 
-pub fn group_name(fleet: &str, seq: u32) -> String {
-    format!("{fleet}-v{seq:03}")
-}
-
-/// The fleet's launch template: one per fleet, a version per release.
-pub fn template_name(fleet: &Fleet) -> String {
-    fleet.resource_name()
-}
-
-/// The builder instance that bakes the release's image.
-pub fn builder_name(group: &str) -> String {
-    format!("{group}-builder")
-}
+// The names a release gives AWS resources come from the configuration, which checks
+// them against AWS's rules.
+pub use crate::config::names::{builder_name, group_name, image_name, policy_name, template_name};
 
 pub fn plan(config: &Config, state: &State, observed: &BTreeMap<String, Observed>) -> Plan {
     let mut changes: Vec<Change> = in_order(&config.fleets)
@@ -742,6 +732,29 @@ fn plan_fleet(fleet: &Fleet, state: &State, observed: Option<&Observed>) -> Chan
             };
         }
     };
+    // The configuration's names hold up to release 9999 (`config::names` checks them at
+    // 1 and 1000); a fifth digit may make one too long for AWS.
+    let refused: Vec<crate::config::names::Problem> = crate::config::names::problems(fleet, seq)
+        .into_iter()
+        .map(|p| crate::config::names::Problem {
+            from_seq: Some(seq),
+            ..p
+        })
+        .collect();
+    if !refused.is_empty() {
+        let said: Vec<String> = refused.iter().map(|p| p.summary(true)).collect();
+        let fix = format!(
+            "{}; `immune state mv fleet.{} fleet.NEW` renames the fleet without touching what runs, and its next release takes the new names",
+            refused[0].hint(true, fleet.namespace.is_some()),
+            fleet.name
+        );
+        return change(
+            Action::Blocked {
+                reason: said.join("; "),
+            },
+            format!("{}\n  {fix}", said.join("\n")),
+        );
+    }
     if let Some(why) = observed.and_then(|o| o.unproven.clone()) {
         return change(
             Action::Blocked {
@@ -1321,15 +1334,6 @@ pub fn word(value: &impl Serialize) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default()
-}
-
-/// Image names must be unique in the account: the configured name, or the group's.
-pub fn image_name(fleet: &Fleet, seq: u32) -> String {
-    fleet
-        .image
-        .name
-        .clone()
-        .unwrap_or_else(|| group_name(&fleet.resource_name(), seq))
 }
 
 #[cfg(test)]

@@ -701,3 +701,37 @@ fn a_fleet_after_a_locked_one_is_planned_as_blocked_and_so_is_one_after_it() {
     assert!(matches!(action("batch"), Action::Release(_)));
     assert!(render(&plan, false).contains("fleet.api: will not start"));
 }
+
+#[test]
+fn a_release_whose_fifth_sequence_digit_makes_a_name_too_long_is_blocked() {
+    // `nnnn...-abcde` has 26 characters: 32 with `-v9999`, which the configuration's
+    // check allows, and 33 with `-v10000`.
+    let mut config = config("v2");
+    config.fleets[0].namespace = Some("n".repeat(20));
+    config.fleets[0].name = "abcde".into();
+    let mut state = State::new();
+    state.fleets.entry("abcde".into()).or_default().seq = 9998;
+    let planned = plan(&config, &state, &BTreeMap::new());
+    let Action::Release(release) = &planned.changes[0].action else {
+        panic!("{:?}", planned.changes[0]);
+    };
+    assert_eq!(release.group, format!("{}-abcde-v9999", "n".repeat(20)));
+
+    state.fleets.get_mut("abcde").unwrap().seq = 9999;
+    let planned = plan(&config, &state, &BTreeMap::new());
+    let change = &planned.changes[0];
+    let Action::Blocked { reason } = &change.action else {
+        panic!("{change:?}");
+    };
+    assert_eq!(
+        reason,
+        &format!("at release 10000, name `{}-abcde-v10000` has 33 characters, more than the 32 ELB allows in a target group name", "n".repeat(20))
+    );
+    assert!(
+        change
+            .reason
+            .contains("`immune state mv fleet.abcde fleet.NEW` renames the fleet"),
+        "{}",
+        change.reason
+    );
+}

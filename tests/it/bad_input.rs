@@ -125,3 +125,65 @@ async fn missing_credentials_are_named_as_such_at_once() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_aws_would_refuse_is_refused_by_plan_and_apply_before_anything_is_launched() {
+    // `#` is not among the characters ELB takes in a tag value (the target group's
+    // `immune:release`): the release was refused by CreateTargetGroup, after the bake.
+    let w = World::new();
+    let s = &w.surroundings;
+    w.write(
+        "main.hcl",
+        &w.fleet_config(&s.source_ami, &s.load_balancer, ""),
+    );
+    for args in [
+        &["plan", "--var", "release=feat#12"][..],
+        &["apply", "--auto-approve", "--var", "release=feat#12"],
+    ] {
+        let run = w.immune(args);
+        assert_eq!(run.code, 1, "{args:?}: {run:?}");
+        for said in [
+            "error: release `feat#12` holds `#`, which ELB does not allow in the `immune:release` tag of the release's target group\n --> main.hcl:",
+            "the value comes from --var release",
+            "letters, digits, spaces and _ . : / = + - @",
+            "for example `feat-12`",
+        ] {
+            assert!(run.stderr.contains(said), "{args:?}: {said:?} in {run:?}");
+        }
+    }
+    let sdk = w.sdk().await;
+    assert_eq!(
+        sdk.live_instances(&w.prefix).await,
+        0,
+        "no builder launched"
+    );
+    assert!(sdk.groups_with_prefix(&w.prefix).await.is_empty());
+    // Every page: other tests' target groups share the emulator.
+    let mut ours = Vec::new();
+    let mut marker = None;
+    loop {
+        let out = sdk
+            .elb
+            .describe_target_groups()
+            .set_marker(marker)
+            .send()
+            .await
+            .unwrap();
+        ours.extend(
+            out.target_groups()
+                .iter()
+                .filter_map(|t| t.target_group_name())
+                .filter(|n| n.starts_with(&format!("{}-v", w.prefix)))
+                .map(str::to_string),
+        );
+        marker = out.next_marker().map(str::to_string);
+        if marker.is_none() {
+            break;
+        }
+    }
+    assert!(ours.is_empty(), "no target group made: {ours:?}");
+    assert!(
+        !w.dir.join(".immune").exists(),
+        "refused before the state was opened"
+    );
+}

@@ -106,3 +106,70 @@ fn completions_for_three_shells_and_a_manual_page_come_from_the_command_line() {
     assert!(unknown.stderr.contains("possible values"), "{unknown:?}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_release_aws_would_refuse_is_refused_by_validate_plan_and_apply_before_any_aws_call() {
+    let dir = scratch();
+    std::fs::write(
+        dir.join("main.hcl"),
+        r#"variable "release" {
+  type = string
+}
+
+fleet "web" {
+  release = var.release
+  image {
+    source_ami    = "ami-1"
+    instance_type = "t3.small"
+  }
+  instances {
+    instance_type   = "t3.small"
+    subnets         = ["subnet-a"]
+    security_groups = ["sg-1"]
+    capacity {
+      min     = 1
+      max     = 2
+      desired = 1
+    }
+  }
+  traffic {
+    load_balancer = "web"
+    port          = 8080
+  }
+}
+"#,
+    )
+    .unwrap();
+    // Without the value, validate has nothing to check it against.
+    let run = offline(&dir, &["validate"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    for args in [
+        &["validate", "--var", "release=feat#12"][..],
+        &["plan", "--var", "release=feat#12"],
+        &["apply", "--auto-approve", "--var", "release=feat#12"],
+    ] {
+        let run = offline(&dir, args);
+        assert_eq!(run.code, 1, "{args:?}: {run:?}");
+        assert!(
+            run.stderr.starts_with(
+                "error: release `feat#12` holds `#`, which ELB does not allow in the `immune:release` tag of the release's target group\n --> main.hcl:6:13\n"
+            ),
+            "{args:?}: {run:?}"
+        );
+        for said in [
+            "the value comes from --var release",
+            "letters, digits, spaces and _ . : / = + - @",
+            "https://docs.aws.amazon.com/elasticloadbalancing/latest/APIReference/API_Tag.html",
+            "for example `feat-12`",
+        ] {
+            assert!(run.stderr.contains(said), "{args:?}: {said:?} in {run:?}");
+        }
+        // Nothing listens on the endpoint: had immune called AWS, it would say so.
+        assert!(!run.stderr.contains("127.0.0.1:9"), "{args:?}: {run:?}");
+    }
+    assert!(
+        !dir.join(".immune").exists(),
+        "not even the state was touched"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
