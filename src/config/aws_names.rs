@@ -67,7 +67,7 @@ impl Rule {
     }
 
     /// The rule in words: "a target group name has 1 to 32 characters: letters, digits
-    /// and hyphens, not beginning or ending with a hyphen, not beginning with `internal-`".
+    /// and hyphens, not beginning or ending with a hyphen".
     pub fn describe(&self) -> String {
         let mut text = match self.min {
             0 => format!("{} has at most {} characters", self.what, self.max),
@@ -288,9 +288,8 @@ pub const AMI_NAME: Rule = Rule {
 
 /// https://docs.aws.amazon.com/elasticloadbalancing/latest/APIReference/API_CreateTargetGroup.html
 /// "can have a maximum of 32 characters, must contain only alphanumeric characters or
-/// hyphens, and must not begin or end with a hyphen". `internal-` is refused at the
-/// beginning of a load balancer's name (API_CreateLoadBalancer.html), which shares the
-/// console's naming with target groups: refused here too, to be safe.
+/// hyphens, and must not begin or end with a hyphen". (`internal-` is refused only at
+/// the beginning of a load balancer's name, API_CreateLoadBalancer.html.)
 pub const TARGET_GROUP_NAME: Rule = Rule {
     service: "ELB",
     what: "a target group name",
@@ -298,7 +297,7 @@ pub const TARGET_GROUP_NAME: Rule = Rule {
     max: 32,
     allowed: |c| c.is_ascii_alphanumeric() || c == '-',
     characters: Some("letters, digits and hyphens"),
-    refused_starts: &["internal-"],
+    refused_starts: &[],
     hyphen_inside: true,
     page: "https://docs.aws.amazon.com/elasticloadbalancing/latest/APIReference/API_CreateTargetGroup.html",
 };
@@ -590,11 +589,7 @@ mod tests {
         );
         assert_eq!(TARGET_GROUP_NAME.check("-web"), Err(Breach::Hyphen));
         assert_eq!(TARGET_GROUP_NAME.check("web-"), Err(Breach::Hyphen));
-        assert_eq!(
-            TARGET_GROUP_NAME.check("internal-v001"),
-            Err(Breach::Starts("internal-"))
-        );
-        assert_eq!(TARGET_GROUP_NAME.check("internals-v001"), Ok(()));
+        assert_eq!(TARGET_GROUP_NAME.check("internal-v001"), Ok(()));
         assert_eq!(
             TARGET_GROUP_NAME.check("web_v001"),
             Err(Breach::Character('_'))
@@ -684,7 +679,7 @@ mod tests {
     fn rules_and_breaches_read_as_sentences() {
         assert_eq!(
             TARGET_GROUP_NAME.describe(),
-            "a target group name has 1 to 32 characters: letters, digits and hyphens, not beginning or ending with a hyphen, not beginning with `internal-`"
+            "a target group name has 1 to 32 characters: letters, digits and hyphens, not beginning or ending with a hyphen"
         );
         assert_eq!(
             ELB_TAG_VALUE.describe(),
