@@ -174,9 +174,14 @@ class Surroundings:
             return name
         self.cloudwatch.put_metric_alarm(
             AlarmName=name,
+            # The application's own count of 5xx answers, published at once as a
+            # high-resolution metric: the alarm can fire 10 s after errors start. On
+            # AWS/ApplicationELB's HTTPCode_Target_5XX_Count, published a minute late,
+            # immune would watch each step for 1m10s (a step never passes before its
+            # gates could have failed).
             AlarmDescription=f"5xx from the targets behind {self.prefix}",
-            Namespace="AWS/ApplicationELB",
-            MetricName="HTTPCode_Target_5XX_Count",
+            Namespace="Immune/Demo",
+            MetricName="Target5XXCount",
             Dimensions=[{"Name": "LoadBalancer", "Value": lb_dimension}],
             Statistic="Sum",
             Period=10,

@@ -50,7 +50,7 @@ fleet "web" {
 
   rollout {
     steps          = [25, 100]
-    pause          = "3s"
+    pause          = "10s"
     healthy_within = "2m"
     poll_interval  = "1s"
 

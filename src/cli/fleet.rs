@@ -86,7 +86,7 @@ struct FleetStatus {
     active: Option<GroupStatus>,
     kept: Vec<GroupStatus>,
     /// Live listener weights (percent by target group), when the cloud answered.
-    weights: Option<Vec<(String, u8)>>,
+    weights: Option<Vec<(String, u16)>>,
     rollout: Option<RolloutStatus>,
     locked: Option<crate::state::FleetLock>,
     /// Why live figures are missing.

@@ -6,7 +6,10 @@ use super::{Cli, CliError};
 use crate::cloud::aws::Aws;
 use crate::cloud::faulty::Faulty;
 use crate::cloud::survey::listener_not_found;
-use crate::cloud::{retry_reads, Claim, Cloud, CloudError, Clouds, Conflict, RouteRef, Weight};
+use crate::cloud::{
+    retry_reads, unsupported_protocol, Claim, Cloud, CloudError, Clouds, Conflict, RouteRef,
+    Weight, TARGET_GROUPS_PER_FORWARD,
+};
 use crate::config::{Config, Fleet, GateCheck, ListenerRef};
 use crate::plan::{self, Live, Observed, Plan};
 use crate::state::{Group, State};
@@ -361,6 +364,19 @@ async fn survey<'a>(
                         "check traffic.load_balancer and traffic.listener_port, or create the listener first; its default action must forward to a target group"
                     }
                 };
+                // What ELB would refuse at the first release's join, refused now.
+                let route = route.and_then(|route| {
+                    if let Some(why) = route.protocol.as_deref().and_then(unsupported_protocol) {
+                        return Err(CloudError::Invalid(why));
+                    }
+                    if route.weights.len() >= TARGET_GROUPS_PER_FORWARD {
+                        return Err(CloudError::Invalid(format!(
+                            "the route forwards to {} target groups, and a release adds one: ELB allows {TARGET_GROUPS_PER_FORWARD} in one forward (Application Load Balancer quotas, \"Target groups per action\"); take the target groups that carry no traffic out of the forward",
+                            route.weights.len()
+                        )));
+                    }
+                    Ok(route)
+                });
                 match route {
                     Ok(route) => Some((route, traffic)),
                     Err(e) => {

@@ -556,11 +556,13 @@ impl StandIn {
     }
 }
 
-/// One target group's share of a listener's traffic.
+/// One target group's share of a listener's traffic: its weight against the others'
+/// (0 to 999, ForwardActionConfig in the ELB API reference). immune's own are
+/// percentages; an operator's are kept as they were.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Weight {
     pub target_group: String,
-    pub weight: u8,
+    pub weight: u16,
 }
 
 /// One cloud per region, each made once: every fleet is planned, rolled out and retired
@@ -845,6 +847,31 @@ pub struct Route {
     pub weights: Vec<Weight>,
     /// Read only when no target group has weight.
     pub stand_in: Option<StandIn>,
+    /// The listener's protocol (`HTTP`, `HTTPS`; `TCP`, `TLS`, `UDP`, `TCP_UDP` for a
+    /// Network Load Balancer, `GENEVE` for a Gateway Load Balancer), when read.
+    pub protocol: Option<String>,
+}
+
+/// At most this many target groups in one forward action ("Target groups per action",
+/// Quotas for your Application Load Balancers,
+/// https://docs.aws.amazon.com/elasticloadbalancing/latest/application/load-balancer-limits.html).
+pub const TARGET_GROUPS_PER_FORWARD: usize = 5;
+
+/// Why immune cannot release behind a listener of this protocol, if it cannot: it makes
+/// HTTP target groups and shifts traffic by weights on an Application Load Balancer's
+/// forward. A Network Load Balancer's listener (TCP, TLS, UDP, TCP_UDP) forwards only to
+/// target groups of its own protocols, and a Gateway Load Balancer's (GENEVE) sends
+/// traffic to appliances, not to a fleet of releases.
+pub fn unsupported_protocol(protocol: &str) -> Option<String> {
+    match protocol {
+        "HTTP" | "HTTPS" => None,
+        "GENEVE" => Some(format!(
+            "the listener is a Gateway Load Balancer's ({protocol}), which sends traffic to network appliances: immune does not release behind one"
+        )),
+        _ => Some(format!(
+            "the listener is a Network Load Balancer's ({protocol}): immune makes HTTP target groups, which a {protocol} listener cannot forward to, so it releases only behind an Application Load Balancer (HTTP or HTTPS listener) for now"
+        )),
+    }
 }
 
 /// A builder instance immune launched to bake an image.

@@ -40,6 +40,7 @@ async fn read_route(
         arn,
         weights,
         stand_in,
+        protocol: None,
     })
 }
 

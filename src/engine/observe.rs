@@ -9,7 +9,9 @@ use super::actions::health;
 use super::{Engine, Halt, Watch};
 use crate::cloud::{AlarmReading, AlarmState, AlarmTransition};
 use crate::config::{show_duration, Fleet};
-use crate::rollout::gates::{decide, shown, step_state, Evidence, Reading, StepState, Verdict};
+use crate::rollout::gates::{
+    self, decide, shown, step_state, Evidence, Reading, StepState, Verdict,
+};
 use crate::rollout::pace::{self, Pace};
 use crate::rollout::{Awaiting, Event};
 use crate::state::{now, AnswerKind};
@@ -172,6 +174,20 @@ impl Engine<'_> {
                     continue;
                 }
             };
+            // A step lasts at least as long as its enforce gates need to be able to fail.
+            if let Window::Step(_) = window {
+                if let (longer, Some(gate)) = gates::watch_for(pause, &spec.gates, &readings) {
+                    self.reporter.line(
+                        &fleet.name,
+                        &format!(
+                            "{during} is watched for {}, not {}: gate {gate}'s alarm needs that long before it can go into ALARM",
+                            show_duration(longer),
+                            show_duration(pause)
+                        ),
+                    );
+                    pause = longer;
+                }
+            }
             let mut verdicts = Vec::new();
             for (i, gate) in spec.gates.iter().enumerate() {
                 unreadable[i] = match readings[i] {

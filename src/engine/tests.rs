@@ -166,7 +166,7 @@ impl Setup {
             .collect()
     }
 
-    fn weights(&self) -> Vec<(String, u8)> {
+    fn weights(&self) -> Vec<(String, u16)> {
         let w = self.cloud.world.lock().unwrap();
         w.weights["arn:listener/web/80"]
             .iter()
@@ -837,7 +837,7 @@ fn setup_on_rule(extra: &str) -> Setup {
 }
 
 impl Setup {
-    fn rule_weights(&self) -> Vec<(String, u8)> {
+    fn rule_weights(&self) -> Vec<(String, u16)> {
         let w = self.cloud.world.lock().unwrap();
         w.weights["arn:listener-rule/web/80/10"]
             .iter()

@@ -931,8 +931,13 @@ fn gate_warnings(fleet: &Fleet, group: &str, observed: Option<&Observed>) -> Vec
             GateCheck::Alarm(_) => reading.and_then(|r| r.needs),
         };
         if let Some(needs) = needs.filter(|needs| *needs > pause) {
+            let then = match gate.mode {
+                // The engine stretches each step to it (`rollout::gates::watch_for`).
+                GateMode::Enforce => format!("each step is watched for {}", show_duration(needs)),
+                _ => "a step can pass before the gate could fail (only an enforce gate lengthens the step)".to_string(),
+            };
             warnings.push(format!(
-                "gate {}: its alarm needs {} of data before it can go into ALARM, longer than the pause of {}: a step can pass before the gate could fail",
+                "gate {}: its alarm needs {} of data before it can go into ALARM, longer than the pause of {}: {then}",
                 gate.name,
                 show_duration(needs),
                 show_duration(pause)
@@ -1268,7 +1273,7 @@ fn forwarding(weights: &[Weight]) -> Vec<Weight> {
         .filter(|w| w.weight > 0)
         .map(|w| Weight {
             target_group: w.target_group.clone(),
-            weight: (u32::from(w.weight) * 100 / total) as u8,
+            weight: (u32::from(w.weight) * 100 / total) as u16,
         })
         .collect();
     shares.sort_by(|a, b| a.target_group.cmp(&b.target_group));

@@ -450,7 +450,11 @@ fn a_release_warns_of_a_gate_in_alarm_now_and_of_a_pause_too_short_for_a_gate() 
         ),
         "{warnings:?}"
     );
-    assert!(warnings[1].contains("needs 5m of data"), "{warnings:?}");
+    assert!(
+        warnings[1].contains("needs 5m of data")
+            && warnings[1].contains("each step is watched for 5m"),
+        "{warnings:?}"
+    );
     let text = render(&plan, false);
     assert!(
         text.contains("! warning: gate errors: alarm web-5xx is in ALARM now"),

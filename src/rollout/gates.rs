@@ -102,6 +102,30 @@ pub fn shown(verdict: &Verdict, reading: &Reading, approved: bool) -> &'static s
 }
 
 /// One gate reading under the decision table. `unreadable_polls` counts this poll too.
+/// How long a step must be watched so that each enforce gate could have failed in it:
+/// the pause, or the longest time an enforce gate's alarm needs before it can go into
+/// ALARM (its period times the datapoints to alarm, plus the time its metric takes to
+/// be published), with that gate's name. A step shorter than that could pass on a bad
+/// release before its gate had data enough to see it.
+pub fn watch_for(
+    pause: Duration,
+    gates: &[Gate],
+    readings: &[Reading],
+) -> (Duration, Option<String>) {
+    gates
+        .iter()
+        .zip(readings)
+        .filter(|(gate, _)| gate.mode == GateMode::Enforce)
+        .filter_map(|(gate, reading)| match reading {
+            Reading::Alarm(r) => Some((r.needs?, Some(gate.name.clone()))),
+            Reading::Unreadable(_) => None,
+        })
+        .fold((pause, None), |longest, this| match this.0 > longest.0 {
+            true => this,
+            false => longest,
+        })
+}
+
 pub fn decide(gate: &Gate, reading: &Reading, unreadable_polls: u32) -> Verdict {
     let failed = match gate.mode {
         GateMode::Enforce => Verdict::Fail,
@@ -265,5 +289,45 @@ mod tests {
             "retries are bounded by the budget, not the clock"
         );
         assert_eq!(step_state(&[WouldFail], secs(60), pause), StepState::Passed);
+    }
+
+    #[test]
+    fn a_step_is_watched_as_long_as_its_slowest_enforce_gate_needs() {
+        let gate = |name: &str, mode: GateMode| Gate {
+            name: name.into(),
+            check: crate::config::GateCheck::Alarm(format!("{name}-alarm")),
+            insufficient_data: OnInsufficientData::Pass,
+            mode,
+            slow_at: None,
+        };
+        let needs = |secs: u64| {
+            Reading::Alarm(AlarmReading {
+                state: AlarmState::Ok,
+                reason: String::new(),
+                since: None,
+                needs: Some(Duration::from_secs(secs)),
+            })
+        };
+        let pause = Duration::from_secs(3);
+        let gates = [
+            gate("errors", GateMode::Enforce),
+            gate("latency", GateMode::Enforce),
+            gate("trial", GateMode::DryRun),
+        ];
+        assert_eq!(
+            watch_for(pause, &gates, &[needs(70), needs(20), needs(600)]),
+            (Duration::from_secs(70), Some("errors".into())),
+            "the longest enforce gate; a dry-run gate lengthens nothing"
+        );
+        assert_eq!(
+            watch_for(pause, &gates, &[needs(2), needs(1), needs(600)]),
+            (pause, None),
+            "gates that fit the pause leave it as it is"
+        );
+        let unknown = Reading::Unreadable("gone".into());
+        assert_eq!(
+            watch_for(pause, &gates[..1], std::slice::from_ref(&unknown)),
+            (pause, None)
+        );
     }
 }

@@ -953,14 +953,18 @@ impl Rollout {
                 given += share;
                 weights.push(Weight {
                     target_group: w.target_group.clone(),
-                    weight: share as u8,
+                    weight: share as u16,
                 });
             }
         }
         if percent > 0 || weights.is_empty() {
             weights.push(Weight {
                 target_group: new.clone(),
-                weight: if weights.is_empty() { 100 } else { percent },
+                weight: if weights.is_empty() {
+                    100
+                } else {
+                    u16::from(percent)
+                },
             });
         }
         // Target groups the route forwarded to without traffic stay as they were: they

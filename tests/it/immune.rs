@@ -856,6 +856,20 @@ async fn images_beyond_image_keep_are_deregistered_with_their_snapshots() {
         !snapshots.is_empty(),
         "a baked image has snapshots: {image:?}"
     );
+    let tagged = sdk
+        .ec2
+        .describe_snapshots()
+        .snapshot_ids(&snapshots[0])
+        .send()
+        .await
+        .expect("DescribeSnapshots");
+    assert!(
+        tagged.snapshots()[0]
+            .tags()
+            .iter()
+            .any(|t| t.key() == Some("immune:lineage")),
+        "its snapshots carry the lineage from CreateImage: {tagged:?}"
+    );
 
     release("echo two");
     let v2 = apply(&w, "v2");

@@ -306,32 +306,71 @@ impl Aws {
         Ok(images)
     }
 
+    /// Deregisters the image with its snapshots: DeleteAssociatedSnapshots does both in
+    /// one call (DeregisterImage in the EC2 API reference), and says per snapshot what
+    /// became of it. One it did not delete is deleted after, asked again while EC2 still
+    /// counts it in use by the image just deregistered.
     pub(super) async fn deregister_image(&self, image_id: &str) -> CloudResult<()> {
-        let Some(image) = self.describe_image(image_id).await? else {
-            return Ok(());
+        // Deregistered long after it was made: not found means gone.
+        let image = match self.describe_image(image_id).await {
+            Ok(Some(image)) => image,
+            Ok(None) => return Ok(()),
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e),
         };
         self.ensure_ours(format!("image {image_id}"), pairs(image.tags()))?;
-        let snapshots: Vec<String> = image
-            .block_device_mappings()
-            .iter()
-            .filter_map(|m| m.ebs()?.snapshot_id().map(str::to_string))
-            .collect();
-        self.ec2
+        let out = self
+            .ec2
             .deregister_image()
             .image_id(image_id)
+            .delete_associated_snapshots(true)
             .send()
             .await
             .map_err(|e| sdk_error("DeregisterImage", e))?;
+        let deleted: BTreeSet<&str> = out
+            .delete_snapshot_results()
+            .iter()
+            .filter(|r| r.return_code().map(|c| c.as_str()) == Some("success"))
+            .filter_map(|r| r.snapshot_id())
+            .collect();
+        let left = image
+            .block_device_mappings()
+            .iter()
+            .filter_map(|m| m.ebs()?.snapshot_id())
+            .filter(|s| !deleted.contains(s));
         // The snapshots belong to the image immune baked; without it they only cost money.
-        for snapshot in snapshots {
-            self.ec2
-                .delete_snapshot()
-                .snapshot_id(&snapshot)
-                .send()
-                .await
-                .map_err(|e| sdk_error("DeleteSnapshot", e))?;
+        for snapshot in left {
+            self.delete_snapshot(snapshot).await?;
         }
         Ok(())
+    }
+
+    /// Deletes a snapshot of an image just deregistered: EC2 may still count it in use
+    /// for a moment (InvalidSnapshot.InUse), so it is asked again for a while; one
+    /// already gone is fine.
+    async fn delete_snapshot(&self, snapshot: &str) -> CloudResult<()> {
+        let start = tokio::time::Instant::now();
+        let mut wait = Duration::from_millis(200);
+        loop {
+            let deleted = self
+                .ec2
+                .delete_snapshot()
+                .snapshot_id(snapshot)
+                .send()
+                .await
+                .map_err(|e| sdk_error("DeleteSnapshot", e));
+            match deleted {
+                Err(e)
+                    if code_of(&e) == Some("InvalidSnapshot.InUse")
+                        && start.elapsed() < CONSISTENCY =>
+                {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                Err(e) if e.is_not_found() => return Ok(()),
+                other => return other.map(|_| ()),
+            }
+        }
     }
 
     pub(super) async fn launch_builder(&self, request: &BuilderRequest) -> CloudResult<String> {
@@ -415,14 +454,25 @@ impl Aws {
     }
 
     pub(super) async fn console_output(&self, instance_id: &str) -> CloudResult<String> {
-        let out = self
-            .ec2
-            .get_console_output()
-            .instance_id(instance_id)
-            .latest(true)
-            .send()
+        // The newest output is offered on Nitro instances only; elsewhere EC2 refuses
+        // `Latest` and the last buffered output is read instead (GetConsoleOutput in the
+        // EC2 API reference).
+        let read = |latest: bool| {
+            self.ec2
+                .get_console_output()
+                .instance_id(instance_id)
+                .latest(latest)
+                .send()
+        };
+        let out = match read(true)
             .await
-            .map_err(|e| sdk_error("GetConsoleOutput", e))?;
+            .map_err(|e| sdk_error("GetConsoleOutput", e))
+        {
+            Err(e) if code_of(&e).is_some_and(|c| c.starts_with("Unsupported")) => read(false)
+                .await
+                .map_err(|e| sdk_error("GetConsoleOutput", e))?,
+            other => other?,
+        };
         let Some(encoded) = out.output() else {
             return Ok(String::new());
         };
@@ -448,13 +498,47 @@ impl Aws {
             .instance_id(builder)
             .name(name)
             .description(format!("baked by immune for fleet {}", tags.fleet))
-            .tag_specifications(tag_spec(ResourceType::Image, image_tags))
+            // The snapshots carry the lineage too: found and deleted with the image.
+            .tag_specifications(tag_spec(ResourceType::Image, image_tags.clone()))
+            .tag_specifications(tag_spec(ResourceType::Snapshot, image_tags))
             .send()
             .await
-            .map_err(|e| sdk_error("CreateImage", e))?;
-        out.image_id()
-            .map(str::to_string)
-            .ok_or_else(|| CloudError::Invalid("CreateImage returned no image id".into()))
+            .map_err(|e| sdk_error("CreateImage", e));
+        match out {
+            // A CreateImage whose answer was lost made the image: image names are unique
+            // in an account, and this one is ours, of the same bake.
+            Err(e) if code_of(&e) == Some("InvalidAMIName.Duplicate") => {
+                self.baked_image_named(name, bake).await?.ok_or(e)
+            }
+            other => other?
+                .image_id()
+                .map(str::to_string)
+                .ok_or_else(|| CloudError::Invalid("CreateImage returned no image id".into())),
+        }
+    }
+
+    /// This configuration's image of this name baked from `bake`, if there is one.
+    async fn baked_image_named(&self, name: &str, bake: &str) -> CloudResult<Option<String>> {
+        let out = self
+            .ec2
+            .describe_images()
+            .owners("self")
+            .filters(Filter::builder().name("name").values(name).build())
+            .send()
+            .await
+            .map_err(|e| sdk_error("DescribeImages", e))?;
+        Ok(out
+            .images()
+            .iter()
+            .find(|i| {
+                let tags = i.tags();
+                self.holder(pairs(tags)) == Holder::Ours
+                    && tags
+                        .iter()
+                        .any(|t| t.key() == Some(TAG_BAKE) && t.value() == Some(bake))
+            })
+            .and_then(|i| i.image_id())
+            .map(str::to_string))
     }
 
     async fn describe_image(
@@ -794,12 +878,34 @@ impl Aws {
             .send()
             .await
             .map_err(|e| sdk_error("DeleteLaunchTemplateVersions", e));
-        match out {
+        // The call answers 200 even when a version was not deleted: each failure is in
+        // UnsuccessfullyDeletedLaunchTemplateVersions with its code (API reference).
+        let failure = match out {
+            Ok(out) => out
+                .unsuccessfully_deleted_launch_template_versions()
+                .first()
+                .and_then(|f| f.response_error())
+                .map(|e| {
+                    (
+                        e.code().map_or("", |c| c.as_str()).to_string(),
+                        e.message().unwrap_or_default().to_string(),
+                    )
+                }),
+            Err(e) if code_of(&e).is_some_and(|c| c.contains("NotFound")) => None,
+            Err(e) => return Err(e),
+        };
+        match failure {
+            None => Ok(()),
+            // Already gone.
+            Some((code, _)) if code.contains("DoesNotExist") || code.contains("NotFound") => Ok(()),
             // The template's default version cannot be deleted on its own; it is harmless
             // (it launches nothing) and the next release adds a version beside it.
-            Ok(_) => Ok(()),
-            Err(e) if code_of(&e).is_some_and(|c| c.contains("NotFound")) => Ok(()),
-            Err(e) => Err(e),
+            Some(_) if found.default_version_number() == Some(template.version) => Ok(()),
+            Some((code, message)) => Err(CloudError::Service {
+                operation: "DeleteLaunchTemplateVersions",
+                code,
+                message,
+            }),
         }
     }
 

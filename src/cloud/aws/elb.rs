@@ -232,7 +232,11 @@ impl Aws {
                     }
                 }
             };
-            found.insert((listener.clone(), *priority), Ok(route_of(arn, &actions)));
+            let route = Route {
+                protocol: on.protocol().map(|p| p.as_str().to_string()),
+                ..route_of(arn, &actions)
+            };
+            found.insert((listener.clone(), *priority), Ok(route));
         }
         Ok(Some(found))
     }
@@ -348,7 +352,10 @@ impl Aws {
                             )
                         }
                     };
-                    Ok(route_of(arn, &actions))
+                    Ok(Route {
+                        protocol: found.protocol().map(|p| p.as_str().to_string()),
+                        ..route_of(arn, &actions)
+                    })
                 })();
                 (route.clone(), read)
             })
@@ -1066,7 +1073,7 @@ fn weights_of(actions: &[Action]) -> Vec<Weight> {
         .filter_map(|t| {
             Some(Weight {
                 target_group: t.target_group_arn()?.to_string(),
-                weight: t.weight().unwrap_or(1).clamp(0, 100) as u8,
+                weight: t.weight().unwrap_or(1).clamp(0, 999) as u16,
             })
         })
         .collect();
@@ -1132,6 +1139,7 @@ fn route_of(arn: String, actions: &[Action]) -> Route {
         arn,
         weights,
         stand_in,
+        protocol: None,
     }
 }
 
