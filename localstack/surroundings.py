@@ -188,7 +188,11 @@ class Surroundings:
             EvaluationPeriods=1,
             Threshold=1,
             ComparisonOperator="GreaterThanOrEqualToThreshold",
-            TreatMissingData="notBreaching",
+            # Without data the alarm keeps its state (AWS: "ignore - the current alarm
+            # state is maintained"): a state a test or demo set with SetAlarmState
+            # holds while a step is watched, instead of going back to OK at the next
+            # evaluation, 10 s later.
+            TreatMissingData="ignore",
             Tags=self.tags,
         )
         return name

@@ -20,6 +20,8 @@ pub struct World {
     /// Health rules by release: a rule forwarding to the release's target group for
     /// requests nobody sends (their weights are under the rule's ARN in `weights`).
     pub health_rules: BTreeMap<String, String>,
+    /// Each route's group-level stickiness, once set.
+    pub stickiness: BTreeMap<String, Duration>,
     pub instances: BTreeMap<String, InstanceState>,
     /// image id -> (fleet, bake)
     pub images: BTreeMap<String, (String, String)>,
@@ -415,8 +417,12 @@ impl Cloud for FakeCloud {
         &self,
         listener_arn: &str,
         weights: &[Weight],
+        stickiness: Option<Duration>,
     ) -> CloudResult<()> {
         let mut w = self.enter("set_listener_weights")?;
+        if let Some(stickiness) = stickiness {
+            w.stickiness.insert(listener_arn.to_string(), stickiness);
+        }
         for weight in weights {
             if !w.target_groups.contains_key(&weight.target_group)
                 && !w.foreign_target_groups.contains(&weight.target_group)

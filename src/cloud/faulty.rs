@@ -259,10 +259,16 @@ impl Cloud for Faulty {
         self.call("DescribeListeners", self.inner.listener_weights(route_arn))
             .await
     }
-    async fn set_listener_weights(&self, route_arn: &str, weights: &[Weight]) -> CloudResult<()> {
+    async fn set_listener_weights(
+        &self,
+        route_arn: &str,
+        weights: &[Weight],
+        stickiness: Option<Duration>,
+    ) -> CloudResult<()> {
         self.call(
             "ModifyListener",
-            self.inner.set_listener_weights(route_arn, weights),
+            self.inner
+                .set_listener_weights(route_arn, weights, stickiness),
         )
         .await
     }

@@ -640,8 +640,14 @@ pub trait Cloud: Send + Sync {
     /// given a rule ARN.
     async fn listener_weights(&self, route_arn: &str) -> CloudResult<Vec<Weight>>;
     /// Sets all of the forward weights of a listener's default action, or of a rule's
-    /// action, in one call.
-    async fn set_listener_weights(&self, route_arn: &str, weights: &[Weight]) -> CloudResult<()>;
+    /// action, in one call; with `stickiness`, the forward's group-level stickiness too
+    /// (without, it stays as it is).
+    async fn set_listener_weights(
+        &self,
+        route_arn: &str,
+        weights: &[Weight],
+        stickiness: Option<Duration>,
+    ) -> CloudResult<()>;
     /// The route's fixed response or redirect when it forwards to no target group.
     async fn stand_in(&self, route_arn: &str) -> CloudResult<Option<StandIn>>;
     /// Puts a fixed response or redirect back as the route's action, in one call.

@@ -525,6 +525,24 @@ fn read_traffic(r: &mut BlockReader) -> Traffic {
         None => default_health_check(),
     };
     let deregistration_delay = r.duration("deregistration_delay", Duration::from_secs(300));
+    // TargetGroupStickinessConfig's DurationSeconds: 1 to 604800 (7 days), whole seconds.
+    let stickiness = r.has("stickiness").then(|| {
+        let wanted = r.duration("stickiness", Duration::from_secs(3600));
+        if !(1..=604_800).contains(&wanted.as_secs()) || wanted.subsec_nanos() != 0 {
+            let span = r.body_span("stickiness");
+            r.diags.push(
+                Diagnostic::new(
+                    format!(
+                        "`stickiness` of {} is outside what ELB takes: whole seconds from 1s to 7d",
+                        crate::config::show_duration(wanted)
+                    ),
+                    span,
+                )
+                .with_hint("stickiness = \"1h\" keeps each user on the release they first reached for an hour (TargetGroupStickinessConfig in the ELB API reference)"),
+            );
+        }
+        wanted
+    });
     // ELBv2 rule priorities run from 1 to 50000; the default action has none.
     let rule_priority = r
         .has("rule_priority")
@@ -535,6 +553,7 @@ fn read_traffic(r: &mut BlockReader) -> Traffic {
         port,
         health_check,
         deregistration_delay,
+        stickiness,
     }
 }
 

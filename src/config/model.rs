@@ -377,6 +377,19 @@ pub struct Traffic {
     pub health_check: HealthCheck,
     #[serde(with = "secs")]
     pub deregistration_delay: Duration,
+    /// `stickiness = "1h"`: the forward keeps a client on the target group it first
+    /// reached for this long (group-level stickiness, TargetGroupStickinessConfig), so
+    /// that a user stays on one release during a canary. `None` leaves the forward's
+    /// stickiness as it is.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "opt_secs")]
+    pub stickiness: Option<Duration>,
+}
+
+fn opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => secs::serialize(d, s),
+        None => s.serialize_none(),
+    }
 }
 
 impl Traffic {

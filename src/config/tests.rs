@@ -787,3 +787,28 @@ module "web" {{
     let loaded = load_sources(&files, &inputs, Mode::Running);
     assert!(loaded.is_ok(), "{}", loaded.unwrap_err());
 }
+
+#[test]
+fn stickiness_is_whole_seconds_from_1s_to_7d() {
+    let with = |stickiness: &str| {
+        fleet_with_rollout("    steps = [100]").replace(
+            "    port          = 8080\n",
+            &format!("    port          = 8080\n    stickiness    = \"{stickiness}\"\n"),
+        )
+    };
+    let config = load_text(&with("1h")).unwrap();
+    let traffic = config.fleets[0].traffic.as_ref().unwrap();
+    assert_eq!(
+        traffic.stickiness,
+        Some(std::time::Duration::from_secs(3600))
+    );
+    for wrong in ["8d", "500ms"] {
+        let err = load_text(&with(wrong)).unwrap_err();
+        assert!(
+            err.contains("whole seconds from 1s to 7d") && err.contains("main.hcl:"),
+            "{wrong}: {err}"
+        );
+    }
+    let none = load_text(&fleet_with_rollout("    steps = [100]")).unwrap();
+    assert_eq!(none.fleets[0].traffic.as_ref().unwrap().stickiness, None);
+}

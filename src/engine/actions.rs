@@ -59,6 +59,8 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
         name: rollout.group.clone(),
         extra: fleet.default_tags.clone(),
     };
+    // The operator's group-level stickiness goes with every weights the release sets.
+    let stickiness = fleet.traffic.as_ref().and_then(|t| t.stickiness);
     // The group, its template, instances and volumes also carry the instances' tags.
     let instance_tags = Tags {
         extra: fleet.instance_tags(),
@@ -325,13 +327,13 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
                 .as_deref()
                 .and_then(|tg| fresh(rollout, tg));
             cloud
-                .set_listener_weights(&rollout.listener_arn, weights)
+                .set_listener_weights(&rollout.listener_arn, weights, stickiness)
                 .await
                 .map_err(|e| match created.is_some() && e.is_not_found() {
                     true => not_yet(e),
                     false => e.into(),
                 })?;
-            set_weights(cloud, &rollout.listener_arn, weights).await?;
+            verify_weights(cloud, &rollout.listener_arn, weights).await?;
             Ok(Event::Joined)
         }
         Action::AddHealthRule => {
@@ -369,6 +371,7 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
         Action::WaitHealthy { target_group } => {
             let within = fleet.rollout.healthy_within;
             let fresh = |key: &str| fresh(rollout, key).is_some();
+            let say = |line: &str| reporter.line(&fleet.name, line);
             wait_healthy(
                 cloud,
                 &rollout.group,
@@ -376,13 +379,16 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
                 within,
                 poll,
                 stop,
-                &fresh,
+                &Watching {
+                    fresh: &fresh,
+                    say: &say,
+                },
             )
             .await?;
             Ok(Event::Healthy)
         }
         Action::SetWeights { weights, percent } => {
-            set_weights(cloud, &rollout.listener_arn, weights).await?;
+            set_weights(cloud, &rollout.listener_arn, weights, stickiness).await?;
             // The group takes traffic through the route now: its health rule goes.
             if let Some(rule) = &rollout.health_rule {
                 cloud.delete_health_rule(rule).await?;
@@ -393,7 +399,16 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
             // The new group grows first, so the fleet never runs below its capacity.
             cloud.scale_group(&rollout.group, *new).await?;
             let within = fleet.rollout.healthy_within;
-            wait_healthy(cloud, &rollout.group, None, within, poll, stop, &|_| false).await?;
+            wait_healthy(
+                cloud,
+                &rollout.group,
+                None,
+                within,
+                poll,
+                stop,
+                &Watching::QUIET,
+            )
+            .await?;
             // The old group's leaving workers finish their jobs while the step is
             // observed: the gates are watched all that time (see `Engine::observe`).
             if let Some((group, capacity)) = old {
@@ -410,7 +425,7 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
             if let Some((group, capacity)) = previous {
                 cloud.scale_group(group, *capacity).await?;
                 let within = fleet.rollout.healthy_within;
-                wait_healthy(cloud, group, None, within, poll, stop, &|_| false).await?;
+                wait_healthy(cloud, group, None, within, poll, stop, &Watching::QUIET).await?;
             }
             Ok(Event::CapacityRestored)
         }
@@ -461,7 +476,7 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
             Ok(Event::PreviousRetired)
         }
         Action::RestoreWeights { weights } => {
-            set_weights(cloud, &rollout.listener_arn, weights).await?;
+            set_weights(cloud, &rollout.listener_arn, weights, None).await?;
             Ok(Event::WeightsRestored)
         }
         Action::RestoreStandIn { stand_in } => {
@@ -773,6 +788,22 @@ async fn health_in_words(
     )))
 }
 
+/// What a health wait knows beyond the group: whether a name was created a moment ago
+/// (a NotFound for it means "not yet"), and where to say what it waits for.
+#[derive(Clone, Copy)]
+struct Watching<'a> {
+    fresh: &'a (dyn Fn(&str) -> bool + Sync),
+    say: &'a (dyn Fn(&str) + Sync),
+}
+
+impl Watching<'static> {
+    /// A worker group's wait: nothing made a moment ago, nothing to say.
+    const QUIET: Watching<'static> = Watching {
+        fresh: &|_| false,
+        say: &|_| {},
+    };
+}
+
 /// Waits until every instance the group wants is healthy (see [`health`]), for at most
 /// `within`: after that the release has failed its health. `fresh` says whether the
 /// group or target group of that name was created a moment ago.
@@ -783,8 +814,9 @@ async fn wait_healthy(
     within: Duration,
     poll: Duration,
     stop: &(dyn Fn() -> Option<Halt> + Sync),
-    fresh: &(dyn Fn(&str) -> bool + Sync),
+    watching: &Watching<'_>,
 ) -> Result<(), Halt> {
+    let Watching { fresh, say } = *watching;
     // The last count seen, so a timeout reports it without asking again.
     let last = std::sync::Mutex::new((0, 0, String::from("not found yet")));
     let waited = wait_until(poll, within, "instances to be healthy", stop, || async {
@@ -793,6 +825,14 @@ async fn wait_healthy(
         else {
             return Ok(None);
         };
+        // What the instances wait for, said when it changes: `initial` while ELB's
+        // first checks run, `unhealthy` with ELB's reason.
+        let changed = *last.lock().unwrap() != (healthy, wanted, others.clone());
+        if changed && !others.is_empty() {
+            say(&format!(
+                "{group}: {healthy} of {wanted} instances healthy; {others}"
+            ));
+        }
         *last.lock().unwrap() = (healthy, wanted, others.clone());
         // A web group must have registered instances; a worker group scaled to zero
         // (a queue with nothing in it) has none to wait for.
@@ -879,8 +919,17 @@ pub(super) async fn set_weights(
     cloud: &dyn Cloud,
     listener: &str,
     weights: &[Weight],
+    stickiness: Option<Duration>,
 ) -> Result<(), Halt> {
-    cloud.set_listener_weights(listener, weights).await?;
+    cloud
+        .set_listener_weights(listener, weights, stickiness)
+        .await?;
+    verify_weights(cloud, listener, weights).await
+}
+
+/// Reads the weights back: a listener that silently kept its old weights must not be
+/// mistaken for a shifted one.
+async fn verify_weights(cloud: &dyn Cloud, listener: &str, weights: &[Weight]) -> Result<(), Halt> {
     // Target groups at weight 0 count: one joined for its health checks must be there.
     let mut read: Vec<Weight> = cloud.listener_weights(listener).await?;
     let mut wanted: Vec<Weight> = weights.to_vec();

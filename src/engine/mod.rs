@@ -797,6 +797,7 @@ impl Engine<'_> {
                             self.cloud,
                             &rollout.listener_arn,
                             &rollout.previous_weights,
+                            None,
                         )
                         .await
                     }

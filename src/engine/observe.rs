@@ -40,6 +40,11 @@ impl Faults {
     }
 }
 
+/// How often a step reads the new group's health at the most (the gates are read at every
+/// poll): ELB health-checks a target every 5 s at the most often, so reading it every
+/// 200 ms poll only loads the API.
+const HEALTH_EVERY: Duration = Duration::from_secs(2);
+
 /// What is being observed: a canary step, or the drain after the last one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Window {
@@ -156,6 +161,7 @@ impl Engine<'_> {
             budget: self.retry_budget,
         };
         let mut poll_started;
+        let mut last_health: Option<Instant> = None;
         loop {
             // Polls keep a fixed schedule: the interval counts from the previous poll's
             // start, not from the end of its work.
@@ -230,7 +236,12 @@ impl Engine<'_> {
             {
                 state = StepState::Passed;
             }
-            if !matches!(state, StepState::Failed(_)) {
+            // Health changes no faster than ELB checks it (every 5 s at the most): read
+            // every few seconds, and always before a step passes.
+            let health_due = last_health.is_none_or(|at: Instant| at.elapsed() >= HEALTH_EVERY)
+                || matches!(state, StepState::Passed);
+            if !matches!(state, StepState::Failed(_)) && health_due {
+                last_health = Some(Instant::now());
                 let (healthy, wanted) =
                     match health(self.cloud, &rollout.group, target_group.as_deref()).await {
                         Ok(counts) => counts,

@@ -284,6 +284,30 @@ async fn target_groups_the_route_forwarded_to_without_traffic_stay_in_it() {
 }
 
 #[tokio::test]
+async fn traffic_stickiness_is_set_on_the_forward_with_the_weights() {
+    let mut s = setup_fleet("0s", "", "", "");
+    let hcl = std::fs::read_to_string(s.dir.join("main.hcl")).unwrap();
+    std::fs::write(
+        s.dir.join("main.hcl"),
+        hcl.replace(
+            "deregistration_delay = \"0s\"",
+            "deregistration_delay = \"0s\"\n    stickiness           = \"1h\"",
+        ),
+    )
+    .unwrap();
+    s.apply("v1").await.unwrap();
+    assert_eq!(
+        s.cloud
+            .world
+            .lock()
+            .unwrap()
+            .stickiness
+            .get("arn:listener/web/80"),
+        Some(&Duration::from_secs(3600))
+    );
+}
+
+#[tokio::test]
 async fn a_transient_fault_on_launch_is_retried_and_the_release_goes_on() {
     let mut s = setup();
     s.apply("v1").await.unwrap();

@@ -40,7 +40,7 @@ impl Engine<'_> {
             );
         }
         if let Some(change) = &update.weights {
-            set_weights(self.cloud, &change.route, &change.to)
+            set_weights(self.cloud, &change.route, &change.to, None)
                 .await
                 .map_err(|h| failed(h.message()))?;
             self.reporter.line(
@@ -71,7 +71,7 @@ impl Engine<'_> {
             );
         }
         if !retire.restore.is_empty() {
-            set_weights(self.cloud, route, &retire.restore)
+            set_weights(self.cloud, route, &retire.restore, None)
                 .await
                 .map_err(|h| unfinished(h.message()))?;
             self.reporter.line(

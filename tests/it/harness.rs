@@ -398,6 +398,19 @@ impl Sdk {
         !out.auto_scaling_groups().is_empty()
     }
 
+    /// Waits until ELB shows a target group a test just made: it is eventually
+    /// consistent, as the emulator is, and an operator would not have run immune within
+    /// that moment.
+    pub async fn until_target_group_shows(&self, name: &str) {
+        for _ in 0..100 {
+            if self.target_group_exists(name).await {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("target group {name} never showed");
+    }
+
     pub async fn target_group_exists(&self, name: &str) -> bool {
         self.elb
             .describe_target_groups()

@@ -134,6 +134,7 @@ async fn a_foreign_target_group_holding_the_next_name_is_refused_until_it_is_gon
         .target_group_arn()
         .unwrap()
         .to_string();
+    sdk.until_target_group_shows(&w.group(2)).await;
     let plan = w.immune(&["plan", "--var", "release=v2"]);
     assert_eq!(plan.code, 1, "{plan:?}");
     assert!(

@@ -14,7 +14,7 @@ async fn a_metric_near_its_threshold_stretches_the_step_and_history_says_why() {
     let gate = format!(
         r#"rate {{
       min_pause = "1s"
-      max_pause = "6s"
+      max_pause = "12s"
     }}
     gate "latency" {{
       metric {{
@@ -22,7 +22,7 @@ async fn a_metric_near_its_threshold_stretches_the_step_and_history_says_why() {
         name       = "Latency"
         dimensions = {{ Group = release.group }}
         statistic  = "Maximum"
-        period     = "60s"
+        period     = "10s"
         threshold  = 10
         comparison = ">"
       }}
@@ -56,12 +56,16 @@ async fn a_metric_near_its_threshold_stretches_the_step_and_history_says_why() {
     let out = v1.wait(Duration::from_secs(90));
     assert_eq!(out.code, 0, "the alarm never fired: {out:?}");
     assert!(
-        out.stdout.contains("pace: gate latency read 90% of its threshold (slow_at 80%): step 1 stretched to 6s (max_pause 6s)"),
+        out.stdout.contains("step 1 is watched for 10s, not 3s: gate latency's alarm needs that long before it can go into ALARM"),
+        "a step lasts as long as its gate needs to be able to fail: {out:?}"
+    );
+    assert!(
+        out.stdout.contains("pace: gate latency read 90% of its threshold (slow_at 80%): step 1 stretched to 12s (max_pause 12s)"),
         "{out:?}"
     );
     let history = w.immune(&["history", &w.prefix, "--json"]);
     assert!(
-        history.stdout.contains("stretched to 6s"),
+        history.stdout.contains("stretched to 12s"),
         "the change of pace is in the history: {history:?}"
     );
 }

@@ -291,6 +291,40 @@ async fn a_listener_behind_oidc_still_authenticates_after_a_release_and_after_a_
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn traffic_stickiness_keeps_users_on_one_release_through_the_canary() {
+    let w = World::new();
+    let sdk = w.sdk().await;
+    let s = &w.surroundings;
+    w.write(
+        "main.hcl",
+        &w.fleet_config(&s.source_ami, &s.load_balancer, "").replace(
+            "    deregistration_delay = \"0s\"\n",
+            "    deregistration_delay = \"0s\"\n    stickiness           = \"1h\"\n",
+        ),
+    );
+    let v1 = w.immune(&["apply", "--auto-approve", "--var", "release=v1"]);
+    assert_eq!(v1.code, 0, "{v1:?}");
+    let out = sdk
+        .elb
+        .describe_listeners()
+        .listener_arns(&s.listener_arn)
+        .send()
+        .await
+        .unwrap();
+    let forward = out.listeners()[0].default_actions()[0]
+        .forward_config()
+        .cloned()
+        .expect("a forward");
+    let stickiness = forward
+        .target_group_stickiness_config()
+        .expect("group-level stickiness");
+    assert_eq!(
+        (stickiness.enabled(), stickiness.duration_seconds()),
+        (Some(true), Some(3600))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_composite_alarm_gate_passes_a_good_release_and_rolls_back_a_bad_one() {
     let w = World::new();
     let sdk = w.sdk().await;

@@ -207,15 +207,7 @@ async fn leftover_target_group(w: &World, owner: Option<(&str, &str)>) -> String
         .send()
         .await
         .expect("CreateTargetGroup");
-    // ELB shows a new target group a moment later (eventual consistency), as the
-    // emulator does: an operator would not have run immune within that moment.
-    let name = w.group(1);
-    for _ in 0..100 {
-        if sdk.target_group_exists(&name).await {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    sdk.until_target_group_shows(&w.group(1)).await;
     out.target_groups()[0]
         .target_group_arn()
         .unwrap()

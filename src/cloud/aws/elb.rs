@@ -5,8 +5,8 @@ use crate::cloud::survey::{listener_not_found, rule_not_found};
 use aws_sdk_elasticloadbalancingv2::types::{
     Action, ActionTypeEnum, AuthenticateOidcActionConfig, FixedResponseActionConfig,
     ForwardActionConfig, HostHeaderConditionConfig, ProtocolEnum, RedirectActionConfig,
-    RedirectActionStatusCodeEnum, RuleCondition, Tag, TargetGroupAttribute, TargetGroupTuple,
-    TargetHealthStateEnum, TargetTypeEnum,
+    RedirectActionStatusCodeEnum, RuleCondition, Tag, TargetGroupAttribute,
+    TargetGroupStickinessConfig, TargetGroupTuple, TargetHealthStateEnum, TargetTypeEnum,
 };
 
 fn tag_pairs(tags: &[(String, String)]) -> impl Iterator<Item = (Option<&str>, Option<&str>)> {
@@ -549,6 +549,7 @@ impl Aws {
         &self,
         route_arn: &str,
         weights: &[Weight],
+        stickiness: Option<Duration>,
     ) -> CloudResult<()> {
         let groups: Vec<TargetGroupTuple> = weights
             .iter()
@@ -560,12 +561,20 @@ impl Aws {
             })
             .collect();
         let actions = self.route_actions(route_arn).await?;
-        let stickiness = actions
-            .iter()
-            .find(|a| a.r#type() == Some(&ActionTypeEnum::Forward))
-            .and_then(|a| a.forward_config())
-            .and_then(|f| f.target_group_stickiness_config())
-            .cloned();
+        let stickiness = match stickiness {
+            Some(duration) => Some(
+                TargetGroupStickinessConfig::builder()
+                    .enabled(true)
+                    .duration_seconds(duration.as_secs() as i32)
+                    .build(),
+            ),
+            None => actions
+                .iter()
+                .find(|a| a.r#type() == Some(&ActionTypeEnum::Forward))
+                .and_then(|a| a.forward_config())
+                .and_then(|f| f.target_group_stickiness_config())
+                .cloned(),
+        };
         let forward = Action::builder()
             .r#type(ActionTypeEnum::Forward)
             .forward_config(

@@ -416,8 +416,10 @@ impl Cloud for Aws {
         &self,
         listener_arn: &str,
         weights: &[Weight],
+        stickiness: Option<Duration>,
     ) -> CloudResult<()> {
-        self.set_listener_weights(listener_arn, weights).await
+        self.set_listener_weights(listener_arn, weights, stickiness)
+            .await
     }
     async fn stand_in(&self, route_arn: &str) -> CloudResult<Option<StandIn>> {
         self.stand_in(route_arn).await
