@@ -387,6 +387,35 @@ impl Sdk {
         forward_weights(&out.rules()[0].actions()[0])
     }
 
+    /// [`Sdk::until_target_group_shows`] for an Auto Scaling group.
+    pub async fn until_group_shows(&self, name: &str) {
+        for _ in 0..100 {
+            if self.group_exists(name).await {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("Auto Scaling group {name} never showed");
+    }
+
+    /// [`Sdk::until_target_group_shows`] for a launch template.
+    pub async fn until_launch_template_shows(&self, name: &str) {
+        for _ in 0..100 {
+            let found = self
+                .ec2
+                .describe_launch_templates()
+                .launch_template_names(name)
+                .send()
+                .await
+                .is_ok_and(|o| !o.launch_templates().is_empty());
+            if found {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("launch template {name} never showed");
+    }
+
     pub async fn group_exists(&self, name: &str) -> bool {
         let out = self
             .autoscaling

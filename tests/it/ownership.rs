@@ -187,6 +187,7 @@ async fn an_untagged_launch_template_of_the_fleets_name_is_refused_and_left_alon
         .and_then(|t| t.launch_template_id())
         .unwrap()
         .to_string();
+    sdk.until_launch_template_shows(&w.prefix).await;
     let plan = w.immune(&["plan", "--var", "release=v1"]);
     assert_eq!(plan.code, 1, "{plan:?}");
     assert!(
@@ -375,6 +376,7 @@ async fn a_foreign_auto_scaling_group_holding_the_next_name_is_never_taken_over(
         .send()
         .await
         .expect("CreateAutoScalingGroup");
+    sdk.until_group_shows(&w.group(2)).await;
 
     let plan = w.immune(&["plan", "--var", "release=v2"]);
     assert_eq!(plan.code, 1, "{plan:?}");
