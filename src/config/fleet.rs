@@ -526,7 +526,11 @@ fn read_traffic(r: &mut BlockReader) -> Traffic {
     };
     let deregistration_delay = r.duration("deregistration_delay", Duration::from_secs(300));
     // TargetGroupStickinessConfig's DurationSeconds: 1 to 604800 (7 days), whole seconds.
+    // `"off"` turns it off (zero); left out, the forward's stickiness stays as it is.
     let stickiness = r.has("stickiness").then(|| {
+        if matches!(r.value("stickiness"), Some((Value::String(s), _)) if s == "off") {
+            return Duration::ZERO;
+        }
         let wanted = r.duration("stickiness", Duration::from_secs(3600));
         if !(1..=604_800).contains(&wanted.as_secs()) || wanted.subsec_nanos() != 0 {
             let span = r.body_span("stickiness");

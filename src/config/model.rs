@@ -379,8 +379,8 @@ pub struct Traffic {
     pub deregistration_delay: Duration,
     /// `stickiness = "1h"`: the forward keeps a client on the target group it first
     /// reached for this long (group-level stickiness, TargetGroupStickinessConfig), so
-    /// that a user stays on one release during a canary. `None` leaves the forward's
-    /// stickiness as it is.
+    /// that a user stays on one release during a canary; zero (`"off"`) turns it off.
+    /// `None` leaves the forward's stickiness as it is.
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "opt_secs")]
     pub stickiness: Option<Duration>,
 }

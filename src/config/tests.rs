@@ -809,6 +809,11 @@ fn stickiness_is_whole_seconds_from_1s_to_7d() {
             "{wrong}: {err}"
         );
     }
+    let off = load_text(&with("off")).unwrap();
+    assert_eq!(
+        off.fleets[0].traffic.as_ref().unwrap().stickiness,
+        Some(std::time::Duration::ZERO)
+    );
     let none = load_text(&fleet_with_rollout("    steps = [100]")).unwrap();
     assert_eq!(none.fleets[0].traffic.as_ref().unwrap().stickiness, None);
 }

@@ -309,6 +309,17 @@ pub async fn perform(context: &Context<'_>, action: &Action) -> Result<Event, Ha
                 // show it yet when this attempt looked: the lost call's group.
                 Err(CloudError::Service { code, .. })
                     if code == "AlreadyExists" && !first_attempt => {}
+                // Auto Scaling may not know a launch template version or target group
+                // made a moment ago (eventual consistency): asked again.
+                Err(e @ CloudError::Service { .. })
+                    if e.to_string().contains("does not exist")
+                        && (fresh(rollout, &launch_template.id).is_some()
+                            || target_group
+                                .as_deref()
+                                .is_some_and(|tg| fresh(rollout, tg).is_some())) =>
+                {
+                    return Err(not_yet(e))
+                }
                 other => other?,
             }
             // AWS shows a new group a moment after creating it (eventual consistency):

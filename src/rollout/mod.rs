@@ -522,6 +522,7 @@ impl Rollout {
         match event {
             Event::BuilderLaunched(id) => Some(id.clone()),
             Event::TargetGroupCreated(arn) => Some(arn.clone()),
+            Event::LaunchTemplateCreated(lt) => Some(lt.id.clone()),
             Event::GroupCreated => Some(self.group.clone()),
             _ => None,
         }

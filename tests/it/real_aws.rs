@@ -358,6 +358,52 @@ async fn a_composite_alarm_gate_passes_a_good_release_and_rolls_back_a_bad_one()
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_composite_alarm_gate_watches_each_step_as_long_as_its_slowest_child_needs() {
+    let w = World::new();
+    let sdk = w.sdk().await;
+    let s = &w.surroundings;
+    // A child on ALB's own metric, a minute a period, two to alarm: 2m, plus the minute
+    // ELB takes to publish.
+    let child = format!("{}-slow", w.prefix);
+    sdk.cloudwatch
+        .put_metric_alarm()
+        .alarm_name(&child)
+        .namespace("AWS/ApplicationELB")
+        .metric_name("HTTPCode_Target_5XX_Count")
+        .statistic(aws_sdk_cloudwatch::types::Statistic::Sum)
+        .period(60)
+        .evaluation_periods(2)
+        .datapoints_to_alarm(2)
+        .threshold(1.0)
+        .comparison_operator(
+            aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanOrEqualToThreshold,
+        )
+        .send()
+        .await
+        .expect("PutMetricAlarm");
+    let composite = format!("{}-any-slow", w.prefix);
+    sdk.cloudwatch
+        .put_composite_alarm()
+        .alarm_name(&composite)
+        .alarm_rule(format!("ALARM(\"{}\") OR ALARM(\"{child}\")", s.alarm))
+        .send()
+        .await
+        .expect("PutCompositeAlarm");
+    let gate = format!("gate \"errors\" {{\n      alarm = \"{composite}\"\n    }}");
+    w.write(
+        "main.hcl",
+        &w.fleet_config(&s.source_ami, &s.load_balancer, &gate),
+    );
+    let plan = w.immune(&["plan", "--var", "release=v1"]);
+    assert!(
+        plan.stdout
+            .contains("gate errors: its alarm needs 3m of data")
+            && plan.stdout.contains("each step is watched for 3m"),
+        "{plan:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_rollback_finishes_through_a_burst_of_503s_without_an_error_code() {
     let w = World::new();
     let sdk = w.sdk().await;

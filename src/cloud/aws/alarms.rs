@@ -55,11 +55,39 @@ impl Alarm {
             since: updated.and_then(|t| t.fmt(DateTimeFormat::DateTime).ok()),
             needs: match self {
                 Alarm::Metric(a) => needs(a),
-                // Its children decide when it can change: not known from it alone.
+                // Its children decide when it can change: see `composite_needs`.
                 Alarm::Composite(_) => None,
             },
         }
     }
+}
+
+/// The alarms a composite alarm's rule names: `ALARM("web-5xx") OR OK(arn:...:alarm:db)`
+/// names `web-5xx` and `db` (AlarmRule in the CloudWatch API reference: a name in double
+/// quotes, or an alarm ARN).
+fn rule_alarms(rule: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for function in ["ALARM(", "OK(", "INSUFFICIENT_DATA("] {
+        for (at, _) in rule.match_indices(function) {
+            // `OK(` inside `...ALARM_OK(` would not be a function: AWS has none such,
+            // but a name may end in OK.
+            let before = rule[..at].chars().last();
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '-') {
+                continue;
+            }
+            let rest = &rule[at + function.len()..];
+            let Some(end) = rest.find(')') else { continue };
+            let inner = rest[..end].trim().trim_matches('"');
+            let name = match inner.split_once(":alarm:") {
+                Some((_, name)) => name,
+                None => inner,
+            };
+            if !name.is_empty() {
+                names.push(name.to_string());
+            }
+        }
+    }
+    names
 }
 
 /// How long a metric alarm needs before it can go into ALARM: its period times the
@@ -144,12 +172,54 @@ impl Aws {
     }
 
     async fn read_alarms(&self, names: &[String]) -> CloudResult<BTreeMap<String, AlarmReading>> {
-        Ok(self
-            .describe_alarms(names)
-            .await?
-            .iter()
-            .filter_map(|alarm| Some((alarm.name()?.to_string(), alarm.reading())))
-            .collect())
+        let alarms = self.describe_alarms(names).await?;
+        let mut readings = BTreeMap::new();
+        for alarm in &alarms {
+            let Some(name) = alarm.name() else { continue };
+            let mut reading = alarm.reading();
+            if let Alarm::Composite(composite) = alarm {
+                reading.needs = self.composite_needs(name, composite).await?;
+            }
+            readings.insert(name.to_string(), reading);
+        }
+        Ok(readings)
+    }
+
+    /// How long a composite alarm needs before it can go into ALARM: as long as the
+    /// slowest alarm its rule names (composites in it followed, three deep), read once
+    /// per process, since an alarm's period rarely changes. `None` when unknown.
+    async fn composite_needs(
+        &self,
+        name: &str,
+        alarm: &CompositeAlarm,
+    ) -> CloudResult<Option<Duration>> {
+        if let Some(known) = self.composite_needs.lock().unwrap().get(name) {
+            return Ok(*known);
+        }
+        let mut needs: Option<Duration> = None;
+        let mut rules = vec![alarm.alarm_rule().unwrap_or_default().to_string()];
+        for _depth in 0..3 {
+            let children: Vec<String> = rules.iter().flat_map(|r| rule_alarms(r)).collect();
+            if children.is_empty() {
+                break;
+            }
+            rules.clear();
+            for child in self.describe_alarms(&children).await? {
+                match &child {
+                    Alarm::Metric(metric) => {
+                        needs = needs.max(self::needs(metric));
+                    }
+                    Alarm::Composite(inner) => {
+                        rules.push(inner.alarm_rule().unwrap_or_default().to_string())
+                    }
+                }
+            }
+        }
+        self.composite_needs
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), needs);
+        Ok(needs)
     }
 
     /// The alarm's own metric over the window, by GetMetricStatistics with its statistic
@@ -387,5 +457,19 @@ impl Aws {
             .await
             .map_err(|e| sdk_error("DeleteAlarms", e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_composite_rule_names_its_alarms_by_name_or_arn() {
+        assert_eq!(
+            super::rule_alarms(
+                r#"ALARM("web-5xx") OR (OK(arn:aws:cloudwatch:us-east-1:1:alarm:db-OK) AND NOT INSUFFICIENT_DATA( "lat" ))"#
+            ),
+            ["web-5xx", "db-OK", "lat"]
+        );
+        assert!(super::rule_alarms("TRUE").is_empty());
     }
 }

@@ -562,6 +562,12 @@ impl Aws {
             .collect();
         let actions = self.route_actions(route_arn).await?;
         let stickiness = match stickiness {
+            // `stickiness = "off"`.
+            Some(Duration::ZERO) => Some(
+                TargetGroupStickinessConfig::builder()
+                    .enabled(false)
+                    .build(),
+            ),
             Some(duration) => Some(
                 TargetGroupStickinessConfig::builder()
                     .enabled(true)

@@ -34,6 +34,8 @@ pub struct Aws {
     /// read again by ARN, and checked, before a route is looked for from its load
     /// balancer down (see `routes`).
     route_arns: std::sync::Mutex<BTreeMap<RouteRef, String>>,
+    /// How long each composite gate alarm needs before it can fire, read once.
+    composite_needs: std::sync::Mutex<BTreeMap<String, Option<Duration>>>,
 }
 
 impl Aws {
@@ -68,6 +70,7 @@ impl Aws {
             poller: Default::default(),
             subnet_vpcs: Default::default(),
             route_arns: Default::default(),
+            composite_needs: Default::default(),
             cloudwatch: aws_sdk_cloudwatch::Client::from_conf(
                 aws_sdk_cloudwatch::config::Builder::from(&config)
                     .interceptor(calls::Calls)
