@@ -81,7 +81,8 @@ impl Engine<'_> {
                             crate::rollout::capacity_at(workers.full, rollout.steps[step]);
                         format!("{} of {} instances", new.desired, workers.full.desired)
                     }
-                    None => format!("{}%", rollout.steps[step]),
+                    // What the route gives it: all of it from a route that shared none.
+                    None => format!("{}%", rollout.weight.max(rollout.steps[step])),
                 };
                 watch.during = format!("step {}/{}", step + 1, rollout.steps.len());
                 watch.share = format!("{share} on {}", rollout.group);

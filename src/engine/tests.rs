@@ -1359,6 +1359,13 @@ async fn a_first_release_on_a_fresh_load_balancer_goes_out_and_retiring_puts_the
         s.decisions()
     );
     assert!(
+        !s.decisions()
+            .iter()
+            .any(|d| d.contains("50% on the new group")),
+        "a fixed response cannot share: the first step says it sends all: {:?}",
+        s.decisions()
+    );
+    assert!(
         s.cloud.world.lock().unwrap().health_rules.is_empty(),
         "deleted once the group took traffic"
     );

@@ -581,10 +581,18 @@ impl Rollout {
                             percent,
                         }
                     }
-                    None => Action::SetWeights {
-                        weights: self.weights_at(percent),
-                        percent,
-                    },
+                    None => {
+                        let weights = self.weights_at(percent);
+                        // A route that forwarded nowhere (a fixed response) cannot share:
+                        // the first step sends all of it, and says so.
+                        let shared = weights.iter().any(|w| {
+                            w.weight > 0 && Some(&w.target_group) != self.target_group.as_ref()
+                        });
+                        Action::SetWeights {
+                            weights,
+                            percent: if shared { percent } else { 100 },
+                        }
+                    }
                 }
             }
             Phase::Observe { step } => Action::Observe { step: *step },
