@@ -231,7 +231,21 @@ pub fn publication_delay(namespace: &str) -> Duration {
 /// Asks again while AWS answers a read with a transient fault, backing off, for at most
 /// `budget`. Only for calls that change nothing: a create whose answer was lost must be
 /// looked for, not repeated (the engine does that).
-pub async fn retry_reads<T, F, Fut>(budget: Duration, mut read: F) -> CloudResult<T>
+pub async fn retry_reads<T, F, Fut>(budget: Duration, read: F) -> CloudResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = CloudResult<T>>,
+{
+    retry_while(budget, CloudError::is_transient, read).await
+}
+
+/// Asks again while `again` says the answer may change (a transient fault, a resource
+/// AWS does not show yet), backing off from 100 ms to 5 s, for at most `budget`.
+pub async fn retry_while<T, F, Fut>(
+    budget: Duration,
+    again: impl Fn(&CloudError) -> bool,
+    mut call: F,
+) -> CloudResult<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = CloudResult<T>>,
@@ -239,9 +253,9 @@ where
     let start = tokio::time::Instant::now();
     let mut wait = Duration::from_millis(100);
     loop {
-        match read().await {
-            Err(e) if e.is_transient() && start.elapsed() < budget => {
-                tracing::info!("asking again after a transient fault: {e}");
+        match call().await {
+            Err(e) if again(&e) && start.elapsed() < budget => {
+                tracing::info!("asking again: {e}");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(5));
             }

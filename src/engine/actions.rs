@@ -755,15 +755,11 @@ pub(super) async fn health(
     group: &str,
     target_group: Option<&str>,
 ) -> Result<(usize, usize), Halt> {
-    let status = cloud
-        .group(group)
+    // Nothing counts as made a moment ago here: a group not found has disappeared.
+    let (healthy, wanted, _) = health_in_words(cloud, group, target_group, &|_| false)
         .await?
         .ok_or_else(|| Halt::Failed(format!("Auto Scaling group {group} disappeared")))?;
-    let healthy = match target_group {
-        Some(target_group) => status.healthy_in(&cloud.target_health(target_group).await?),
-        None => status.in_service(),
-    };
-    Ok((healthy, status.capacity.desired as usize))
+    Ok((healthy, wanted))
 }
 
 /// [`health`], with the targets that are not healthy in words (`1 initial

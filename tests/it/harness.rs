@@ -266,6 +266,21 @@ pub fn immune_in(dir: &Path, args: &[&str], endpoint: &str) -> Run {
     }
 }
 
+/// Asks `shows` every 100 ms until it says yes, for at most 10 s.
+async fn until_shows<F, Fut>(what: &str, mut shows: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..100 {
+        if shows().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{what} never showed");
+}
+
 /// SDK clients for checking what immune did, independently of immune's own cloud layer.
 pub struct Sdk {
     pub elb: aws_sdk_elasticloadbalancingv2::Client,
@@ -389,31 +404,23 @@ impl Sdk {
 
     /// [`Sdk::until_target_group_shows`] for an Auto Scaling group.
     pub async fn until_group_shows(&self, name: &str) {
-        for _ in 0..100 {
-            if self.group_exists(name).await {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        panic!("Auto Scaling group {name} never showed");
+        until_shows(&format!("Auto Scaling group {name}"), || {
+            self.group_exists(name)
+        })
+        .await
     }
 
     /// [`Sdk::until_target_group_shows`] for a launch template.
     pub async fn until_launch_template_shows(&self, name: &str) {
-        for _ in 0..100 {
-            let found = self
-                .ec2
+        until_shows(&format!("launch template {name}"), || async {
+            self.ec2
                 .describe_launch_templates()
                 .launch_template_names(name)
                 .send()
                 .await
-                .is_ok_and(|o| !o.launch_templates().is_empty());
-            if found {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        panic!("launch template {name} never showed");
+                .is_ok_and(|o| !o.launch_templates().is_empty())
+        })
+        .await
     }
 
     pub async fn group_exists(&self, name: &str) -> bool {
@@ -431,13 +438,10 @@ impl Sdk {
     /// consistent, as the emulator is, and an operator would not have run immune within
     /// that moment.
     pub async fn until_target_group_shows(&self, name: &str) {
-        for _ in 0..100 {
-            if self.target_group_exists(name).await {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        panic!("target group {name} never showed");
+        until_shows(&format!("target group {name}"), || {
+            self.target_group_exists(name)
+        })
+        .await
     }
 
     pub async fn target_group_exists(&self, name: &str) -> bool {

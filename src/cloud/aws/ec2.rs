@@ -349,27 +349,19 @@ impl Aws {
     /// for a moment (InvalidSnapshot.InUse), so it is asked again for a while; one
     /// already gone is fine.
     async fn delete_snapshot(&self, snapshot: &str) -> CloudResult<()> {
-        let start = tokio::time::Instant::now();
-        let mut wait = Duration::from_millis(200);
-        loop {
-            let deleted = self
-                .ec2
+        let in_use = |e: &CloudError| code_of(e) == Some("InvalidSnapshot.InUse");
+        let deleted = retry_while(CONSISTENCY, in_use, || async {
+            self.ec2
                 .delete_snapshot()
                 .snapshot_id(snapshot)
                 .send()
                 .await
-                .map_err(|e| sdk_error("DeleteSnapshot", e));
-            match deleted {
-                Err(e)
-                    if code_of(&e) == Some("InvalidSnapshot.InUse")
-                        && start.elapsed() < CONSISTENCY =>
-                {
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
-                }
-                Err(e) if e.is_not_found() => return Ok(()),
-                other => return other.map(|_| ()),
-            }
+                .map_err(|e| sdk_error("DeleteSnapshot", e))
+        })
+        .await;
+        match deleted {
+            Err(e) if e.is_not_found() => Ok(()),
+            other => other.map(|_| ()),
         }
     }
 

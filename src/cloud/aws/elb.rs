@@ -713,23 +713,8 @@ impl Aws {
 
     pub(super) async fn delete_health_rule(&self, rule_arn: &str) -> CloudResult<()> {
         let gone = |e: &CloudError| code_of(e).is_some_and(|c| c.contains("NotFound"));
-        let out = self
-            .elb
-            .describe_tags()
-            .resource_arns(rule_arn)
-            .send()
-            .await
-            .map_err(|e| sdk_error("DescribeTags", e));
-        let tags: Vec<(String, String)> = match out {
-            Ok(out) => out
-                .tag_descriptions()
-                .iter()
-                .flat_map(|d| d.tags())
-                .map(|t| {
-                    let text = |s: Option<&str>| s.unwrap_or_default().to_string();
-                    (text(t.key()), text(t.value()))
-                })
-                .collect(),
+        let tags = match self.resource_tags(rule_arn).await {
+            Ok(tags) => tags,
             Err(e) if gone(&e) => return Ok(()),
             Err(e) => return Err(e),
         };
@@ -858,29 +843,17 @@ impl Aws {
             .build();
         // Right after the create, ELB may not find the target group yet (eventual
         // consistency): asked again, backing off, within the consistency window.
-        let start = tokio::time::Instant::now();
-        let mut wait = Duration::from_millis(100);
-        loop {
-            let set = self
-                .elb
+        retry_while(CONSISTENCY, CloudError::is_not_found, || async {
+            self.elb
                 .modify_target_group_attributes()
                 .target_group_arn(&arn)
                 .attributes(attribute.clone())
                 .send()
                 .await
-                .map_err(|e| sdk_error("ModifyTargetGroupAttributes", e));
-            match set {
-                Err(e) if e.is_not_found() && start.elapsed() < CONSISTENCY => {
-                    tracing::info!("target group {arn} not found yet; asking again");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
-                }
-                other => {
-                    other?;
-                    return Ok(arn);
-                }
-            }
-        }
+                .map_err(|e| sdk_error("ModifyTargetGroupAttributes", e))
+        })
+        .await?;
+        Ok(arn)
     }
 
     /// A target group of this name that immune created for the same fleet and release:
@@ -904,7 +877,7 @@ impl Aws {
         else {
             return Ok(None);
         };
-        let tags = self.target_group_tags(arn).await?;
+        let tags = self.resource_tags(arn).await?;
         let has = |key: &str, value: &str| {
             tags.iter()
                 .any(|(k, v)| k.as_str() == key && v.as_str() == value)
@@ -939,7 +912,7 @@ impl Aws {
         let Some(arn) = arn else {
             return Ok(None);
         };
-        let tags = self.target_group_tags(&arn).await?;
+        let tags = self.resource_tags(&arn).await?;
         let holder = self.holder(tag_pairs(&tags));
         Ok(Some((arn, holder)))
     }
@@ -1003,8 +976,8 @@ impl Aws {
         Ok(holders)
     }
 
-    /// The target group's tags as (key, value) pairs.
-    async fn target_group_tags(&self, arn: &str) -> CloudResult<Vec<(String, String)>> {
+    /// An ELB resource's tags (a target group's, a rule's) as (key, value) pairs.
+    async fn resource_tags(&self, arn: &str) -> CloudResult<Vec<(String, String)>> {
         let out = self
             .elb
             .describe_tags()
@@ -1024,7 +997,7 @@ impl Aws {
     }
 
     pub(super) async fn delete_target_group(&self, arn: &str) -> CloudResult<()> {
-        match self.target_group_tags(arn).await {
+        match self.resource_tags(arn).await {
             Ok(tags) => self.ensure_ours(format!("target group {arn}"), tag_pairs(&tags))?,
             Err(e) if code_of(&e).is_some_and(|c| c.contains("NotFound")) => return Ok(()),
             Err(e) => return Err(e),
